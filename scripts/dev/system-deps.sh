@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install the Debian packages the tests and the demo need, only when they are missing.
+# Idempotent and quiet when everything is present; needs root (or sudo) otherwise.
+set -euo pipefail
+
+need=()
+have_pg() { compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null; }
+have_pg || need+=(postgresql)
+command -v pdftoppm >/dev/null || need+=(poppler-utils)
+[ "${DHASH_NEED_CHROMIUM:-0}" = 1 ] && ! command -v chromium >/dev/null && need+=(chromium)
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+echo "installing Debian packages: ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# Debian's postgresql package starts a cluster on port 5432; the tests run their own on a
+# private port and data dir, so the packaged one is left alone.

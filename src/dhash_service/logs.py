@@ -1,0 +1,106 @@
+"""JSON-lines logging with redaction: one event per line, secrets never written."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+REDACTED = "[REDACTED]"
+
+# Keys whose values are secrets wherever they appear in an event.
+_SECRET_KEYS = re.compile(r"(password|passwd|secret|token|webhook|authorization|api[_-]?key)", re.I)
+# Secrets embedded in free text: webhook URLs, bearer tokens, credentials in URLs.
+_SECRET_PATTERNS = [
+    re.compile(r"https?://[^\s\"'<>]*(hooks?|webhook|webhookb2|workflows)[^\s\"'<>]*", re.I),
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"(?i)(://[^:/\s@]+:)[^@\s]+(@)"),
+]
+
+
+def redact_text(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
+    """Replace known secret shapes and any literal secret in ``extra_secrets``."""
+    for secret in extra_secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    text = _SECRET_PATTERNS[0].sub(REDACTED, text)
+    text = _SECRET_PATTERNS[1].sub(lambda m: m.group(1) + REDACTED, text)
+    return _SECRET_PATTERNS[2].sub(lambda m: m.group(1) + REDACTED + m.group(2), text)
+
+
+def redact_value(key: str, value: Any, extra_secrets: tuple[str, ...] = ()) -> Any:
+    if _SECRET_KEYS.search(key) and value not in (None, "", [], {}):
+        return REDACTED
+    if isinstance(value, str):
+        return redact_text(value, extra_secrets)
+    if isinstance(value, Mapping):
+        return {k: redact_value(str(k), v, extra_secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_value(key, v, extra_secrets) for v in value]
+    return value
+
+
+class Redactor:
+    """structlog processor; literal secrets can be registered at start-up."""
+
+    def __init__(self) -> None:
+        self.secrets: tuple[str, ...] = ()
+
+    def register(self, *secrets: str | None) -> None:
+        self.secrets = tuple(sorted({*self.secrets, *(s for s in secrets if s)}, key=len))[::-1]
+
+    def __call__(
+        self, _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for key in list(event_dict):
+            event_dict[key] = redact_value(key, event_dict[key], self.secrets)
+        return event_dict
+
+
+redactor = Redactor()
+
+
+def configure_logging(
+    level: str = "INFO", stream: TextIO | None = None, file: Path | None = None
+) -> None:
+    """Route structlog and stdlib logging to JSON lines on ``stream`` (and ``file``)."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stderr)]
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(file, encoding="utf-8"))
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        redactor,
+    ]
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    root.setLevel(level.upper())
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str | None = None) -> Any:
+    return structlog.get_logger(name)
