@@ -21,6 +21,14 @@ app = typer.Typer(
 COMMAND_MODULES: list[str] = []
 
 
+@app.command()
+def version() -> None:
+    """Print the installed dhash version."""
+    from dhash_service import __version__
+
+    typer.echo(__version__)
+
+
 def _load_commands() -> None:
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(app)
