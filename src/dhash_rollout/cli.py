@@ -21,6 +21,11 @@ app = typer.Typer(
 COMMAND_MODULES: list[str] = []
 
 
+@app.callback()
+def _root() -> None:
+    """dhash: perceptual image hashing service and its guarded rollout toolkit."""
+
+
 @app.command()
 def version() -> None:
     """Print the installed dhash version."""
@@ -35,30 +40,16 @@ def _load_commands() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point: returns the process exit code."""
+    """Console-script entry point: returns the process exit code, never a traceback."""
     _load_commands()
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="dhash")
+    except SystemExit as exc:  # click's standalone mode always ends this way
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     except DhashError as err:
         typer.echo(f"dhash: error: {err.message}", err=True)
         return err.exit_code
-    except KeyboardInterrupt:
-        typer.echo("dhash: interrupted", err=True)
-        return 130
-    except SystemExit as exc:  # raised by typer.Exit / click on --help
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Exit):
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            typer.echo("dhash: aborted", err=True)
-            return 1
-        raise
     return 0
 
 
