@@ -1,0 +1,53 @@
+import json
+import multiprocessing
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from dhash_rollout.locking import hold_lock
+from dhash_service.errors import Locked
+
+
+def _hold_forever(path: str, ready: "multiprocessing.synchronize.Event") -> None:
+    with hold_lock(Path(path), "deploy"):
+        ready.set()
+        signal.pause()
+
+
+def test_second_holder_is_refused_with_the_first_holders_pid(tmp_path: Path) -> None:
+    lock = tmp_path / "locks" / "production.lock"
+    with hold_lock(lock, "deploy") as held:
+        with (
+            pytest.raises(Locked, match=f"pid {os.getpid()}") as err,
+            hold_lock(lock, "backup"),
+        ):
+            pass
+        assert err.value.exit_code == 3
+        assert held.took_over is None
+
+
+def test_lock_left_by_a_killed_process_is_taken_over(tmp_path: Path) -> None:
+    lock = tmp_path / "production.lock"
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    proc = ctx.Process(target=_hold_forever, args=(str(lock), ready))
+    proc.start()
+    assert ready.wait(10)
+    with pytest.raises(Locked), hold_lock(lock, "deploy"):
+        pass
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(10)
+    with hold_lock(lock, "deploy") as held:
+        assert held.took_over is not None
+        assert held.took_over.pid == proc.pid
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+
+
+def test_released_lock_leaves_no_holder_record(tmp_path: Path) -> None:
+    lock = tmp_path / "x.lock"
+    with hold_lock(lock, "deploy"):
+        pass
+    with hold_lock(lock, "deploy") as held:
+        assert held.took_over is None
