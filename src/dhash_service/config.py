@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -88,6 +88,88 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
+
+
+SeverityName = Literal["INFO", "WARN", "ERROR", "CRITICAL"]
+
+
+class NotificationSettings(BaseSettings):
+    """Notification endpoints and delivery knobs.
+
+    Secrets keep the guide's unprefixed names (``SLACK_WEBHOOK_URL``, ``SMTP_PASSWORD``...) so
+    existing CI secrets work unchanged; the delivery knobs are ``DHASH_NOTIFY_*``. Secrets are
+    ``SecretStr`` so a repr or a validation error never prints them.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="", extra="ignore", frozen=True, env_ignore_empty=True, populate_by_name=True
+    )
+
+    slack_webhook_url: SecretStr | None = None
+    teams_webhook_url: SecretStr | None = None
+    discord_webhook_url: SecretStr | None = None
+    smtp_host: str | None = None
+    smtp_port: int | None = None
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str | None = None
+    smtp_to: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+
+    connect_timeout_seconds: float = Field(
+        5.0, gt=0, validation_alias="DHASH_NOTIFY_CONNECT_TIMEOUT_SECONDS"
+    )
+    read_timeout_seconds: float = Field(
+        10.0, gt=0, validation_alias="DHASH_NOTIFY_READ_TIMEOUT_SECONDS"
+    )
+    max_attempts: int = Field(4, ge=1, le=20, validation_alias="DHASH_NOTIFY_MAX_ATTEMPTS")
+    backoff_initial_seconds: float = Field(
+        0.5, ge=0, validation_alias="DHASH_NOTIFY_BACKOFF_INITIAL_SECONDS"
+    )
+    backoff_max_seconds: float = Field(
+        8.0, ge=0, validation_alias="DHASH_NOTIFY_BACKOFF_MAX_SECONDS"
+    )
+    total_seconds: float = Field(25.0, gt=0, validation_alias="DHASH_NOTIFY_TOTAL_SECONDS")
+    dedupe_seconds: float = Field(86400.0, ge=0, validation_alias="DHASH_NOTIFY_DEDUPE_SECONDS")
+    smtp_ca_file: Path | None = Field(None, validation_alias="DHASH_NOTIFY_SMTP_CA_FILE")
+    min_severity_slack: SeverityName | None = Field(
+        None, validation_alias="DHASH_NOTIFY_MIN_SEVERITY_SLACK"
+    )
+    min_severity_teams: SeverityName | None = Field(
+        None, validation_alias="DHASH_NOTIFY_MIN_SEVERITY_TEAMS"
+    )
+    min_severity_discord: SeverityName | None = Field(
+        None, validation_alias="DHASH_NOTIFY_MIN_SEVERITY_DISCORD"
+    )
+    min_severity_email: SeverityName | None = Field(
+        None, validation_alias="DHASH_NOTIFY_MIN_SEVERITY_EMAIL"
+    )
+
+    @field_validator("smtp_to", mode="before")
+    @classmethod
+    def _split_recipients(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [a.strip() for a in value.split(",") if a.strip()]
+        return value
+
+    @field_validator("smtp_security", mode="before")
+    @classmethod
+    def _lower_security(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator(
+        "min_severity_slack",
+        "min_severity_teams",
+        "min_severity_discord",
+        "min_severity_email",
+        mode="before",
+    )
+    @classmethod
+    def _upper_severity(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            upper = value.strip().upper()
+            return "WARN" if upper == "WARNING" else upper
+        return value
 
 
 def load_settings(**overrides: Any) -> Settings:
