@@ -1,0 +1,104 @@
+"""Where a release runs. The pipeline speaks only this protocol, so a Kubernetes or SSH-fleet
+target can be added beside ``local`` without touching deploy or rollback logic.
+
+A target installs releases (inert: nothing running changes), activates one (the zero-downtime
+switch, idempotent so a re-run after a crash converges), and reports what is current, what was
+previous and how the processes are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from dhash_rollout.environments import Environment
+from dhash_rollout.releases import DepsMode, Release, ReleaseSource
+from dhash_service.errors import ConfigError
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Activation:
+    """The outcome of a switch: which release serves now and which one it replaced."""
+
+    version: str
+    previous: str | None
+    instance: str
+    changed: bool  # False when the release was already the active one (idempotent re-run)
+
+
+@dataclass(frozen=True)
+class ProcessStatus:
+    name: str
+    release: str | None
+    state: str  # supervisord state name (RUNNING, STOPPED, FATAL, ...) or the target's own
+    pid: int | None = None
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    current: str | None
+    previous: str | None
+    processes: tuple[ProcessStatus, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def serving(self) -> tuple[ProcessStatus, ...]:
+        return tuple(p for p in self.processes if p.state == "RUNNING")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "current": self.current,
+            "previous": self.previous,
+            "processes": [p.__dict__ for p in self.processes],
+            **self.extra,
+        }
+
+
+class Target(Protocol):
+    """What every deployment target provides."""
+
+    env: Environment
+
+    def install(
+        self, source: ReleaseSource, *, version: str | None = None, progress: Progress | None = None
+    ) -> Release:
+        """Make the release available without changing what serves (idempotent)."""
+        ...
+
+    def release(self, version: str) -> Release | None:
+        """The installed release ``version``, or None."""
+        ...
+
+    def releases(self) -> list[Release]: ...
+
+    def activate(self, version: str, *, progress: Progress | None = None) -> Activation:
+        """Switch serving to ``version`` with no failed request; converge when re-run."""
+        ...
+
+    def current(self) -> Release | None: ...
+
+    def previous(self) -> Release | None: ...
+
+    def status(self) -> TargetStatus: ...
+
+    def logs(self, lines: int = 100) -> str: ...
+
+    def stop(self) -> None:
+        """Stop serving (used to take writes away before a data restore)."""
+        ...
+
+    def shutdown(self) -> None:
+        """Stop serving and the target's own machinery (process manager)."""
+        ...
+
+
+def get_target(env: Environment, *, deps: DepsMode | None = None) -> Target:
+    """The target named by the environment (``target = "local"`` is the only one today)."""
+    if env.target == "local":
+        from dhash_rollout.targets.local import LocalTarget
+
+        return LocalTarget(env, deps=deps)
+    raise ConfigError(f"environment {env.name}: unknown target {env.target!r} (known: local)")
