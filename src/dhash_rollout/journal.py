@@ -127,7 +127,7 @@ class Journal:
         )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = (record.to_json() + "\n").encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             if self._ends_torn(fd):
                 # A writer died mid-line: start ours on a fresh line so it stays parseable.
