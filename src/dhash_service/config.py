@@ -117,32 +117,34 @@ class NotificationSettings(BaseSettings):
     smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
 
     connect_timeout_seconds: float = Field(
-        5.0, gt=0, validation_alias="DHASH_NOTIFY_CONNECT_TIMEOUT_SECONDS"
+        default=5.0, gt=0, validation_alias="DHASH_NOTIFY_CONNECT_TIMEOUT_SECONDS"
     )
     read_timeout_seconds: float = Field(
-        10.0, gt=0, validation_alias="DHASH_NOTIFY_READ_TIMEOUT_SECONDS"
+        default=10.0, gt=0, validation_alias="DHASH_NOTIFY_READ_TIMEOUT_SECONDS"
     )
-    max_attempts: int = Field(4, ge=1, le=20, validation_alias="DHASH_NOTIFY_MAX_ATTEMPTS")
+    max_attempts: int = Field(default=4, ge=1, le=20, validation_alias="DHASH_NOTIFY_MAX_ATTEMPTS")
     backoff_initial_seconds: float = Field(
-        0.5, ge=0, validation_alias="DHASH_NOTIFY_BACKOFF_INITIAL_SECONDS"
+        default=0.5, ge=0, validation_alias="DHASH_NOTIFY_BACKOFF_INITIAL_SECONDS"
     )
     backoff_max_seconds: float = Field(
-        8.0, ge=0, validation_alias="DHASH_NOTIFY_BACKOFF_MAX_SECONDS"
+        default=8.0, ge=0, validation_alias="DHASH_NOTIFY_BACKOFF_MAX_SECONDS"
     )
-    total_seconds: float = Field(25.0, gt=0, validation_alias="DHASH_NOTIFY_TOTAL_SECONDS")
-    dedupe_seconds: float = Field(86400.0, ge=0, validation_alias="DHASH_NOTIFY_DEDUPE_SECONDS")
-    smtp_ca_file: Path | None = Field(None, validation_alias="DHASH_NOTIFY_SMTP_CA_FILE")
+    total_seconds: float = Field(default=25.0, gt=0, validation_alias="DHASH_NOTIFY_TOTAL_SECONDS")
+    dedupe_seconds: float = Field(
+        default=86400.0, ge=0, validation_alias="DHASH_NOTIFY_DEDUPE_SECONDS"
+    )
+    smtp_ca_file: Path | None = Field(default=None, validation_alias="DHASH_NOTIFY_SMTP_CA_FILE")
     min_severity_slack: SeverityName | None = Field(
-        None, validation_alias="DHASH_NOTIFY_MIN_SEVERITY_SLACK"
+        default=None, validation_alias="DHASH_NOTIFY_MIN_SEVERITY_SLACK"
     )
     min_severity_teams: SeverityName | None = Field(
-        None, validation_alias="DHASH_NOTIFY_MIN_SEVERITY_TEAMS"
+        default=None, validation_alias="DHASH_NOTIFY_MIN_SEVERITY_TEAMS"
     )
     min_severity_discord: SeverityName | None = Field(
-        None, validation_alias="DHASH_NOTIFY_MIN_SEVERITY_DISCORD"
+        default=None, validation_alias="DHASH_NOTIFY_MIN_SEVERITY_DISCORD"
     )
     min_severity_email: SeverityName | None = Field(
-        None, validation_alias="DHASH_NOTIFY_MIN_SEVERITY_EMAIL"
+        default=None, validation_alias="DHASH_NOTIFY_MIN_SEVERITY_EMAIL"
     )
 
     @field_validator("smtp_to", mode="before")

@@ -1,0 +1,298 @@
+"""``dhash notify``, ``dhash notify flush`` and ``dhash deploy-notify``.
+
+Thin: parse and validate the options (bad values exit 2), build an :class:`Event`, hand it to
+the :class:`Notifier` and print what happened per channel. Delivery failures exit 0: the
+message is outboxed and logged, and a notification never fails the step that sent it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+import typer
+
+from dhash_service.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dhash_rollout.environments import Environment
+    from dhash_rollout.notify import DeliveryReport, FlushReport, Notifier, Severity
+
+
+class NotifyType(StrEnum):
+    deploy = "deploy"
+    success = "success"
+    failure = "failure"
+    rollback = "rollback"
+    info = "info"
+
+
+class Phase(StrEnum):
+    start = "start"
+    success = "success"
+    failure = "failure"
+    rollback = "rollback"
+
+
+class Trigger(StrEnum):
+    manual = "manual"
+    automatic = "automatic"
+
+
+_PHASE_KINDS = {
+    "start": "deploy",
+    "success": "success",
+    "failure": "failure",
+    "rollback": "rollback",
+}
+
+EnvOption = typer.Option(
+    None, "--env", help="Environment the message is about (default: DHASH_ENV)."
+)
+ChannelsOption = typer.Option(
+    None,
+    "--channels",
+    help="Comma-separated: slack,teams,discord,email,file (default: the environment's channels).",
+)
+SeverityOption = typer.Option(
+    None, "--severity", help="INFO, WARN, ERROR or CRITICAL (default: by type or phase)."
+)
+KeyOption = typer.Option(
+    None, "--key", help="Idempotency key (default: derived from the content, so re-runs dedupe)."
+)
+FieldOption = typer.Option(None, "--field", help="Extra fact NAME=VALUE (repeatable).")
+DryRunOption = typer.Option(
+    False, "--dry-run", help="Render every channel's payload and send nothing."
+)
+JsonOption = typer.Option(False, "--json", help="Print the report as JSON.")
+
+notify_app = typer.Typer(
+    help="Send a notification to Slack, Teams, Discord, e-mail and the notification log.",
+    no_args_is_help=False,
+    add_completion=False,
+)
+
+
+@notify_app.callback(invoke_without_command=True)
+def notify(
+    ctx: typer.Context,
+    *,
+    kind: NotifyType | None = typer.Option(None, "--type", help="What happened."),
+    env: str | None = EnvOption,
+    message: str | None = typer.Option(None, "--message", help="The message text."),
+    channels: str | None = ChannelsOption,
+    severity: str | None = SeverityOption,
+    subject: str | None = typer.Option(
+        None, "--subject", help="Title / e-mail subject (single line; default: derived)."
+    ),
+    key: str | None = KeyOption,
+    fields: list[str] | None = FieldOption,
+    dry_run: bool = DryRunOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Send one notification: dhash notify --type deploy --message "..." [--dry-run].
+
+    `dhash notify flush` re-sends what the outbox holds.
+    """
+    if ctx.invoked_subcommand is not None:
+        if kind or message:
+            raise typer.BadParameter("--type/--message cannot be combined with a subcommand")
+        return
+    if kind is None or message is None:
+        raise typer.BadParameter("--type and --message are required (or use `notify flush`)")
+    from dhash_rollout.notify import Event
+    from dhash_rollout.notify.model import DEFAULT_SEVERITY
+
+    _configure_logging()
+    env_name, _ = _environment(env)
+    event = Event(
+        kind=kind.value,
+        env=env_name,
+        message=message,
+        severity=_severity(severity) or DEFAULT_SEVERITY[kind.value],
+        subject=subject,
+        fields=_fields(fields),
+        key=key,
+    )
+    report = _notifier(env_name, channels).send(event, dry_run=dry_run)
+    _show(report, as_json)
+
+
+@notify_app.command("flush")
+def flush(
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Re-send at most N messages."),
+    timeout: float | None = typer.Option(
+        None, "--timeout", min=0.1, help="Seconds for the whole flush (default: the budget)."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the outbox, send nothing."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Re-send outboxed notifications, oldest first."""
+    from dhash_rollout.notify import Notifier
+    from dhash_rollout.notify.factory import ALL_CHANNELS
+    from dhash_service.config import Settings
+
+    _configure_logging()
+    notifier = Notifier.from_settings(Settings().env, channels=list(ALL_CHANNELS))
+    report = notifier.flush(limit=limit, timeout=timeout, dry_run=dry_run)
+    _show_flush(report, as_json)
+
+
+def deploy_notify(
+    *,
+    phase: Phase = typer.Option(..., "--phase", help="Deployment phase."),
+    env: str | None = EnvOption,
+    version: str | None = typer.Option(
+        None, "--version", help="Release version (default: the active release, or 'unknown')."
+    ),
+    initiator: str | None = typer.Option(None, "--initiator", help="Who started it."),
+    reason: str | None = typer.Option(None, "--reason", help="Why (failures, rollbacks)."),
+    trigger: Trigger | None = typer.Option(None, "--trigger", help="manual or automatic."),
+    message: str | None = typer.Option(None, "--message", help="Override the message text."),
+    channels: str | None = ChannelsOption,
+    severity: str | None = SeverityOption,
+    key: str | None = KeyOption,
+    dry_run: bool = DryRunOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Announce a deployment phase: start, success, failure or rollback."""
+    from dhash_rollout.notify import Event
+    from dhash_rollout.notify.model import DEFAULT_SEVERITY
+
+    _configure_logging()
+    env_name, environment = _environment(env)
+    kind = _PHASE_KINDS[phase.value]
+    version = version or _active_version(environment)
+    event = Event(
+        kind=kind,
+        env=env_name,
+        message=message or _phase_message(phase.value, env_name, version, initiator, reason),
+        severity=_severity(severity) or DEFAULT_SEVERITY[kind],
+        version=version,
+        initiator=initiator,
+        reason=reason,
+        trigger=trigger.value if trigger else None,
+        phase=phase.value,
+        key=key,
+    )
+    report = _notifier(env_name, channels).send(event, dry_run=dry_run)
+    _show(report, as_json)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(notify_app, name="notify")
+    app.command("deploy-notify")(deploy_notify)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _environment(env: str | None) -> tuple[str, Environment | None]:
+    """An explicit ``--env`` must be a known environment; the default only labels the message."""
+    from dhash_rollout.environments import load_environment
+    from dhash_service.config import Settings
+
+    if env is not None:
+        return env, load_environment(env)
+    name = Settings().env
+    try:
+        return name, load_environment(name)
+    except ConfigError:
+        return name, None
+
+
+def _configure_logging() -> None:
+    """Log lines go to stderr so stdout stays the summary (or clean ``--json``)."""
+    from dhash_service.config import Settings
+    from dhash_service.logs import configure_logging
+
+    configure_logging(Settings().log_level, stream=sys.stderr)
+
+
+def _notifier(env_name: str, channels: str | None) -> Notifier:
+    from dhash_rollout.notify import Notifier
+    from dhash_rollout.notify.factory import parse_channels
+
+    names = parse_channels(channels) if channels is not None else None
+    return Notifier.from_settings(env_name, channels=names, strict=True)
+
+
+def _severity(text: str | None) -> Severity | None:
+    from dhash_rollout.notify import Severity
+
+    return Severity.parse(text) if text else None
+
+
+def _fields(pairs: list[str] | None) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--field wants NAME=VALUE, got {pair!r}")
+        found[name.strip()] = value
+    return found
+
+
+def _active_version(environment: Environment | None) -> str:
+    """The release the environment's ``current`` link points at, else ``unknown``."""
+    if environment is None:
+        return "unknown"
+    from dhash_rollout.releases import read_release
+
+    try:
+        link = environment.root / "current"
+        release = read_release(link.resolve()) if link.is_symlink() else None
+    except (OSError, ValueError):
+        release = None
+    return release.version if release else "unknown"
+
+
+def _phase_message(
+    phase: str, env: str, version: str, initiator: str | None, reason: str | None
+) -> str:
+    of_version = f" of {version}" if version != "unknown" else ""
+    if phase == "start":
+        text = f"Deployment{of_version} to {env} started"
+        text += f" by {initiator}" if initiator else ""
+    elif phase == "success":
+        text = f"Deployment{of_version} to {env} succeeded"
+    elif phase == "failure":
+        text = f"Deployment{of_version} to {env} failed"
+    else:
+        text = f"Rollback of {env}" + (f" to {version}" if version != "unknown" else "")
+    return f"{text}: {reason}" if reason else text
+
+
+def _show(report: DeliveryReport, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        return
+    event = report.event
+    mode = " (dry run: nothing sent)" if report.dry_run else ""
+    typer.echo(f"{event.kind} [{event.severity.name}] {event.env}  key {report.key}{mode}")
+    for outcome in report.outcomes:
+        attempts = f" ({outcome.attempts} attempts)" if outcome.attempts > 1 else ""
+        note = outcome.error or outcome.detail or ""
+        typer.echo(f"  {outcome.channel:<8} {outcome.status:<19} {note}{attempts}".rstrip())
+        if report.dry_run and outcome.payload is not None:
+            body = json.dumps(outcome.payload, indent=2, ensure_ascii=False)
+            typer.echo("\n".join("      " + line for line in body.splitlines()))
+    if report.log_file:
+        typer.echo(f"log: {report.log_file}")
+
+
+def _show_flush(report: FlushReport, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        return
+    if not report.items:
+        typer.echo("outbox is empty")
+        return
+    verb = "outboxed" if report.dry_run else "flushed"
+    for item in report.items:
+        o = item.outcome
+        note = o.error or o.detail or ""
+        typer.echo(f"  {item.key}  {o.channel:<8} {o.status:<19} {note}".rstrip())
+    typer.echo(f"{len(report.items)} {verb}; {report.remaining} left in the outbox")
