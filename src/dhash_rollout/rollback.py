@@ -1,0 +1,454 @@
+"""Rollback: the app back to the previous (or named) release, the schema back down when the
+migrations allow it, and the data restored from a backup when they do not (or when the database
+is damaged, or a backup is named), keeping every row written since that backup.
+
+Runs under the same per-environment lock as deploys and is journaled the same way; a rollback
+killed half-way resumes from its journal (the exported rows survive in ``<root>/rollback/``).
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dhash_rollout.carryover import export_rows, reapply_rows
+from dhash_rollout.environments import Environment, load_environment
+from dhash_rollout.journal import Journal, RunState, new_run_id
+from dhash_rollout.locking import hold_lock
+from dhash_rollout.pipeline import (
+    RunContext,
+    check_health,
+    database_readable,
+    database_revision,
+    downgrade_reversible,
+    migrate_with,
+    notify,
+    open_run_log,
+    run_steps,
+)
+from dhash_rollout.plan import Plan, RollbackFacts, Step, plan_rollback, render_plan
+from dhash_rollout.releases import Release, normalize_version
+from dhash_rollout.targets import Target, get_target
+from dhash_service.errors import CheckFailed, ConfigError, DhashError, NotFound
+
+Say = Callable[[str], None]
+TRIGGERS = ("manual", "automatic")
+
+
+@dataclass(frozen=True)
+class RollbackRequest:
+    env: str
+    reason: str
+    backup: str | None = None
+    to_release: str | None = None
+    trigger: str = "manual"
+    initiator: str = field(default_factory=getpass.getuser)
+    base: Path = field(default_factory=Path.cwd)
+    dry_run: bool = False
+    smoke_timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    run_id: str | None
+    env: str
+    ok: bool
+    plan: Plan
+    log_path: Path | None
+    error: str | None = None
+    phases: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "env": self.env,
+            "ok": self.ok,
+            "error": self.error,
+            "log": str(self.log_path) if self.log_path else None,
+            "plan": self.plan.to_dict(),
+            "phases": self.phases,
+        }
+
+
+def _deploy_that_made(journal: Journal, version: str) -> RunState | None:
+    """The latest deploy run that put ``version`` in service (finished or not)."""
+    found = None
+    for run in journal.runs():
+        made_it = run.kind == "deploy" and run.params.get("version") == version
+        if made_it and run.outcome != "failed":
+            found = run
+    return found
+
+
+def _bound_backup(run: RunState | None) -> str | None:
+    if run is None:
+        return None
+    path = run.detail_of("backup").get("path")
+    return str(path) if path else None
+
+
+def _resolve_backup(text: str, base: Path) -> Path:
+    path = (base / text).resolve()
+    if not path.is_file():
+        raise NotFound(f"backup {text} does not exist")
+    return path
+
+
+@dataclass
+class _Choice:
+    current: Release | None
+    target: Release | None
+    backup: Path | None
+    facts: RollbackFacts
+
+
+def _choose(  # noqa: PLR0917 - private, one call site
+    request: RollbackRequest,
+    env: Environment,
+    target: Target,
+    journal: Journal,
+    backup_dir: Path,
+    unfinished: RunState | None,
+) -> _Choice:
+    current = target.current()
+    if request.to_release:
+        wanted = target.release(normalize_version(request.to_release))
+        if wanted is None:
+            raise NotFound(f"release {request.to_release} is not installed in {env.root}")
+    elif unfinished is not None and unfinished.kind == "deploy":
+        old = unfinished.params.get("from_version")
+        wanted = target.release(str(old)) if old else None
+    elif current is not None:
+        made = _deploy_that_made(journal, current.version)
+        old = made.params.get("from_version") if made else None
+        wanted = target.release(str(old)) if old else None
+    else:
+        wanted = None
+    if wanted is None and request.backup and current is not None:
+        wanted = current  # restore data under the release that serves now
+    backup: Path | None = None
+    if request.backup:
+        backup = _resolve_backup(request.backup, request.base)
+    else:
+        bound_run = unfinished if unfinished and unfinished.kind == "deploy" else None
+        if bound_run is None and current is not None:
+            bound_run = _deploy_that_made(journal, current.version)
+        bound = _bound_backup(bound_run)
+        if bound and Path(bound).is_file():
+            backup = Path(bound)
+        else:
+            from dhash_rollout.backup import latest_verified_backup
+
+            info = latest_verified_backup(backup_dir, env.name)
+            backup = Path(info.path) if info else None
+    current_revision = database_revision(env.database_url)
+    target_revision = None
+    reversible = True
+    if wanted is not None:
+        from dhash_rollout.pipeline import release_head
+
+        target_revision = release_head(wanted)
+        newest = current or wanted
+        reversible = downgrade_reversible(newest, current_revision, target_revision)
+    facts = RollbackFacts(
+        env=env.name,
+        url=env.url,
+        current_version=current.version if current else None,
+        target_version=wanted.version if wanted else None,
+        current_revision=current_revision,
+        target_revision=target_revision,
+        downgrade_reversible=reversible,
+        database_ok=database_readable(env.database_url),
+        backup=str(backup) if backup else None,
+        backup_requested=request.backup is not None,
+        channels=env.channels,
+        reason=request.reason,
+        trigger=request.trigger,
+    )
+    return _Choice(current, wanted, backup, facts)
+
+
+def _validate(request: RollbackRequest) -> None:
+    if not request.reason.strip():
+        raise ConfigError("--reason is required and must not be empty")
+    if request.trigger not in TRIGGERS:
+        raise ConfigError(f"--trigger must be one of {', '.join(TRIGGERS)}")
+    if request.backup and request.to_release:
+        raise ConfigError("give --backup or --to-release, not both")
+
+
+def rollback(request: RollbackRequest, say: Say | None = None) -> RollbackResult:
+    """Roll the environment back; ``Locked`` (exit 3) when a deploy or rollback holds it."""
+    from dhash_rollout.deploy import lock_path, work_dirs
+
+    _validate(request)
+    progress = say or (lambda _m: None)
+    env = load_environment(request.env, request.base)
+    target = get_target(env)
+    backup_dir, log_dir = work_dirs(request.base)
+    journal = Journal.for_root(env.root)
+    if request.dry_run:
+        last = journal.last_run()
+        unfinished = last if last and not last.finished else None
+        choice = _choose(request, env, target, journal, backup_dir, unfinished)
+        plan = plan_rollback(choice.facts)
+        progress(render_plan(plan).rstrip())
+        return RollbackResult(None, env.name, True, plan, None)
+    with hold_lock(lock_path(env), "rollback"):
+        last = journal.last_run()
+        unfinished = last if last and not last.finished else None
+        resume = unfinished if unfinished and unfinished.kind == "rollback" else None
+        run_id = resume.deploy_id if resume else new_run_id("rollback")
+        log_path, handle, logger = open_run_log(log_dir, "rollback", env.name)
+        with handle:
+            ctx = RunContext(
+                "rollback", env, target, journal, run_id, request.base, log_dir, backup_dir,
+                logger, progress,
+            )  # fmt: skip
+            if unfinished is not None and unfinished.kind == "deploy":
+                journal.append(
+                    unfinished.deploy_id, "run", "failed", {"error": f"superseded by {run_id}"}
+                )
+            if resume is not None:
+                choice = _resume_choice(resume, env, target)
+            else:
+                choice = _choose(request, env, target, journal, backup_dir, unfinished)
+            plan = plan_rollback(choice.facts)
+            if resume is None:
+                ctx.start(_params(request, choice))
+            progress(f"rollback {env.name} -> {choice.facts.target_version} [{run_id}]")
+            for warning in plan.warnings:
+                progress(f"  warning: {warning}")
+            runner = _RollbackRunner(ctx, request, choice, resume)
+            return runner.run(plan, log_path)
+
+
+def _params(request: RollbackRequest, choice: _Choice) -> dict[str, Any]:
+    f = choice.facts
+    return {
+        "env": f.env,
+        "reason": request.reason,
+        "trigger": request.trigger,
+        "initiator": request.initiator,
+        "from_version": f.current_version,
+        "to_version": f.target_version,
+        "from_revision": f.current_revision,
+        "to_revision": f.target_revision,
+        "downgrade_reversible": f.downgrade_reversible,
+        "database_ok": f.database_ok,
+        "backup": f.backup,
+        "backup_requested": f.backup_requested,
+    }
+
+
+def _resume_choice(run: RunState, env: Environment, target: Target) -> _Choice:
+    """The interrupted rollback's own decisions, from its journal header."""
+    p = run.params
+    current = target.release(str(p["from_version"])) if p.get("from_version") else None
+    wanted = target.release(str(p["to_version"])) if p.get("to_version") else None
+    backup = Path(str(p["backup"])) if p.get("backup") else None
+    facts = RollbackFacts(
+        env=env.name,
+        url=env.url,
+        current_version=p.get("from_version"),
+        target_version=p.get("to_version"),
+        current_revision=p.get("from_revision"),
+        target_revision=p.get("to_revision"),
+        downgrade_reversible=bool(p.get("downgrade_reversible", True)),
+        database_ok=bool(p.get("database_ok", True)),
+        backup=str(backup) if backup else None,
+        backup_requested=bool(p.get("backup_requested")),
+        channels=env.channels,
+        reason=str(p.get("reason", "")),
+        trigger=str(p.get("trigger", "manual")),
+    )
+    return _Choice(current, wanted, backup, facts)
+
+
+class _RollbackRunner:
+    def __init__(
+        self,
+        ctx: RunContext,
+        request: RollbackRequest,
+        choice: _Choice,
+        resume: RunState | None,
+    ) -> None:
+        self.ctx = ctx
+        self.request = request
+        self.choice = choice
+        self.resume = resume
+        self.facts = choice.facts
+        self.rows_file = ctx.env.root / "rollback" / ctx.run_id / "live-rows.jsonl"
+
+    def run(self, plan: Plan, log_path: Path) -> RollbackResult:
+        handlers = {
+            "lock": lambda _s, d: d.update(holder="this run"),
+            "notify_start": self._notify_start,
+            "export_writes": self._export,
+            "restore": self._restore,
+            "reapply_writes": self._reapply,
+            "activate": self._activate,
+            "downgrade": self._downgrade,
+            "health": self._health,
+            "smoke": self._smoke,
+            "notify_result": self._notify_result,
+        }
+        if self.resume is not None and self.resume.status_of("notify_start") == "done":
+            steps = tuple(
+                Step(s.phase, s.action, False, "already done by the interrupted run")
+                if s.phase == "notify_start"
+                else s
+                for s in plan.steps
+            )
+            plan = Plan(plan.kind, plan.env, plan.version, steps, plan.warnings)
+        try:
+            if plan.warnings and self.facts.target_version is None and not self.facts.backup:
+                raise CheckFailed("nothing to roll back to: " + "; ".join(plan.warnings))
+            run_steps(self.ctx, plan, handlers)
+        except DhashError as exc:
+            self.ctx.finish(False, {"error": exc.message})
+            notify(
+                self.ctx,
+                "failure",
+                f"Rollback of {self.ctx.env.name} failed: {exc.message}",
+                severity="CRITICAL",
+                version=self.facts.target_version,
+                initiator=self.request.initiator,
+                reason=self.facts.reason,
+                trigger=self.facts.trigger,
+                phase="rollback",
+            )
+            return RollbackResult(
+                self.ctx.run_id, self.ctx.env.name, False, plan, log_path, exc.message,
+                self.ctx.results,
+            )  # fmt: skip
+        self.ctx.finish(True, {"version": self.facts.target_version})
+        return RollbackResult(
+            self.ctx.run_id, self.ctx.env.name, True, plan, log_path, None, self.ctx.results
+        )
+
+    def _notify_start(self, _step: Step, detail: dict[str, Any]) -> None:
+        detail.update(
+            notify(
+                self.ctx,
+                "rollback",
+                f"Rolling {self.ctx.env.name} back from {self.facts.current_version} to "
+                f"{self.facts.target_version}",
+                severity="ERROR",
+                version=self.facts.target_version,
+                initiator=self.request.initiator,
+                reason=self.facts.reason,
+                trigger=self.facts.trigger,
+                phase="rollback",
+            )
+        )
+
+    def _export(self, _step: Step, detail: dict[str, Any]) -> None:
+        if self.facts.backup is None:
+            raise CheckFailed("a data restore is needed but no backup is available")
+        exported_before = (
+            self.resume is not None and self.resume.status_of("export_writes") == "done"
+        )
+        if exported_before and self.rows_file.is_file():
+            detail.update(path=str(self.rows_file), reused=True)
+            return
+        self.ctx.say("    stopping the service: no write may land between export and restore")
+        self.ctx.target.stop()
+        exported = export_rows(self.ctx.env.database_url, self.rows_file)
+        detail.update(exported.to_dict())
+
+    def _restore(self, _step: Step, detail: dict[str, Any]) -> None:
+        from dhash_rollout.backup import restore_backup
+
+        assert self.facts.backup is not None
+        result = restore_backup(Path(self.facts.backup), self.ctx.env, force=True)
+        detail["backup"] = self.facts.backup
+        detail["revision"] = database_revision(self.ctx.env.database_url)
+        summary = getattr(result, "to_dict", None)
+        if callable(summary):
+            detail["result"] = summary()
+
+    def _reapply(self, _step: Step, detail: dict[str, Any]) -> None:
+        applied = reapply_rows(self.ctx.env.database_url, self.rows_file)
+        detail.update(applied.to_dict())
+        self.ctx.say(f"    re-applied {applied.total_inserted} rows written since the backup")
+
+    def _activate(self, _step: Step, detail: dict[str, Any]) -> None:
+        version = self.facts.target_version
+        if version is None:
+            raise CheckFailed("no release to activate")
+        result = self.ctx.target.activate(version, progress=lambda m: self.ctx.say(f"    {m}"))
+        detail.update(instance=result.instance, previous=result.previous)
+
+    def _downgrade(self, _step: Step, detail: dict[str, Any]) -> None:
+        newest = self.choice.current
+        if newest is None:
+            raise CheckFailed("the release holding the newer migrations is not installed")
+        revision = self.facts.target_revision
+        migrate_with(newest, self.ctx.env, self.ctx.base, revision or "base")
+        detail.update(revision=database_revision(self.ctx.env.database_url))
+
+    def _health(self, _step: Step, detail: dict[str, Any]) -> None:
+        detail["health"] = check_health(self.ctx.env.url).get("health")
+
+    def _smoke(self, _step: Step, detail: dict[str, Any]) -> None:
+        from dhash_rollout.checks.smoke import run_smoke
+
+        report = run_smoke(
+            self.ctx.env,
+            timeout=self.request.smoke_timeout,
+            post_rollback=True,
+            log_path=self.ctx.base / "postrollback-smoketests.log",
+        )
+        detail.update(checks=len(report.results), log=str(report.log_path))
+        if not report.ok:
+            raise CheckFailed(f"post-rollback smoke tests failed: {report.summary()}")
+
+    def _notify_result(self, _step: Step, detail: dict[str, Any]) -> None:
+        carried = self.ctx.results.get("reapply_writes", {}).get("total_inserted")
+        extra = f"; {carried} rows written since the backup kept" if carried is not None else ""
+        detail.update(
+            notify(
+                self.ctx,
+                "rollback",
+                f"Rolled {self.ctx.env.name} back to {self.facts.target_version}{extra}",
+                severity="WARN",
+                version=self.facts.target_version,
+                initiator=self.request.initiator,
+                reason=self.facts.reason,
+                trigger=self.facts.trigger,
+                phase="complete",
+            )
+        )
+
+
+def recover_interrupted(  # noqa: PLR0917 - one call site, all needed
+    run: RunState,
+    env: Environment,
+    target: Target,
+    journal: Journal,
+    base: Path,
+    say: Say,
+) -> None:
+    """Undo an interrupted run that will not be resumed, so the environment is fully old."""
+    from dhash_rollout.deploy import compensate_deploy, work_dirs
+
+    if run.kind != "deploy":
+        raise ConfigError(
+            f"the rollback {run.deploy_id} was interrupted: run `dhash rollback` again to finish it"
+        )
+    backup_dir, log_dir = work_dirs(base)
+    _log, handle, logger = open_run_log(log_dir, "deploy", env.name)
+    with handle:
+        ctx = RunContext(
+            "deploy", env, target, journal, run.deploy_id, base, log_dir, backup_dir, logger, say
+        )
+        try:
+            undo = compensate_deploy(ctx, run.params, say, run)
+        except DhashError as exc:
+            ctx.finish(False, {"error": f"interrupted; undo failed: {exc.message}"})
+            raise
+        ctx.finish(False, {"error": "interrupted and superseded", "undo": undo})
