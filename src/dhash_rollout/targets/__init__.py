@@ -86,6 +86,10 @@ class Target(Protocol):
 
     def logs(self, lines: int = 100) -> str: ...
 
+    def start(self, *, progress: Progress | None = None) -> Activation:
+        """Serve the current release again (after :meth:`stop`, a crash or a reboot)."""
+        ...
+
     def stop(self) -> None:
         """Stop serving (used to take writes away before a data restore)."""
         ...

@@ -1,0 +1,222 @@
+"""``dhash deploy``, ``dhash rollback`` and ``dhash release list|install|status|logs``.
+
+Thin: parse options, call :mod:`dhash_rollout.deploy` / :mod:`dhash_rollout.rollback`, print
+progress (or ``--json``), and fail through :class:`CheckFailed` (exit 1) when the run failed.
+``Locked`` (exit 3) and the other errors map to exit codes in ``cli.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from dhash_service.errors import CheckFailed
+
+EnvOption = typer.Option(..., "--env", help="Environment: staging, production or canary.")
+JsonOption = typer.Option(False, "--json", help="Print the result as JSON.")
+
+
+def _printer(as_json: bool) -> Any:
+    return (lambda _m: None) if as_json else typer.echo
+
+
+def deploy(
+    *,
+    env: str = EnvOption,
+    version: str | None = typer.Option(
+        None, "--version", help="Release to deploy (default: the version of the checkout)."
+    ),
+    source: str | None = typer.Option(
+        None,
+        "--source",
+        help="Build from: a wheel file, a source directory or git:REF (default: the checkout, "
+        "unless the version is already installed).",
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Plan every phase, execute none; write deploy-dryrun.log."
+    ),
+    no_monitor: bool = typer.Option(
+        False, "--no-monitor", help="Skip the post-deploy quality-gate monitoring phase."
+    ),
+    smoke_timeout: float = typer.Option(
+        120.0, "--smoke-timeout", min=1.0, help="Deadline of the post-deploy smoke tests (s)."
+    ),
+    initiator: str | None = typer.Option(None, "--initiator", help="Who deploys (default: you)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Guarded deploy: lock, preflight, backup, install, migrate, switch, health, smoke, notify."""
+    from dhash_rollout.deploy import DeployRequest
+    from dhash_rollout.deploy import deploy as run_deploy
+    from dhash_rollout.plan import render_plan
+
+    request = DeployRequest(
+        env=env,
+        version=version,
+        source=source,
+        dry_run=dry_run,
+        no_monitor=no_monitor,
+        smoke_timeout=smoke_timeout,
+    )
+    if initiator:
+        request = replace(request, initiator=initiator)
+    result = run_deploy(request, say=_printer(as_json))
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+    elif dry_run:
+        typer.echo(render_plan(result.plan).rstrip())
+        typer.echo(f"plan written to {result.log_path}")
+    else:
+        verdict = "deployed" if result.ok else "FAILED"
+        typer.echo(f"{verdict}: {result.env} {result.version} [{result.run_id}]")
+        if result.log_path:
+            typer.echo(f"log: {result.log_path}")
+    if not result.ok:
+        raise CheckFailed(result.error or "deploy failed")
+
+
+def rollback(
+    *,
+    env: str = EnvOption,
+    reason: str = typer.Option(..., "--reason", help="Why (goes to the journal and notices)."),
+    backup: str | None = typer.Option(
+        None, "--backup", help="Restore this backup (keeping rows written after it)."
+    ),
+    to_release: str | None = typer.Option(
+        None, "--to-release", help="Switch to this installed release instead of the previous."
+    ),
+    trigger: str = typer.Option("manual", "--trigger", help="manual or automatic."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Plan the rollback, execute nothing."),
+    smoke_timeout: float = typer.Option(
+        120.0, "--smoke-timeout", min=1.0, help="Deadline of the post-rollback smoke tests (s)."
+    ),
+    initiator: str | None = typer.Option(None, "--initiator", help="Who rolls back."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Roll back: previous release, schema down, or a data restore that keeps later writes."""
+    from dhash_rollout.rollback import RollbackRequest
+    from dhash_rollout.rollback import rollback as run_rollback
+
+    request = RollbackRequest(
+        env=env,
+        reason=reason,
+        backup=backup,
+        to_release=to_release,
+        trigger=trigger,
+        dry_run=dry_run,
+        smoke_timeout=smoke_timeout,
+    )
+    if initiator:
+        request = replace(request, initiator=initiator)
+    result = run_rollback(request, say=_printer(as_json))
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+    elif not dry_run:
+        verdict = "rolled back" if result.ok else "ROLLBACK FAILED"
+        typer.echo(f"{verdict}: {result.env} -> {result.plan.version} [{result.run_id}]")
+        if result.log_path:
+            typer.echo(f"log: {result.log_path}")
+    if not result.ok:
+        raise CheckFailed(result.error or "rollback failed")
+
+
+release_app = typer.Typer(help="Installed releases of an environment and their processes.")
+
+
+def _target(env: str) -> Any:
+    from dhash_rollout.environments import load_environment
+    from dhash_rollout.targets import get_target
+
+    return get_target(load_environment(env))
+
+
+@release_app.command("list")
+def release_list(env: str = EnvOption, as_json: bool = JsonOption) -> None:
+    """Installed releases, oldest first; the current one is marked."""
+    target = _target(env)
+    current = target.current()
+    rows = [
+        {**r.to_dict(), "current": bool(current and current.version == r.version)}
+        for r in target.releases()
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        mark = "*" if row["current"] else " "
+        typer.echo(
+            f"{mark} {row['version']:<12} {row['created_at']}  {row['deps']:<6} "
+            f"sha256:{row['wheel_sha256'][:12]}  {row['source']}"
+        )
+
+
+@release_app.command("install")
+def release_install(
+    env: str = EnvOption,
+    source: str = typer.Option(".", "--source", help="A wheel, a source directory or git:REF."),
+    version: str | None = typer.Option(None, "--version", help="Expected version."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Install a release without activating it (inert: nothing serving changes)."""
+    from dhash_rollout.releases import ReleaseSource
+
+    target = _target(env)
+    release = target.install(
+        ReleaseSource.parse(source, Path.cwd()), version=version, progress=_printer(as_json)
+    )
+    typer.echo(
+        json.dumps(release.to_dict(), indent=2) if as_json else f"installed {release.version}"
+    )
+
+
+@release_app.command("status")
+def release_status(env: str = EnvOption, as_json: bool = JsonOption) -> None:
+    """Current and previous release, and the state of each process slot."""
+    status = _target(env).status()
+    if as_json:
+        typer.echo(json.dumps(status.to_dict(), indent=2))
+        return
+    typer.echo(f"current:  {status.current or '-'}")
+    typer.echo(f"previous: {status.previous or '-'}")
+    for proc in status.processes:
+        typer.echo(f"  {proc.name:<12} {proc.state:<9} {proc.release or '-':<12} pid {proc.pid}")
+
+
+@release_app.command("logs")
+def release_logs(
+    env: str = EnvOption, lines: int = typer.Option(100, "--lines", "-n", min=1)
+) -> None:
+    """The last lines of each process slot's output."""
+    typer.echo(_target(env).logs(lines))
+
+
+@release_app.command("stop")
+def release_stop(
+    env: str = EnvOption,
+    everything: bool = typer.Option(
+        False, "--all", help="Also shut the environment's supervisord down."
+    ),
+) -> None:
+    """Stop serving (and with --all the process manager too)."""
+    target = _target(env)
+    if everything:
+        target.shutdown()
+    else:
+        target.stop()
+    typer.echo("stopped")
+
+
+@release_app.command("start")
+def release_start(env: str = EnvOption) -> None:
+    """Start the current release again (after a stop or a reboot)."""
+    activation = _target(env).start(progress=typer.echo)
+    typer.echo(f"serving {activation.version}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("deploy")(deploy)
+    app.command("rollback")(rollback)
+    app.add_typer(release_app, name="release")
