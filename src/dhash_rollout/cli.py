@@ -18,7 +18,7 @@ app = typer.Typer(
 )
 
 # Each module registers its commands on ``app`` through ``register(app)``; one module per job.
-COMMAND_MODULES: list[str] = ["dhash_rollout.commands.notify"]
+COMMAND_MODULES: list[str] = ["dhash_rollout.commands.notify", "dhash_rollout.commands.deploy"]
 
 
 @app.callback()
