@@ -1,0 +1,511 @@
+"""The service facade: ingest, hash, search, review and readiness, over store, index and matcher.
+
+The HTTP API is a thin layer over this class. Each worker process has one instance; its index is
+loaded from the store in a background thread (readiness says ``loading`` until then) and kept in
+step with other workers' writes by polling the library watermark every
+``DHASH_INDEX_SYNC_SECONDS``. Every write commits before the method returns, so what the API
+acknowledges is durable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal, cast
+
+from sqlalchemy import exc as sa_exc
+
+from dhash_service.config import Settings
+from dhash_service.digest import DigestResult, digest
+from dhash_service.errors import ConfigError, DhashError, InputError, Unavailable
+from dhash_service.extraction import ItemFailure, Limits
+from dhash_service.hashing import ALGORITHMS, ImageHash, algorithm_spec, configured_algorithm
+from dhash_service.index import new_index
+from dhash_service.index.sync import IndexSync, LibraryBatch
+from dhash_service.logs import get_logger, redact_text
+from dhash_service.matching import (
+    MAX_RADIUS,
+    Candidate,
+    Decision,
+    Thresholds,
+    candidate_confidence,
+    decide,
+)
+from dhash_service.review import ReviewQueue
+from dhash_service.schemas import (
+    FailureOut,
+    HashedItemOut,
+    HashReport,
+    ImageOut,
+    IngestReport,
+    ItemOut,
+    MatchOut,
+    Readiness,
+    ReviewItemOut,
+)
+from dhash_service.store import schema
+from dhash_service.store.repository import (
+    ContentRecord,
+    DuplicateContent,
+    ImageRecord,
+    NewContent,
+    NewImage,
+    NewMatch,
+    NewReview,
+    Repository,
+    StoredHash,
+)
+
+log = get_logger(__name__)
+
+# Candidates kept per decision (and stored as matches); more only matter for ambiguity.
+MATCHES_PER_ITEM = 10
+CANDIDATES_CONSIDERED = 256
+MAX_SEARCH_LIMIT = 1000
+
+
+def resolve_auto_migrate(settings: Settings) -> bool:
+    """Explicit setting wins; unset means: only a SQLite store in development migrates itself."""
+    if settings.auto_migrate is not None:
+        return settings.auto_migrate
+    return schema.is_sqlite(settings.effective_database_url) and settings.env == "development"
+
+
+def _failure_out(failure: ItemFailure) -> FailureOut:
+    return FailureOut(
+        locator=failure.locator, error=failure.error.code, message=failure.error.message
+    )
+
+
+def _match_out(
+    image_id: int, distance: int, hash_hex: str, ref_source: str | None, ref_locator: str | None
+) -> MatchOut:
+    return MatchOut(
+        image_id=image_id, distance=distance, hash=hash_hex, source=ref_source, locator=ref_locator
+    )
+
+
+class DhashService:
+    """One per worker process; thread-safe (the API calls it from a thread pool)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.algorithm = configured_algorithm(settings.hash_algorithm, settings.hash_size)
+        self.bits = algorithm_spec(self.algorithm).bits
+        self.thresholds = Thresholds(
+            match=settings.match_threshold,
+            review=settings.review_threshold,
+            ambiguity_margin=settings.ambiguity_margin,
+        )
+        if settings.index_sync_seconds <= 0:
+            raise ConfigError("DHASH_INDEX_SYNC_SECONDS must be > 0")
+        self.limits = Limits.from_settings(settings)
+        self.index = new_index(settings.index_kind, self.bits)
+        self._sync = IndexSync(self.index, self._fetch_library)
+        self._repository: Repository | None = None
+        self._reviews: ReviewQueue | None = None
+        self._head = schema.head_revision()
+        self._schema_status = "not started"
+        self._sync_error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- life cycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect (migrating first if configured); load and follow the index in the background."""
+        url = self.settings.effective_database_url
+        if resolve_auto_migrate(self.settings):
+            with self._store_errors():
+                schema.upgrade(url)
+        engine = schema.create_engine_for(url)
+        self._repository = Repository(engine)
+        self._reviews = ReviewQueue(self._repository)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._follow, name="dhash-index-sync", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        if self._repository is not None:
+            self._repository.engine.dispose()
+
+    def wait_until_ready(self, timeout: float) -> bool:
+        """Block until the index is loaded (tests, CLI tools); False on timeout."""
+        deadline = threading.Event()
+        waited = 0.0
+        step = 0.05
+        while waited < timeout:
+            if self._sync.loaded and self._schema_status == "ok":
+                return True
+            deadline.wait(step)
+            waited += step
+        return self._sync.loaded and self._schema_status == "ok"
+
+    def _follow(self) -> None:
+        """Background loop: check the schema, load the index once, then poll for new members."""
+        while True:
+            try:
+                self._schema_status = self._check_schema()
+                if self._schema_status == "ok":
+                    if not self._sync.loaded:
+                        count = self._sync.load()
+                        log.info("index_loaded", hashes=count, algorithm=self.algorithm)
+                    else:
+                        added = self._sync.poll()
+                        if added:
+                            log.info("index_synced", added=added, watermark=self._sync.watermark)
+                self._sync_error = None
+            except Exception as exc:  # the store may be down: keep the last good index, retry
+                self._sync_error = redact_text(f"{type(exc).__name__}: {exc}")
+                log.warning("index_sync_failed", error=self._sync_error)
+            if self._stop.wait(self.settings.index_sync_seconds):
+                return
+
+    def _check_schema(self) -> str:
+        current = schema.engine_revision(self._repo.engine)
+        if current == self._head:
+            return "ok"
+        return f"database at {current or 'no revision'}, code expects {self._head}"
+
+    def _fetch_library(self, after: int, limit: int) -> LibraryBatch:
+        return self._repo.library_since(self.algorithm, self.bits, after, limit)
+
+    @property
+    def _repo(self) -> Repository:
+        if self._repository is None:
+            raise Unavailable("the service has not been started")
+        return self._repository
+
+    @contextmanager
+    def _store_errors(self) -> Iterator[None]:
+        """A database that is down or refuses us is a 503, never a traceback."""
+        try:
+            yield
+        except DhashError:
+            raise
+        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
+            message = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            raise Unavailable(f"store unavailable: {message}") from exc
+
+    def _require_index(self) -> None:
+        if self._schema_status != "ok":
+            raise Unavailable(f"schema not ready: {self._schema_status}")
+        if not self._sync.loaded:
+            raise Unavailable("the index is still loading")
+
+    # --- readiness -------------------------------------------------------------------------------
+
+    def readiness(self) -> Readiness:
+        checks: dict[str, str] = {}
+        if self._repository is None:
+            checks["store"] = "not started"
+        else:
+            try:
+                self._repository.ping()
+                checks["store"] = "ok"
+                checks["migrations"] = self._check_schema()
+            except Exception as exc:
+                checks["store"] = redact_text(f"unreachable: {type(exc).__name__}")
+        checks.setdefault("migrations", self._schema_status)
+        if self._sync.loaded:
+            checks["index"] = "ok"
+        elif self._sync_error:
+            checks["index"] = f"failed: {self._sync_error}"
+        else:
+            checks["index"] = "loading"
+        return Readiness(ready=all(v == "ok" for v in checks.values()), checks=checks)
+
+    # --- hashing and ingest ----------------------------------------------------------------------
+
+    def hash_only(
+        self, data: bytes, *, filename: str | None = None
+    ) -> tuple[HashReport, DigestResult]:
+        """Hash an upload without storing or matching anything."""
+        result = digest(data, filename=filename, algorithm=self.algorithm, limits=self.limits)
+        items = [
+            HashedItemOut(
+                locator=item.locator,
+                kind=item.kind,
+                width=item.width,
+                height=item.height,
+                hash=item.hash.hex(),
+                algorithm=item.hash.algorithm,
+                low_information=item.hash.low_information,
+            )
+            for item in result.items
+        ]
+        report = HashReport(
+            input_kind=result.input_kind,
+            items=items,
+            failures=[_failure_out(f) for f in result.failures],
+        )
+        return report, result
+
+    def ingest(
+        self,
+        data: bytes,
+        *,
+        filename: str | None = None,
+        library: bool = False,
+        source: str | None = None,
+        actor: str = "api",
+    ) -> tuple[IngestReport, DigestResult]:
+        """Extract, hash, match, decide and store an upload; committed before it returns.
+
+        The same bytes twice are stored once (sha256): the second call reports ``duplicate`` and
+        the stored decisions, and only adds the images to the library if asked to.
+        """
+        self._require_index()
+        sha256 = hashlib.sha256(data).hexdigest()
+        with self._store_errors():
+            existing = self._repo.content_id_by_sha256(sha256)
+        if existing is not None:
+            return self._duplicate(existing, library=library, actor=actor)
+        result = digest(data, filename=filename, algorithm=self.algorithm, limits=self.limits)
+        failures = [_failure_out(f) for f in result.failures]
+        if not result.items:  # nothing to remember: a retry after fixing limits must not dedupe
+            return IngestReport(
+                sha256=sha256,
+                input_kind=result.input_kind,
+                library=False,
+                duplicate=False,
+                items=[],
+                failures=failures,
+            ), result
+        new = NewContent(
+            sha256=sha256,
+            input_kind=result.input_kind,
+            size_bytes=len(data),
+            filename=filename,
+            source=source,
+            failures=[f.model_dump() for f in failures],
+            images=[
+                self._decide_item(item.hash, item.locator, item.kind, item.width, item.height)
+                for item in result.items
+            ],
+            library=library,
+            actor=actor,
+        )
+        with self._store_errors():
+            try:
+                content_id = self._repo.save_content(new)
+            except DuplicateContent:
+                report, _ = self._duplicate(
+                    self._repo.content_id_by_sha256(sha256) or 0, library=library, actor=actor
+                )
+                return report, result
+            if library:
+                self._refresh_index()
+            stored = self._repo.get_content(content_id, self.algorithm)
+        log.info(
+            "ingested",
+            sha256=sha256,
+            images=len(stored.images),
+            library=library,
+            decisions=[i.decision for i in stored.images],
+        )
+        return self._ingest_report(stored, duplicate=False), result
+
+    def _decide_item(
+        self, image_hash: ImageHash, locator: str, kind: str, width: int, height: int
+    ) -> NewImage:
+        neighbors = self.index.search(
+            image_hash.value, self.thresholds.review, limit=CANDIDATES_CONSIDERED
+        )
+        candidates = [
+            Candidate(int(i), int(d), v)
+            for i, d, v in zip(
+                neighbors.ids.tolist(), neighbors.distances.tolist(), neighbors.values, strict=True
+            )
+        ]
+        decision = decide(
+            candidates, low_information=image_hash.low_information, thresholds=self.thresholds
+        )
+        return NewImage(
+            locator=locator,
+            kind=kind,
+            width=width,
+            height=height,
+            hash=StoredHash(
+                image_hash.value, image_hash.algorithm, image_hash.bits, image_hash.low_information
+            ),
+            decision=decision.kind,
+            confidence=decision.confidence,
+            matches=self._matches_to_store(decision, image_hash.low_information),
+            review=self._review_to_store(decision),
+        )
+
+    def _matches_to_store(self, decision: Decision, low_information: bool) -> list[NewMatch]:
+        return [
+            NewMatch(
+                library_image_id=c.image_id,
+                rank=rank,
+                distance=c.distance,
+                confidence=candidate_confidence(c.distance, low_information, self.thresholds),
+            )
+            for rank, c in enumerate(decision.candidates[:MATCHES_PER_ITEM])
+        ]
+
+    @staticmethod
+    def _review_to_store(decision: Decision) -> NewReview | None:
+        if decision.kind != "review" or decision.reason is None:
+            return None
+        best = decision.best
+        return NewReview(
+            candidate_image_id=best.image_id if best else None,
+            distance=best.distance if best else None,
+            confidence=decision.confidence,
+            reason=decision.reason,
+        )
+
+    def _duplicate(
+        self, content_id: int, *, library: bool, actor: str
+    ) -> tuple[IngestReport, DigestResult]:
+        with self._store_errors():
+            if library and self._repo.add_content_to_library(content_id, actor):
+                self._refresh_index()
+            stored = self._repo.get_content(content_id, self.algorithm)
+        nothing_hashed = DigestResult(input_kind=stored.input_kind, items=[], failures=[])
+        return self._ingest_report(stored, duplicate=True), nothing_hashed
+
+    def _refresh_index(self) -> None:
+        """Make our own library writes searchable now instead of at the next poll."""
+        try:
+            self._sync.poll()
+        except Exception as exc:  # committed already; the poller will pick it up
+            log.warning("index_refresh_failed", error=redact_text(str(exc)))
+
+    def _ingest_report(self, stored: ContentRecord, *, duplicate: bool) -> IngestReport:
+        return IngestReport(
+            sha256=stored.sha256,
+            input_kind=stored.input_kind,
+            library=stored.library,
+            duplicate=duplicate,
+            items=[self._item_out(image) for image in stored.images],
+            failures=[FailureOut(**f) for f in stored.failures],
+        )
+
+    def _item_out(self, image: ImageRecord) -> ItemOut:
+        image_hash = self._hash_of(image)
+        return ItemOut(
+            image_id=image.id,
+            locator=image.locator,
+            kind=image.kind,
+            width=image.width,
+            height=image.height,
+            hash=image_hash.hex(),
+            algorithm=image_hash.algorithm,
+            low_information=image_hash.low_information,
+            decision=cast(Literal["match", "review", "new"], image.decision),
+            confidence=image.confidence,
+            matches=[
+                _match_out(
+                    m.image_id, m.distance, m.hash.hex() if m.hash else "", m.source, m.locator
+                )
+                for m in image.matches
+            ],
+            review_id=image.review_id,
+        )
+
+    def _hash_of(self, image: ImageRecord) -> StoredHash:
+        if image.hash is not None:
+            return image.hash
+        return self._repo.any_hash(image.id)
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def get_image(self, image_id: int) -> ImageOut:
+        with self._store_errors():
+            image = self._repo.get_image(image_id, self.algorithm)
+            image_hash = self._hash_of(image)
+        return ImageOut(
+            id=image.id,
+            sha256=image.sha256,
+            source=image.source,
+            locator=image.locator,
+            kind=image.kind,
+            width=image.width,
+            height=image.height,
+            algorithm=image_hash.algorithm,
+            hash=image_hash.hex(),
+            low_information=image_hash.low_information,
+            library=image.library,
+            decision=cast(Literal["match", "review", "new"], image.decision),
+            confidence=image.confidence,
+            created_at=image.created_at,
+        )
+
+    def search(
+        self, hash_hex: str, radius: int, algorithm: str | None = None, limit: int = 100
+    ) -> list[MatchOut]:
+        """Library images within ``radius`` bits of a hex hash, nearest first (ties by id)."""
+        name = algorithm or self.algorithm
+        if name != self.algorithm:
+            algorithm_spec(name)  # unknown ids get their own clear error
+            raise InputError(
+                f"this service indexes {self.algorithm} hashes, not {name}",
+                detail={"algorithm": name, "indexed": self.algorithm, "known": list(ALGORITHMS)},
+            )
+        query = ImageHash.from_hex(hash_hex, name)
+        if not 0 <= radius <= MAX_RADIUS:
+            raise InputError(
+                f"radius must be between 0 and {MAX_RADIUS}, got {radius}",
+                detail={"radius": radius},
+            )
+        if not 1 <= limit <= MAX_SEARCH_LIMIT:
+            raise InputError(f"limit must be between 1 and {MAX_SEARCH_LIMIT}, got {limit}")
+        self._require_index()
+        neighbors = self.index.search(query.value, radius, limit=limit)
+        ids = neighbors.ids.tolist()
+        with self._store_errors():
+            refs = self._repo.image_refs(ids)
+        digits = self.bits // 4
+        out = []
+        for image_id, distance, value in zip(
+            ids, neighbors.distances.tolist(), neighbors.values, strict=True
+        ):
+            ref = refs.get(image_id)
+            out.append(
+                _match_out(
+                    image_id,
+                    distance,
+                    f"{value:0{digits}x}",
+                    ref.source if ref else None,
+                    ref.locator if ref else None,
+                )
+            )
+        return out
+
+    # --- review queue ----------------------------------------------------------------------------
+
+    @property
+    def _queue(self) -> ReviewQueue:
+        if self._reviews is None:
+            raise Unavailable("the service has not been started")
+        return self._reviews
+
+    def review_items(
+        self, status: str = "pending", limit: int = 100, offset: int = 0
+    ) -> list[ReviewItemOut]:
+        with self._store_errors():
+            return self._queue.items(status, limit, offset)
+
+    def get_review_item(self, item_id: int) -> ReviewItemOut:
+        with self._store_errors():
+            return self._queue.get(item_id)
+
+    def resolve_review(
+        self, item_id: int, action: Literal["confirm", "reject"], reviewer: str
+    ) -> ReviewItemOut:
+        with self._store_errors():
+            return self._queue.resolve(item_id, action, reviewer)
+
+    def review_queue_length(self) -> int:
+        with self._store_errors():
+            return self._queue.pending_count()

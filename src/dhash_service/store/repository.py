@@ -1,0 +1,656 @@
+"""The repository: every query and write the service makes, in short explicit transactions.
+
+Writes commit before they return, so whatever the API acknowledges is on disk. Library
+membership ids double as the index watermark, so they must become visible in id order: on
+PostgreSQL each transaction that adds members takes a transaction-scoped advisory lock right
+before inserting them (sequence value, commit and unlock then happen in the same order for
+every writer); on SQLite writers are serialised by the database lock anyway (``BEGIN IMMEDIATE``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from dhash_service.errors import Conflict, NotFound
+from dhash_service.index.protocol import word_count
+from dhash_service.index.sync import LibraryBatch
+from dhash_service.store.models import (
+    AuditEvent,
+    Content,
+    Image,
+    ImageHashRow,
+    LibraryMember,
+    Match,
+    ReviewItem,
+    from_signed64,
+    to_signed64,
+    utcnow,
+)
+from dhash_service.store.schema import LIBRARY_LOCK_KEY
+
+contents = cast(sa.Table, Content.__table__)
+images = cast(sa.Table, Image.__table__)
+hashes = cast(sa.Table, ImageHashRow.__table__)
+library = cast(sa.Table, LibraryMember.__table__)
+matches = cast(sa.Table, Match.__table__)
+reviews = cast(sa.Table, ReviewItem.__table__)
+audit = cast(sa.Table, AuditEvent.__table__)
+
+
+# --- values going in -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredHash:
+    """A hash as the store sees it: unsigned value, algorithm, length, information flag."""
+
+    value: int
+    algorithm: str
+    bits: int
+    low_information: bool
+
+    def hex(self) -> str:
+        return f"{self.value:0{self.bits // 4}x}"
+
+
+@dataclass(frozen=True)
+class NewMatch:
+    library_image_id: int
+    rank: int
+    distance: int
+    confidence: float
+
+
+@dataclass(frozen=True)
+class NewReview:
+    candidate_image_id: int | None
+    distance: int | None
+    confidence: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class NewImage:
+    locator: str
+    kind: str
+    width: int
+    height: int
+    hash: StoredHash
+    decision: str
+    confidence: float
+    matches: Sequence[NewMatch] = ()
+    review: NewReview | None = None
+
+
+@dataclass(frozen=True)
+class NewContent:
+    sha256: str
+    input_kind: str
+    size_bytes: int
+    filename: str | None
+    source: str | None
+    failures: list[dict[str, str]]
+    images: Sequence[NewImage]
+    library: bool
+    actor: str = "api"
+
+
+class DuplicateContent(Exception):
+    """The sha256 was stored by someone else first (a concurrent ingest of the same bytes)."""
+
+
+# --- values coming out -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MatchRecord:
+    image_id: int
+    distance: int
+    confidence: float
+    hash: StoredHash | None
+    source: str | None
+    locator: str | None
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: int
+    content_id: int
+    sha256: str
+    source: str | None
+    locator: str
+    kind: str
+    width: int
+    height: int
+    hash: StoredHash | None
+    library: bool
+    decision: str
+    confidence: float
+    created_at: datetime
+    matches: list[MatchRecord] = field(default_factory=list)
+    review_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ContentRecord:
+    id: int
+    sha256: str
+    input_kind: str
+    source: str | None
+    failures: list[dict[str, str]]
+    images: list[ImageRecord]
+
+    @property
+    def library(self) -> bool:
+        return bool(self.images) and all(image.library for image in self.images)
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """Where a library image came from, for search results."""
+
+    source: str | None
+    locator: str
+
+
+@dataclass(frozen=True)
+class ReviewRecord:
+    id: int
+    image_id: int
+    candidate_image_id: int | None
+    distance: int | None
+    confidence: float
+    reason: str
+    status: str
+    reviewer: str | None
+    created_at: datetime
+    resolved_at: datetime | None
+
+
+def _hash_columns(value: StoredHash) -> dict[str, Any]:
+    if value.bits == 64:
+        return {"value": to_signed64(value.value), "wide": None}
+    return {"value": None, "wide": value.value.to_bytes(value.bits // 8, "big")}
+
+
+def _hash_from_row(
+    algorithm: str | None, bits: int | None, value: int | None, wide: bytes | None, low: bool | None
+) -> StoredHash | None:
+    if algorithm is None or bits is None:
+        return None
+    number = from_signed64(value) if value is not None else int.from_bytes(wide or b"", "big")
+    return StoredHash(number, algorithm, bits, bool(low))
+
+
+_REVIEW_ACTIONS = {"confirm": "confirmed", "reject": "rejected"}
+
+
+class Repository:
+    """All database access of the service; one short transaction per public method."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._sqlite = engine.dialect.name == "sqlite"
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        """A write transaction; on SQLite it takes the write lock at BEGIN (no upgrade deadlock)."""
+        with self.engine.connect() as connection:
+            if self._sqlite:
+                connection.execution_options(sqlite_begin="IMMEDIATE")
+            with connection.begin():
+                yield connection
+
+    @contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        with self.engine.connect() as connection, connection.begin():
+            yield connection
+
+    def _lock_library(self, connection: sa.Connection) -> None:
+        if not self._sqlite:
+            connection.execute(sa.select(sa.func.pg_advisory_xact_lock(LIBRARY_LOCK_KEY)))
+
+    @staticmethod
+    def _audit(
+        connection: sa.Connection,
+        *,
+        actor: str,
+        action: str,
+        subject_type: str,
+        subject_id: int,
+        detail: dict[str, Any],
+    ) -> None:
+        connection.execute(
+            sa.insert(audit).values(
+                at=utcnow(),
+                actor=actor,
+                action=action,
+                subject_type=subject_type,
+                subject_id=subject_id,
+                detail=detail,
+            )
+        )
+
+    def ping(self) -> None:
+        with self._read() as connection:
+            connection.execute(sa.select(1))
+
+    # --- ingest ----------------------------------------------------------------------------------
+
+    def save_content(self, new: NewContent) -> int:
+        """Store an ingested upload with all its images in one transaction; returns its id.
+
+        Raises :class:`DuplicateContent` when the same bytes were stored concurrently.
+        """
+        try:
+            with self._write() as connection:
+                content_id = connection.execute(
+                    sa.insert(contents)
+                    .values(
+                        sha256=new.sha256,
+                        input_kind=new.input_kind,
+                        size_bytes=new.size_bytes,
+                        filename=new.filename,
+                        source=new.source,
+                        failures=new.failures,
+                        created_at=utcnow(),
+                    )
+                    .returning(contents.c.id)
+                ).scalar_one()
+                image_ids = [
+                    self._insert_image(connection, content_id, image) for image in new.images
+                ]
+                self._audit(
+                    connection,
+                    actor=new.actor,
+                    action="ingest",
+                    subject_type="content",
+                    subject_id=content_id,
+                    detail={"sha256": new.sha256, "images": len(image_ids), "library": new.library},
+                )
+                if new.library:
+                    self._add_members(connection, image_ids, new.actor)
+        except sa_exc.IntegrityError as error:
+            if self.content_id_by_sha256(new.sha256) is not None:
+                raise DuplicateContent(new.sha256) from error
+            raise
+        return int(content_id)
+
+    def _insert_image(self, connection: sa.Connection, content_id: int, image: NewImage) -> int:
+        now = utcnow()
+        image_id = int(
+            connection.execute(
+                sa.insert(images)
+                .values(
+                    content_id=content_id,
+                    locator=image.locator,
+                    kind=image.kind,
+                    width=image.width,
+                    height=image.height,
+                    decision=image.decision,
+                    confidence=image.confidence,
+                    created_at=now,
+                )
+                .returning(images.c.id)
+            ).scalar_one()
+        )
+        connection.execute(
+            sa.insert(hashes).values(
+                image_id=image_id,
+                algorithm=image.hash.algorithm,
+                bits=image.hash.bits,
+                low_information=image.hash.low_information,
+                **_hash_columns(image.hash),
+            )
+        )
+        if image.matches:
+            connection.execute(
+                sa.insert(matches),
+                [
+                    {
+                        "query_image_id": image_id,
+                        "library_image_id": m.library_image_id,
+                        "rank": m.rank,
+                        "distance": m.distance,
+                        "confidence": m.confidence,
+                        "decision": image.decision,
+                    }
+                    for m in image.matches
+                ],
+            )
+        if image.review is not None:
+            connection.execute(
+                sa.insert(reviews).values(
+                    image_id=image_id,
+                    candidate_image_id=image.review.candidate_image_id,
+                    distance=image.review.distance,
+                    confidence=image.review.confidence,
+                    reason=image.review.reason,
+                    status="pending",
+                    created_at=now,
+                )
+            )
+        return image_id
+
+    def _add_members(self, connection: sa.Connection, image_ids: Iterable[int], actor: str) -> int:
+        """Insert library rows last in the transaction, under the ordering lock."""
+        ids = sorted(set(image_ids))
+        if not ids:
+            return 0
+        present = set(
+            connection.execute(
+                sa.select(library.c.image_id).where(library.c.image_id.in_(ids))
+            ).scalars()
+        )
+        missing = [i for i in ids if i not in present]
+        if not missing:
+            return 0
+        for image_id in missing:
+            self._audit(
+                connection,
+                actor=actor,
+                action="library_add",
+                subject_type="image",
+                subject_id=image_id,
+                detail={},
+            )
+        self._lock_library(connection)
+        now = utcnow()
+        connection.execute(sa.insert(library), [{"image_id": i, "added_at": now} for i in missing])
+        return len(missing)
+
+    def add_content_to_library(self, content_id: int, actor: str = "api") -> int:
+        """Make every image of a stored upload a library image; returns how many were added."""
+        with self._write() as connection:
+            image_ids = connection.execute(
+                sa.select(images.c.id).where(images.c.content_id == content_id)
+            ).scalars()
+            return self._add_members(connection, list(image_ids), actor)
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def content_id_by_sha256(self, sha256: str) -> int | None:
+        with self._read() as connection:
+            found = connection.execute(
+                sa.select(contents.c.id).where(contents.c.sha256 == sha256)
+            ).scalar_one_or_none()
+        return None if found is None else int(found)
+
+    def _image_query(self, algorithm: str) -> sa.Select[Any]:
+        return (
+            sa.select(
+                images,
+                contents.c.sha256,
+                contents.c.source,
+                hashes.c.algorithm,
+                hashes.c.bits,
+                hashes.c.value,
+                hashes.c.wide,
+                hashes.c.low_information,
+                library.c.id.label("member_id"),
+                reviews.c.id.label("review_id"),
+            )
+            .join(contents, contents.c.id == images.c.content_id)
+            .outerjoin(
+                hashes, (hashes.c.image_id == images.c.id) & (hashes.c.algorithm == algorithm)
+            )
+            .outerjoin(library, library.c.image_id == images.c.id)
+            .outerjoin(reviews, reviews.c.image_id == images.c.id)
+        )
+
+    @staticmethod
+    def _image_record(row: sa.Row[Any], found: list[MatchRecord] | None = None) -> ImageRecord:
+        return ImageRecord(
+            id=row.id,
+            content_id=row.content_id,
+            sha256=row.sha256,
+            source=row.source,
+            locator=row.locator,
+            kind=row.kind,
+            width=row.width,
+            height=row.height,
+            hash=_hash_from_row(row.algorithm, row.bits, row.value, row.wide, row.low_information),
+            library=row.member_id is not None,
+            decision=row.decision,
+            confidence=row.confidence,
+            created_at=row.created_at,
+            matches=found or [],
+            review_id=row.review_id,
+        )
+
+    def get_image(self, image_id: int, algorithm: str) -> ImageRecord:
+        with self._read() as connection:
+            row = connection.execute(
+                self._image_query(algorithm).where(images.c.id == image_id)
+            ).one_or_none()
+        if row is None:
+            raise NotFound(f"no image with id {image_id}", detail={"image_id": image_id})
+        return self._image_record(row)
+
+    def get_content(self, content_id: int, algorithm: str) -> ContentRecord:
+        """An upload with its images, each with its stored matches (for duplicate reports)."""
+        with self._read() as connection:
+            head = connection.execute(
+                sa.select(contents).where(contents.c.id == content_id)
+            ).one_or_none()
+            if head is None:
+                raise NotFound(f"no content with id {content_id}")
+            rows = connection.execute(
+                self._image_query(algorithm)
+                .where(images.c.content_id == content_id)
+                .order_by(images.c.id)
+            ).all()
+            by_image = self._stored_matches(connection, [r.id for r in rows], algorithm)
+        return ContentRecord(
+            id=head.id,
+            sha256=head.sha256,
+            input_kind=head.input_kind,
+            source=head.source,
+            failures=list(head.failures),
+            images=[self._image_record(r, by_image.get(r.id)) for r in rows],
+        )
+
+    def _stored_matches(
+        self, connection: sa.Connection, image_ids: list[int], algorithm: str
+    ) -> dict[int, list[MatchRecord]]:
+        if not image_ids:
+            return {}
+        rows = connection.execute(
+            sa.select(
+                matches.c.query_image_id,
+                matches.c.library_image_id,
+                matches.c.distance,
+                matches.c.confidence,
+                images.c.locator,
+                contents.c.source,
+                hashes.c.algorithm,
+                hashes.c.bits,
+                hashes.c.value,
+                hashes.c.wide,
+                hashes.c.low_information,
+            )
+            .join(images, images.c.id == matches.c.library_image_id)
+            .join(contents, contents.c.id == images.c.content_id)
+            .outerjoin(
+                hashes, (hashes.c.image_id == images.c.id) & (hashes.c.algorithm == algorithm)
+            )
+            .where(matches.c.query_image_id.in_(image_ids))
+            .order_by(matches.c.query_image_id, matches.c.rank)
+        ).all()
+        found: dict[int, list[MatchRecord]] = {}
+        for r in rows:
+            found.setdefault(r.query_image_id, []).append(
+                MatchRecord(
+                    image_id=r.library_image_id,
+                    distance=r.distance,
+                    confidence=r.confidence,
+                    hash=_hash_from_row(r.algorithm, r.bits, r.value, r.wide, r.low_information),
+                    source=r.source,
+                    locator=r.locator,
+                )
+            )
+        return found
+
+    def any_hash(self, image_id: int) -> StoredHash:
+        """Some stored hash of an image (for images hashed under a since-changed algorithm)."""
+        with self._read() as connection:
+            row = connection.execute(
+                sa.select(hashes)
+                .where(hashes.c.image_id == image_id)
+                .order_by(hashes.c.id)
+                .limit(1)
+            ).one_or_none()
+        found = (
+            None
+            if row is None
+            else _hash_from_row(row.algorithm, row.bits, row.value, row.wide, row.low_information)
+        )
+        if found is None:
+            raise NotFound(f"image {image_id} has no stored hash", detail={"image_id": image_id})
+        return found
+
+    def image_refs(self, image_ids: Sequence[int]) -> dict[int, ImageRef]:
+        """Source and locator of some images (search results), in one query."""
+        if not image_ids:
+            return {}
+        with self._read() as connection:
+            rows = connection.execute(
+                sa.select(images.c.id, images.c.locator, contents.c.source)
+                .join(contents, contents.c.id == images.c.content_id)
+                .where(images.c.id.in_(list(image_ids)))
+            ).all()
+        return {r.id: ImageRef(r.source, r.locator) for r in rows}
+
+    def library_since(self, algorithm: str, bits: int, after: int, limit: int) -> LibraryBatch:
+        """Library rows with membership id > ``after``, in id order, as index input.
+
+        Members without a hash of this algorithm still advance the watermark.
+        """
+        with self._read() as connection:
+            rows = connection.execute(
+                sa.select(library.c.id, library.c.image_id, hashes.c.value, hashes.c.wide)
+                .outerjoin(
+                    hashes,
+                    (hashes.c.image_id == library.c.image_id) & (hashes.c.algorithm == algorithm),
+                )
+                .where(library.c.id > after)
+                .order_by(library.c.id)
+                .limit(limit)
+            ).all()
+        if not rows:
+            return LibraryBatch(np.empty(0, np.int64), np.empty(0, np.uint64), after)
+        last = int(rows[-1][0])
+        if bits == 64:
+            kept = [(r[1], r[2]) for r in rows if r[2] is not None]
+            ids = np.fromiter((k[0] for k in kept), dtype=np.int64, count=len(kept))
+            signed = np.fromiter((k[1] for k in kept), dtype=np.int64, count=len(kept))
+            return LibraryBatch(ids, signed.view(np.uint64), last)
+        words = word_count(bits)
+        wide_rows = [(r[1], r[3]) for r in rows if r[3] is not None]
+        ids = np.fromiter((k[0] for k in wide_rows), dtype=np.int64, count=len(wide_rows))
+        raw = b"".join(k[1] for k in wide_rows)
+        matrix = np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(-1, words)
+        return LibraryBatch(ids, matrix, last)
+
+    def library_size(self) -> int:
+        with self._read() as connection:
+            return int(
+                connection.execute(sa.select(sa.func.count()).select_from(library)).scalar_one()
+            )
+
+    # --- review queue ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _review_record(row: sa.Row[Any]) -> ReviewRecord:
+        return ReviewRecord(
+            id=row.id,
+            image_id=row.image_id,
+            candidate_image_id=row.candidate_image_id,
+            distance=row.distance,
+            confidence=row.confidence,
+            reason=row.reason,
+            status=row.status,
+            reviewer=row.reviewer,
+            created_at=row.created_at,
+            resolved_at=row.resolved_at,
+        )
+
+    def review_items(self, status: str, limit: int, offset: int) -> list[ReviewRecord]:
+        with self._read() as connection:
+            rows = connection.execute(
+                sa.select(reviews)
+                .where(reviews.c.status == status)
+                .order_by(reviews.c.id)
+                .limit(limit)
+                .offset(offset)
+            ).all()
+        return [self._review_record(r) for r in rows]
+
+    def get_review(self, item_id: int) -> ReviewRecord:
+        with self._read() as connection:
+            row = connection.execute(
+                sa.select(reviews).where(reviews.c.id == item_id)
+            ).one_or_none()
+        if row is None:
+            raise NotFound(f"no review item with id {item_id}", detail={"review_id": item_id})
+        return self._review_record(row)
+
+    def count_reviews(self, status: str = "pending") -> int:
+        with self._read() as connection:
+            return int(
+                connection.execute(
+                    sa.select(sa.func.count())
+                    .select_from(reviews)
+                    .where(reviews.c.status == status)
+                ).scalar_one()
+            )
+
+    def resolve_review(self, item_id: int, action: str, reviewer: str) -> ReviewRecord:
+        """pending → confirmed/rejected, once; a second resolution is a Conflict."""
+        status = _REVIEW_ACTIONS[action]
+        with self._write() as connection:
+            updated = connection.execute(
+                sa.update(reviews)
+                .where((reviews.c.id == item_id) & (reviews.c.status == "pending"))
+                .values(status=status, reviewer=reviewer, resolved_at=utcnow())
+            ).rowcount
+            if updated != 1:
+                exists = connection.execute(
+                    sa.select(reviews.c.status).where(reviews.c.id == item_id)
+                ).scalar_one_or_none()
+                if exists is None:
+                    raise NotFound(
+                        f"no review item with id {item_id}", detail={"review_id": item_id}
+                    )
+                raise Conflict(
+                    f"review item {item_id} is already {exists}",
+                    detail={"review_id": item_id, "status": exists},
+                )
+            self._audit(
+                connection,
+                actor=reviewer,
+                action=f"review_{action}",
+                subject_type="review_item",
+                subject_id=item_id,
+                detail={"status": status},
+            )
+        return self.get_review(item_id)
+
+    def audit_events(self, subject_type: str, subject_id: int) -> list[dict[str, Any]]:
+        with self._read() as connection:
+            rows = connection.execute(
+                sa.select(audit)
+                .where((audit.c.subject_type == subject_type) & (audit.c.subject_id == subject_id))
+                .order_by(audit.c.id)
+            ).all()
+        return [dict(r._mapping) for r in rows]
