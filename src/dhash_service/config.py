@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     index_sync_seconds: float = 1.0
 
     # --- extraction limits -----------------------------------------------------------------------
+    index_kind: Literal["mih", "brute"] = "mih"
+    # None: migrate on start only for a SQLite database in development (see docs/configuration.md).
+    auto_migrate: bool | None = None
     max_input_bytes: int = 64 * 1024 * 1024
     max_image_pixels: int = 64_000_000
     max_pdf_pages: int = 200
