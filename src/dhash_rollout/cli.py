@@ -18,7 +18,12 @@ app = typer.Typer(
 )
 
 # Each module registers its commands on ``app`` through ``register(app)``; one module per job.
-COMMAND_MODULES: list[str] = ["dhash_rollout.commands.notify", "dhash_rollout.commands.deploy"]
+COMMAND_MODULES: list[str] = [
+    "dhash_rollout.commands.notify",
+    "dhash_rollout.commands.deploy",
+    "dhash_rollout.commands.backup",
+    "dhash_rollout.commands.migrate",
+]
 
 
 @app.callback()

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     log_dir: Path = Path("logs")
     backup_dir: Path = Path("backups")
+    backup_fault: str | None = None  # test hook: pause point for crash tests (docs/backups.md)
     log_level: str = "INFO"
 
     # --- HTTP service --------------------------------------------------------------------------

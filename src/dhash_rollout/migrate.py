@@ -1,0 +1,439 @@
+"""Schema migrations: status, a real dry-run, upgrade and downgrade (see ``docs/migrations.md``).
+
+A dry-run here is not Alembic's ``--sql`` (which never connects): it connects, reads the current
+revision, runs the pending migrations inside one transaction on the real database and rolls it
+back. PostgreSQL has transactional DDL; SQLite gets it through the engine's explicit-``BEGIN``
+recipe (``dhash_service.store.schema.create_engine_for``). The report lists the pending
+revisions, what would change (tables, columns, indexes) and every SQL statement executed, and
+the database is checked afterwards to be at the revision it started at.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from dhash_service.errors import ConfigError, DhashError, Unavailable
+from dhash_service.logs import redact_text
+from dhash_service.store import schema as store_schema
+
+ConfigFactory = Callable[[str], Config]
+LOCK_TIMEOUT = "10s"  # a dry-run waits this long for a table lock, then reports failure
+
+
+@dataclass(frozen=True)
+class RevisionInfo:
+    revision: str
+    down_revision: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    database: str  # URL without password
+    current: str | None
+    head: str
+    pending: list[RevisionInfo]
+    known: bool = True  # False when the database is at a revision this release does not ship
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.known and self.current == self.head
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "database": self.database,
+            "current": self.current,
+            "head": self.head,
+            "up_to_date": self.up_to_date,
+            "known": self.known,
+            "pending": [asdict(r) for r in self.pending],
+        }
+
+
+@dataclass(frozen=True)
+class DryRunReport:
+    database: str
+    direction: str  # "upgrade" | "downgrade"
+    start: str | None
+    target: str
+    pending: list[RevisionInfo]
+    changes: list[str]
+    statements: list[str]
+    ok: bool
+    error: str | None
+    unchanged: bool  # the database is at ``start`` again after the rollback
+    duration_seconds: float
+    log_path: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["pending"] = [asdict(r) for r in self.pending]
+        data["log_path"] = str(self.log_path) if self.log_path else None
+        data["duration_seconds"] = round(self.duration_seconds, 3)
+        return data
+
+
+def display_url(database_url: str) -> str:
+    try:
+        return make_url(database_url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return redact_text(database_url)
+
+
+def _script(config: Config) -> ScriptDirectory:
+    return ScriptDirectory.from_config(config)
+
+
+def _head(script: ScriptDirectory) -> str:
+    heads = script.get_heads()
+    if len(heads) != 1:
+        raise ConfigError(f"migrations must have exactly one head, found {sorted(heads)}")
+    return str(heads[0])
+
+
+def _path(script: ScriptDirectory, upper: str, lower: str | None) -> list[RevisionInfo]:
+    """Revisions above ``lower`` up to and including ``upper``, oldest first."""
+    revisions = list(script.iterate_revisions(upper, lower or "base"))
+    revisions.reverse()
+    return [
+        RevisionInfo(
+            revision=str(r.revision),
+            down_revision=r.down_revision if isinstance(r.down_revision, str) else None,
+            message=(r.doc or "").strip().splitlines()[0] if r.doc else "",
+        )
+        for r in revisions
+    ]
+
+
+@contextmanager
+def _engine(database_url: str) -> Iterator[sa.Engine]:
+    engine = store_schema.create_engine_for(database_url, poolclass=NullPool)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _current(connection: sa.Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _unavailable(database_url: str, exc: Exception) -> Unavailable:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return Unavailable(f"cannot reach {display_url(database_url)}: {redact_text(first)}")
+
+
+def migration_status(
+    database_url: str, *, config_factory: ConfigFactory = store_schema.alembic_config
+) -> MigrationStatus:
+    """Where the database is, where this release's migrations end, and what lies between."""
+    config = config_factory(database_url)
+    script = _script(config)
+    head = _head(script)
+    _require_existing_sqlite(database_url, allow_missing=True)
+    if _sqlite_missing(database_url):
+        current = None
+    else:
+        try:
+            with _engine(database_url) as engine, engine.connect() as conn:
+                current = _current(conn)
+        except sa.exc.OperationalError as exc:
+            raise _unavailable(database_url, exc) from None
+    try:
+        pending = _path(script, head, current)
+        known = True
+    except (CommandError, RevisionError):
+        pending, known = [], False
+    return MigrationStatus(
+        database=display_url(database_url), current=current, head=head, pending=pending, known=known
+    )
+
+
+def upgrade(
+    database_url: str,
+    revision: str = "head",
+    *,
+    config_factory: ConfigFactory = store_schema.alembic_config,
+) -> MigrationStatus:
+    """Migrate up to ``revision`` (default head) for real, then report the status."""
+    _run_command(command.upgrade, database_url, revision, config_factory)
+    return migration_status(database_url, config_factory=config_factory)
+
+
+def downgrade(
+    database_url: str,
+    revision: str,
+    *,
+    config_factory: ConfigFactory = store_schema.alembic_config,
+) -> MigrationStatus:
+    """Migrate down to ``revision`` for real (data in dropped columns/tables is lost)."""
+    _require_existing_sqlite(database_url)
+    _run_command(command.downgrade, database_url, revision, config_factory)
+    return migration_status(database_url, config_factory=config_factory)
+
+
+def _run_command(
+    fn: Callable[[Config, str], None],
+    database_url: str,
+    revision: str,
+    config_factory: ConfigFactory,
+) -> None:
+    config = config_factory(database_url)
+    try:
+        fn(config, revision)
+    except (CommandError, RevisionError) as exc:
+        raise ConfigError(f"migration to {revision!r} refused: {exc}") from None
+    except sa.exc.OperationalError as exc:
+        raise _unavailable(database_url, exc) from None
+    except sa.exc.SQLAlchemyError as exc:
+        raise DhashError(
+            f"migration to {revision!r} failed and was rolled back: {_first_line(exc)}"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return redact_text(text.splitlines()[0] if text else type(exc).__name__)
+
+
+def _sqlite_missing(database_url: str) -> bool:
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return False
+    return not Path(url.database).exists()
+
+
+def _require_existing_sqlite(database_url: str, *, allow_missing: bool = False) -> None:
+    if _sqlite_missing(database_url) and not allow_missing:
+        raise ConfigError(f"SQLite database {make_url(database_url).database} does not exist")
+
+
+# --- dry-run ---------------------------------------------------------------------------------
+
+
+def _schema_shape(connection: sa.Connection) -> dict[str, dict[str, Any]]:
+    """Tables with their columns (name -> type) and indexes, as the database reports them."""
+    inspector = sa.inspect(connection)
+    shape: dict[str, dict[str, Any]] = {}
+    for table in inspector.get_table_names():
+        shape[table] = {
+            "columns": {
+                c["name"]: f"{c['type']}{'' if c.get('nullable', True) else ' NOT NULL'}"
+                for c in inspector.get_columns(table)
+            },
+            "indexes": sorted(str(i["name"]) for i in inspector.get_indexes(table)),
+        }
+    return shape
+
+
+def describe_changes(
+    before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]
+) -> list[str]:
+    """Pure: the differences between two schema shapes, one line each."""
+    changes: list[str] = []
+    for table in sorted(after.keys() - before.keys()):
+        cols = ", ".join(f"{n} {t}" for n, t in after[table]["columns"].items())
+        changes.append(f"create table {table} ({cols})")
+    for table in sorted(before.keys() - after.keys()):
+        changes.append(f"drop table {table}")
+    for table in sorted(before.keys() & after.keys()):
+        old, new = before[table], after[table]
+        for col in sorted(new["columns"].keys() - old["columns"].keys()):
+            changes.append(f"add column {table}.{col} {new['columns'][col]}")
+        for col in sorted(old["columns"].keys() - new["columns"].keys()):
+            changes.append(f"drop column {table}.{col}")
+        for col in sorted(old["columns"].keys() & new["columns"].keys()):
+            if old["columns"][col] != new["columns"][col]:
+                changes.append(
+                    f"alter column {table}.{col}: {old['columns'][col]} -> {new['columns'][col]}"
+                )
+        for index in sorted(set(new["indexes"]) - set(old["indexes"])):
+            changes.append(f"create index {index} on {table}")
+        for index in sorted(set(old["indexes"]) - set(new["indexes"])):
+            changes.append(f"drop index {index} on {table}")
+    return changes
+
+
+def dry_run(
+    database_url: str,
+    log_path: Path | None = None,
+    *,
+    target: str = "head",
+    direction: str = "upgrade",
+    config_factory: ConfigFactory = store_schema.alembic_config,
+) -> DryRunReport:
+    """Run the pending migrations for real inside one transaction, then roll it back.
+
+    Never raises for a failing migration: the report says ``ok=False`` and why (the CLI exits
+    1). Raises :class:`Unavailable` when the database cannot be reached at all.
+    """
+    if direction not in ("upgrade", "downgrade"):
+        raise ConfigError(f"unknown direction {direction!r}")
+    started = time.monotonic()
+    config = config_factory(database_url)
+    script = _script(config)
+    notes: list[str] = []
+    if _sqlite_missing(database_url):
+        if direction == "downgrade":
+            raise ConfigError(f"SQLite database {make_url(database_url).database} does not exist")
+        notes.append("the database does not exist yet; dry-run ran on an empty scratch database")
+        with tempfile.TemporaryDirectory(prefix="dhash-dryrun-") as tmp:
+            scratch = f"sqlite:///{Path(tmp) / 'scratch.sqlite3'}"
+            report = _dry_run_on(scratch, script, config_factory, target, direction)
+    else:
+        report = _dry_run_on(database_url, script, config_factory, target, direction)
+    report = DryRunReport(
+        **{
+            **report.__dict__,
+            "database": display_url(database_url),
+            "duration_seconds": time.monotonic() - started,
+            "log_path": log_path,
+            "notes": notes + report.notes,
+        }
+    )
+    if log_path is not None:
+        write_dry_run_log(report, log_path)
+    return report
+
+
+def _dry_run_on(
+    database_url: str,
+    script: ScriptDirectory,
+    config_factory: ConfigFactory,
+    target: str,
+    direction: str,
+) -> DryRunReport:
+    statements: list[str] = []
+
+    def capture(
+        _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool
+    ) -> None:
+        text = statement.strip()
+        statements.append(f"{text}  -- {parameters!r}" if parameters else text)
+
+    error: str | None = None
+    changes: list[str] = []
+    pending: list[RevisionInfo] = []
+    start: str | None = None
+    try:
+        with _engine(database_url) as engine:
+            with engine.connect() as conn:
+                if conn.dialect.name == "sqlite":
+                    conn.execution_options(sqlite_begin="IMMEDIATE")  # takes the write lock
+                transaction = conn.begin()
+                try:
+                    if conn.dialect.name == "postgresql":
+                        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+                    start = _current(conn)
+                    pending, resolved = _planned(script, start, target, direction)
+                    before = _schema_shape(conn)
+                    config = config_factory(database_url)
+                    config.attributes["connection"] = conn
+                    sa.event.listen(conn, "before_cursor_execute", capture)
+                    try:
+                        run = command.upgrade if direction == "upgrade" else command.downgrade
+                        run(config, resolved)
+                    finally:
+                        sa.event.remove(conn, "before_cursor_execute", capture)
+                    changes = describe_changes(before, _schema_shape(conn))
+                    reached = _current(conn)
+                    expected = None if resolved == "base" else resolved
+                    if reached != expected:
+                        error = f"migrations ended at {reached!r}, expected {expected!r}"
+                except (sa.exc.SQLAlchemyError, CommandError, RevisionError, ConfigError) as exc:
+                    error = _first_line(exc)
+                finally:
+                    transaction.rollback()
+            with engine.connect() as check:
+                now_at = _current(check)
+    except sa.exc.OperationalError as exc:
+        raise _unavailable(database_url, exc) from None
+    unchanged = now_at == start
+    if not unchanged and error is None:
+        error = f"database is at {now_at!r} after the rollback, expected {start!r}"
+    return DryRunReport(
+        database=display_url(database_url),
+        direction=direction,
+        start=start,
+        target=target,
+        pending=pending,
+        changes=changes,
+        statements=statements,
+        ok=error is None,
+        error=error,
+        unchanged=unchanged,
+        duration_seconds=0.0,
+    )
+
+
+def _resolve(script: ScriptDirectory, revision: str) -> str:
+    if revision == "head":
+        return _head(script)
+    rev = script.get_revision(revision)
+    if rev is None:
+        raise ConfigError(f"unknown revision {revision!r}")
+    return str(rev.revision)
+
+
+def _planned(
+    script: ScriptDirectory, start: str | None, target: str, direction: str
+) -> tuple[list[RevisionInfo], str]:
+    """The revisions a move from ``start`` to ``target`` passes, and the resolved target."""
+    try:
+        if direction == "upgrade":
+            resolved = _resolve(script, target)
+            return _path(script, resolved, start), resolved
+        if target == "base":
+            steps = _path(script, start, None) if start else []
+        else:
+            steps = _path(script, start, _resolve(script, target)) if start else []
+        steps.reverse()
+        return steps, target if target == "base" else _resolve(script, target)
+    except (CommandError, RevisionError) as exc:
+        raise ConfigError(f"cannot plan {direction} from {start!r} to {target!r}: {exc}") from None
+
+
+def write_dry_run_log(report: DryRunReport, path: Path) -> None:
+    """The human-readable ``migrate-dryrun.log`` the guide's checklist asks for."""
+    lines = [
+        f"# dhash migrate dry-run ({report.direction}) at "
+        f"{datetime.now(UTC).isoformat(timespec='seconds')}",
+        f"database: {report.database}",
+        f"current revision: {report.start or '(none)'}",
+        f"target: {report.target}",
+        f"result: {'OK' if report.ok else 'FAILED'}"
+        + (f" - {report.error}" if report.error else ""),
+        f"database unchanged after rollback: {'yes' if report.unchanged else 'NO'}",
+        f"duration: {report.duration_seconds:.3f}s",
+        *(f"note: {n}" for n in report.notes),
+        "",
+        f"## pending revisions ({len(report.pending)})",
+        *(f"- {r.revision}: {r.message}" for r in report.pending),
+        "",
+        f"## changes ({len(report.changes)})",
+        *(f"- {c}" for c in report.changes),
+        "",
+        f"## SQL executed inside the rolled-back transaction ({len(report.statements)})",
+        *(f"{s};" for s in report.statements),
+        "",
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(redact_text("\n".join(lines)), encoding="utf-8")
