@@ -1,0 +1,95 @@
+"""Bytes to hashes: extract every image, hash each under its time budget, keep the failures.
+
+This is what the API and the CLI call. Items are decoded one at a time and released as soon as
+they are hashed, so memory follows the largest item, not the whole input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from dhash_service.errors import CorruptInput, InputError, LimitExceeded
+from dhash_service.extraction import ExtractedImage, ItemFailure, Limits, extract
+from dhash_service.extraction.images import DECODE_ERRORS
+from dhash_service.hashing import ImageHash, algorithm_spec, hash_image
+
+
+@dataclass
+class HashedItem:
+    locator: str
+    kind: str
+    width: int
+    height: int
+    hash: ImageHash
+    seconds: float  # wall time spent on this item: extraction share, decoding and hashing
+
+
+@dataclass
+class DigestResult:
+    input_kind: str
+    items: list[HashedItem] = field(default_factory=list)
+    failures: list[ItemFailure] = field(default_factory=list)
+
+
+def digest(
+    data: bytes, *, filename: str | None = None, algorithm: str = "dhash64", limits: Limits
+) -> DigestResult:
+    """Hash every image in ``data``.
+
+    Raises ``InputError`` when the input as a whole is refused, and also when it held images but
+    not one could be hashed (the error of the first failure, all of them in ``detail``): an
+    empty success would hide the problem. Partial failures are returned in ``failures``.
+    """
+    algorithm_spec(algorithm)  # refuse an unknown algorithm before any decoding
+    extraction = extract(data, filename=filename, limits=limits)
+    result = DigestResult(extraction.input_kind, failures=list(extraction.failures))
+    for item in extraction.items:
+        try:
+            result.items.append(_hash_item(item, algorithm))
+        except InputError as err:
+            result.failures.append(ItemFailure(item.locator, err))
+        finally:
+            item.image.close()  # frees the decoded pixels now, not at garbage collection
+    if not result.items and result.failures:
+        raise _nothing_hashed(result.failures, filename)
+    return result
+
+
+def _hash_item(item: ExtractedImage, algorithm: str) -> HashedItem:
+    width, height = item.image.size  # before a fast hash reduces the JPEG on load
+    what = item.locator or "image"
+    try:
+        with item.budget.running():
+            image_hash = hash_image(item.image, algorithm)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise LimitExceeded(f"{what}: {exc}") from None
+    except DECODE_ERRORS as exc:
+        raise CorruptInput(f"{what} cannot be decoded: {exc or type(exc).__name__}") from None
+    item.budget.check()
+    return HashedItem(
+        locator=item.locator,
+        kind=item.kind,
+        width=width,
+        height=height,
+        hash=image_hash,
+        seconds=item.budget.spent,
+    )
+
+
+def _nothing_hashed(failures: list[ItemFailure], filename: str | None) -> InputError:
+    first = failures[0].error
+    if len(failures) == 1 and not failures[0].locator:
+        return first  # a plain image: its own error says it all
+    label = f"{filename}: " if filename else ""
+    return type(first)(
+        f"{label}no image could be hashed; first failure at {failures[0].locator or 'image'}: "
+        f"{first.message}",
+        detail={
+            "failures": [
+                {"locator": f.locator, "error": f.error.code, "message": f.error.message}
+                for f in failures
+            ]
+        },
+    )

@@ -1,0 +1,53 @@
+"""Per-input accounting shared by every extractor, including those nested inside archives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dhash_service.errors import LimitExceeded
+from dhash_service.extraction.limits import ItemBudget, Limits
+
+
+@dataclass
+class Totals:
+    """Running totals across one whole input, however deeply nested."""
+
+    uncompressed_bytes: int = 0
+    decoded_pixels: int = 0
+    exhausted: bool = False  # a whole-input total was exceeded: nothing more may be extracted
+
+
+@dataclass
+class Context:
+    limits: Limits
+    depth: int = 0  # how many archives we are inside
+    totals: Totals = field(default_factory=Totals)
+
+    def nested(self) -> Context:
+        return Context(self.limits, self.depth + 1, self.totals)
+
+    def new_budget(self) -> ItemBudget:
+        return ItemBudget(self.limits.item_time_budget_seconds)
+
+    def check_pixels(self, width: int, height: int, what: str) -> None:
+        """Refuse an image whose header claims more pixels than allowed, before decoding it."""
+        pixels = width * height
+        if pixels > self.limits.max_image_pixels:
+            raise LimitExceeded(
+                f"{what} is {width}x{height} = {pixels} pixels; "
+                f"the limit is {self.limits.max_image_pixels}",
+                detail={"width": width, "height": height, "limit": self.limits.max_image_pixels},
+            )
+        if width < 1 or height < 1:
+            raise LimitExceeded(f"{what} has no pixels ({width}x{height})")
+
+    def count_decoded(self, width: int, height: int) -> None:
+        """Account for an image decoded during extraction (kept in memory until hashed)."""
+        self.totals.decoded_pixels += width * height
+        if self.totals.decoded_pixels > self.limits.max_decoded_pixels:
+            self.totals.exhausted = True
+            raise LimitExceeded(
+                f"input decodes to more than {self.limits.max_decoded_pixels} pixels of frames, "
+                "pages and renders",
+                detail={"limit": self.limits.max_decoded_pixels},
+            )
