@@ -1,0 +1,108 @@
+"""Releases installed for real: a venv per version, release.json last, idempotent, conflicts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dhash_rollout.releases import (
+    ReleaseSource,
+    install_release,
+    list_releases,
+    normalize_version,
+    read_release,
+    sha256_file,
+    source_version,
+)
+from dhash_service.errors import ConfigError, Conflict
+from tests.support.release_builds import CHECKOUT, wheel_for
+
+
+def test_a_wheel_installs_as_a_versioned_release_that_runs(tmp_path: Path) -> None:
+    wheel = wheel_for("1.0.0")
+    release = install_release(tmp_path, ReleaseSource("wheel", str(wheel)), deps="shared")
+    assert release.path == tmp_path / "releases" / "1.0.0"
+    recorded = json.loads((release.path / "release.json").read_text())
+    assert recorded["version"] == "1.0.0"
+    assert recorded["wheel_sha256"] == sha256_file(wheel)
+    assert recorded["source"] == f"wheel:{wheel}"
+    assert {"created_at", "deps"} <= set(recorded)
+    out = subprocess.run(
+        [str(release.dhash), "version"], check=False, capture_output=True, text=True
+    )
+    assert out.stdout.strip() == "1.0.0"
+    # The release runs its own copy of the code, not the checkout's.
+    where = subprocess.run(
+        [
+            str(release.venv / "bin" / "python"),
+            "-c",
+            "import dhash_service; print(dhash_service.__file__)",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert where.stdout.startswith(str(release.venv))
+
+
+def test_installing_the_same_build_again_reuses_it(tmp_path: Path) -> None:
+    source = ReleaseSource("wheel", str(wheel_for("1.0.0")))
+    first = install_release(tmp_path, source, deps="shared")
+    again = install_release(tmp_path, source, deps="shared")
+    assert again.created_at == first.created_at
+    assert [r.version for r in list_releases(tmp_path)] == ["1.0.0"]
+
+
+def test_a_different_build_under_the_same_version_is_refused(tmp_path: Path) -> None:
+    install_release(tmp_path, ReleaseSource("wheel", str(wheel_for("1.0.0"))), deps="shared")
+    other = wheel_for("1.0.0", migration="reversible")
+    with pytest.raises(Conflict, match="bump the version"):
+        install_release(tmp_path, ReleaseSource("wheel", str(other)), deps="shared")
+
+
+def test_a_half_finished_install_is_redone(tmp_path: Path) -> None:
+    source = ReleaseSource("wheel", str(wheel_for("1.0.0")))
+    release = install_release(tmp_path, source, deps="shared")
+    (release.path / "release.json").unlink()  # as if killed before the last write
+    assert read_release(release.path) is None
+    assert list_releases(tmp_path) == []
+    again = install_release(tmp_path, source, deps="shared")
+    assert read_release(again.path) is not None
+
+
+def test_the_expected_version_must_match_the_build(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"builds version 1\.0\.0, not 2\.0\.0"):
+        install_release(tmp_path, ReleaseSource("wheel", str(wheel_for("1.0.0"))), version="v2.0.0")
+
+
+def test_a_source_directory_is_built_into_a_release(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    shutil.copytree(wheel_for("3.0.0").parent.parent.parent / "src-3.0.0-plain", tree)
+    assert source_version(tree) == "3.0.0"
+    release = install_release(tmp_path / "root", ReleaseSource("dir", str(tree)), deps="shared")
+    assert release.version == "3.0.0"
+    assert release.source == f"dir:{tree}"
+
+
+def test_a_git_ref_of_the_checkout_is_exported_and_built(tmp_path: Path) -> None:
+    if not (CHECKOUT / ".git").exists():
+        pytest.skip("not a git checkout")
+    source = ReleaseSource.parse("git:HEAD", CHECKOUT)
+    release = install_release(tmp_path, source, version=source_version(CHECKOUT), deps="shared")
+    assert release.source == "git:HEAD"
+    assert release.version == normalize_version(source_version(CHECKOUT))
+
+
+def test_an_unknown_source_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a wheel, a directory or git:REF"):
+        ReleaseSource.parse("nowhere/at/all", tmp_path)
+
+
+@pytest.mark.parametrize("bad", ["../etc", "1.0/../../x", "", "v"])
+def test_path_like_versions_are_refused(bad: str) -> None:
+    with pytest.raises(ConfigError):
+        normalize_version(bad)
