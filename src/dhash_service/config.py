@@ -49,11 +49,11 @@ class Settings(BaseSettings):
     review_threshold: int = 10
     ambiguity_margin: int = 2
     index_sync_seconds: float = 1.0
-
-    # --- extraction limits -----------------------------------------------------------------------
     index_kind: Literal["mih", "brute"] = "mih"
     # None: migrate on start only for a SQLite database in development (see docs/configuration.md).
     auto_migrate: bool | None = None
+
+    # --- extraction limits -----------------------------------------------------------------------
     max_input_bytes: int = 64 * 1024 * 1024
     max_image_pixels: int = 64_000_000
     max_pdf_pages: int = 200
@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     max_nesting: int = 2
     item_time_budget_seconds: float = 10.0
     animation_frame_step: int = 0
+    max_image_frames: int = 100
+    max_decoded_pixels: int = 256_000_000
+    pdf_render_max_side: int = 1024
 
     @field_validator("api_tokens", mode="before")
     @classmethod
