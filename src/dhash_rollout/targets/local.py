@@ -3,7 +3,7 @@
 One supervisord per environment root, started on first use (unix socket only, no TCP) and driven
 over its XML-RPC API. Two program slots, ``dhash-blue`` and ``dhash-green``, alternate between
 releases. A switch starts the idle slot on the same port (the service binds with SO_REUSEPORT),
-waits until *that* process answers ``/ready`` (it reports the instance id we gave it), moves the
+waits until *that* process answers ``/ready`` (``/health`` names its pid), moves the
 ``current`` link atomically, then stops the old slot with SIGTERM so it drains its requests.
 
 Steady state is one slot configured and running. Every step of :meth:`LocalTarget.activate`
@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import json
 import os
 import re
 import secrets
@@ -28,8 +29,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from dhash_rollout.environments import Environment
 from dhash_rollout.releases import (
@@ -69,6 +68,22 @@ def _atomic_symlink(link: Path, target: str) -> None:
     tmp = link.with_name(f".{link.name}.{secrets.token_hex(4)}")
     os.symlink(target, tmp)
     os.replace(tmp, link)
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    """``pid`` is ``ancestor`` or one of its children (uvicorn workers), per ``/proc``."""
+    for _ in range(4):
+        if pid == ancestor:
+            return True
+        try:
+            status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
+        except OSError:
+            return False
+        match = re.search(r"^PPid:\s+(\d+)", status, re.M)
+        if not match or int(match.group(1)) <= 1:
+            return False
+        pid = int(match.group(1))
+    return False
 
 
 def _quote(value: str) -> str:
@@ -279,7 +294,7 @@ class LocalTarget:
             )
         return slots
 
-    def service_environment(self, instance: str) -> dict[str, str]:
+    def service_environment(self) -> dict[str, str]:
         """The settings the service process runs with (it reads them in its Settings)."""
         values = {
             "DHASH_ENV": self.env.name,
@@ -290,7 +305,6 @@ class LocalTarget:
             "DHASH_PORT": str(self.env.port),
             "DHASH_WORKERS": str(self.workers),
             "DHASH_SHUTDOWN_GRACE_SECONDS": str(self.grace),
-            "DHASH_INSTANCE_ID": instance,
         }
         if self.env.api_token:
             values["DHASH_API_TOKENS"] = self.env.api_token
@@ -300,7 +314,7 @@ class LocalTarget:
         return values
 
     def _write_program(self, slot: str, release: Release, instance: str) -> None:
-        env = ",".join(f"{k}={_quote(v)}" for k, v in self.service_environment(instance).items())
+        env = ",".join(f"{k}={_quote(v)}" for k, v in self.service_environment().items())
         command = (
             f"{release.dhash} serve --host 127.0.0.1 --port {self.env.port} "
             f"--workers {self.workers}"
@@ -362,44 +376,49 @@ class LocalTarget:
         self._sync_programs()
 
     # --- readiness ----------------------------------------------------------------------------
-    def probe(self, path: str = "/ready", timeout: float = 2.0) -> dict[str, Any] | None:
-        """One request on a new connection; the JSON body when it answered 200, else None."""
+    def identify(self, timeout: float = 2.0) -> tuple[int, bool] | None:
+        """Which process answers, and whether it is ready: ``/health`` (its pid) then ``/ready``
+        on ONE kept-alive connection, so both answers come from the same process even though
+        SO_REUSEPORT spreads new connections over every process bound to the port."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.env.port, timeout=timeout)
         try:
-            response = httpx.get(f"{self.env.url}{path}", timeout=timeout)
-        except httpx.HTTPError:
+            conn.request("GET", "/health")
+            first = conn.getresponse()
+            body = first.read()
+            sock = conn.sock
+            if first.status != 200 or first.will_close or sock is None:
+                return None
+            pid = json.loads(body).get("pid")
+            conn.request("GET", "/ready")
+            second = conn.getresponse()
+            second.read()
+            if conn.sock is not sock or not isinstance(pid, int):
+                return None  # reconnected: the answer may come from another process
+            return pid, second.status == 200
+        except (OSError, http.client.HTTPException, ValueError, AttributeError):
             return None
-        if response.status_code != 200:
-            return None
-        try:
-            body = response.json()
-        except ValueError:
-            return None
-        return body if isinstance(body, dict) else None
+        finally:
+            conn.close()
 
-    def _answers_as(self, body: dict[str, Any] | None, instance: str, pid: int | None) -> bool:
-        if body is None:
-            return False
-        if body.get("instance") is not None:
-            return bool(body.get("instance") == instance)
-        return pid is not None and body.get("pid") == pid
-
-    def wait_ready(self, slot: str, instance: str, timeout: float | None = None) -> None:
-        """Poll ``/ready`` until the process of ``slot`` itself says it is ready."""
-        deadline = time.monotonic() + (timeout or self.ready_timeout)
+    def wait_ready(self, slot: str, timeout: float | None = None) -> int:
+        """Poll until the process of ``slot`` itself answers ``/ready``; returns its pid."""
+        limit = timeout or self.ready_timeout
+        deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             current = next(s for s in self._slots() if s.name == slot)
             if current.state in ("FATAL", "EXITED", "STOPPED", "ABSENT"):
                 raise CheckFailed(
                     f"{slot} ({current.release}) is {current.state}:\n{self._tail(slot, 20)}"
                 )
-            # SO_REUSEPORT spreads new connections over both processes; a few tries reach ours.
-            for _ in range(8):
-                if self._answers_as(self.probe("/ready"), instance, current.pid):
-                    return
+            if current.pid:
+                # New connections land on either process; a few tries reach the new one.
+                for _ in range(8):
+                    seen = self.identify()
+                    if seen and seen[1] and _descends_from(seen[0], current.pid):
+                        return seen[0]
             time.sleep(0.2)
         raise CheckFailed(
-            f"{slot} did not become ready within {timeout or self.ready_timeout:.0f} s:\n"
-            f"{self._tail(slot, 20)}"
+            f"{slot} did not become ready within {limit:.0f} s:\n{self._tail(slot, 20)}"
         )
 
     # --- the switch ---------------------------------------------------------------------------
@@ -433,7 +452,7 @@ class LocalTarget:
                 self._abandon(slot, say)
                 raise CheckFailed(f"{slot} did not start: {exc}\n{self._tail(slot, 20)}") from exc
         try:
-            self.wait_ready(slot, instance)
+            self.wait_ready(slot)
         except CheckFailed:
             self._abandon(slot, say)
             raise
