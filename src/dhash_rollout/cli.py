@@ -19,6 +19,7 @@ app = typer.Typer(
 
 # Each module registers its commands on ``app`` through ``register(app)``; one module per job.
 COMMAND_MODULES: list[str] = [
+    "dhash_rollout.commands.hashing",
     "dhash_rollout.commands.notify",
     "dhash_rollout.commands.deploy",
     "dhash_rollout.commands.backup",

@@ -53,7 +53,7 @@ def digest(
         finally:
             item.image.close()  # frees the decoded pixels now, not at garbage collection
     if not result.items and result.failures:
-        raise _nothing_hashed(result.failures, filename)
+        raise _nothing_hashed(result.failures)
     return result
 
 
@@ -78,13 +78,12 @@ def _hash_item(item: ExtractedImage, algorithm: str) -> HashedItem:
     )
 
 
-def _nothing_hashed(failures: list[ItemFailure], filename: str | None) -> InputError:
+def _nothing_hashed(failures: list[ItemFailure]) -> InputError:
     first = failures[0].error
     if len(failures) == 1 and not failures[0].locator:
         return first  # a plain image: its own error says it all
-    label = f"{filename}: " if filename else ""
     return type(first)(
-        f"{label}no image could be hashed; first failure at {failures[0].locator or 'image'}: "
+        f"no image could be hashed; first failure at {failures[0].locator or 'image'}: "
         f"{first.message}",
         detail={
             "failures": [

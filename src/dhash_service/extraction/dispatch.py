@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from dhash_service.errors import EmptyInput, InputTooLarge, LimitExceeded, UnsupportedFormat
+from dhash_service.errors import (
+    EmptyInput,
+    InputError,
+    InputTooLarge,
+    LimitExceeded,
+    UnsupportedFormat,
+)
 from dhash_service.extraction.context import Context
 from dhash_service.extraction.limits import Limits
 from dhash_service.extraction.model import Extraction
@@ -15,19 +21,23 @@ def extract(data: bytes, *, filename: str | None = None, limits: Limits) -> Extr
     Raises an ``InputError`` subclass when the input as a whole is refused (empty, too large,
     unsupported, corrupt, over a limit, unsafe); failures of single items (one page, one frame,
     one archive member) are recorded in ``Extraction.failures`` and the rest is still returned.
-    The file name is only used in messages: the content decides the format.
+    The content decides the format; the file name is only recorded in a refusal's ``detail``.
     """
-    return _extract(data, Context(limits), filename)
+    try:
+        return _extract(data, Context(limits))
+    except InputError as err:
+        if filename:
+            err.detail.setdefault("filename", filename)
+        raise
 
 
-def _extract(data: bytes, ctx: Context, filename: str | None = None) -> Extraction:
+def _extract(data: bytes, ctx: Context) -> Extraction:
     limits = ctx.limits
-    label = f"{filename}: " if filename else ""
     if not data:
-        raise EmptyInput(f"{label}input is empty")
+        raise EmptyInput("input is empty")
     if len(data) > limits.max_input_bytes:
         raise InputTooLarge(
-            f"{label}input is {len(data)} bytes; the limit is {limits.max_input_bytes}",
+            f"input is {len(data)} bytes; the limit is {limits.max_input_bytes}",
             detail={"bytes": len(data), "limit": limits.max_input_bytes},
         )
     seen = sniff(data)
@@ -48,12 +58,12 @@ def _extract(data: bytes, ctx: Context, filename: str | None = None) -> Extracti
 
         if ctx.depth + 1 > limits.max_nesting:
             raise LimitExceeded(
-                f"{label}archives are nested more than {limits.max_nesting} deep",
+                f"archives are nested more than {limits.max_nesting} deep",
                 detail={"limit": limits.max_nesting},
             )
         return extract_zip(data, ctx, _extract)
     accepted = ", ".join(IMAGE_FORMATS) + ", PDF, MP4/MOV, MKV/WebM, AVI, MPEG-TS, ZIP"
     raise UnsupportedFormat(
-        f"{label}unsupported format ({seen.name}); accepted: {accepted}",
+        f"unsupported format ({seen.name}); accepted: {accepted}",
         detail={"detected": seen.name},
     )
