@@ -122,6 +122,11 @@ def resolve_release(request: DeployRequest, target: Target) -> tuple[str, Releas
     )
 
 
+def preflight_default(env_name: str) -> str:
+    """Production deploys are gated by the checklist; elsewhere its problems are warnings."""
+    return "enforce" if env_name == "production" else "warn"
+
+
 def monitor_hook() -> Callable[..., Any] | None:
     """The monitor's entry point once it exists (``dhash_rollout.monitor.monitor_deploy``)."""
     if importlib.util.find_spec("dhash_rollout.monitor") is None:
@@ -190,11 +195,11 @@ def dry_run(request: DeployRequest) -> DeployResult:
     facts = gather_facts(request, env, target, resume, holder)
     plan = plan_deploy(facts)
     log_path = request.base / DRY_RUN_LOG
-    header = (
-        f"# dhash deploy --dry-run --env {env.name}  ({datetime.now(UTC).isoformat()})\n"
-        f"# initiator: {request.initiator}; release source: {facts.source}\n"
+    footer = (
+        f"# dhash deploy --dry-run --env {env.name} at {datetime.now(UTC).isoformat()}; "
+        f"initiator: {request.initiator}; release source: {facts.source}\n"
     )
-    log_path.write_text(header + render_plan(plan), encoding="utf-8")
+    log_path.write_text(render_plan(plan) + footer, encoding="utf-8")
     return DeployResult(None, env.name, facts.version, True, plan, log_path, facts.resumed_from)
 
 
@@ -394,7 +399,7 @@ class _DeployRunner:
         detail["checks"] = len(report.results)
         if report.ok:
             return
-        policy = str(self.ctx.env.extra.get("preflight", "enforce"))
+        policy = str(self.ctx.env.extra.get("preflight", preflight_default(self.ctx.env.name)))
         if policy == "warn":
             detail["warnings"] = report.summary()
             self.ctx.say(f"    preflight problems (policy: warn): {report.summary()}")
