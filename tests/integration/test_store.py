@@ -1,0 +1,265 @@
+"""The repository on SQLite and on a real PostgreSQL: round trips, idempotency, ordering, review."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from dhash_service.errors import Conflict, NotFound
+from dhash_service.store import schema
+from dhash_service.store.models import from_signed64, to_signed64
+from dhash_service.store.repository import (
+    DuplicateContent,
+    NewContent,
+    NewImage,
+    NewMatch,
+    NewReview,
+    Repository,
+    StoredHash,
+)
+
+TOP_BIT_HASH = 0xF0E1D2C3B4A59687  # negative as a signed BIGINT: exercises the conversion
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'dhash.sqlite3'}"
+    else:
+        yield request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def repo(database_url: str) -> Iterator[Repository]:
+    schema.upgrade(database_url)
+    repository = Repository(schema.create_engine_for(database_url))
+    yield repository
+    repository.engine.dispose()
+
+
+def image(locator: str = "", value: int = TOP_BIT_HASH, **kw: object) -> NewImage:
+    fields: dict[str, object] = {
+        "locator": locator,
+        "kind": "image",
+        "width": 640,
+        "height": 480,
+        "hash": StoredHash(value, "dhash64", 64, False),
+        "decision": "new",
+        "confidence": 1.0,
+    }
+    fields.update(kw)
+    return NewImage(**fields)  # type: ignore[arg-type]
+
+
+def content(sha: str, *images: NewImage, library: bool = False) -> NewContent:
+    return NewContent(
+        sha256=hashlib.sha256(sha.encode()).hexdigest(),
+        input_kind="image",
+        size_bytes=123,
+        filename="a.jpg",
+        source="camera-1",
+        failures=[],
+        images=images or (image(),),
+        library=library,
+    )
+
+
+def count(repo: Repository, table: str) -> int:
+    with repo.engine.connect() as connection:
+        return int(connection.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def test_signed_bigint_conversion_round_trips_every_64_bit_value() -> None:
+    for value in (0, 1, 2**63 - 1, 2**63, TOP_BIT_HASH, 2**64 - 1):
+        stored = to_signed64(value)
+        assert -(2**63) <= stored < 2**63
+        assert from_signed64(stored) == value
+    with pytest.raises(ValueError):
+        to_signed64(2**64)
+
+
+def test_a_stored_upload_reads_back_with_exact_hashes(repo: Repository) -> None:
+    content_id = repo.save_content(
+        content(
+            "aa",
+            image("page=1"),
+            image("page=2", hash=StoredHash(2**64 - 1, "dhash64", 64, True)),
+        )
+    )
+    stored = repo.get_content(content_id, "dhash64")
+    assert stored.sha256 == hashlib.sha256(b"aa").hexdigest()
+    assert [i.locator for i in stored.images] == ["page=1", "page=2"]
+    first = stored.images[0]
+    assert first.hash == StoredHash(TOP_BIT_HASH, "dhash64", 64, False)
+    assert first.hash.hex() == "f0e1d2c3b4a59687"
+    assert (first.source, first.width, first.library) == ("camera-1", 640, False)
+    assert first.created_at.tzinfo is not None
+    assert stored.images[1].hash == StoredHash(2**64 - 1, "dhash64", 64, True)
+
+
+def test_a_256_bit_hash_is_stored_as_bytes_and_read_back_exactly(repo: Repository) -> None:
+    value = int.from_bytes(bytes(range(200, 232)), "big")
+    content_id = repo.save_content(
+        content("bb", image(hash=StoredHash(value, "dhash256", 256, False)), library=True)
+    )
+    stored = repo.get_content(content_id, "dhash256")
+    assert stored.images[0].hash == StoredHash(value, "dhash256", 256, False)
+    batch = repo.library_since("dhash256", 256, 0, 10)
+    assert batch.hashes.shape == (1, 4)
+    assert int.from_bytes(batch.hashes.astype(">u8").tobytes(), "big") == value
+
+
+def test_the_same_bytes_twice_are_refused_and_leave_nothing_half_written(repo: Repository) -> None:
+    repo.save_content(content("cc"))
+    before = {t: count(repo, t) for t in ("contents", "images", "hashes", "audit_events")}
+    with pytest.raises(DuplicateContent):
+        repo.save_content(content("cc", image("other"), image("more"), library=True))
+    after = {t: count(repo, t) for t in ("contents", "images", "hashes", "audit_events")}
+    assert after == before
+    assert count(repo, "library_members") == 0
+
+
+def test_concurrent_saves_of_the_same_bytes_store_it_once(repo: Repository) -> None:
+    outcomes: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def save() -> None:
+        barrier.wait()
+        try:
+            repo.save_content(content("dd", library=True))
+            outcomes.append("stored")
+        except DuplicateContent:
+            outcomes.append("duplicate")
+
+    threads = [threading.Thread(target=save) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["duplicate"] * 3 + ["stored"]
+    assert count(repo, "contents") == 1
+    assert count(repo, "library_members") == 1
+
+
+def test_library_rows_come_in_watermark_order_with_paging(repo: Repository) -> None:
+    ids = []
+    for n in range(5):
+        cid = repo.save_content(content(f"e{n}", image(value=n), library=n != 2))
+        ids.append(repo.get_content(cid, "dhash64").images[0].id)
+    first = repo.library_since("dhash64", 64, 0, 3)
+    assert first.image_ids.tolist() == [ids[0], ids[1], ids[3]]
+    assert first.hashes.tolist() == [0, 1, 3]
+    rest = repo.library_since("dhash64", 64, first.last_member_id, 3)
+    assert rest.image_ids.tolist() == [ids[4]]
+    assert repo.library_since("dhash64", 64, rest.last_member_id, 3).empty
+    # Library rows hashed with another algorithm advance the watermark but are not returned.
+    assert repo.library_since("dhash256", 256, 0, 10).image_ids.size == 0
+    # Adding an existing upload to the library is idempotent.
+    content_id = repo.get_image(ids[2], "dhash64").content_id
+    assert repo.add_content_to_library(content_id) == 1
+    assert repo.add_content_to_library(content_id) == 0
+    newest = repo.library_since("dhash64", 64, rest.last_member_id, 10)
+    assert newest.image_ids.tolist() == [ids[2]]
+
+
+def test_concurrent_library_writers_never_hide_a_row_from_a_polling_reader(
+    repo: Repository,
+) -> None:
+    """Ids must become visible in id order, or a reader's watermark would skip one forever."""
+    seen: set[int] = set()
+    done = threading.Event()
+    watermark = 0
+
+    def poll() -> None:
+        nonlocal watermark
+        batch = repo.library_since("dhash64", 64, watermark, 1000)
+        seen.update(batch.image_ids.tolist())
+        watermark = batch.last_member_id
+
+    def write(worker: int) -> None:
+        for n in range(15):
+            repo.save_content(
+                content(f"f{worker}x{n}", image(value=worker * 100 + n), library=True)
+            )
+
+    writers = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for t in writers:
+        t.start()
+    reader = threading.Thread(target=lambda: [poll() for _ in iter(done.is_set, True)])
+    reader.start()
+    for t in writers:
+        t.join()
+    done.set()
+    reader.join()
+    poll()
+    assert len(seen) == 60
+    assert count(repo, "library_members") == 60
+
+
+def test_matches_and_review_items_are_stored_with_their_image(repo: Repository) -> None:
+    lib_id = repo.save_content(content("g1", image("lib", value=0b1111), library=True))
+    library_image = repo.get_content(lib_id, "dhash64").images[0]
+    query_id = repo.save_content(
+        content(
+            "g2",
+            image(
+                "q",
+                value=0b0000,
+                decision="review",
+                confidence=0.6,
+                matches=[NewMatch(library_image.id, 0, 4, 0.6)],
+                review=NewReview(library_image.id, 4, 0.6, "review_band"),
+            ),
+        )
+    )
+    query = repo.get_content(query_id, "dhash64").images[0]
+    assert query.decision == "review"
+    assert query.review_id is not None
+    [found] = query.matches
+    assert (found.image_id, found.distance, found.locator, found.source) == (
+        library_image.id,
+        4,
+        "lib",
+        "camera-1",
+    )
+    assert found.hash is not None and found.hash.value == 0b1111
+    assert repo.image_refs([library_image.id])[library_image.id].locator == "lib"
+
+
+def test_a_review_item_is_resolved_exactly_once_and_audited(repo: Repository) -> None:
+    cid = repo.save_content(
+        content(
+            "h1",
+            image(
+                decision="review",
+                confidence=0.4,
+                review=NewReview(None, None, 0.4, "low_information"),
+            ),
+        )
+    )
+    review_id = repo.get_content(cid, "dhash64").images[0].review_id
+    assert review_id is not None
+    assert repo.count_reviews("pending") == 1
+    assert [r.id for r in repo.review_items("pending", 10, 0)] == [review_id]
+    resolved = repo.resolve_review(review_id, "confirm", "ana")
+    assert (resolved.status, resolved.reviewer) == ("confirmed", "ana")
+    assert resolved.resolved_at is not None
+    assert repo.count_reviews("pending") == 0
+    with pytest.raises(Conflict, match="already confirmed"):
+        repo.resolve_review(review_id, "reject", "bob")
+    with pytest.raises(NotFound):
+        repo.resolve_review(review_id + 100, "reject", "bob")
+    actions = [e["action"] for e in repo.audit_events("review_item", review_id)]
+    assert actions == ["review_confirm"]
+
+
+def test_unknown_images_are_not_found(repo: Repository) -> None:
+    with pytest.raises(NotFound):
+        repo.get_image(424242, "dhash64")
+    assert np.asarray(repo.library_since("dhash64", 64, 0, 5).image_ids).size == 0

@@ -1,0 +1,64 @@
+"""The index follows the library by membership-id watermark, page by page."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dhash_service.index import BruteForceIndex, MultiIndexHashing
+from dhash_service.index.sync import IndexSync, LibraryBatch
+
+
+class FakeLibrary:
+    """Membership rows (member id, image id, hash or None when the algorithm differs)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, int, int | None]] = []
+        self.calls: list[tuple[int, int]] = []
+
+    def add(self, image_id: int, value: int | None) -> None:
+        self.rows.append((len(self.rows) + 1, image_id, value))
+
+    def fetch(self, after: int, limit: int) -> LibraryBatch:
+        self.calls.append((after, limit))
+        page = [r for r in self.rows if r[0] > after][:limit]
+        if not page:
+            return LibraryBatch(np.empty(0, np.int64), np.empty(0, np.uint64), after)
+        kept = [r for r in page if r[2] is not None]
+        return LibraryBatch(
+            np.array([r[1] for r in kept], dtype=np.int64),
+            np.array([r[2] for r in kept], dtype=np.uint64),
+            page[-1][0],
+        )
+
+
+def test_load_pages_through_everything_then_poll_sees_only_new_rows() -> None:
+    library = FakeLibrary()
+    for image_id in range(1, 26):
+        library.add(image_id * 10, image_id)
+    index = MultiIndexHashing()
+    sync = IndexSync(index, library.fetch, page_size=10)
+    assert not sync.loaded
+    assert sync.load() == 25
+    assert sync.loaded and sync.watermark == 25 and len(index) == 25
+    assert [after for after, _ in library.calls] == [0, 10, 20, 25]
+
+    assert sync.poll() == 0
+    library.add(999, 2**64 - 1)
+    assert sync.poll() == 1
+    assert index.search(2**64 - 1, 0).ids.tolist() == [999]
+    assert len(index) == 26
+
+
+def test_members_without_a_hash_of_this_algorithm_still_advance_the_watermark() -> None:
+    library = FakeLibrary()
+    library.add(1, None)
+    library.add(2, 5)
+    library.add(3, None)
+    index = BruteForceIndex(64)
+    sync = IndexSync(index, library.fetch, page_size=2)
+    assert sync.load() == 1
+    assert sync.watermark == 3
+    assert index.search(5, 0).ids.tolist() == [2]
+    library.add(4, None)
+    assert sync.poll() == 0
+    assert sync.watermark == 4
