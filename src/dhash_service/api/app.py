@@ -1,0 +1,78 @@
+"""The app factory: wires settings, the service facade, metrics and routes into one FastAPI app.
+
+Everything the routes use is passed in or built here and held on ``app.state``, so a test can
+hand in its own service or registry, and two apps in one process never share state. The
+lifespan starts the service before the first request and stops it after the last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from starlette.concurrency import run_in_threadpool
+
+from dhash_service import __version__
+from dhash_service.api import probes, v1
+from dhash_service.api.auth import TokenAuth
+from dhash_service.api.deps import AppContext, app_context
+from dhash_service.api.errors import install_error_handlers
+from dhash_service.api.lifecycle import Lifecycle
+from dhash_service.api.middleware import RequestContextMiddleware
+from dhash_service.config import Settings
+from dhash_service.logs import get_logger, redactor
+from dhash_service.metrics import ServiceMetrics
+from dhash_service.service import DhashService
+
+log = get_logger(__name__)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    ctx = app_context(app)
+    await run_in_threadpool(ctx.service.start)
+    log.info("service.started", version=__version__, env=ctx.settings.env)
+    if not ctx.auth.configured:
+        log.warning("service.no_api_tokens", effect="write and review endpoints answer 401")
+    try:
+        yield
+    finally:
+        await run_in_threadpool(ctx.service.stop)
+        ctx.metrics.close()
+        log.info("service.stopped")
+
+
+def create_app(
+    settings: Settings,
+    service: DhashService | None = None,
+    registry: CollectorRegistry | None = None,
+    *,
+    lifecycle: Lifecycle | None = None,
+) -> FastAPI:
+    """A ready-to-serve app; ``service`` defaults to a new ``DhashService(settings)``."""
+    redactor.register(*settings.api_tokens)
+    service = service if service is not None else DhashService(settings)
+    metrics = ServiceMetrics(
+        registry, version=__version__, queue_length=service.review_queue_length
+    )
+    app = FastAPI(
+        title="dhash",
+        version=__version__,
+        summary="Perceptual image hashing, matching and review.",
+        lifespan=_lifespan,
+    )
+    app.state.dhash = AppContext(
+        settings=settings,
+        service=service,
+        metrics=metrics,
+        lifecycle=lifecycle or Lifecycle(),
+        auth=TokenAuth(settings.api_tokens),
+    )
+    install_error_handlers(app)
+    app.include_router(probes.router)
+    app.include_router(v1.router)
+    # The review UI (server-rendered pages under /review) will be one more router here.
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app
