@@ -24,6 +24,7 @@ COMMAND_MODULES: list[str] = [
     "dhash_rollout.commands.deploy",
     "dhash_rollout.commands.backup",
     "dhash_rollout.commands.migrate",
+    "dhash_rollout.commands.service",
 ]
 
 

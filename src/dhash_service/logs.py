@@ -64,6 +64,18 @@ class Redactor:
 
 redactor = Redactor()
 
+# Keys some libraries add for their own console formatter (uvicorn's ANSI-coloured copy of the
+# message); in JSON lines they are noise.
+_CONSOLE_ONLY_KEYS = ("color_message",)
+
+
+def _drop_console_only(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key in _CONSOLE_ONLY_KEYS:
+        event_dict.pop(key, None)
+    return event_dict
+
 
 def configure_logging(
     level: str = "INFO", stream: TextIO | None = None, file: Path | None = None
@@ -77,6 +89,7 @@ def configure_logging(
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        _drop_console_only,
         redactor,
     ]
     formatter = structlog.stdlib.ProcessorFormatter(
