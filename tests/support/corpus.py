@@ -263,6 +263,14 @@ def zip_with_symlink(name: str, target: str) -> bytes:
     return buf.getvalue()
 
 
+def zip_with_raw_name(raw_name: bytes, data: bytes) -> bytes:
+    """A one-member archive whose stored name is ``raw_name`` byte for byte (NULs included),
+    which ``zipfile`` itself refuses to write."""
+    placeholder = "x" * len(raw_name)
+    archive = zip_of([(placeholder, data)], compression=zipfile.ZIP_STORED)
+    return archive.replace(placeholder.encode(), raw_name)
+
+
 def zip_with_duplicate_names(name: str, first: bytes, second: bytes) -> bytes:
     buf = io.BytesIO()
     with warnings.catch_warnings():

@@ -136,7 +136,7 @@ def _refuse_unsafe_names(members: list[zipfile.ZipInfo]) -> None:
 
 def _unsafe_reason(member: zipfile.ZipInfo) -> str | None:
     name = member.filename
-    if "\x00" in name:
+    if "\x00" in member.orig_filename:  # zipfile cuts the name there; other tools may not
         return "contains a NUL byte"
     if "\\" in name:
         return "contains a backslash"
