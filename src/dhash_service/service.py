@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal, cast
 
+from alembic.script import ScriptDirectory
 from sqlalchemy import exc as sa_exc
 
 from dhash_service.config import Settings
@@ -107,6 +108,9 @@ class DhashService:
         self._repository: Repository | None = None
         self._reviews: ReviewQueue | None = None
         self._head = schema.head_revision()
+        self._known_revisions = {
+            r.revision for r in ScriptDirectory(str(schema.MIGRATIONS_DIR)).walk_revisions()
+        }
         self._schema_status = "not started"
         self._sync_error: str | None = None
         self._stop = threading.Event()
@@ -170,6 +174,10 @@ class DhashService:
     def _check_schema(self) -> str:
         current = schema.engine_revision(self._repo.engine)
         if current == self._head:
+            return "ok"
+        if current is not None and current not in self._known_revisions:
+            # A newer release migrated ahead (expand-only, docs/deploy.md): this code still fits,
+            # so the old release keeps serving during a deploy and after an app rollback.
             return "ok"
         return f"database at {current or 'no revision'}, code expects {self._head}"
 
