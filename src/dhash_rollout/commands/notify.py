@@ -105,7 +105,6 @@ def notify(
     from dhash_rollout.notify import Event
     from dhash_rollout.notify.model import DEFAULT_SEVERITY
 
-    _configure_logging()
     env_name, _ = _environment(env)
     event = Event(
         kind=kind.value,
@@ -161,7 +160,6 @@ def deploy_notify(
     from dhash_rollout.notify import Event
     from dhash_rollout.notify.model import DEFAULT_SEVERITY
 
-    _configure_logging()
     env_name, environment = _environment(env)
     kind = _PHASE_KINDS[phase.value]
     version = version or _active_version(environment)
@@ -216,6 +214,7 @@ def _notifier(env_name: str, channels: str | None) -> Notifier:
     from dhash_rollout.notify.factory import parse_channels
 
     names = parse_channels(channels) if channels is not None else None
+    _configure_logging()  # after every argument is checked: usage errors log nothing
     return Notifier.from_settings(env_name, channels=names, strict=True)
 
 

@@ -103,8 +103,8 @@ class Event:
         if len(self.fields) > _MAX_FIELDS:
             raise ConfigError(f"at most {_MAX_FIELDS} extra fields per notification")
         for name, value in self.fields.items():
-            if not isinstance(name, str) or not isinstance(value, str):
-                raise ConfigError("notification fields map strings to strings")
+            if not isinstance(name, str) or not isinstance(value, str) or not name.strip():
+                raise ConfigError("notification fields map non-empty names to strings")
             _require_single_line(f"field name {name!r}", name)
         object.__setattr__(self, "fields", dict(self.fields))
 

@@ -25,7 +25,7 @@ from .file_channel import FileChannel
 from .file_log import NotificationLog
 from .model import Event, Severity
 from .redaction import redact, register_secrets
-from .retry import DeliveryFailed, RetryPolicy, run_with_retries
+from .retry import DeliveryError, DeliveryFailed, RetryPolicy, run_with_retries
 from .store import STORE_FILE, Claim, DeliveryStore, Duplicate
 
 if TYPE_CHECKING:
@@ -286,10 +286,17 @@ class Notifier:
         claim: Claim | None,
         budget: _Budget,
     ) -> ChannelOutcome:
-        payload = channel.render(event)
+        def one_attempt(seconds_left: float) -> str:
+            try:
+                return channel.deliver(channel.render(event), seconds_left)
+            except DeliveryError:
+                raise
+            except Exception as exc:  # a bug in a channel: keep the message, do not retry
+                raise DeliveryError(f"{name}: {_describe(exc)}", retryable=False) from exc
+
         try:
             detail, attempts = run_with_retries(
-                lambda left: channel.deliver(payload, left),
+                one_attempt,
                 self.policy if name != "file" else RetryPolicy(max_attempts=1),
                 budget.deadline,
                 label=name,

@@ -122,7 +122,7 @@ def run_with_retries(
     """
     calls = 0
     backoff = wait_exponential_jitter(
-        initial=policy.backoff_initial_seconds,
+        multiplier=policy.backoff_initial_seconds,
         max=policy.backoff_max_seconds,
         jitter=policy.backoff_initial_seconds,
     )

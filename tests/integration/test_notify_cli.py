@@ -1,0 +1,311 @@
+"""``dhash notify`` / ``notify flush`` / ``deploy-notify`` and the guide's node shims, run as real
+processes against a webhook receiver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dhash_rollout.cli import main
+from tests.integration.test_notify_receivers import Reply, WebhookReceiver, webhook_receiver
+
+REPO = Path(__file__).resolve().parents[2]
+DHASH = Path(sys.executable).parent / "dhash"
+NODE = shutil.which("node")
+CANARY = "cAnArYcli0e5d41402abc4b2a"
+
+needs_node = pytest.mark.skipif(NODE is None, reason="node is not installed")
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    with webhook_receiver() as r:
+        yield r
+
+
+@pytest.fixture
+def base_env(receiver: WebhookReceiver, tmp_path: Path) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLACK_", "TEAMS_", "DISCORD_", "SMTP_", "DHASH_"))
+    }
+    env.update(
+        {
+            "SLACK_WEBHOOK_URL": receiver.url("slack", f"services/T1/B1/{CANARY}"),
+            "DHASH_ENVIRONMENTS_FILE": str(tmp_path / "dhash-environments.toml"),
+            "DHASH_NOTIFY_MAX_ATTEMPTS": "2",
+            "DHASH_NOTIFY_BACKOFF_INITIAL_SECONDS": "0.01",
+            "DHASH_NOTIFY_BACKOFF_MAX_SECONDS": "0.02",
+            "DHASH_NOTIFY_READ_TIMEOUT_SECONDS": "1",
+            "DHASH_NOTIFY_TOTAL_SECONDS": "5",
+        }
+    )
+    return env
+
+
+def run(
+    args: list[str], env: dict[str, str], cwd: Path, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args,
+        check=False,
+        env={**env, **extra},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def dhash(args: list[str], env: dict[str, str], cwd: Path, **extra: str) -> Any:
+    return run([str(DHASH), *args], env, cwd, **extra)
+
+
+@needs_node
+def test_the_guides_dry_run_renders_and_sends_and_writes_nothing(
+    base_env: dict[str, str], tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    script = REPO / "scripts" / "notify.js"
+    done = run(
+        ["node", str(script), "--type", "deploy", "--message", "test", "--dry-run"],
+        base_env,
+        tmp_path,
+        DHASH_ENV="production",
+        DHASH_LOG_LEVEL="DEBUG",
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "dry run: nothing sent" in done.stdout
+    assert '"event": "notification"' in done.stdout  # the file channel's rendered line
+    assert receiver.received == []
+    assert not (tmp_path / "logs").exists()
+
+
+@needs_node
+def test_deploy_notify_start_posts_the_guides_fields(
+    base_env: dict[str, str], tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    script = REPO / "scripts" / "deploy" / "deploy-notify.js"
+    args = ["--phase", "start", "--env", "production", "--version", "v1.2.3"]
+    args += ["--initiator", "alice", "--channels", "slack,file"]
+
+    done = run(["node", str(script), *args], base_env, tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    (payload,) = receiver.accepted("slack")
+    header = payload["attachments"][0]["blocks"][0]["text"]["text"]
+    assert header == "[INFO] production: Deployment started v1.2.3"
+    assert payload["attachments"][0]["color"] == "#1D9BD1"
+    texts = {f["text"] for f in payload["attachments"][0]["blocks"][2]["fields"]}
+    assert {"*Environment*\nproduction", "*Version*\nv1.2.3", "*Initiator*\nalice"} <= texts
+    (log,) = (tmp_path / "logs").glob("notifications_*.log")
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {(line["channel"], line["status"]) for line in lines} == {
+        ("slack", "sent"),
+        ("file", "sent"),
+    }
+
+
+def _install_fake_release(root: Path, version: str) -> None:
+    """The layout ``dhash_rollout.releases`` reads: release.json and the release's dhash."""
+    release = root / "releases" / version
+    (release / "venv" / "bin").mkdir(parents=True)
+    (release / "venv" / "bin" / "dhash").write_text("")
+    (release / "release.json").write_text(
+        json.dumps(
+            {
+                "version": version,
+                "source": "test",
+                "wheel": "x.whl",
+                "wheel_sha256": "0" * 64,
+                "created_at": "2026-01-01T00:00:00+00:00",
+            }
+        )
+    )
+    (root / "current").symlink_to(release)
+
+
+@pytest.mark.parametrize("active", ["1.2.2", None])
+def test_a_rollback_notice_without_version_names_the_active_release(
+    base_env: dict[str, str], tmp_path: Path, active: str | None
+) -> None:
+    root = tmp_path / "srv" / "production"
+    root.mkdir(parents=True)
+    (tmp_path / "dhash-environments.toml").write_text(f'[production]\nroot = "{root}"\n')
+    if active:
+        _install_fake_release(root, active)
+    args = ["deploy-notify", "--phase", "rollback", "--env", "production"]
+    args += ["--reason", "P1 incident recovery", "--trigger", "manual", "--channels", "file"]
+
+    done = dhash([*args, "--json"], base_env, tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    event = report["event"]
+    assert (event["kind"], event["severity"], event["trigger"]) == ("rollback", "ERROR", "manual")
+    assert event["version"] == (active or "unknown")
+    expected = f"Rollback of production to {active}" if active else "Rollback of production"
+    assert event["message"] == f"{expected}: P1 incident recovery"
+    assert [o["status"] for o in report["outcomes"]] == ["sent"]
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["notify", "--type", "bogus", "--message", "x"], "--type"),
+        (["notify", "--type", "deploy", "--message", "x", "--subject", "a\r\nBcc: x"], "CR/LF"),
+        (["notify", "--type", "deploy", "--message", "x", "--channels", "sms"], "sms"),
+        (["notify", "--type", "deploy", "--message", "x", "--env", "prodution"], "prodution"),
+        (["notify", "--type", "deploy", "--message", "x", "--severity", "LOUD"], "LOUD"),
+        (["notify"], "required"),
+        (["deploy-notify", "--phase", "start", "--trigger", "sometimes"], "--trigger"),
+        (["notify", "--type", "info", "--message", "x", "--field", "novalue"], "NAME=VALUE"),
+    ],
+)
+def test_usage_errors_exit_2_with_a_message_and_no_traceback(
+    *,
+    base_env: dict[str, str],
+    tmp_path: Path,
+    receiver: WebhookReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    says: str,
+) -> None:
+    """In process (the entry point the console script calls), to keep the suite fast."""
+    for name, value in base_env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    root_handlers = list(logging.getLogger().handlers)
+
+    code = main(args)
+
+    captured = capsys.readouterr()
+    assert code == 2, (captured.out, captured.err)
+    assert says in captured.err
+    assert "Traceback" not in captured.err + captured.out
+    assert receiver.received == []
+    assert logging.getLogger().handlers == root_handlers  # refused before logging was set up
+
+
+def test_a_crlf_in_an_email_address_exits_2(base_env: dict[str, str], tmp_path: Path) -> None:
+    smtp = {"SMTP_HOST": "127.0.0.1", "SMTP_FROM": "dhash@example.org", "SMTP_SECURITY": "none"}
+    done = dhash(
+        ["notify", "--type", "info", "--message", "x", "--channels", "email"],
+        {**base_env, **smtp},
+        tmp_path,
+        SMTP_TO="ops@example.org\r\nBcc: attacker@example.net",
+    )
+
+    assert done.returncode == 2, done.stderr
+    assert "SMTP_TO" in done.stderr and "CR/LF" in done.stderr
+
+
+def test_a_failed_delivery_exits_0_and_flush_sends_it_later(
+    base_env: dict[str, str], tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    receiver.script("slack", *[Reply(500, body="boom", echo_path=True)] * 2)
+    args = ["notify", "--type", "failure", "--env", "production", "--message", "deploy failed"]
+
+    sent = dhash(
+        [*args, "--channels", "slack", "--json"], base_env, tmp_path, DHASH_LOG_LEVEL="DEBUG"
+    )
+
+    assert sent.returncode == 0, sent.stderr
+    outcome = json.loads(sent.stdout)["outcomes"][0]
+    assert (outcome["status"], outcome["attempts"]) == ("outboxed", 2)
+    assert CANARY not in sent.stdout + sent.stderr
+    assert "[REDACTED]" in sent.stderr  # httpx's request log line, URL hidden
+
+    listed = dhash(["notify", "flush", "--dry-run", "--json"], base_env, tmp_path)
+    assert [i["status"] for i in json.loads(listed.stdout)["items"]] == ["outboxed"]
+    flushed = dhash(["notify", "flush", "--json"], base_env, tmp_path)
+
+    assert flushed.returncode == 0, flushed.stderr
+    report = json.loads(flushed.stdout)
+    assert ([i["status"] for i in report["items"]], report["remaining"]) == (["sent"], 0)
+    assert len(receiver.accepted("slack")) == 1
+    again = dhash(["notify", "flush"], base_env, tmp_path)
+    assert again.stdout.strip() == "outbox is empty"
+
+
+def test_two_processes_sending_the_same_notice_post_it_once(
+    base_env: dict[str, str], tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    receiver.script("slack", Reply(200, body="ok", delay=0.3))
+    args = [str(DHASH), "notify", "--type", "info", "--env", "production"]
+    args += ["--message", "maintenance starts", "--channels", "slack", "--json"]
+    procs = [
+        subprocess.Popen(
+            args, env=base_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=60) for p in procs]
+
+    statuses = sorted(json.loads(out)["outcomes"][0]["status"] for out, _ in outputs)
+    assert statuses == ["sent", "skipped-duplicate"]
+    assert len(receiver.requests("slack")) == 1
+
+
+# --- scripts/lib/dhash.js ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def shim_copy(tmp_path: Path) -> Path:
+    """The shims in a checkout without .venv, so dhash.js falls back to ``dhash`` on PATH."""
+    scripts = tmp_path / "checkout" / "scripts"
+    (scripts / "lib").mkdir(parents=True)
+    shutil.copy(REPO / "scripts" / "lib" / "dhash.js", scripts / "lib" / "dhash.js")
+    shutil.copy(REPO / "scripts" / "notify.js", scripts / "notify.js")
+    return scripts
+
+
+@needs_node
+def test_the_shim_runs_dhash_from_path_with_the_arguments_and_its_exit_code(
+    shim_copy: Path, tmp_path: Path
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "dhash"
+    fake.write_text('#!/bin/sh\nprintf "%s|" "$@"\nexit 7\n')
+    fake.chmod(0o755)
+
+    done = run(
+        ["node", str(shim_copy / "notify.js"), "--message", "two words", "--dry-run"],
+        {"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        tmp_path,
+    )
+
+    assert done.returncode == 7
+    assert done.stdout == "notify|--message|two words|--dry-run|"
+
+
+@needs_node
+def test_the_shim_says_when_dhash_cannot_be_found(shim_copy: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    node = str(NODE)
+
+    done = run([node, str(shim_copy / "notify.js"), "--help"], {"PATH": str(empty)}, tmp_path)
+
+    assert done.returncode == 127
+    assert "cannot run dhash" in done.stderr
+
+
+@needs_node
+def test_the_shim_prefers_the_checkouts_virtualenv(tmp_path: Path) -> None:
+    code = "console.log(require(process.argv[1]).resolveDhash())"
+    done = run(["node", "-e", code, str(REPO / "scripts" / "lib" / "dhash.js")], {}, tmp_path)
+
+    assert done.stdout.strip() == str(REPO / ".venv" / "bin" / "dhash")
