@@ -1,0 +1,94 @@
+"""The guide's routine runbooks: the morning health check and the weekly backup verification.
+
+Daily: the service answers ``/health``, the newest backup is at most 24 hours old, and the
+filesystems holding ``logs/`` and ``backups/`` have room. Weekly: the newest seven backups of the
+environment verify end to end (outer SHA256 as ``sha256sum -c`` checks it, then the manifest and
+every member), which is stronger than the guide's checksum loop and reports each one.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+
+from dhash_rollout.backup import list_backups, verify_backup
+from dhash_rollout.checks.paths import backup_dir, log_dir, shown
+from dhash_rollout.checks.report import CheckReport, CheckRun
+from dhash_rollout.checks.service import service_client
+from dhash_rollout.environments import Environment
+from dhash_service.errors import CheckFailed
+
+MAX_BACKUP_AGE = timedelta(hours=24)
+MIN_FREE_FRACTION = 0.10
+WEEKLY_COUNT = 7
+_GIB = 1024**3
+
+
+def check_health(env: Environment, timeout: float = 10.0) -> str:
+    with service_client(env, timeout=timeout) as client:
+        client.health()
+    return f"{env.url}/health is OK"
+
+
+def check_backup_age(
+    env: Environment, workdir: Path, *, max_age: timedelta = MAX_BACKUP_AGE, now: datetime | None
+) -> str:
+    directory = backup_dir(workdir)
+    backups = list_backups(directory, env.name)
+    if not backups:
+        raise CheckFailed(f"no {env.name} backups in {shown(directory, workdir)}/")
+    latest = backups[0]
+    age = latest.age(now or datetime.now(UTC))
+    hours = int(age.total_seconds() // 3600)
+    if age > max_age:
+        raise CheckFailed(f"latest backup {latest.path.name} is {hours} hours old")
+    return f"backup age: {hours} hours ({latest.path.name})"
+
+
+def check_disk_space(paths: list[Path], workdir: Path, min_free: float = MIN_FREE_FRACTION) -> str:
+    parts, low = [], []
+    for path in paths:
+        existing = path
+        while not existing.is_dir() and existing != existing.parent:
+            existing = existing.parent  # not created yet: its files will land on the parent's fs
+        usage = shutil.disk_usage(existing)
+        free = usage.free / usage.total if usage.total else 0.0
+        line = f"{shown(path, workdir)}/ {usage.free / _GIB:.1f} GiB free ({free:.0%})"
+        parts.append(line)
+        if free < min_free:
+            low.append(line)
+    if low:
+        raise CheckFailed(f"less than {min_free:.0%} free: {'; '.join(low)}")
+    return "; ".join(parts)
+
+
+def run_daily(
+    env: Environment, *, workdir: Path, log_path: Path | None = None, now: datetime | None = None
+) -> CheckReport:
+    run = CheckRun("daily", meta={"env": env.name, "url": env.url})
+    run.check("service health", lambda: check_health(env))
+    run.check("latest backup age", lambda: check_backup_age(env, workdir, now=now))
+    run.check(
+        "disk space", lambda: check_disk_space([log_dir(workdir), backup_dir(workdir)], workdir)
+    )
+    return run.finish(log_path)
+
+
+def run_weekly(
+    env: Environment, *, workdir: Path, count: int = WEEKLY_COUNT, log_path: Path | None = None
+) -> CheckReport:
+    run = CheckRun("weekly", meta={"env": env.name, "count": count})
+    directory = backup_dir(workdir)
+    backups = list_backups(directory, env.name)[:count]
+    if not backups:
+        run.record("backups", False, f"no {env.name} backups in {shown(directory, workdir)}/")
+    for info in reversed(backups):  # oldest first, as the guide's loop prints them
+        run.check(info.path.name, partial(_verified, info.path))
+    return run.finish(log_path)
+
+
+def _verified(path: Path) -> str:
+    info = verify_backup(path)
+    return f"verified (sha256 {info.sha256[:12]}…, schema {info.schema_revision or '-'})"

@@ -1,0 +1,87 @@
+"""The guide's pre-deployment checklist, item by item, against the real files.
+
+Items (all in the working directory the guide's commands run from):
+
+* the latest backup of the environment exists and verifies end to end;
+* ``deploy-dryrun.log`` and ``migrate-dryrun.log`` are present and record a successful dry run;
+* ``postdeploy-smoketests.log`` and ``test_logging.log`` are present and record passing runs;
+* the ``premerge_artifacts/`` bundle is present and not empty (``monitor_logs/`` is optional,
+  reported when present);
+* ``approvals.json`` holds two approvers, one of them Ops/SRE, and the deploy operator's sign-off
+  (see :mod:`dhash_rollout.checks.approvals`).
+
+CI status on every platform and branch protection live in the code host, not on this machine;
+they are the approvers' responsibility and are not re-checked here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dhash_rollout.backup import list_backups, verify_backup
+from dhash_rollout.checks.approvals import check_approvals_file
+from dhash_rollout.checks.dryrun_logs import check_deploy_dryrun, check_migrate_dryrun
+from dhash_rollout.checks.paths import backup_dir, shown
+from dhash_rollout.checks.report import CheckReport, CheckRun, read_log_summary
+from dhash_rollout.environments import Environment
+from dhash_service.errors import CheckFailed
+
+DEPLOY_DRYRUN_LOG = "deploy-dryrun.log"
+MIGRATE_DRYRUN_LOG = "migrate-dryrun.log"
+SMOKE_LOG = "postdeploy-smoketests.log"
+LOGGING_LOG = "test_logging.log"
+PREMERGE_DIR = "premerge_artifacts"
+MONITOR_DIR = "monitor_logs"
+APPROVALS = "approvals.json"
+
+
+def check_latest_backup(env: Environment, workdir: Path) -> str:
+    """The newest backup must verify: an older good one does not make a broken newest safe."""
+    directory = backup_dir(workdir)
+    backups = list_backups(directory, env.name)
+    if not backups:
+        raise CheckFailed(f"no {env.name} backups in {shown(directory, workdir)}/")
+    info = verify_backup(backups[0].path)
+    hours = info.age(datetime.now(UTC)).total_seconds() / 3600
+    return f"{info.path.name} verified ({hours:.1f} h old, sha256 {info.sha256[:12]}…)"
+
+
+def check_passed_run(path: Path, expected_run: str) -> str:
+    logged = read_log_summary(path)
+    if logged.run != expected_run:
+        raise CheckFailed(f"{path.name} is a {logged.run!r} log, not {expected_run!r}")
+    where = f"{logged.meta.get('env', '?')} at {logged.timestamp}"
+    if not logged.ok:
+        failed = ", ".join(map(str, logged.meta.get("failed", []))) or "unknown checks"
+        raise CheckFailed(f"{path.name} records a failed run ({where}): {failed}")
+    return f"passed ({where})"
+
+
+def check_bundle(path: Path, *, optional: bool = False) -> str:
+    if not path.is_dir():
+        if optional:
+            return f"{path.name}/ not present (optional)"
+        raise CheckFailed(f"{path.name}/ is missing")
+    count = sum(1 for p in path.rglob("*") if p.is_file())
+    if count == 0 and not optional:
+        raise CheckFailed(f"{path.name}/ is empty")
+    return f"{path.name}/ present ({count} files)"
+
+
+def run_preflight(env: Environment, *, workdir: Path, log_path: Path | None = None) -> CheckReport:
+    run = CheckRun("preflight", meta={"env": env.name, "workdir": str(workdir)})
+    run.check("latest backup verifies", lambda: check_latest_backup(env, workdir))
+    run.check("deploy dry-run log", lambda: check_deploy_dryrun(workdir / DEPLOY_DRYRUN_LOG, env))
+    run.check(
+        "migrate dry-run log", lambda: check_migrate_dryrun(workdir / MIGRATE_DRYRUN_LOG, env)
+    )
+    run.check("smoke test log", lambda: check_passed_run(workdir / SMOKE_LOG, "smoke"))
+    run.check(
+        "logging validation log",
+        lambda: check_passed_run(workdir / LOGGING_LOG, "validate-logging"),
+    )
+    run.check("CI artifacts", lambda: check_bundle(workdir / PREMERGE_DIR))
+    run.check("monitor logs", lambda: check_bundle(workdir / MONITOR_DIR, optional=True))
+    run.check("approvals", lambda: check_approvals_file(workdir / APPROVALS, env.name))
+    return run.finish(log_path)
