@@ -25,6 +25,7 @@ COMMAND_MODULES: list[str] = [
     "dhash_rollout.commands.backup",
     "dhash_rollout.commands.migrate",
     "dhash_rollout.commands.service",
+    "dhash_rollout.commands.checks",
 ]
 
 
