@@ -9,11 +9,13 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from dhash_rollout.cli import main
 from tests.integration.test_notify_receivers import Reply, WebhookReceiver, webhook_receiver
@@ -69,6 +71,44 @@ def run(
 
 def dhash(args: list[str], env: dict[str, str], cwd: Path, **extra: str) -> Any:
     return run([str(DHASH), *args], env, cwd, **extra)
+
+
+@dataclass(frozen=True)
+class Ran:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def in_process(
+    base_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Iterator[Callable[..., Ran]]:
+    """``main(args)`` (what the console script runs) in this process, to keep the suite fast;
+    the logging set-up it does is undone afterwards."""
+    for name, value in base_env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, structlog.get_config())
+
+    def call(args: list[str], **extra: str) -> Ran:
+        for name, value in extra.items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        code = main(args)
+        captured = capsys.readouterr()
+        return Ran(code, captured.out, captured.err)
+
+    try:
+        yield call
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        structlog.configure(**saved[2])
 
 
 @needs_node
@@ -137,7 +177,7 @@ def _install_fake_release(root: Path, version: str) -> None:
 
 @pytest.mark.parametrize("active", ["1.2.2", None])
 def test_a_rollback_notice_without_version_names_the_active_release(
-    base_env: dict[str, str], tmp_path: Path, active: str | None
+    in_process: Callable[..., Ran], tmp_path: Path, active: str | None
 ) -> None:
     root = tmp_path / "srv" / "production"
     root.mkdir(parents=True)
@@ -147,10 +187,10 @@ def test_a_rollback_notice_without_version_names_the_active_release(
     args = ["deploy-notify", "--phase", "rollback", "--env", "production"]
     args += ["--reason", "P1 incident recovery", "--trigger", "manual", "--channels", "file"]
 
-    done = dhash([*args, "--json"], base_env, tmp_path)
+    done = in_process([*args, "--json"])
 
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    assert done.code == 0, done.err
+    report = json.loads(done.out)
     event = report["event"]
     assert (event["kind"], event["severity"], event["trigger"]) == ("rollback", "ERROR", "manual")
     assert event["version"] == (active or "unknown")
@@ -198,21 +238,24 @@ def test_usage_errors_exit_2_with_a_message_and_no_traceback(
     assert logging.getLogger().handlers == root_handlers  # refused before logging was set up
 
 
-def test_a_crlf_in_an_email_address_exits_2(base_env: dict[str, str], tmp_path: Path) -> None:
-    smtp = {"SMTP_HOST": "127.0.0.1", "SMTP_FROM": "dhash@example.org", "SMTP_SECURITY": "none"}
-    done = dhash(
+def test_a_crlf_in_an_email_address_exits_2(in_process: Callable[..., Ran]) -> None:
+    done = in_process(
         ["notify", "--type", "info", "--message", "x", "--channels", "email"],
-        {**base_env, **smtp},
-        tmp_path,
+        SMTP_HOST="127.0.0.1",
+        SMTP_FROM="dhash@example.org",
+        SMTP_SECURITY="none",
         SMTP_TO="ops@example.org\r\nBcc: attacker@example.net",
     )
 
-    assert done.returncode == 2, done.stderr
-    assert "SMTP_TO" in done.stderr and "CR/LF" in done.stderr
+    assert done.code == 2, done.err
+    assert "SMTP_TO" in done.err and "CR/LF" in done.err
 
 
 def test_a_failed_delivery_exits_0_and_flush_sends_it_later(
-    base_env: dict[str, str], tmp_path: Path, receiver: WebhookReceiver
+    base_env: dict[str, str],
+    tmp_path: Path,
+    receiver: WebhookReceiver,
+    in_process: Callable[..., Ran],
 ) -> None:
     receiver.script("slack", *[Reply(500, body="boom", echo_path=True)] * 2)
     args = ["notify", "--type", "failure", "--env", "production", "--message", "deploy failed"]
@@ -227,16 +270,15 @@ def test_a_failed_delivery_exits_0_and_flush_sends_it_later(
     assert CANARY not in sent.stdout + sent.stderr
     assert "[REDACTED]" in sent.stderr  # httpx's request log line, URL hidden
 
-    listed = dhash(["notify", "flush", "--dry-run", "--json"], base_env, tmp_path)
-    assert [i["status"] for i in json.loads(listed.stdout)["items"]] == ["outboxed"]
-    flushed = dhash(["notify", "flush", "--json"], base_env, tmp_path)
+    listed = in_process(["notify", "flush", "--dry-run", "--json"])
+    assert [i["status"] for i in json.loads(listed.out)["items"]] == ["outboxed"]
+    flushed = in_process(["notify", "flush", "--json"])
 
-    assert flushed.returncode == 0, flushed.stderr
-    report = json.loads(flushed.stdout)
+    assert flushed.code == 0, flushed.err
+    report = json.loads(flushed.out)
     assert ([i["status"] for i in report["items"]], report["remaining"]) == (["sent"], 0)
     assert len(receiver.accepted("slack")) == 1
-    again = dhash(["notify", "flush"], base_env, tmp_path)
-    assert again.stdout.strip() == "outbox is empty"
+    assert in_process(["notify", "flush"]).out.strip() == "outbox is empty"
 
 
 def test_two_processes_sending_the_same_notice_post_it_once(

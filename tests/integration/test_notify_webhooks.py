@@ -10,6 +10,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -312,11 +313,8 @@ def test_send_returns_at_the_budget_even_if_a_channel_ignores_it(tmp_path: Path)
     stuck.release.set()  # the worker finishes later and records the truth
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        rows = (
-            sqlite3.connect(tmp_path / STORE_FILE)
-            .execute("SELECT status FROM deliveries")
-            .fetchall()
-        )
+        with closing(sqlite3.connect(tmp_path / STORE_FILE)) as db:
+            rows = db.execute("SELECT status FROM deliveries").fetchall()
         if rows == [("sent",)]:
             break
         time.sleep(0.05)
@@ -415,3 +413,20 @@ def test_the_canary_secret_never_reaches_logs_files_or_reports(
     }
     leaks = [where for where, text in places.items() if CANARY in text]
     assert leaks == []
+
+
+def test_a_claim_left_by_a_killed_run_is_flushed_once_it_goes_stale(
+    env: Path, receiver: WebhookReceiver
+) -> None:
+    sender = notifier(env, "slack")
+    the_event = event()
+    sender.store.claim(the_event.dedupe_key, "slack", the_event.to_dict())  # then "killed"
+    assert sender.send(the_event).outcome("slack").status == Status.DUPLICATE  # in flight
+    assert sender.flush().items == ()
+
+    with closing(sqlite3.connect(env / STORE_FILE)) as db, db:  # ten minutes later
+        db.execute("UPDATE deliveries SET updated_at = updated_at - 600")
+    flushed = sender.flush()
+
+    assert [i.outcome.status for i in flushed.items] == [Status.SENT]
+    assert len(receiver.accepted("slack")) == 1

@@ -18,7 +18,7 @@ from typing import Any
 from dhash_service.errors import ConfigError
 
 KINDS = ("deploy", "success", "failure", "rollback", "info", "backup", "gate")
-_MAX_MESSAGE_CHARS = 20_000
+MAX_MESSAGE_CHARS = 20_000
 _MAX_FIELDS = 20
 
 
@@ -96,8 +96,8 @@ class Event:
             raise ConfigError("a notification needs an environment name")
         if not self.message.strip():
             raise ConfigError("a notification needs a non-empty message")
-        if len(self.message) > _MAX_MESSAGE_CHARS:
-            raise ConfigError(f"message is longer than {_MAX_MESSAGE_CHARS} characters")
+        if len(self.message) > MAX_MESSAGE_CHARS:  # a huge error text must not fail the caller
+            object.__setattr__(self, "message", self.message[: MAX_MESSAGE_CHARS - 1] + "…")
         for name in ("env", "version", "initiator", "trigger", "phase", "key", "subject"):
             _require_single_line(name, getattr(self, name))
         if len(self.fields) > _MAX_FIELDS:

@@ -134,20 +134,18 @@ class DeliveryStore:
                 ),
             )
 
-    def release(self, claim: Claim) -> None:
-        """Give a claim back unchanged in meaning: the delivery goes (back) to the outbox."""
-        self.finish(claim, sent=False, attempts=0, error="not attempted")
-
     def outbox(self, limit: int | None = None) -> list[OutboxItem]:
-        """Outboxed deliveries, oldest first."""
+        """Outboxed deliveries, and claims abandoned by a killed run, oldest first."""
         if not self.path.exists():
             return []
+        stale = time.time() - self.stale_claim_seconds
         with self._transaction() as db:
             rows = db.execute(
                 "SELECT key, channel, event, attempts, last_error, created_at, updated_at"
-                " FROM deliveries WHERE status = 'outboxed' ORDER BY created_at, key, channel"
-                " LIMIT ?",
-                (-1 if limit is None else limit,),
+                " FROM deliveries WHERE status = 'outboxed'"
+                " OR (status = 'sending' AND updated_at < ?)"
+                " ORDER BY created_at, key, channel LIMIT ?",
+                (stale, -1 if limit is None else limit),
             ).fetchall()
         return [
             OutboxItem(str(r[0]), str(r[1]), json.loads(r[2]), int(r[3]), r[4], r[5], r[6])
