@@ -62,6 +62,8 @@ def create_app(
         version=__version__,
         summary="Perceptual image hashing, matching and review.",
         lifespan=_lifespan,
+        docs_url=None,  # the schema is at /openapi.json; no pages that load scripts off-site
+        redoc_url=None,
     )
     app.state.dhash = AppContext(
         settings=settings,

@@ -15,6 +15,7 @@ import uuid
 
 import structlog
 from starlette.datastructures import MutableHeaders
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dhash_service.api.errors import REQUEST_ID_KEY, error_response
@@ -38,10 +39,26 @@ def _incoming_request_id(scope: Scope) -> str | None:
 
 
 def route_template(scope: Scope) -> str:
-    """The matched route's template (``/v1/images/{image_id}``), never the raw path."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else UNMATCHED_ROUTE
+    """The matched route's template (``/v1/images/{image_id}``), never the raw path.
+
+    FastAPI records its own routes in the scope; for the others (``/openapi.json``) and for a
+    405 the app's routes are asked which one matches. Paths nothing matches share one label.
+    """
+    path = getattr(scope.get("route"), "path", None)
+    if isinstance(path, str):
+        return path
+    app = scope.get("app")
+    partial: str | None = None
+    for route in getattr(app, "routes", ()):
+        match, _ = route.matches(scope)
+        candidate = getattr(route, "path", None)
+        if not isinstance(candidate, str):
+            continue
+        if match is Match.FULL:
+            return candidate
+        if match is Match.PARTIAL and partial is None:
+            partial = candidate
+    return partial or UNMATCHED_ROUTE
 
 
 class RequestContextMiddleware:
