@@ -2,7 +2,9 @@
 
 ``config.attributes["connection"]``: run on that connection and leave its transaction to the
 caller (a dry-run rolls it back). Otherwise connect to ``config.attributes["database_url"]``
-and commit. SQLite uses batch mode, since it cannot ALTER most things in place.
+and commit. SQLite uses batch mode, since it cannot ALTER most things in place, with foreign
+keys off while it runs (a batch table rebuild would otherwise cascade-delete child rows) and
+checked after.
 
 Two processes migrating at once (workers starting with auto-migrate) queue instead of racing:
 SQLite takes the write lock before reading the version, PostgreSQL takes an advisory lock.
@@ -40,8 +42,21 @@ def run_migrations_online() -> None:
     engine = create_engine_for(config.attributes["database_url"])
     try:
         with engine.connect() as fresh:
+            sqlite = fresh.dialect.name == "sqlite"
+            if sqlite:
+                # Batch mode rebuilds a table (copy, DROP, rename): with foreign keys on, the DROP
+                # cascades and deletes every child row. SQLite ignores this pragma inside a
+                # transaction, so it is set on the raw connection before ours begins.
+                raw = fresh.connection.driver_connection
+                assert raw is not None
+                raw.execute("PRAGMA foreign_keys = OFF")
             fresh.execution_options(sqlite_begin="IMMEDIATE")
             _run(fresh)
+            if sqlite:
+                broken = fresh.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    fresh.rollback()
+                    raise RuntimeError(f"migration left broken foreign keys: {broken[:5]}")
             fresh.commit()
     finally:
         engine.dispose()
