@@ -24,6 +24,7 @@ from dhash_rollout.locking import hold_lock
 from dhash_rollout.pipeline import (
     RunContext,
     check_health,
+    database_exists,
     database_revision,
     migrate_with,
     notify,
@@ -60,6 +61,7 @@ class DeployRequest:
     initiator: str = field(default_factory=getpass.getuser)
     base: Path = field(default_factory=Path.cwd)
     smoke_timeout: float = 120.0
+    log_path: Path | None = None  # default: logs/deploy_<env>_<ts>.log
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,7 @@ def gather_facts(
         ),
         lock_holder=lock_holder,
         tcp_migrate_req=status_extra.get("tcp_migrate_req"),
+        database_exists=database_exists(env.database_url),
     )
 
 
@@ -233,7 +236,7 @@ def deploy(request: DeployRequest, say: Callable[[str], None] | None = None) -> 
         if unfinished is not None:
             resume = _take_over(unfinished, request, target, env, journal, progress)
         run_id = resume.deploy_id if resume else new_run_id("deploy")
-        log_path, handle, logger = open_run_log(log_dir, "deploy", env.name)
+        log_path, handle, logger = open_run_log(log_dir, "deploy", env.name, request.log_path)
         with handle:
             ctx = RunContext(
                 kind="deploy",

@@ -35,11 +35,18 @@ def _iso_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def open_run_log(log_dir: Path, kind: str, env: str) -> tuple[Path, TextIO, Any]:
-    """``logs/<kind>_<env>_<YYYYMMDD_HHMMSS>.log``: JSON lines, secrets redacted."""
-    log_dir.mkdir(parents=True, exist_ok=True)
+def run_log_path(log_dir: Path, kind: str, env: str) -> Path:
+    """``logs/<kind>_<env>_<YYYYMMDD_HHMMSS>.log``."""
     stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
-    path = log_dir / f"{kind}_{env}_{stamp}.log"
+    return log_dir / f"{kind}_{env}_{stamp}.log"
+
+
+def open_run_log(
+    log_dir: Path, kind: str, env: str, path: Path | None = None
+) -> tuple[Path, TextIO, Any]:
+    """The run's JSON-lines log (appended to: the CLI routes other loggers to it too)."""
+    path = path or run_log_path(log_dir, kind, env)
+    path.parent.mkdir(parents=True, exist_ok=True)
     handle = path.open("a", encoding="utf-8")
     logger = structlog.wrap_logger(
         structlog.WriteLogger(handle),
@@ -185,6 +192,16 @@ def check_health(url: str, timeout: float = 30.0) -> dict[str, Any]:
 
 
 # --- schema facts --------------------------------------------------------------------------------
+
+
+def database_exists(database_url: str) -> bool:
+    """False only for a SQLite file that is not there yet (a server database is assumed)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite":
+        return True
+    return bool(url.database) and Path(str(url.database)).exists()
 
 
 def database_revision(database_url: str) -> str | None:

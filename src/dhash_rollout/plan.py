@@ -111,6 +111,7 @@ class DeployFacts:
     resumed_done: frozenset[str] = frozenset()
     lock_holder: str | None = None
     tcp_migrate_req: bool | None = None
+    database_exists: bool = True
 
 
 def _minutes(seconds: float) -> str:
@@ -135,7 +136,9 @@ def plan_deploy(facts: DeployFacts) -> Plan:
     add("preflight", f"run the preflight checklist for {facts.env}")
     add("notify_start", f"notify deploy start of {v} to {channels}")
     backup = facts.latest_backup
-    if backup is not None and backup.age_seconds < facts.backup_max_age_seconds:
+    if not facts.database_exists:
+        add("backup", "create and verify a backup", False, "there is no database yet")
+    elif backup is not None and backup.age_seconds < facts.backup_max_age_seconds:
         add(
             "backup",
             "create and verify a backup",

@@ -49,6 +49,7 @@ class RollbackRequest:
     base: Path = field(default_factory=Path.cwd)
     dry_run: bool = False
     smoke_timeout: float = 120.0
+    log_path: Path | None = None  # default: logs/rollback_<env>_<ts>.log
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ def rollback(request: RollbackRequest, say: Say | None = None) -> RollbackResult
         unfinished = last if last and not last.finished else None
         resume = unfinished if unfinished and unfinished.kind == "rollback" else None
         run_id = resume.deploy_id if resume else new_run_id("rollback")
-        log_path, handle, logger = open_run_log(log_dir, "rollback", env.name)
+        log_path, handle, logger = open_run_log(log_dir, "rollback", env.name, request.log_path)
         with handle:
             ctx = RunContext(
                 "rollback", env, target, journal, run_id, request.base, log_dir, backup_dir,

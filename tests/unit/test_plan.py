@@ -197,3 +197,9 @@ def test_rollback_notice_carries_reason_and_trigger() -> None:
     plan = plan_rollback(replace(ROLLBACK_BASE, trigger="automatic"))
     assert "emergency-rollback" in plan.step("notify_start").action
     assert "automatic" in plan.step("notify_start").action
+
+
+def test_a_first_deploy_has_no_database_to_back_up() -> None:
+    step = plan_deploy(replace(BASE, database_exists=False, schema_revision=None)).step("backup")
+    assert not step.run
+    assert step.reason == "there is no database yet"

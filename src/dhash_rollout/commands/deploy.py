@@ -24,6 +24,22 @@ def _printer(as_json: bool) -> Any:
     return (lambda _m: None) if as_json else typer.echo
 
 
+def _log_to_file(kind: str, env: str) -> Path:
+    """The run's log file; library loggers (notifier, backup) write their JSON lines there too,
+    so the terminal shows only the progress lines."""
+    import os
+
+    from dhash_rollout.deploy import work_dirs
+    from dhash_rollout.pipeline import run_log_path
+    from dhash_service.config import Settings
+    from dhash_service.logs import configure_logging
+
+    _, log_dir = work_dirs(Path.cwd())
+    path = run_log_path(log_dir, kind, env)
+    configure_logging(Settings().log_level, stream=open(os.devnull, "w"), file=path)  # noqa: SIM115
+    return path
+
+
 def deploy(
     *,
     env: str = EnvOption,
@@ -60,6 +76,7 @@ def deploy(
         dry_run=dry_run,
         no_monitor=no_monitor,
         smoke_timeout=smoke_timeout,
+        log_path=None if dry_run else _log_to_file("deploy", env),
     )
     if initiator:
         request = replace(request, initiator=initiator)
@@ -108,6 +125,7 @@ def rollback(
         trigger=trigger,
         dry_run=dry_run,
         smoke_timeout=smoke_timeout,
+        log_path=None if dry_run else _log_to_file("rollback", env),
     )
     if initiator:
         request = replace(request, initiator=initiator)

@@ -444,10 +444,7 @@ class LocalTarget:
             self._write_program(slot, release, instance)
             self._sync_programs()
             try:
-                with self._rpc() as rpc:
-                    state = next(s for s in self._slots() if s.name == slot).state
-                    if state != "RUNNING":
-                        rpc.startProcess(slot, True)
+                self._ensure_started(slot)
             except Unavailable as exc:
                 self._abandon(slot, say)
                 raise CheckFailed(f"{slot} did not start: {exc}\n{self._tail(slot, 20)}") from exc
@@ -469,6 +466,18 @@ class LocalTarget:
             instance=instance,
             changed=changed,
         )
+
+    def _ensure_started(self, slot: str) -> None:
+        """Start ``slot`` unless supervisord already does (autostart on add, or a re-run)."""
+        state = next(s for s in self._slots() if s.name == slot).state
+        if state in ("RUNNING", "STARTING", "BACKOFF"):
+            return
+        with self._rpc() as rpc:
+            try:
+                rpc.startProcess(slot, False)
+            except xmlrpc.client.Fault as fault:
+                if "ALREADY_STARTED" not in fault.faultString:
+                    raise
 
     def _idle_slot(self, slots: list[Slot], current: Release | None) -> str:
         running = [s for s in slots if s.state in ("RUNNING", "STARTING", "BACKOFF")]
