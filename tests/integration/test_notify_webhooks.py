@@ -430,3 +430,31 @@ def test_a_claim_left_by_a_killed_run_is_flushed_once_it_goes_stale(
 
     assert [i.outcome.status for i in flushed.items] == [Status.SENT]
     assert len(receiver.accepted("slack")) == 1
+
+
+def test_the_environment_file_chooses_the_default_channels(
+    env: Path, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    environments = env.parent / "dhash-environments.toml"
+    environments.write_text('[production]\nchannels = ["discord", "file"]\n')
+    monkeypatch.setenv("DHASH_ENVIRONMENTS_FILE", str(environments))
+
+    report = Notifier.from_settings("production", log_dir=env).send(event())
+
+    assert [(o.channel, o.status) for o in report.outcomes] == [
+        ("discord", Status.SENT),
+        ("file", Status.SENT),
+    ]
+
+
+def test_an_unwritable_log_directory_fails_the_file_channel_only(
+    env: Path, receiver: WebhookReceiver
+) -> None:
+    env.parent.mkdir(parents=True, exist_ok=True)
+    env.write_text("not a directory")
+
+    report = notifier(env, "slack", "file").send(event())
+
+    assert report.outcome("slack").status == Status.SENT
+    assert report.outcome("file").status == Status.FAILED
+    assert len(receiver.accepted("slack")) == 1
