@@ -31,6 +31,7 @@ from dhash_service.errors import CheckFailed
 
 REQUESTS_PER_WORKER = 4
 LINE_WAIT_SECONDS = 10.0
+QUIET_SECONDS = 2.0
 _MAX_SHOWN_PROBLEMS = 5
 
 
@@ -135,11 +136,20 @@ def known_secrets(env: Environment, extra: tuple[str, ...] = ()) -> tuple[str, .
 def _wait_for_lines(
     tail: LogTail, request_ids: set[str], check: Callable[[list[str]], LogValidation]
 ) -> tuple[list[str], LogValidation]:
+    """Read until every request id is seen, the log stays quiet for a while, or time is up.
+
+    The service writes its access line as each response completes, so lines still missing
+    after a quiet spell are not coming.
+    """
     deadline = time.monotonic() + LINE_WAIT_SECONDS
+    quiet_since, seen = time.monotonic(), -1
     while True:
         lines = tail.new_lines()
         result = check(lines)
-        if not result.missing(request_ids) or time.monotonic() > deadline:
+        now = time.monotonic()
+        if len(lines) != seen:
+            quiet_since, seen = now, len(lines)
+        if not result.missing(request_ids) or now > deadline or now - quiet_since > QUIET_SECONDS:
             return lines, result
         time.sleep(0.2)
 
