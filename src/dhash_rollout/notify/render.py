@@ -14,6 +14,7 @@ from .model import Event, Severity
 _PHASE_LABELS = {
     "start": "Deployment started",
     "success": "Deployment succeeded",
+    "complete": "Deployment succeeded",
     "failure": "Deployment failed",
     "rollback": "Rollback",
 }
