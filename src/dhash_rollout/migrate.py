@@ -252,6 +252,7 @@ def describe_changes(
     for table in sorted(after.keys() - before.keys()):
         cols = ", ".join(f"{n} {t}" for n, t in after[table]["columns"].items())
         changes.append(f"create table {table} ({cols})")
+        changes.extend(f"create index {index} on {table}" for index in after[table]["indexes"])
     for table in sorted(before.keys() - after.keys()):
         changes.append(f"drop table {table}")
     for table in sorted(before.keys() & after.keys()):

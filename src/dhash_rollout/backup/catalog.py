@@ -113,6 +113,7 @@ def list_backups(backup_dir: Path, env: str | None = None) -> list[BackupInfo]:
     Cheap: reads the ``.sha256`` and the manifest, not the whole archive; ``state`` is the last
     recorded verification of this exact file.
     """
+    backup_dir = Path(os.path.abspath(backup_dir))
     if not backup_dir.is_dir():
         return []
     found: list[BackupInfo] = []

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from dhash_service.errors import IntegrityError
 
 CHUNK = 1024 * 1024
-_LINE_RE = re.compile(r"^(?P<hex>[0-9a-f]{64}) (?P<mode>[ *])(?P<name>[^\n\\]+)\n?$")
+_LINE_RE = re.compile(r"^(?P<hex>[0-9a-f]{64}) (?P<mode>[ *])(?P<name>[^\n\\]+)\n?\Z")
 MAX_CHECKSUM_FILE_BYTES = 4096
 
 
@@ -93,10 +93,11 @@ def read_checksum_file(path: Path, archive: Path) -> ChecksumEntry:
 
 def names_archive(name: str, archive: Path) -> bool:
     """True when ``name`` can only mean ``archive``: a tail of its real path, or that path."""
+    raw_parts = name[1:].split("/") if name.startswith("/") else name.split("/")
+    if any(part in ("", ".", "..") for part in raw_parts):
+        return False  # no empty, "." or ".." components: one spelling per file
     candidate = PurePosixPath(name)
     parts = candidate.parts
-    if not parts or any(part in ("", ".", "..") for part in parts if part != "/"):
-        return False
     for real in {Path(os.path.abspath(archive)), archive.resolve()}:
         if candidate.is_absolute():
             if PurePosixPath(real.as_posix()) == candidate:

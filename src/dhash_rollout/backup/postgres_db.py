@@ -228,6 +228,8 @@ def dump(
                 raise
             finally:
                 worker.join()
+                if proc.stdout is not None:
+                    proc.stdout.close()
             if code != 0:
                 stderr.seek(0)
                 raise DhashError(
