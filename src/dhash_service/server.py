@@ -117,6 +117,23 @@ class _Supervisor(Multiprocess):
         super().__init__(config, sockets)
         self.grace = grace
 
+    def _release_socket(self) -> None:
+        """Drop the parent's copy of the listener: it then leaves the port when the workers do.
+
+        With ``SO_REUSEPORT`` the kernel keeps sending connections to any open listener; one kept
+        open by the parent but accepted by no one would strand them until the parent exits.
+        """
+        for sock in self.sockets:
+            sock.close()
+
+    def handle_term(self) -> None:
+        self._release_socket()
+        super().handle_term()
+
+    def handle_int(self) -> None:
+        self._release_socket()
+        super().handle_int()
+
     def join_all(self) -> None:
         deadline = time.monotonic() + self.grace
         for worker in self.processes:
