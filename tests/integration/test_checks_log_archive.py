@@ -2,7 +2,7 @@ import gzip
 import os
 from pathlib import Path
 
-from dhash_rollout.checks.log_archive import archive_file, scan
+from dhash_rollout.checks.log_archive import archive_file, open_paths, scan
 
 
 def test_archive_keeps_content_and_mtime_and_removes_the_original(tmp_path: Path) -> None:
@@ -35,3 +35,10 @@ def test_scan_lists_files_but_not_the_archive_directory(tmp_path: Path) -> None:
     (tmp_path / "archive" / "b.log.gz").write_text("y")
     assert [f.path.name for f in scan(tmp_path)] == ["a.log"]
     assert scan(tmp_path / "missing") == []
+
+
+def test_files_held_open_by_a_process_are_seen(tmp_path: Path) -> None:
+    held = tmp_path / "blue.log"
+    with held.open("a"):
+        assert held.resolve() in {p.resolve() for p in open_paths()}
+    assert held.resolve() not in {p.resolve() for p in open_paths()}

@@ -1,4 +1,5 @@
-"""Smoke tests and logging validation against a real ``dhash serve`` on 127.0.0.1."""
+"""Smoke tests, logging validation and the daily check against real services on 127.0.0.1:
+``dhash serve`` in a production-like layout, and the app under uvicorn for a misconfigured one."""
 
 from __future__ import annotations
 
@@ -6,17 +7,22 @@ import json
 import os
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from dhash_rollout.backup import create_backup
+from dhash_rollout.checks.daily import run_daily
 from dhash_rollout.checks.known_image import KNOWN_DHASH64
 from dhash_rollout.checks.report import read_log_summary
 from dhash_rollout.checks.smoke import SMOKE_SOURCE, run_smoke
-from dhash_rollout.environments import load_environment
+from dhash_rollout.environments import Environment, load_environment
+from dhash_service.api.app import create_app
 from dhash_service.client import DhashClient
-from tests.support.live_server import DHASH, ServeProcess, dhash_serve, free_port
+from dhash_service.config import Settings
+from tests.support.live_server import DHASH, ServeProcess, dhash_serve, free_port, running_app
 
 TOKEN = "smoke-token-5d1e9f0c2a7b"
 
@@ -135,13 +141,24 @@ def test_post_rollback_smoke_needs_a_recorded_rollback(deployed: Deployed) -> No
 
 
 def test_smoke_fails_a_service_that_hashes_differently(tmp_path: Path) -> None:
-    for other in _start(tmp_path, DHASH_HASH_ALGORITHM="dhash256", DHASH_HASH_SIZE="16"):
-        done = dhash(other.workdir, "smoke", "--env", "production", "--json")
-        assert done.returncode == 1
-        results = {r["name"]: r for r in json.loads(done.stdout)["results"]}
-        assert not results["known hash"]["ok"]
-        assert f"expected {KNOWN_DHASH64}" in results["known hash"]["detail"]
-        assert results["health"]["ok"] and results["ready"]["ok"]
+    """The same service code configured for 256-bit hashes: the known-hash check must catch it."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'dhash.sqlite3'}",
+        data_dir=tmp_path,
+        auto_migrate=True,
+        hash_algorithm="dhash256",
+        hash_size=16,
+        api_tokens=[TOKEN],
+    )
+    with running_app(create_app(settings)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        env = Environment("production", tmp_path, port, url, settings.effective_database_url)
+        report = run_smoke(replace(env, api_token=TOKEN), timeout=30)
+    results = {r.name: r for r in report.results}
+    assert not report.ok
+    assert results["ready"].ok and results["health"].ok
+    assert not results["known hash"].ok
+    assert f"expected {KNOWN_DHASH64}" in results["known hash"].detail
 
 
 def test_validate_logging_passes_on_the_services_json_logs(deployed: Deployed) -> None:
@@ -167,3 +184,28 @@ def test_validate_logging_fails_when_the_requests_are_not_in_the_log(
     assert "the service logged nothing for the requests" in done.stderr
     assert "requests not found in the log by X-Request-ID" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_daily_check_passes_with_a_live_service_and_a_fresh_backup(deployed: Deployed) -> None:
+    env = load_environment("production", deployed.workdir)
+    create_backup(env, deployed.workdir / "backups")
+    done = dhash(deployed.workdir, "check", "daily", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = {r["name"]: r["detail"] for r in json.loads(done.stdout)["results"]}
+    assert results["service health"] == f"{deployed.server.url}/health is OK"
+    assert results["latest backup age"].startswith("backup age: 0 hours (dhash_production_")
+    assert "logs/ " in results["disk space"] and "backups/ " in results["disk space"]
+
+
+def test_daily_check_names_a_down_service_and_a_stale_backup(
+    deployed: Deployed, tmp_path: Path
+) -> None:
+    _environments(tmp_path, deployed.root, free_port())
+    env = load_environment("production", tmp_path)
+    stale = datetime.now(UTC) - timedelta(hours=30)
+    create_backup(env, tmp_path / "backups", clock=lambda: stale)
+    report = run_daily(env, workdir=tmp_path)
+    failed = {r.name: r.detail for r in report.failures}
+    assert set(failed) == {"service health", "latest backup age"}
+    assert failed["service health"].startswith("cannot reach http://127.0.0.1:")
+    assert failed["latest backup age"].endswith(" is 30 hours old")

@@ -3,8 +3,9 @@
 Closed log files (not modified for ``archive_after_days``) are gzipped into ``<dir>/archive/``
 and the original removed only after the archive has been written, synced and read back with the
 same SHA256. A file still being written is never touched: a file modified recently is by
-definition not closed, and files named in ``keep`` (a running service's current log) are skipped
-whatever their age. Archives are kept; deleting history is not this job's decision.
+definition not closed, and a file some process holds open (the process manager writing a
+service's output, an idle service's own log) or named in ``keep`` is skipped whatever its age.
+Archives are kept; deleting history is not this job's decision.
 """
 
 from __future__ import annotations
@@ -64,6 +65,28 @@ def scan(log_dir: Path) -> list[LogFile]:
         if entry.is_file(follow_symlinks=False):
             st = entry.stat(follow_symlinks=False)
             found.append(LogFile(Path(entry.path), st.st_mtime, st.st_size))
+    return found
+
+
+def open_paths(proc: Path = Path("/proc")) -> set[Path]:
+    """Files any process we can see holds open (Linux ``/proc``; empty where there is none)."""
+    found: set[Path] = set()
+    if not proc.is_dir():
+        return found
+    for pid_dir in proc.iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            fds = list((pid_dir / "fd").iterdir())
+        except OSError:  # gone, or not ours to look at
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("/"):
+                found.add(Path(target))
     return found
 
 

@@ -3,7 +3,8 @@
 Backup retention is the backup library's policy (:func:`prune_backups`: the newest verified
 backup is always kept, whatever its age); this module only applies it with the guide's 30 days.
 Closed log files older than a week are gzipped into ``archive/`` beside them
-(:mod:`dhash_rollout.checks.log_archive`); the running service's own log file is never touched.
+(:mod:`dhash_rollout.checks.log_archive`); a log some process still holds open (the running
+service's output) is never touched.
 ``dry_run`` reports both decisions and changes nothing.
 """
 
@@ -15,7 +16,7 @@ from functools import partial
 from pathlib import Path
 
 from dhash_rollout.backup import prune_backups
-from dhash_rollout.checks.log_archive import archive_file, plan_archival, scan
+from dhash_rollout.checks.log_archive import archive_file, open_paths, plan_archival, scan
 from dhash_rollout.checks.paths import backup_dir, log_dir, shown
 from dhash_rollout.checks.report import CheckReport, CheckRun
 from dhash_rollout.environments import Environment
@@ -41,8 +42,10 @@ def prune(env: Environment, workdir: Path, *, dry_run: bool, retention: timedelt
 def archive_logs(
     directory: Path, workdir: Path, *, dry_run: bool, after_days: float, keep: list[Path]
 ) -> str:
+    files = scan(directory)
+    held = open_paths() if files else set()
     planned = plan_archival(
-        scan(directory), now=time.time(), archive_after_days=after_days, keep=keep
+        files, now=time.time(), archive_after_days=after_days, keep=[*keep, *held]
     )
     where = shown(directory, workdir)
     if not planned:
