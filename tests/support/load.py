@@ -34,10 +34,14 @@ def unique_png(seed: int, size: int = 48) -> bytes:
 def _multipart(data: bytes, filename: str) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
     body = (
-        f"--{boundary}\r\n"
-        f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-        "Content-Type: image/png\r\n\r\n"
-    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f"--{boundary}\r\n"
+            f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, f"multipart/form-data; boundary={boundary}"
 
 
@@ -95,7 +99,11 @@ class LoadGenerator:
             conn.close()
 
     def _one(self, thread: int, n: int) -> None:
-        kind = "ingest" if self.ingest_every and n % self.ingest_every == 0 else ("health", "search")[n % 2]
+        kind = (
+            "ingest"
+            if self.ingest_every and n % self.ingest_every == 0
+            else ("health", "search")[n % 2]
+        )
         try:
             if kind == "health":
                 status, _ = self._request("GET", "/health")

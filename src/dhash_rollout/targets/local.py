@@ -373,6 +373,13 @@ class LocalTarget:
         self._program_file(slot).unlink(missing_ok=True)
         with self._rpc() as rpc, contextlib.suppress(xmlrpc.client.Fault):  # NOT_RUNNING: fine
             rpc.stopProcess(slot, True)
+        # A stop begun by an interrupted run may still be in progress: wait it out.
+        deadline = time.monotonic() + self.grace + 20
+        while time.monotonic() < deadline:
+            state = next(s for s in self._slots() if s.name == slot).state
+            if state not in ("STOPPING", "RUNNING", "STARTING", "BACKOFF"):
+                break
+            time.sleep(0.1)
         self._sync_programs()
 
     # --- readiness ----------------------------------------------------------------------------

@@ -1,0 +1,137 @@
+"""The local target for real: releases installed, supervisord started, processes switched."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from dhash_rollout.environments import Environment, load_environment
+from dhash_rollout.pipeline import migrate_with
+from dhash_rollout.releases import ReleaseSource
+from dhash_rollout.targets.local import LocalTarget
+from dhash_service.errors import CheckFailed, NotFound
+from tests.support.release_builds import dhash_env, wheel_for, write_environments
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTarget]:
+    base = tmp_path_factory.mktemp("local-target")
+    write_environments(base, api_token="target-test-token")
+    old = os.environ.get("DHASH_ENVIRONMENTS_FILE")
+    os.environ.update(dhash_env(base))
+    env = load_environment("production", base)
+    target = LocalTarget(env)
+    try:
+        for version in ("1.0.0", "2.0.0"):
+            target.install(ReleaseSource("wheel", str(wheel_for(version))))
+        first = target.release("1.0.0")
+        assert first is not None
+        migrate_with(first, env, base, None)
+        yield target
+    finally:
+        target.shutdown()
+        if old is None:
+            os.environ.pop("DHASH_ENVIRONMENTS_FILE", None)
+        else:
+            os.environ["DHASH_ENVIRONMENTS_FILE"] = old
+
+
+def _served_version(env: Environment) -> str:
+    return str(httpx.get(f"{env.url}/health", timeout=5).json()["version"])
+
+
+def _running(target: LocalTarget) -> dict[str, str | None]:
+    return {p.name: p.release for p in target.status().processes if p.state == "RUNNING"}
+
+
+def test_activation_starts_supervisord_on_a_unix_socket_and_serves_the_release(
+    target: LocalTarget,
+) -> None:
+    activation = target.activate("1.0.0")
+    assert activation.changed and activation.previous is None
+    assert _served_version(target.env) == "1.0.0"
+    conf = target.conf_path.read_text()
+    assert "[unix_http_server]" in conf and "inet_http_server" not in conf
+    assert target.socket_path.is_socket()
+    assert oct(target.socket_path.stat().st_mode & 0o777) == "0o700"
+    assert os.readlink(target.root / "current") == "releases/1.0.0"
+    assert list(_running(target).values()) == ["1.0.0"]
+    # The program file holds the API token: only its owner reads it.
+    (program,) = target.programs_dir.glob("*.conf")
+    assert oct(program.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_switch_serves_the_new_release_and_retires_the_old_slot(target: LocalTarget) -> None:
+    target.activate("1.0.0")  # no-op when the previous test left it serving
+    activation = target.activate("2.0.0")
+    assert activation.version == "2.0.0" and activation.previous == "1.0.0"
+    assert _served_version(target.env) == "2.0.0"
+    assert list(_running(target).values()) == ["2.0.0"]
+    assert len(list(target.programs_dir.glob("*.conf"))) == 1
+    status = target.status()
+    assert (status.current, status.previous) == ("2.0.0", "1.0.0")
+
+
+def test_activating_the_serving_release_again_changes_nothing(target: LocalTarget) -> None:
+    target.activate("2.0.0")
+    pid_before = next(p.pid for p in target.status().processes if p.state == "RUNNING")
+    again = target.activate("2.0.0")
+    assert not again.changed
+    assert next(p.pid for p in target.status().processes if p.state == "RUNNING") == pid_before
+
+
+def test_a_switch_interrupted_with_both_slots_running_converges(target: LocalTarget) -> None:
+    target.activate("2.0.0")
+    # What a deploy killed after starting the new slot leaves: both running, current = old.
+    release = target.release("1.0.0")
+    assert release is not None
+    slot = target._idle_slot(target._slots(), target.current())
+    target._write_program(slot, release, "interrupted")
+    target._sync_programs()
+    target._ensure_started(slot)
+    target.wait_ready(slot)
+    assert sorted(v or "" for v in _running(target).values()) == ["1.0.0", "2.0.0"]
+    assert os.readlink(target.root / "current") == "releases/2.0.0"
+    target.activate("1.0.0")  # reuses the slot already serving 1.0.0, retires the other
+    assert list(_running(target).values()) == ["1.0.0"]
+    assert os.readlink(target.root / "current") == "releases/1.0.0"
+
+
+def test_a_release_that_cannot_start_is_abandoned_and_the_old_one_keeps_serving(
+    target: LocalTarget,
+) -> None:
+    target.activate("1.0.0")
+    broken = target.install(ReleaseSource("wheel", str(wheel_for("9.9.9"))))
+    broken.dhash.write_text("#!/bin/sh\necho 'cannot start' >&2\nexit 3\n")
+    with pytest.raises(CheckFailed, match=r"cannot start|FATAL|BACKOFF|EXITED"):
+        target.activate("9.9.9")
+    assert _served_version(target.env) == "1.0.0"
+    assert list(_running(target).values()) == ["1.0.0"]
+    assert os.readlink(target.root / "current") == "releases/1.0.0"
+    shutil.rmtree(broken.path)
+
+
+def test_activating_a_release_that_is_not_installed_is_refused(target: LocalTarget) -> None:
+    with pytest.raises(NotFound, match="not installed"):
+        target.activate("7.7.7")
+
+
+def test_stop_then_start_brings_the_current_release_back(target: LocalTarget) -> None:
+    target.activate("2.0.0")
+    target.stop()
+    assert _running(target) == {}
+    target.start()
+    assert _served_version(target.env) == "2.0.0"
+
+
+def test_status_reports_the_kernel_handoff_setting(target: LocalTarget) -> None:
+    status = target.status().to_dict()
+    assert status["tcp_migrate_req"] in (True, False, None)
+    json.dumps(status)
