@@ -63,6 +63,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == NotFound.http_status:
         return error_response(NotFound("no such route"), _request_id(request))
+    if exc.status_code == HTTPStatus.BAD_REQUEST:  # FastAPI could not parse the body
+        return error_response(InputError("the request body cannot be parsed"), _request_id(request))
     phrase = HTTPStatus(exc.status_code).phrase
     body = {
         "error": phrase.lower().replace(" ", "_").replace("-", "_"),

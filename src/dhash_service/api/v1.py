@@ -7,6 +7,7 @@ Extraction outcomes are counted here, because only the HTTP layer sees every req
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
@@ -30,6 +31,7 @@ from dhash_service.errors import (
     UnsupportedFormat,
 )
 from dhash_service.extraction.sniff import sniff
+from dhash_service.hashing import ALGORITHMS
 from dhash_service.matching import MAX_RADIUS
 from dhash_service.review import MAX_PAGE
 from dhash_service.schemas import (
@@ -45,6 +47,7 @@ router = APIRouter(prefix="/v1", tags=["v1"])
 
 MAX_ID = 2**63 - 1  # the store's BIGINT; larger ids cannot exist
 HEX_HASH = r"^[0-9a-fA-F]{16}([0-9a-fA-F]{48})?$"  # 64-bit or 256-bit
+ALGORITHM_NAME = "^(" + "|".join(re.escape(name) for name in ALGORITHMS) + ")$"
 
 Report = TypeVar("Report")
 
@@ -138,7 +141,7 @@ def search(
     request: Request,
     hash: Annotated[str, Query(pattern=HEX_HASH, description="Hex hash, as returned.")],
     radius: Annotated[int, Query(ge=0, le=MAX_RADIUS)] = 4,
-    algorithm: Annotated[str | None, Query(max_length=32)] = None,
+    algorithm: Annotated[str | None, Query(pattern=ALGORITHM_NAME)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_SEARCH_LIMIT)] = 100,
 ) -> SearchOut:
     service = app_context(request).service
