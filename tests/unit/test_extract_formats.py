@@ -55,6 +55,18 @@ def test_animation_frame_step_takes_every_nth_frame(fmt: str) -> None:
     assert len({i.hash.value for i in result.items}) == 3  # distinct frames, distinct hashes
 
 
+def test_an_mpo_is_one_photo_even_when_frames_are_requested() -> None:
+    data = corpus.encode(
+        corpus.realistic_photo(96, 64, 1),
+        "MPO",
+        save_all=True,
+        append_images=[corpus.realistic_photo(96, 64, 2)],
+    )
+    (item,) = digest(data, limits=Limits(animation_frame_step=1)).items
+    assert (item.locator, item.kind) == ("", "image")
+    assert item.hash.hex() == hex_of(data)
+
+
 def test_every_tiff_page_is_an_item_hashed_like_the_page_alone() -> None:
     data = corpus.multipage_tiff(64, 48, 3, 40)
     result = digest(data, limits=LIMITS)

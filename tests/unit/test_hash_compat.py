@@ -37,6 +37,12 @@ CORPUS: dict[str, Callable[[], bytes]] = {
     ),
     "jpeg-cmyk": lambda: corpus.cmyk_jpeg(160, 120, 5),
     "jpeg-exif-rotated": lambda: corpus.exif_rotated_jpeg(160, 120, 6),
+    "jpeg-mpo": lambda: corpus.encode(
+        corpus.realistic_photo(160, 120, 19),
+        "MPO",
+        save_all=True,
+        append_images=[corpus.realistic_photo(160, 120, 20)],
+    ),
     "png-rgba": lambda: corpus.png_with_alpha(160, 120, 7),
     "png-palette-transparent": lambda: corpus.palette_png(160, 120, 8),
     "png-palette": lambda: corpus.palette_png(160, 120, 9, transparent=False),

@@ -30,6 +30,10 @@ from dhash_service.hashing import to_grayscale
 
 warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
+# Formats whose extra frames are an animation. An MPO (a JPEG carrying a second, preview or
+# stereo image) is one photo: only its primary image is hashed.
+_ANIMATED_FORMATS = frozenset({"GIF", "PNG", "WEBP", "AVIF"})
+
 # What Pillow's plugins raise on malformed data; all of it means "corrupt input" to us. Pillow
 # also *warns* about some damage and carries on; where warnings are errors (the test suite) those
 # surface as exceptions and mean the same thing.
@@ -79,7 +83,7 @@ def extract_image(data: bytes, format_name: str, ctx: Context) -> Extraction:
         multi = False  # a damaged second frame must not cost us the first
     if multi and image.format == "TIFF":
         return _tiff_pages(data, ctx)
-    if multi and ctx.limits.animation_frame_step > 0:
+    if multi and image.format in _ANIMATED_FORMATS and ctx.limits.animation_frame_step > 0:
         return _animation_frames(image, ctx)
     return Extraction(INPUT_IMAGE, [ExtractedImage(image, "", KIND_IMAGE, budget)])
 
