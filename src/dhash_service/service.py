@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal, cast
@@ -23,7 +24,7 @@ from dhash_service.digest import DigestResult, digest
 from dhash_service.errors import ConfigError, DhashError, InputError, Unavailable
 from dhash_service.extraction import ItemFailure, Limits
 from dhash_service.hashing import ALGORITHMS, ImageHash, algorithm_spec, configured_algorithm
-from dhash_service.index import new_index
+from dhash_service.index import HammingIndex, new_index
 from dhash_service.index.sync import IndexSync, LibraryBatch
 from dhash_service.logs import get_logger, redact_text
 from dhash_service.matching import (
@@ -65,6 +66,21 @@ log = get_logger(__name__)
 MATCHES_PER_ITEM = 10
 CANDIDATES_CONSIDERED = 256
 MAX_SEARCH_LIMIT = 1000
+# Text columns hold at most this many characters (names, sources, locators).
+MAX_TEXT = 1024
+
+
+def storable_text(value: str, limit: int = MAX_TEXT) -> str:
+    """Text any backend accepts: no NUL (PostgreSQL refuses it), no lone surrogates, bounded.
+
+    Over-long text keeps its start and gets a digest of the whole, so two long locators of one
+    upload still differ.
+    """
+    clean = value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    if len(clean) <= limit:
+        return clean
+    digest = hashlib.sha256(clean.encode("utf-8")).hexdigest()[:16]
+    return f"{clean[: limit - 17]}~{digest}"
 
 
 def resolve_auto_migrate(settings: Settings) -> bool:
@@ -103,8 +119,10 @@ class DhashService:
         if settings.index_sync_seconds <= 0:
             raise ConfigError("DHASH_INDEX_SYNC_SECONDS must be > 0")
         self.limits = Limits.from_settings(settings)
-        self.index = new_index(settings.index_kind, self.bits)
-        self._sync = IndexSync(self.index, self._fetch_library)
+        self._sync = IndexSync(
+            lambda: new_index(settings.index_kind, self.bits), self._fetch_library
+        )
+        self._auto_migrate = resolve_auto_migrate(settings)
         self._repository: Repository | None = None
         self._reviews: ReviewQueue | None = None
         self._head = schema.head_revision()
@@ -118,13 +136,16 @@ class DhashService:
 
     # --- life cycle ------------------------------------------------------------------------------
 
+    @property
+    def index(self) -> HammingIndex:
+        """The current index (replaced wholesale when the library is reloaded)."""
+        return self._sync.index
+
     def start(self) -> None:
-        """Connect (migrating first if configured); load and follow the index in the background."""
-        url = self.settings.effective_database_url
-        if resolve_auto_migrate(self.settings):
-            with self._store_errors():
-                schema.upgrade(url)
-        engine = schema.create_engine_for(url)
+        """Connect and return; migrating (if configured), loading and following the index happen
+        in a background thread, so a slow or absent database never blocks or kills the worker:
+        readiness says what is missing."""
+        engine = schema.create_engine_for(self.settings.effective_database_url)
         self._repository = Repository(engine)
         self._reviews = ReviewQueue(self._repository)
         self._stop.clear()
@@ -141,28 +162,32 @@ class DhashService:
 
     def wait_until_ready(self, timeout: float) -> bool:
         """Block until the index is loaded (tests, CLI tools); False on timeout."""
-        deadline = threading.Event()
-        waited = 0.0
-        step = 0.05
-        while waited < timeout:
-            if self._sync.loaded and self._schema_status == "ok":
-                return True
-            deadline.wait(step)
-            waited += step
-        return self._sync.loaded and self._schema_status == "ok"
+        deadline = time.monotonic() + timeout
+        while not (self._sync.loaded and self._schema_status == "ok"):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def _follow(self) -> None:
         """Background loop: check the schema, load the index once, then poll for new members."""
         while True:
             try:
+                if self._auto_migrate:
+                    schema.upgrade(self.settings.effective_database_url)
+                    self._auto_migrate = False
+                    log.info("schema_migrated", revision=self._head)
                 self._schema_status = self._check_schema()
                 if self._schema_status == "ok":
                     if not self._sync.loaded:
                         count = self._sync.load()
                         log.info("index_loaded", hashes=count, algorithm=self.algorithm)
                     else:
+                        reloads = self._sync.reloads
                         added = self._sync.poll()
-                        if added:
+                        if self._sync.reloads != reloads:
+                            log.warning("index_reloaded_after_restore", hashes=len(self.index))
+                        elif added:
                             log.info("index_synced", added=added, watermark=self._sync.watermark)
                 self._sync_error = None
             except Exception as exc:  # the store may be down: keep the last good index, retry
@@ -269,6 +294,8 @@ class DhashService:
         The same bytes twice are stored once (sha256): the second call reports ``duplicate`` and
         the stored decisions, and only adds the images to the library if asked to.
         """
+        if source is not None and len(source) > MAX_TEXT:
+            raise InputError(f"source must be at most {MAX_TEXT} characters")
         self._require_index()
         sha256 = hashlib.sha256(data).hexdigest()
         with self._store_errors():
@@ -290,8 +317,8 @@ class DhashService:
             sha256=sha256,
             input_kind=result.input_kind,
             size_bytes=len(data),
-            filename=filename,
-            source=source,
+            filename=storable_text(filename) if filename is not None else None,
+            source=storable_text(source) if source is not None else None,
             failures=[f.model_dump() for f in failures],
             images=[
                 self._decide_item(item.hash, item.locator, item.kind, item.width, item.height)
@@ -336,7 +363,7 @@ class DhashService:
             candidates, low_information=image_hash.low_information, thresholds=self.thresholds
         )
         return NewImage(
-            locator=locator,
+            locator=storable_text(locator),
             kind=kind,
             width=width,
             height=height,

@@ -18,7 +18,7 @@ from PIL import Image
 from dhash_service.config import Settings
 from dhash_service.errors import Conflict, InputError, NotFound, Unavailable
 from dhash_service.hashing import hash_image
-from dhash_service.service import DhashService, resolve_auto_migrate
+from dhash_service.service import MAX_TEXT, DhashService, resolve_auto_migrate, storable_text
 from dhash_service.store import schema
 from tests.support.corpus import encode, realistic_photo
 
@@ -136,6 +136,17 @@ def test_a_farther_copy_goes_to_review_and_is_resolved_once(database_url: str) -
             svc.review_items("maybe")
     finally:
         svc.stop()
+
+
+def test_names_any_backend_refuses_are_made_storable(service: DhashService) -> None:
+    report, _ = service.ingest(png(photo(10)), filename="a\x00b" + "x" * 3000, source="s\x00")
+    assert service.get_image(report.items[0].image_id).source == "s\ufffd"
+    with pytest.raises(InputError, match="source"):
+        service.ingest(png(photo(11)), source="x" * (MAX_TEXT + 1))
+    long_a, long_b = "a" * 2000 + "1", "a" * 2000 + "2"
+    assert len(storable_text(long_a)) <= MAX_TEXT
+    assert storable_text(long_a) != storable_text(long_b)
+    assert storable_text("\udcff") == "?"
 
 
 def test_hash_only_stores_nothing(service: DhashService) -> None:

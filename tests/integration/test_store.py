@@ -153,6 +153,7 @@ def test_library_rows_come_in_watermark_order_with_paging(repo: Repository) -> N
         cid = repo.save_content(content(f"e{n}", image(value=n), library=n != 2))
         ids.append(repo.get_content(cid, "dhash64").images[0].id)
     first = repo.library_since("dhash64", 64, 0, 3)
+    assert first.max_member_id == 4
     assert first.image_ids.tolist() == [ids[0], ids[1], ids[3]]
     assert first.hashes.tolist() == [0, 1, 3]
     rest = repo.library_since("dhash64", 64, first.last_member_id, 3)

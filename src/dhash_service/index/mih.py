@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from dhash_service.index.brute import hamming_to_all
 from dhash_service.index.protocol import (
     HashArray,
     IdArray,
@@ -48,6 +47,11 @@ _MIN_TAIL = 16_384
 _TAIL_FRACTION = 256
 # Past this many candidates per stored hash a plain scan of one chunk's copy is cheaper.
 _SCAN_SHARE = 0.35
+# Up to this many hits, post-processing in plain Python beats a dozen numpy calls.
+_FEW = 256
+_SHIFT_INTS = tuple(range(0, BITS, CHUNK_BITS))
+# Plans with at most this many probes (radius 0..7) take the plain-Python bucket lookup.
+_FEW_PROBES = 96
 
 
 @lru_cache(maxsize=CHUNK_BITS + 1)
@@ -57,20 +61,37 @@ def _keys_within(radius: int) -> NDArray[np.int64]:
     return np.flatnonzero(counts <= radius).astype(np.int64)
 
 
+@dataclass(frozen=True)
+class ProbePlan:
+    """Per probe: which chunk, which XOR mask, and the chunk's first bucket."""
+
+    chunk: NDArray[np.int64]
+    masks: NDArray[np.int64]
+    bases: NDArray[np.int64]
+    pairs: tuple[tuple[int, int], ...]  # (chunk, mask) as Python ints, for small plans
+
+    @property
+    def size(self) -> int:
+        return int(self.masks.size)
+
+
 @lru_cache(maxsize=4 * BITS)
-def probe_plan(radius: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """(bucket base per probe, XOR mask per probe) for a radius: the pigeonhole split above."""
+def probe_plan(radius: int) -> ProbePlan:
+    """The probes for a radius: the pigeonhole split in the module docstring."""
     per_chunk, extra = divmod(radius, CHUNKS)
-    bases: list[NDArray[np.int64]] = []
+    chunk_ids: list[NDArray[np.int64]] = []
     masks: list[NDArray[np.int64]] = []
     for chunk in range(CHUNKS):
         chunk_radius = per_chunk if chunk <= extra else per_chunk - 1
         if chunk_radius < 0:
             continue
         keys = _keys_within(min(chunk_radius, CHUNK_BITS))
-        bases.append(np.full(keys.size, chunk * BUCKETS, np.int64))
+        chunk_ids.append(np.full(keys.size, chunk, np.int64))
         masks.append(keys)
-    return np.concatenate(bases), np.concatenate(masks)
+    chunk_of = np.concatenate(chunk_ids)
+    all_masks = np.concatenate(masks)
+    pairs = tuple(zip(chunk_of.tolist(), all_masks.tolist(), strict=True))
+    return ProbePlan(chunk_of, all_masks, chunk_of * BUCKETS, pairs if len(pairs) <= 4096 else ())
 
 
 def chunk_values(hashes: NDArray[np.uint64]) -> NDArray[np.uint16]:
@@ -86,6 +107,7 @@ class _Table:
     offsets: NDArray[np.int64]  # CHUNKS * BUCKETS + 1
     positions: NDArray[np.signedinteger[Any]]  # CHUNKS * n, row of each sorted entry
     sorted_hashes: NDArray[np.uint64]  # CHUNKS * n, hash of each sorted entry
+    offset_list: list[int]  # offsets as Python ints (~9 MB): cheaper than numpy for few probes
 
     @property
     def size(self) -> int:
@@ -109,7 +131,7 @@ class _Table:
             )
         offsets = np.zeros(CHUNKS * BUCKETS + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])  # chunk c's buckets land in [c * n, (c + 1) * n)
-        return cls(ids, offsets, positions, sorted_hashes)
+        return cls(ids, offsets, positions, sorted_hashes, offsets.tolist())
 
     def rows(self) -> NDArray[np.uint64]:
         """The stored hashes in row order (rebuilt from chunk 0's sorted copy)."""
@@ -117,37 +139,101 @@ class _Table:
         hashes[self.positions[: self.size]] = self.sorted_hashes[: self.size]
         return hashes
 
-    def search(self, query: np.uint64, radius: int) -> _Hits:
-        """Rows within ``radius`` with distances and hashes (unsorted, each row once)."""
-        bases, masks = probe_plan(radius)
-        query_chunks = ((query >> _SHIFTS) & _CHUNK_MASK).astype(np.int64)
-        keys = (query_chunks[bases // BUCKETS] ^ masks) + bases
+    def search(self, value: int, radius: int) -> Hits:
+        """Rows within ``radius`` with distances and hashes (unsorted, each row once).
+
+        At small radii the fixed cost of each numpy call, not the data, dominates a query, so
+        a plan with few probes looks its buckets up in plain Python and makes one gather.
+        """
+        plan = probe_plan(radius)
+        if plan.size <= _FEW_PROBES:
+            return self._search_few_probes(value, radius, plan)
+        query_chunks = np.array([(value >> shift) & 0xFFFF for shift in _SHIFT_INTS], np.int64)
+        keys = (query_chunks[plan.chunk] ^ plan.masks) + plan.bases
         starts = self.offsets[keys]
         lengths = self.offsets[keys + 1] - starts
-        ends = np.cumsum(lengths)
-        total = int(ends[-1]) if ends.size else 0
+        ends = lengths.cumsum()
+        total = int(ends[-1])
         if total > _SCAN_SHARE * self.size:
-            return self._scan(query, radius)
+            return self._scan(value, radius)
         # CSR gather: the concatenation of every probed bucket's slice, without a Python loop.
-        slots = np.repeat(starts - (ends - lengths), lengths) + np.arange(total)
-        distances = np.bitwise_count(self.sorted_hashes[slots] ^ query)
+        slots = np.repeat(starts - ends + lengths, lengths) + np.arange(total)
+        distances = np.bitwise_count(self.sorted_hashes[slots] ^ np.uint64(value))
         hit = np.flatnonzero(distances <= radius)
-        # A neighbour close in several chunks is found once per such chunk: keep one.
-        rows, first = np.unique(self.positions[slots[hit]], return_index=True)
-        kept = hit[first]
-        return _Hits(rows, distances[kept].astype(np.int64), self.sorted_hashes[slots[kept]])
+        return self._collect(slots[hit], distances[hit])
 
-    def _scan(self, query: np.uint64, radius: int) -> _Hits:
-        distances = np.bitwise_count(self.sorted_hashes[: self.size] ^ query)
+    def _search_few_probes(self, value: int, radius: int, plan: ProbePlan) -> Hits:
+        query_chunks = [(value >> shift) & 0xFFFF for shift in _SHIFT_INTS]
+        offsets = self.offset_list
+        spans: list[tuple[int, int]] = []
+        for chunk, mask in plan.pairs:
+            key = (query_chunks[chunk] ^ mask) | (chunk << CHUNK_BITS)
+            start, end = offsets[key], offsets[key + 1]
+            if end > start:
+                spans.append((start, end))
+        if not spans:
+            return Hits.empty()
+        sorted_hashes = self.sorted_hashes
+        candidates = np.concatenate([sorted_hashes[a:b] for a, b in spans])
+        distances = np.bitwise_count(candidates ^ np.uint64(value))
+        hit = np.nonzero(distances <= radius)[0].tolist()
+        if not hit:
+            return Hits.empty()
+        slots: list[int] = []
+        span_end = 0
+        span = -1
+        span_offset = 0
+        for index in hit:  # hit is ascending: walk the spans alongside it
+            while index >= span_end:
+                span += 1
+                span_offset = span_end
+                span_end += spans[span][1] - spans[span][0]
+            slots.append(spans[span][0] + index - span_offset)
+        return self._collect(np.array(slots, dtype=np.intp), distances[hit])
+
+    def _scan(self, value: int, radius: int) -> Hits:
+        distances = np.bitwise_count(self.sorted_hashes[: self.size] ^ np.uint64(value))
         hit = np.flatnonzero(distances <= radius)
-        return _Hits(self.positions[hit], distances[hit].astype(np.int64), self.sorted_hashes[hit])
+        return self._collect(hit, distances[hit])
+
+    def _collect(self, slots: NDArray[np.intp], distances: NDArray[np.uint8]) -> Hits:
+        """Map sorted slots to ids; a row near in several chunks was found once per chunk."""
+        if slots.size > _FEW:
+            rows, first = np.unique(self.positions[slots], return_index=True)
+            kept = slots[first]
+            return Hits(self.ids[rows], distances[first].astype(np.int64), self.sorted_hashes[kept])
+        seen: dict[int, tuple[int, int]] = {}
+        for row, distance, value in zip(
+            self.positions[slots].tolist(),
+            distances.tolist(),
+            self.sorted_hashes[slots].tolist(),
+            strict=True,
+        ):
+            seen.setdefault(row, (distance, value))
+        if not seen:
+            return Hits.empty()
+        ids = self.ids[list(seen)].tolist()
+        return Hits.of(ids, [d for d, _ in seen.values()], [v for _, v in seen.values()])
 
 
 @dataclass(frozen=True)
-class _Hits:
-    rows: NDArray[np.signedinteger[Any]]
-    distances: NDArray[np.int64]
-    hashes: NDArray[np.uint64]
+class Hits:
+    """Unsorted search hits, as arrays (many) or as lists (few: cheaper than numpy calls)."""
+
+    ids: IdArray | list[int]
+    distances: NDArray[np.int64] | list[int]
+    hashes: NDArray[np.uint64] | list[int]
+
+    @classmethod
+    def empty(cls) -> Hits:
+        return cls([], [], [])
+
+    @classmethod
+    def of(cls, ids: list[int], distances: list[int], hashes: list[int]) -> Hits:
+        return cls(ids, distances, hashes)
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 @dataclass(frozen=True)
@@ -211,25 +297,34 @@ class MultiIndexHashing:
         snapshot = self._snapshot
         if radius < 0 or snapshot.size == 0:
             return Neighbors.empty()
-        query = np.uint64(value)
-        parts_ids: list[IdArray] = []
-        parts_dist: list[NDArray[np.int64]] = []
-        parts_hash: list[NDArray[np.uint64]] = []
+        parts: list[Hits] = []
         if snapshot.table is not None:
-            hits = snapshot.table.search(query, min(radius, BITS))
-            parts_ids.append(snapshot.table.ids[hits.rows])
-            parts_dist.append(hits.distances)
-            parts_hash.append(hits.hashes)
+            parts.append(snapshot.table.search(value, min(radius, BITS)))
         if snapshot.tail_ids.size:
-            distances = hamming_to_all(snapshot.tail_hashes.reshape(-1, 1), np.array([query]))
+            distances = np.bitwise_count(snapshot.tail_hashes ^ np.uint64(value))
             hit = np.flatnonzero(distances <= radius)
-            parts_ids.append(snapshot.tail_ids[hit])
-            parts_dist.append(distances[hit])
-            parts_hash.append(snapshot.tail_hashes[hit])
+            parts.append(
+                Hits(
+                    snapshot.tail_ids[hit],
+                    distances[hit].astype(np.int64),
+                    snapshot.tail_hashes[hit],
+                )
+            )
+        if sum(len(p) for p in parts) <= _FEW:
+            found = sorted(
+                (int(d), int(i), int(v))
+                for p in parts
+                for i, d, v in zip(p.ids, p.distances, p.hashes, strict=True)
+            )[:limit]
+            return Neighbors(
+                np.array([i for _, i, _ in found], dtype=np.int64),
+                np.array([d for d, _, _ in found], dtype=np.int64),
+                [v for _, _, v in found],
+            )
         return order_neighbors(
-            np.concatenate(parts_ids),
-            np.concatenate(parts_dist),
-            np.concatenate(parts_hash),
+            np.concatenate([np.asarray(p.ids, dtype=np.int64) for p in parts]),
+            np.concatenate([np.asarray(p.distances, dtype=np.int64) for p in parts]),
+            np.concatenate([np.asarray(p.hashes, dtype=np.uint64) for p in parts]),
             limit,
         )
 

@@ -547,20 +547,22 @@ class Repository:
                 .order_by(library.c.id)
                 .limit(limit)
             ).all()
+            newest = connection.execute(sa.select(sa.func.max(library.c.id))).scalar_one()
+        newest = int(newest or 0)
         if not rows:
-            return LibraryBatch(np.empty(0, np.int64), np.empty(0, np.uint64), after)
+            return LibraryBatch(np.empty(0, np.int64), np.empty(0, np.uint64), after, newest)
         last = int(rows[-1][0])
         if bits == 64:
             kept = [(r[1], r[2]) for r in rows if r[2] is not None]
             ids = np.fromiter((k[0] for k in kept), dtype=np.int64, count=len(kept))
             signed = np.fromiter((k[1] for k in kept), dtype=np.int64, count=len(kept))
-            return LibraryBatch(ids, signed.view(np.uint64), last)
+            return LibraryBatch(ids, signed.view(np.uint64), last, newest)
         words = word_count(bits)
         wide_rows = [(r[1], r[3]) for r in rows if r[3] is not None]
         ids = np.fromiter((k[0] for k in wide_rows), dtype=np.int64, count=len(wide_rows))
         raw = b"".join(k[1] for k in wide_rows)
         matrix = np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(-1, words)
-        return LibraryBatch(ids, matrix, last)
+        return LibraryBatch(ids, matrix, last, newest)
 
     def library_size(self) -> int:
         with self._read() as connection:
