@@ -282,3 +282,41 @@ def test_cli_list_prune_and_verify_report_json(tmp_path: Path) -> None:
     assert run_cli("backup", "prune", "--older-than", "soon", cwd=tmp_path).returncode == 2
     assert run_cli("backup", "verify", cwd=tmp_path).returncode == 2
     assert_restores(Path(entry["path"]), sqlite_content(db), tmp_path / "scratch", "production")
+
+
+def test_progress_is_a_rich_bar_on_a_terminal_and_json_lines_otherwise(tmp_path: Path) -> None:
+    import os
+    import pty
+
+    from tests.integration.backup_support import DHASH, cli_env
+
+    write_environments(tmp_path, {"production": None})
+    db = make_sqlite_db(tmp_path / "var/production/shared/data/dhash.sqlite3", rows=300)
+    primary, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [DHASH, "backup", "create", "--env", "production"],
+        cwd=tmp_path,
+        env=cli_env(TERM="xterm-256color", COLUMNS="100"),
+        stdout=subprocess.DEVNULL,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:  # EIO once the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(primary)
+    assert proc.wait(timeout=60) == 0
+    assert b"dump" in shown and "━".encode() in shown and b'"event"' not in shown
+
+    piped = run_cli("backup", "create", "--env", "production", cwd=tmp_path)
+    events = [json.loads(line) for line in piped.stderr.splitlines()]
+    assert events and all(e["event"] == "progress" for e in events)
+    assert {"dump", "verify-checksum", "verify-members"} <= {e["phase"] for e in events}
+    for backup in list_backups(tmp_path / "backups"):
+        assert_restores(backup.path, sqlite_content(db), tmp_path / backup.path.stem, "production")

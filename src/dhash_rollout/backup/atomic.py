@@ -25,21 +25,24 @@ def fsync_dir(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(final: Path) -> Iterator[tuple[Path, BinaryIO]]:
+def atomic_file(final: Path, *, durable: bool = True) -> Iterator[tuple[Path, BinaryIO]]:
     """Yield ``(temp_path, handle)``; on clean exit fsync, rename onto ``final``, fsync the dir.
 
     On any error (including KeyboardInterrupt) the temp file is removed and ``final`` is left
-    exactly as it was.
+    exactly as it was. ``durable=False`` skips the fsyncs: still all-or-nothing for a process
+    crash, but not across a power loss (for advisory files only).
     """
     temp = final.with_name(temp_name(final.name, secrets.token_hex(4)))
     fh = temp.open("xb")
     try:
         yield temp, fh
         fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            os.fsync(fh.fileno())
         fh.close()
         os.replace(temp, final)
-        fsync_dir(final.parent)
+        if durable:
+            fsync_dir(final.parent)
     except BaseException:
         fh.close()
         with contextlib.suppress(FileNotFoundError):
@@ -47,6 +50,6 @@ def atomic_file(final: Path) -> Iterator[tuple[Path, BinaryIO]]:
         raise
 
 
-def write_atomically(final: Path, data: bytes) -> None:
-    with atomic_file(final) as (_temp, fh):
+def write_atomically(final: Path, data: bytes, *, durable: bool = True) -> None:
+    with atomic_file(final, durable=durable) as (_temp, fh):
         fh.write(data)

@@ -275,8 +275,8 @@ def restore(
     force: bool = typer.Option(
         False, "--force", help="Restore even if verification fails or the env differs."
     ),
-    check_content: bool = typer.Option(
-        False, "--check-content", help="Compare content hashes too, not only row counts."
+    rows_only: bool = typer.Option(
+        False, "--rows-only", help="Compare only row counts, not content hashes (faster)."
     ),
     as_json: bool = JsonOption,
 ) -> None:
@@ -290,7 +290,7 @@ def restore(
             backup,
             environment,
             force=force,
-            compare_content=check_content,
+            compare_content=not rows_only,
             progress=view,
             fault_point=_fault(),
         )
