@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import threading
@@ -56,11 +58,12 @@ def settings(postgres_url: str) -> dict[str, str]:
     return serve_settings(postgres_url)
 
 
-def test_metrics_are_exact_whichever_of_two_workers_answers(
+def test_metrics_are_exact_whichever_of_two_workers_answers_and_survive_a_restart(
     settings: dict[str, str], tmp_path: Path
 ) -> None:
     with dhash_serve(settings, tmp_path, workers=2) as run:
-        assert len(pids_seen(run.url)) == 2  # both workers take connections
+        workers = pids_seen(run.url)
+        assert len(workers) == 2  # both workers take connections
         data = photo(300)
 
         def post(_: int) -> int:
@@ -80,6 +83,13 @@ def test_metrics_are_exact_whichever_of_two_workers_answers(
             assert metric(text, "dhash_requests_total", route="/metrics", status="200") == scrape
             assert metric(text, "dhash_build_info", version="0.1.0") == 1
             assert metric(text, "dhash_low_confidence_queue_length") == 0
+
+        killed = min(workers)
+        os.kill(killed, signal.SIGKILL)  # the parent must replace it, and keep its counts
+        _wait_for(lambda: killed not in (now := pids_seen(run.url, 20)) and len(now) == 2, 60)
+        text = fresh_get(f"{run.url}/metrics").text
+        assert metric(text, "dhash_hash_duration_seconds_count") == 30
+        assert metric(text, "dhash_requests_total", route="/v1/hash", status="200") == 30
 
 
 def _start_upload(port: int, body: bytes) -> socket.socket:
