@@ -72,13 +72,15 @@ def _migration(kind: str, down: str) -> tuple[str, str]:
     return revision, text
 
 
-def wheel_for(version: str, migration: str = "") -> Path:
-    """A wheel of this checkout at ``version``; ``migration``: "", "reversible", "irreversible"."""
-    key = (version, migration)
+def wheel_for(version: str, migration: str = "", *, broken: bool = False) -> Path:
+    """A wheel of this checkout at ``version``; ``migration``: "", "reversible", "irreversible";
+    ``broken``: the app factory raises, so the release installs and migrates but cannot serve."""
+    key = (version, migration + ("-broken" if broken else ""))
     with _lock:
         if key in _cache:
             return _cache[key]
-        tree = _work / f"src-{version}-{migration or 'plain'}"
+        label = key[1] or "plain"
+        tree = _work / f"src-{version}-{label}"
         shutil.rmtree(tree, ignore_errors=True)
         tree.mkdir(parents=True)
         shutil.copytree(
@@ -94,7 +96,13 @@ def wheel_for(version: str, migration: str = "") -> Path:
         if migration:
             revision, text = _migration(migration, checkout_head())
             (tree / VERSIONS_DIR / f"{revision}.py").write_text(text, encoding="utf-8")
-        out = _work / "wheels" / f"{version}-{migration or 'plain'}"
+        if broken:
+            with (tree / "src/dhash_service/api/app.py").open("a", encoding="utf-8") as app:
+                app.write(
+                    "\n\ndef create_app(*_args: object, **_kwargs: object) -> None:\n"
+                    '    raise RuntimeError("this build cannot serve (rollout test)")\n'
+                )
+        out = _work / "wheels" / f"{version}-{label}"
         out.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(tree)],

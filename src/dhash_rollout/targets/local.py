@@ -408,15 +408,19 @@ class LocalTarget:
             conn.close()
 
     def wait_ready(self, slot: str, timeout: float | None = None) -> int:
-        """Poll until the process of ``slot`` itself answers ``/ready``; returns its pid."""
+        """Poll until the process of ``slot`` itself answers ``/ready``; returns its pid.
+
+        Fails fast when the process dies (a new pid means supervisord restarted it)."""
         limit = timeout or self.ready_timeout
         deadline = time.monotonic() + limit
+        first_pid: int | None = None
         while time.monotonic() < deadline:
             current = next(s for s in self._slots() if s.name == slot)
-            if current.state in ("FATAL", "EXITED", "STOPPED", "ABSENT"):
-                raise CheckFailed(
-                    f"{slot} ({current.release}) is {current.state}:\n{self._tail(slot, 20)}"
-                )
+            first_pid = first_pid or current.pid
+            restarted = current.pid is not None and current.pid != first_pid
+            if restarted or current.state in ("FATAL", "EXITED", "STOPPED", "BACKOFF", "ABSENT"):
+                what = "restarted after exiting" if restarted else current.state
+                raise CheckFailed(f"{slot} ({current.release}) {what}:\n{self._tail(slot, 20)}")
             if current.pid:
                 # New connections land on either process; a few tries reach the new one.
                 for _ in range(8):
