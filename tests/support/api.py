@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
+from dhash_service.client import DhashClient
 from dhash_service.config import Settings
 from tests.support.corpus import encode, realistic_photo
 
@@ -37,11 +38,13 @@ def photo(seed: int, *, crop: float = 0.0, quality: int = 90) -> bytes:
     return encode(image, "JPEG", quality=quality)
 
 
-def hash_of(client: httpx.Client, data: bytes) -> int:
+def hash_of(client: httpx.Client | DhashClient, data: bytes) -> int:
+    if isinstance(client, DhashClient):
+        return int(client.hash(data).items[0].hash, 16)
     return int(client.post("/v1/hash", content=data).json()["items"][0]["hash"], 16)
 
 
-def near_copy(client: httpx.Client, seed: int) -> bytes:
+def near_copy(client: httpx.Client | DhashClient, seed: int) -> bytes:
     """A cropped copy of ``photo(seed)`` in the review band (5..10 bits away by default)."""
     original = hash_of(client, photo(seed))
     for crop in (0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.1):
