@@ -201,9 +201,7 @@ def _run_command(
         fn(config, revision)
     except (CommandError, RevisionError) as exc:
         raise ConfigError(f"migration to {revision!r} refused: {exc}") from None
-    except sa.exc.OperationalError as exc:
-        raise _unavailable(database_url, exc) from None
-    except sa.exc.SQLAlchemyError as exc:
+    except Exception as exc:  # a migration script may raise anything: report, no traceback
         raise DhashError(
             f"migration to {revision!r} failed and was rolled back: {_first_line(exc)}"
         ) from None
@@ -337,7 +335,9 @@ def _dry_run_on(
     try:
         with _engine(database_url) as engine:
             with engine.connect() as conn:
-                if conn.dialect.name == "sqlite":
+                sqlite = conn.dialect.name == "sqlite"
+                if sqlite:
+                    _foreign_keys_off(conn)
                     conn.execution_options(sqlite_begin="IMMEDIATE")  # takes the write lock
                 transaction = conn.begin()
                 try:
@@ -355,11 +355,15 @@ def _dry_run_on(
                     finally:
                         sa.event.remove(conn, "before_cursor_execute", capture)
                     changes = describe_changes(before, _schema_shape(conn))
+                    if sqlite and (
+                        broken := conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    ):
+                        error = f"migration would leave broken foreign keys: {broken[:5]}"
                     reached = _current(conn)
                     expected = None if resolved == "base" else resolved
-                    if reached != expected:
+                    if reached != expected and error is None:
                         error = f"migrations ended at {reached!r}, expected {expected!r}"
-                except (sa.exc.SQLAlchemyError, CommandError, RevisionError, ConfigError) as exc:
+                except Exception as exc:  # a migration script may raise anything: report it
                     error = _first_line(exc)
                 finally:
                     transaction.rollback()
@@ -383,6 +387,16 @@ def _dry_run_on(
         unchanged=unchanged,
         duration_seconds=0.0,
     )
+
+
+def _foreign_keys_off(conn: sa.Connection) -> None:
+    """As the real SQLite upgrade does (``store/migrations/env.py``): batch mode rebuilds tables
+    (copy, DROP, rename) and with foreign keys on the DROP would cascade into child rows. SQLite
+    ignores the pragma inside a transaction, so it is set before ours begins; the connection is
+    not pooled (NullPool), so the setting dies with it."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    raw.execute("PRAGMA foreign_keys = OFF")
 
 
 def _resolve(script: ScriptDirectory, revision: str) -> str:

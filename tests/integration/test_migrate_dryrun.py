@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic.config import Config
 
 from dhash_rollout import migrate
-from dhash_service.errors import Unavailable
+from dhash_service.errors import DhashError, Unavailable
 from dhash_service.store.schema import create_engine_for
 
 
@@ -124,10 +124,12 @@ if connection is not None:
     run(connection)
 else:
     engine = create_engine_for(config.attributes["database_url"])
-    with engine.connect() as fresh:
-        run(fresh)
-        fresh.commit()
-    engine.dispose()
+    try:
+        with engine.connect() as fresh:
+            run(fresh)
+            fresh.commit()
+    finally:
+        engine.dispose()
 """
 
 REVISION = '''
@@ -199,6 +201,11 @@ def test_a_failing_migration_is_reported_and_all_its_ddl_rolled_back(
     assert fingerprint(database_url) == before  # ...and was rolled back, DDL included
     assert "result: FAILED" in log.read_text()
 
+    with pytest.raises(DhashError, match="no_such_table") as err:
+        migrate.upgrade(database_url, config_factory=failing_scripts)
+    assert "rolled back" in err.value.message
+    assert fingerprint(database_url) == before
+
 
 @pytest.mark.postgres
 def test_dry_run_against_an_unreachable_server_raises_unavailable(postgres_url: str) -> None:
@@ -227,3 +234,58 @@ def test_schema_changes_are_described_one_per_line() -> None:
         "create index ix_b on images",
         "drop index ix_a on images",
     ]
+
+
+CASCADE_CHAIN = {
+    "p1": (
+        None,
+        """\
+op.create_table("parent", sa.Column("id", sa.Integer, primary_key=True))
+op.create_table(
+    "child",
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("parent_id", sa.Integer, sa.ForeignKey("parent.id", ondelete="CASCADE")),
+)
+op.execute("INSERT INTO parent (id) VALUES (1)")
+op.execute("INSERT INTO child (id, parent_id) VALUES (1, 1), (2, 1), (3, 1)")
+""",
+    ),
+    "p2": (
+        "p1",
+        """\
+with op.batch_alter_table("parent", recreate="always") as batch:
+    batch.add_column(sa.Column("name", sa.String(10)))
+left = op.get_bind().execute(sa.text("SELECT count(*) FROM child")).scalar_one()
+if left != 3:
+    raise RuntimeError(f"the parent rebuild cascaded: {left} child rows left")
+""",
+    ),
+}
+
+
+def test_sqlite_dry_run_rebuilds_tables_with_foreign_keys_off_like_the_real_upgrade(
+    tmp_path: Path,
+) -> None:
+    """A batch rebuild of a parent table must not cascade into its children, in the rehearsal
+    exactly as in the real run (the migration itself fails if it does)."""
+    scripts = tmp_path / "migrations"
+    (scripts / "versions").mkdir(parents=True)
+    (scripts / "env.py").write_text(FAILING_ENV)
+    for rev, (down, body) in CASCADE_CHAIN.items():
+        (scripts / "versions" / f"{rev}.py").write_text(
+            REVISION.format(doc=rev, rev=rev, down=down, body=textwrap.indent(body, "    "))
+        )
+
+    def factory(url: str) -> Config:
+        config = Config()
+        config.set_main_option("script_location", str(scripts))
+        config.attributes["database_url"] = url
+        return config
+
+    url = f"sqlite:///{tmp_path / 'fk.sqlite3'}"
+    migrate.upgrade(url, "p1", config_factory=factory)
+    before = fingerprint(url)
+    report = migrate.dry_run(url, config_factory=factory)
+    assert report.ok, report.error
+    assert "add column parent.name VARCHAR(10)" in report.changes
+    assert fingerprint(url) == before
