@@ -31,7 +31,7 @@ def unique_png(seed: int, size: int = 48) -> bytes:
     return out.getvalue()
 
 
-def _multipart(data: bytes, filename: str) -> tuple[bytes, str]:
+def multipart(data: bytes, filename: str) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
     body = (
         (
@@ -111,7 +111,7 @@ class LoadGenerator:
                 status, _ = self._request("GET", "/v1/search?hash=0123456789abcdef&radius=2")
             else:
                 seed = self.seed_base + thread * 1_000_000 + n
-                body, ctype = _multipart(unique_png(seed), f"load-{seed}.png")
+                body, ctype = multipart(unique_png(seed), f"load-{seed}.png")
                 status, raw = self._request("POST", "/v1/images", body, ctype)
                 if status == 201:
                     report = json.loads(raw)

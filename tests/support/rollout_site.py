@@ -17,7 +17,8 @@ from dhash_rollout.environments import Environment, load_environment
 from dhash_rollout.journal import Journal, JournalRecord
 from dhash_rollout.pipeline import database_revision, release_head
 from dhash_rollout.targets.local import LocalTarget
-from tests.support.release_builds import dhash_bin, dhash_env, write_environments
+from tests.support.load import multipart, unique_png
+from tests.support.release_builds import CHECKOUT, dhash_bin, dhash_env, write_environments
 
 TOKEN = "rollout-test-token"
 
@@ -29,9 +30,39 @@ class Site:
 
     @classmethod
     def create(cls, base: Path, **extra: object) -> Site:
+        """A working directory laid out like the checkout, so the guide's ``./scripts/*.sh``
+        run verbatim from it (their sources, the venv they resolve, the project files)."""
         base.mkdir(parents=True, exist_ok=True)
+        for name in ("scripts", ".venv", "src", "pyproject.toml", "README.md"):
+            (base / name).symlink_to(CHECKOUT / name)
         write_environments(base, api_token=TOKEN, **extra)
         return cls(base)
+
+    def script(
+        self, name: str, *args: str, timeout: float = 240
+    ) -> subprocess.CompletedProcess[str]:
+        """``./scripts/<name> <args>`` from the site, as the guide runs it."""
+        return subprocess.run(
+            [f"./scripts/{name}", *args],
+            cwd=self.base,
+            env=dhash_env(self.base),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def ingest(self, seed: int) -> list[int]:
+        """Store one new image through the API; the ids the service acknowledged."""
+        body, ctype = multipart(unique_png(seed), f"img-{seed}.png")
+        response = httpx.post(
+            f"{self.env.url}/v1/images",
+            content=body,
+            headers={"Content-Type": ctype, "Authorization": f"Bearer {TOKEN}"},
+            timeout=30,
+        )
+        assert response.status_code == 201, response.text
+        return [int(item["image_id"]) for item in response.json()["items"]]
 
     @property
     def env(self) -> Environment:

@@ -1,0 +1,88 @@
+"""Rollback past a migration that cannot go down, and to a named backup: the data comes back
+from the backup and every row written after it is kept. Run through the guide's shims."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from dhash_rollout.pipeline import database_revision
+from tests.support.release_builds import checkout_head, wheel_for
+from tests.support.rollout_site import Site, assert_fully_on
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    site = Site.create(tmp_path_factory.mktemp("rollback-site"))
+    try:
+        first = site.deploy(wheel_for("1.0.0"))
+        assert first.returncode == 0, first.stdout + first.stderr
+        yield site
+    finally:
+        site.shutdown()
+
+
+def test_a_rollback_with_nothing_before_the_current_release_fails_clearly(site: Site) -> None:
+    done = site.script("rollback_dhash.sh", "--env", "production", "--reason", "nothing-there")
+    assert done.returncode == 1
+    assert "nothing to roll back to" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert_fully_on(site, "1.0.0")
+
+
+def test_rolling_back_past_an_irreversible_migration_restores_and_keeps_later_writes(
+    site: Site,
+) -> None:
+    before_backup = [i for seed in range(3) for i in site.ingest(seed)]
+    deployed = site.deploy(wheel_for("2.0.0", migration="irreversible"))
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    deploy = site.journal.last_run("deploy")
+    assert deploy is not None and deploy.status_of("backup") == "done"
+    after_backup = [i for seed in range(100, 103) for i in site.ingest(seed)]
+    everything = site.image_ids()
+    assert set(before_backup) | set(after_backup) <= everything
+
+    done = site.script("rollback_dhash.sh", "--env", "production", "--reason", "emergency-rollback")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    assert_fully_on(site, "1.0.0")
+    assert database_revision(site.env.database_url) == checkout_head()
+    assert site.image_ids() == everything  # nothing acknowledged was lost
+    run = site.journal.last_run("rollback")
+    assert run is not None and run.outcome == "done"
+    assert run.params["reason"] == "emergency-rollback"
+    assert run.params["trigger"] == "manual"
+    assert run.params["backup"] == deploy.detail_of("backup")["path"]  # the deploy's backup
+    assert run.status_of("downgrade") == "skipped"
+    reapplied = run.detail_of("reapply_writes")
+    assert reapplied["inserted"]["images"] >= len(after_backup)
+    assert reapplied["dropped_columns"] == {"contents": ["rollout_probe"]}
+    assert run.status_of("smoke") == "done"
+
+
+def test_rolling_back_to_a_named_backup_keeps_the_writes_made_since(site: Site) -> None:
+    deploy = next(
+        r for r in reversed(site.journal.runs()) if r.kind == "deploy" and r.outcome == "done"
+    )
+    backup = deploy.detail_of("backup")["path"]
+    later = [i for seed in range(200, 202) for i in site.ingest(seed)]
+    everything = site.image_ids()
+    relative = str(site.base.joinpath(backup).relative_to(site.base))
+    done = site.script(
+        "rollback_dhash.sh",
+        "--env",
+        "production",
+        "--backup",
+        relative,
+        "--reason",
+        "specific-version-rollback",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert_fully_on(site, "1.0.0")
+    assert set(later) <= site.image_ids() == everything
+    run = site.journal.last_run("rollback")
+    assert run is not None and run.params["backup_requested"] is True
+    assert run.status_of("restore") == "done"
