@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     item_time_budget_seconds: float = 10.0
     animation_frame_step: int = 0
     max_image_frames: int = 100
+    max_items: int = 2000
     max_decoded_pixels: int = 256_000_000
     pdf_render_max_side: int = 1024
 

@@ -294,8 +294,32 @@ def test_zip_member_that_lies_about_its_size_fails_its_crc() -> None:
 def test_uncompressed_total_counts_nested_archives() -> None:
     inner = corpus.zip_of([(f"{i}.bin", bytes(600_000)) for i in range(3)])
     data = corpus.zip_of([("inner.zip", inner)])
-    with pytest.raises(LimitExceeded, match="nested archives included"):
+    with pytest.raises(LimitExceeded, match="nested containers included"):
         extract(data, limits=Limits(max_archive_uncompressed_bytes=1_500_000))
+
+
+def test_jpeg_streams_copied_out_of_a_pdf_count_as_unpacked_bytes() -> None:
+    photo = corpus.photo_jpeg(200, 150, 3)
+    data = corpus.pdf_with_images([photo] * 4, pages=4)
+    assert (
+        len(extract(data, limits=Limits(max_archive_uncompressed_bytes=4 * len(photo))).items) == 8
+    )
+    with pytest.raises(LimitExceeded, match="PDF expands to more than"):
+        extract(data, limits=Limits(max_archive_uncompressed_bytes=3 * len(photo)))
+
+
+def test_item_count_limit_covers_every_kind_of_item() -> None:
+    album = corpus.zip_of([(f"{i}.jpg", jpeg(i)) for i in range(5)])
+    assert len(extract(album, limits=Limits(max_items=5)).items) == 5
+    with pytest.raises(LimitExceeded, match="more than 4 images"):
+        extract(album, limits=Limits(max_items=4))
+    pdf = corpus.pdf_with_images([jpeg(1), jpeg(2)], pages=2)  # 2 images + 2 renders
+    with pytest.raises(LimitExceeded, match="more than 3 images"):
+        extract(pdf, limits=Limits(max_items=3))
+    with pytest.raises(LimitExceeded, match="more than 2 images"):
+        extract(corpus.multipage_tiff(32, 24, 3, 1), limits=Limits(max_items=2))
+    with pytest.raises(LimitExceeded, match="more than 1 images"):
+        extract(corpus.video(seconds=3), limits=Limits(max_items=1, video_frame_interval_seconds=1))
 
 
 def test_member_count_is_checked_before_the_directory_is_parsed() -> None:

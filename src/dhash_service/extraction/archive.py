@@ -108,16 +108,7 @@ def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, ctx: Context
 
 
 def _reserve_uncompressed(files: list[zipfile.ZipInfo], ctx: Context) -> None:
-    declared = sum(m.file_size for m in files)
-    ctx.totals.uncompressed_bytes += declared
-    limit = ctx.limits.max_archive_uncompressed_bytes
-    if ctx.totals.uncompressed_bytes > limit:
-        ctx.totals.exhausted = True
-        raise LimitExceeded(
-            f"archive expands to more than {limit} bytes "
-            f"({ctx.totals.uncompressed_bytes} declared, nested archives included)",
-            detail={"bytes": ctx.totals.uncompressed_bytes, "limit": limit},
-        )
+    ctx.count_unpacked(sum(m.file_size for m in files), "archive")
 
 
 def _refuse_unsafe_names(members: list[zipfile.ZipInfo]) -> None:

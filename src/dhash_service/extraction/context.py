@@ -14,6 +14,7 @@ class Totals:
 
     uncompressed_bytes: int = 0
     decoded_pixels: int = 0
+    items: int = 0
     exhausted: bool = False  # a whole-input total was exceeded: nothing more may be extracted
 
 
@@ -41,13 +42,35 @@ class Context:
         if width < 1 or height < 1:
             raise LimitExceeded(f"{what} has no pixels ({width}x{height})")
 
+    def count_item(self) -> None:
+        """Account for one more item (page, frame, embedded image, member's image)."""
+        self.totals.items += 1
+        if self.totals.items > self.limits.max_items:
+            self._exhaust(
+                f"input holds more than {self.limits.max_items} images", self.limits.max_items
+            )
+
+    def count_unpacked(self, nbytes: int, what: str) -> None:
+        """Account for bytes unpacked from a container (archive members, PDF image streams)."""
+        self.totals.uncompressed_bytes += nbytes
+        limit = self.limits.max_archive_uncompressed_bytes
+        if self.totals.uncompressed_bytes > limit:
+            self._exhaust(
+                f"{what} expands to more than {limit} bytes "
+                f"({self.totals.uncompressed_bytes} so far, nested containers included)",
+                limit,
+            )
+
+    def _exhaust(self, message: str, limit: int) -> None:
+        self.totals.exhausted = True
+        raise LimitExceeded(message, detail={"limit": limit})
+
     def count_decoded(self, width: int, height: int) -> None:
         """Account for an image decoded during extraction (kept in memory until hashed)."""
         self.totals.decoded_pixels += width * height
         if self.totals.decoded_pixels > self.limits.max_decoded_pixels:
-            self.totals.exhausted = True
-            raise LimitExceeded(
+            self._exhaust(
                 f"input decodes to more than {self.limits.max_decoded_pixels} pixels of frames, "
                 "pages and renders",
-                detail={"limit": self.limits.max_decoded_pixels},
+                self.limits.max_decoded_pixels,
             )

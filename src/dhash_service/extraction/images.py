@@ -85,6 +85,7 @@ def extract_image(data: bytes, format_name: str, ctx: Context) -> Extraction:
         return _tiff_pages(data, ctx)
     if multi and image.format in _ANIMATED_FORMATS and ctx.limits.animation_frame_step > 0:
         return _animation_frames(image, ctx)
+    ctx.count_item()
     return Extraction(INPUT_IMAGE, [ExtractedImage(image, "", KIND_IMAGE, budget)])
 
 
@@ -95,6 +96,7 @@ def _tiff_pages(data: bytes, ctx: Context) -> Extraction:
     for index in range(pages):
         locator = f"page={index + 1}"
         budget = ctx.new_budget()
+        ctx.count_item()
         try:
             page = open_image(data, ctx, budget, "TIFF image")
             with budget.running():
@@ -152,6 +154,7 @@ def _animation_frames(image: Image.Image, ctx: Context) -> Extraction:
                         f"at one every {step}",
                         detail={"limit": ctx.limits.max_image_frames, "step": step},
                     )
+                ctx.count_item()
                 ctx.count_decoded(*image.size)
                 frame = to_grayscale(image)
                 if frame is image:

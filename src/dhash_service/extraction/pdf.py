@@ -77,6 +77,7 @@ def _page_images(page: pdfium.PdfPage, number: int, ctx: Context, result: Extrac
     for position, obj in enumerate(objects, start=1):
         locator = f"page={number}/image={position}"
         budget = ctx.new_budget()
+        ctx.count_item()
         try:
             with budget.running():
                 item = _embedded_image(obj, locator, ctx, budget)
@@ -100,6 +101,7 @@ def _embedded_image(
     complex_filters = [f for f in obj.get_filters() if f not in pdfium.PdfImage.SIMPLE_FILTERS]
     if complex_filters == ["DCTDecode"]:
         jpeg = bytes(obj.get_data(decode_simple=True))
+        ctx.count_unpacked(len(jpeg), "PDF")
         return ExtractedImage(
             open_image(jpeg, ctx, budget, "PDF image"), locator, KIND_PDF_IMAGE, budget
         )
@@ -115,6 +117,7 @@ def _embedded_image(
 def _page_render(page: pdfium.PdfPage, number: int, ctx: Context, result: Extraction) -> None:
     locator = f"page={number}"
     budget = ctx.new_budget()
+    ctx.count_item()
     try:
         with budget.running():
             width_pt, height_pt = page.get_size()

@@ -80,6 +80,7 @@ def _sample_keyframes(container: av.container.InputContainer, ctx: Context) -> E
                         detail={"limit": limits.max_video_frames},
                     )
                 ctx.check_pixels(frame.width, frame.height, "video frame")
+                ctx.count_item()
                 ctx.count_decoded(frame.width, frame.height)
                 gray = frame.to_image().convert("L")  # type: ignore[no-untyped-call]
             budget.check()
