@@ -6,6 +6,7 @@ import struct
 import zipfile
 from functools import cache
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -429,6 +430,18 @@ def test_budgeted_reader_stops_reading_once_the_budget_is_spent() -> None:
     with budget.running(), pytest.raises(TimeBudgetExceeded):
         reader.read(2)
     assert budget.spent > 0
+
+
+def test_a_slow_decode_is_stopped_part_way_through_the_data() -> None:
+    rng = np.random.default_rng(5)
+    noise = rng.integers(0, 256, size=(2000, 2000, 3), dtype=np.uint8)
+    data = corpus.encode(Image.fromarray(noise, "RGB"), "PNG", compress_level=1)
+    budget = ItemBudget(0.001)  # far less than reading and decoding 12 MB of PNG takes
+    reader = BudgetedReader(data, budget)
+    image = Image.open(reader)
+    with budget.running(), pytest.raises(TimeBudgetExceeded):
+        image.load()
+    assert reader.tell() < len(data) // 2
 
 
 def test_budget_accumulates_across_separate_runs() -> None:
