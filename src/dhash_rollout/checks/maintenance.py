@@ -39,25 +39,20 @@ def prune(env: Environment, workdir: Path, *, dry_run: bool, retention: timedelt
     return f"{verb} {len(report.deleted)} backup(s) older than {retention.days} days: {names}{kept}"
 
 
-def archive_logs(
-    directory: Path, workdir: Path, *, dry_run: bool, after_days: float, keep: list[Path]
-) -> str:
+def archive_logs(directory: Path, *, dry_run: bool, after_days: float, keep: list[Path]) -> str:
     files = scan(directory)
     held = open_paths() if files else set()
     planned = plan_archival(
         files, now=time.time(), archive_after_days=after_days, keep=[*keep, *held]
     )
-    where = shown(directory, workdir)
     if not planned:
-        return f"{where}/: no closed logs older than {after_days:g} days"
+        return f"no closed logs older than {after_days:g} days"
     if dry_run:
-        return f"{where}/: would archive {len(planned)} file(s): " + ", ".join(
-            f.path.name for f in planned
-        )
+        return f"would archive {len(planned)} file(s): " + ", ".join(f.path.name for f in planned)
     for item in planned:
         archive_file(item.path)
     size = sum(f.size for f in planned)
-    return f"{where}/: archived {len(planned)} file(s), {size} bytes, into archive/"
+    return f"archived {len(planned)} file(s), {size} bytes, into archive/"
 
 
 def run_maintenance(
@@ -75,11 +70,10 @@ def run_maintenance(
     dirs = [log_dir(workdir), *service_log_dirs(env)]
     for directory in dict.fromkeys(d.resolve() for d in dirs):
         run.check(
-            f"log archival {shown(directory, workdir)}",
+            f"log archival: {shown(directory, workdir)}/",
             partial(
                 archive_logs,
                 directory,
-                workdir,
                 dry_run=dry_run,
                 after_days=archive_after_days,
                 keep=keep_logs or [],

@@ -7,11 +7,16 @@ prints a table (or ``--json``) and exits 1 through :class:`CheckFailed` when any
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from dhash_service.errors import CheckFailed
+
+if TYPE_CHECKING:
+    from dhash_rollout.checks.report import CheckReport
 
 SMOKE_LOG = "postdeploy-smoketests.log"
 LOGGING_LOG = "test_logging.log"
@@ -23,17 +28,16 @@ WorkdirOption = typer.Option(
 )
 
 
-def _show(title: str, report: object, as_json: bool) -> None:
+def _show(title: str, report: CheckReport, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from dhash_rollout.checks.report import CheckReport
-
-    assert isinstance(report, CheckReport)
     if as_json:
         typer.echo(json.dumps({"run": title, **report.to_dict()}, indent=2))
     else:
         console = Console(highlight=False)
+        if not console.is_terminal:
+            console.width = max(console.width, 120)  # CI logs: keep details on one line
         table = Table(title=title, title_justify="left")
         table.add_column("check", no_wrap=True)
         table.add_column("result", no_wrap=True)
@@ -54,6 +58,7 @@ def _workdir(workdir: Path | None) -> Path:
 
 
 def smoke(
+    *,
     env: str = EnvOption,
     timeout: float = typer.Option(
         600.0, "--timeout", min=1.0, help="Overall deadline in seconds (readiness is retried)."
@@ -75,6 +80,7 @@ def smoke(
 
 
 def validate_logging(
+    *,
     env: str = EnvOption,
     concurrency: int = typer.Option(
         5, "--concurrency", min=1, max=64, help="Requests in flight at once."
@@ -91,7 +97,7 @@ def validate_logging(
 
 
 def preflight(
-    env: str = EnvOption, workdir: Path | None = WorkdirOption, as_json: bool = JsonOption
+    *, env: str = EnvOption, workdir: Path | None = WorkdirOption, as_json: bool = JsonOption
 ) -> None:
     """The guide's pre-deployment checklist: backup, dry runs, test logs, artifacts, approvals."""
     from dhash_rollout.checks.preflight import run_preflight
@@ -102,6 +108,7 @@ def preflight(
 
 
 def check_daily(
+    *,
     env: str = typer.Option("production", "--env", help="Environment to check."),
     workdir: Path | None = WorkdirOption,
     as_json: bool = JsonOption,
@@ -115,6 +122,7 @@ def check_daily(
 
 
 def check_weekly(
+    *,
     env: str = typer.Option("production", "--env", help="Environment whose backups to verify."),
     count: int = typer.Option(7, "--count", min=1, help="How many of the newest backups."),
     workdir: Path | None = WorkdirOption,
@@ -129,9 +137,16 @@ def check_weekly(
 
 
 def maintenance(
+    *,
     env: str = typer.Option("production", "--env", help="Environment to maintain."),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Report what would change; change nothing."
+    ),
+    retention_days: int = typer.Option(
+        30, "--retention-days", min=1, help="Delete backups older than this (newest verified kept)."
+    ),
+    archive_after_days: float = typer.Option(
+        7.0, "--archive-after-days", min=0.0, help="Archive closed logs untouched this long."
     ),
     workdir: Path | None = WorkdirOption,
     as_json: bool = JsonOption,
@@ -140,7 +155,13 @@ def maintenance(
     from dhash_rollout.checks.maintenance import run_maintenance
     from dhash_rollout.environments import load_environment
 
-    report = run_maintenance(load_environment(env), workdir=_workdir(workdir), dry_run=dry_run)
+    report = run_maintenance(
+        load_environment(env),
+        workdir=_workdir(workdir),
+        dry_run=dry_run,
+        retention=timedelta(days=retention_days),
+        archive_after_days=archive_after_days,
+    )
     _show(f"maintenance ({env}){' [dry run]' if dry_run else ''}", report, as_json)
 
 
