@@ -174,9 +174,7 @@ class DhashService:
         while True:
             try:
                 if self._auto_migrate:
-                    schema.upgrade(self.settings.effective_database_url)
-                    self._auto_migrate = False
-                    log.info("schema_migrated", revision=self._head)
+                    self._migrate_if_behind()
                 self._schema_status = self._check_schema()
                 if self._schema_status == "ok":
                     if not self._sync.loaded:
@@ -195,6 +193,14 @@ class DhashService:
                 log.warning("index_sync_failed", error=self._sync_error)
             if self._stop.wait(self.settings.index_sync_seconds):
                 return
+
+    def _migrate_if_behind(self) -> None:
+        """Auto-migrate: upgrade a database that is behind; leave one that is ahead alone."""
+        current = schema.engine_revision(self._repo.engine)
+        if current != self._head and (current is None or current in self._known_revisions):
+            schema.upgrade(self.settings.effective_database_url)
+            log.info("schema_migrated", revision=self._head, was=current)
+        self._auto_migrate = False
 
     def _check_schema(self) -> str:
         current = schema.engine_revision(self._repo.engine)
