@@ -50,7 +50,9 @@ KILL_WAIT_SECONDS = 5.0
 def bind_socket(host: str, port: int) -> socket.socket:
     """A TCP socket bound with ``SO_REUSEPORT`` (and ``SO_REUSEADDR``), inheritable by workers."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only when the listener
+    # says TCP, and without it every keep-alive response waits ~40 ms for a delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

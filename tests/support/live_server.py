@@ -35,7 +35,8 @@ def free_port() -> int:
 @contextmanager
 def running_app(app: FastAPI, *, start_timeout: float = 30.0) -> Iterator[str]:
     """Serve ``app`` (lifespan included) in a thread; yields its base URL."""
-    sock = socket.socket()
+    # IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted connections (see dhash_service.server).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
