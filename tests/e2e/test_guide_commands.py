@@ -236,7 +236,7 @@ def _prepare_production(ops: OpsDir) -> None:
         ops, "deploy", "--env", "production", "--version", PREVIOUS_VERSION, "--source", str(wheel)
     )
     _must(ops, "backup", "create", "--env", "production")
-    _must(ops, "smoke", "--env", "production")
+    assert read_log_summary(ops.path / "postdeploy-smoketests.log").ok  # the deploy's smoke phase
     _must(ops, "validate-logging", "--env", "production")
     (ops.path / "premerge_artifacts").mkdir()
     (ops.path / "premerge_artifacts" / "junit-ubuntu.xml").write_text("<testsuites/>\n")
