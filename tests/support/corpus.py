@@ -8,6 +8,7 @@ and sensor grain; not white noise, whose hash would be meaningless.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 import warnings
@@ -196,7 +197,43 @@ def pdf_with_pages(pages: int) -> bytes:
     return _pdf(objects)
 
 
-def _pdf(objects: Sequence[bytes]) -> bytes:
+def password_protected_pdf(user_password: bytes = b"secret") -> bytes:
+    """A one-page PDF encrypted with the standard security handler (RC4, revision 2)."""
+    pad = bytes.fromhex("28bf4e5e4e758a4164004e56fffa01082e2e00b6d0683e802f0ca9fe6453697a")
+    owner_key = hashlib.md5((b"owner" + pad)[:32]).digest()[:5]  # noqa: S324 (the PDF spec)
+    owner = _rc4(owner_key, (user_password + pad)[:32])
+    permissions, file_id = -4, b"0123456789abcdef"
+    key = hashlib.md5(  # noqa: S324 (the PDF spec)
+        (user_password + pad)[:32] + owner + struct.pack("<i", permissions) + file_id
+    ).digest()[:5]
+    user = _rc4(key, pad)
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] >>",
+        b"<< /Filter /Standard /V 1 /R 2 /O <%s> /U <%s> /P %d >>"
+        % (owner.hex().encode(), user.hex().encode(), permissions),
+    ]
+    trailer = b"/Encrypt 4 0 R /ID [<%s> <%s>]" % (file_id.hex().encode(), file_id.hex().encode())
+    return _pdf(objects, trailer)
+
+
+def _rc4(key: bytes, data: bytes) -> bytes:
+    box = list(range(256))
+    j = 0
+    for i in range(256):
+        j = (j + box[i] + key[i % len(key)]) % 256
+        box[i], box[j] = box[j], box[i]
+    out, i, j = bytearray(), 0, 0
+    for byte in data:
+        i = (i + 1) % 256
+        j = (j + box[i]) % 256
+        box[i], box[j] = box[j], box[i]
+        out.append(byte ^ box[(box[i] + box[j]) % 256])
+    return bytes(out)
+
+
+def _pdf(objects: Sequence[bytes], trailer_extra: bytes = b"") -> bytes:
     out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
     offsets = []
     for number, body in enumerate(objects, start=1):
@@ -205,8 +242,9 @@ def _pdf(objects: Sequence[bytes]) -> bytes:
     xref = len(out)
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+    out += b"trailer\n<< /Size %d /Root 1 0 R %s >>\nstartxref\n%d\n%%%%EOF\n" % (
         len(objects) + 1,
+        trailer_extra,
         xref,
     )
     return bytes(out)

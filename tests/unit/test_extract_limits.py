@@ -168,6 +168,11 @@ def test_corrupt_pdf_is_corrupt_input() -> None:
         extract(b"%PDF-1.7\nthis is not a PDF body", limits=LIMITS)
 
 
+def test_password_protected_pdf_is_unsupported() -> None:
+    with pytest.raises(UnsupportedFormat, match="password"):
+        extract(corpus.password_protected_pdf(), limits=LIMITS)
+
+
 def test_pdf_decoded_pixels_limit_stops_huge_renders() -> None:
     with pytest.raises(LimitExceeded, match="decodes to more than"):
         extract(corpus.pdf_with_pages(4), limits=Limits(max_decoded_pixels=3 * 1024 * 1024))

@@ -29,16 +29,13 @@ from dhash_service.extraction.model import (
 
 _PDFIUM_LOCK = threading.Lock()
 
-# pdfium_c.FPDF_ERR_PASSWORD: the document is encrypted and we have no password.
-_ERR_PASSWORD = 4
-
 
 def extract_pdf(data: bytes, ctx: Context) -> Extraction:
     with _PDFIUM_LOCK:
         try:
             document = pdfium.PdfDocument(data)
         except pdfium.PdfiumError as exc:
-            if getattr(exc, "err_code", None) == _ERR_PASSWORD:
+            if getattr(exc, "err_code", None) == pdfium_c.FPDF_ERR_PASSWORD:
                 raise UnsupportedFormat("PDF is password-protected") from None
             raise CorruptInput(f"PDF cannot be read: {exc}") from None
         try:
