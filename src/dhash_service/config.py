@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 64 * 1024 * 1024
     shutdown_grace_seconds: float = 20.0
     shutdown_drain_seconds: float = 1.0
+    extraction_concurrency: int = 0
 
     # --- hashing and matching --------------------------------------------------------------------
     hash_algorithm: str = "dhash64"

@@ -32,7 +32,7 @@ from fastapi import FastAPI
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from dhash_service.api.app import create_app
+from dhash_service.api.app import create_app, extraction_slots
 from dhash_service.api.lifecycle import Lifecycle
 from dhash_service.config import Settings
 from dhash_service.errors import ConfigError, DhashError
@@ -43,6 +43,7 @@ log = get_logger(__name__)
 
 WORKER_APP = "dhash_service.server:worker_app"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+WORKERS_ENV = "DHASH_WORKERS"
 # After the grace period a worker gets this long to die from SIGKILL before we stop waiting.
 KILL_WAIT_SECONDS = 5.0
 
@@ -179,10 +180,12 @@ def serve(
     grace, drain = _timeouts(settings)
     configure_logging(settings.log_level)
     DhashService(settings)  # refuses bad settings here, not in a restart loop of workers
+    extraction_slots(settings)
     sock = bind_socket(host, port)
     metrics_dir = tempfile.mkdtemp(prefix="dhash-metrics-")
-    previous = os.environ.get(MULTIPROC_ENV)
+    previous = {name: os.environ.get(name) for name in (MULTIPROC_ENV, WORKERS_ENV)}
     os.environ[MULTIPROC_ENV] = metrics_dir  # before any worker imports prometheus_client
+    os.environ[WORKERS_ENV] = str(workers)  # so each worker knows its share of the CPUs
     try:
         config = uvicorn.Config(
             WORKER_APP,
@@ -210,8 +213,9 @@ def serve(
         log.info("service.exited", pid=os.getpid())
     finally:
         sock.close()
-        if previous is None:
-            os.environ.pop(MULTIPROC_ENV, None)
-        else:
-            os.environ[MULTIPROC_ENV] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -7,9 +7,11 @@ lifespan starts the service before the first request and stops it after the last
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import CapacityLimiter
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
@@ -22,11 +24,22 @@ from dhash_service.api.errors import install_error_handlers
 from dhash_service.api.lifecycle import Lifecycle
 from dhash_service.api.middleware import RequestContextMiddleware
 from dhash_service.config import Settings
+from dhash_service.errors import ConfigError
 from dhash_service.logs import get_logger, redactor
 from dhash_service.metrics import ServiceMetrics
 from dhash_service.service import DhashService
 
 log = get_logger(__name__)
+
+
+def extraction_slots(settings: Settings) -> int:
+    """``DHASH_EXTRACTION_CONCURRENCY``, or when 0 this worker's share of the CPUs it may use."""
+    if settings.extraction_concurrency < 0:
+        raise ConfigError("DHASH_EXTRACTION_CONCURRENCY must be >= 0 (0: share the CPUs)")
+    if settings.extraction_concurrency:
+        return settings.extraction_concurrency
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cpus or 1) // max(1, settings.workers))
 
 
 @asynccontextmanager
@@ -71,6 +84,7 @@ def create_app(
         metrics=metrics,
         lifecycle=lifecycle or Lifecycle(),
         auth=TokenAuth(settings.api_tokens),
+        extraction_limiter=CapacityLimiter(extraction_slots(settings)),
     )
     install_error_handlers(app)
     app.include_router(probes.router)

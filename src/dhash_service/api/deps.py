@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from anyio import CapacityLimiter
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials
 from starlette.applications import Starlette
@@ -26,6 +27,9 @@ class AppContext:
     metrics: ServiceMetrics
     lifecycle: Lifecycle
     auth: TokenAuth
+    # Bounds how many uploads one worker extracts at once: decoding is CPU and memory bound,
+    # so more at once only slows each down and multiplies peak memory.
+    extraction_limiter: CapacityLimiter
 
 
 def app_context(source: HTTPConnection | Starlette) -> AppContext:

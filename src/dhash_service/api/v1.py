@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import Annotated, TypeVar
 
+import anyio.to_thread
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
-from starlette.concurrency import run_in_threadpool
 
 from dhash_service.api.auth import Principal
 from dhash_service.api.deps import AppContext, app_context, require_token
@@ -67,6 +68,15 @@ def _counted(
     return report
 
 
+async def _extract(
+    ctx: AppContext, data: bytes, run: Callable[[], tuple[Report, DigestResult]]
+) -> Report:
+    """Run an extraction in the thread pool, at most ``extraction_limiter`` of them at once."""
+    return await anyio.to_thread.run_sync(
+        partial(_counted, ctx, data, run), limiter=ctx.extraction_limiter
+    )
+
+
 @router.post(
     "/images",
     status_code=201,
@@ -95,7 +105,7 @@ async def ingest_images(
             upload.data, filename=name, library=library, source=source, actor=principal.name
         )
 
-    return await run_in_threadpool(_counted, ctx, upload.data, run)
+    return await _extract(ctx, upload.data, run)
 
 
 @router.post(
@@ -118,7 +128,7 @@ async def hash_upload(
     def run() -> tuple[HashReport, DigestResult]:
         return ctx.service.hash_only(upload.data, filename=name)
 
-    return await run_in_threadpool(_counted, ctx, upload.data, run)
+    return await _extract(ctx, upload.data, run)
 
 
 @router.get(
