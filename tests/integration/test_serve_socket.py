@@ -8,15 +8,14 @@ import socket
 import pytest
 
 from dhash_service.errors import ConfigError
-from dhash_service.server import bind_socket
+from dhash_service.worker import bind_socket
 
 
-def test_the_listener_is_tcp_with_so_reuseport_and_inheritable() -> None:
+def test_the_listener_is_tcp_with_so_reuseport() -> None:
     sock = bind_socket("127.0.0.1", 0)
     try:
         assert sock.proto == socket.IPPROTO_TCP  # asyncio then sets TCP_NODELAY per connection
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
-        assert sock.get_inheritable()
         second = bind_socket("127.0.0.1", sock.getsockname()[1])  # a deploy's overlap
         second.close()
     finally:
