@@ -43,6 +43,7 @@ from dhash_rollout.releases import (
     release_path,
 )
 from dhash_rollout.targets import Activation, ProcessStatus, Progress, TargetStatus
+from dhash_rollout.targets.steering import steer_new_connections
 from dhash_service.config import Settings
 from dhash_service.errors import CheckFailed, ConfigError, NotFound, Unavailable
 
@@ -468,8 +469,18 @@ class LocalTarget:
         if before is not None and before.version != version:
             _atomic_symlink(self.root / "previous", f"releases/{before.version}")
         _atomic_symlink(self.root / "current", f"releases/{version}")
-        for other in self._slots():
-            if other.name != slot and (other.state != "ABSENT" or other.release):
+        others = [o for o in self._slots() if o.name != slot and (o.state != "ABSENT" or o.release)]
+        serving_others = [o for o in others if o.state == "RUNNING"]
+        new_pid = next(s.pid for s in self._slots() if s.name == slot)
+        steer = (
+            steer_new_connections("127.0.0.1", self.env.port, lambda: self._all_reach(new_pid))
+            if serving_others and new_pid
+            else contextlib.nullcontext(False)
+        )
+        with steer as steering:
+            if serving_others:
+                say(f"new connections go to {slot} only" if steering else "no steering here")
+            for other in others:
                 self._retire(other.name, say)
         return Activation(
             version=version,
@@ -489,6 +500,16 @@ class LocalTarget:
             except xmlrpc.client.Fault as fault:
                 if "ALREADY_STARTED" not in fault.faultString:
                     raise
+
+    def _all_reach(self, pid: int | None, probes: int = 4) -> bool:
+        """Whether fresh connections all reach the process ``pid`` (or its workers)."""
+        if pid is None:
+            return False
+        for _ in range(probes):
+            seen = self.identify()
+            if seen is None or not _descends_from(seen[0], pid):
+                return False
+        return True
 
     def _idle_slot(self, slots: list[Slot], current: Release | None) -> str:
         running = [s for s in slots if s.state in ("RUNNING", "STARTING", "BACKOFF")]
