@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.release_builds import CHECKOUT
+from tests.support.release_builds import CHECKOUT, wheel_for
 
 pytestmark = pytest.mark.slow
 
@@ -27,9 +27,10 @@ NETNS_SETUP = "ip link set lo up"
 def _run_scenario(workdir: Path) -> dict[str, object]:
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         pytest.skip("needs util-linux unshare and iproute2 ip to isolate the network")
-    command = f'{NETNS_SETUP} && exec "$0" -m tests.support.rollout_scenario "$1"'
+    wheels = [str(wheel_for("1.0.0")), str(wheel_for("2.0.0", migration="reversible"))]
+    command = f'{NETNS_SETUP} && exec "$0" -m tests.support.rollout_scenario "$@"'
     done = subprocess.run(
-        ["unshare", "--net", "--", "sh", "-c", command, sys.executable, str(workdir)],
+        ["unshare", "--net", "--", "sh", "-c", command, sys.executable, str(workdir), *wheels],
         cwd=CHECKOUT,
         capture_output=True,
         text=True,

@@ -15,11 +15,12 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 from pathlib import Path
+
+from dhash_rollout.releases import build_wheel
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 VERSIONS_DIR = Path("src/dhash_service/store/migrations/versions")
@@ -104,12 +105,7 @@ def wheel_for(version: str, migration: str = "", *, broken: bool = False) -> Pat
                 )
         out = _work / "wheels" / f"{version}-{label}"
         out.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(tree)],
-            check=True,
-            capture_output=True,
-        )
-        (wheel,) = out.glob("dhash_service-*.whl")
+        wheel = build_wheel(tree, out)  # the toolkit's own builder, as `dhash deploy` uses it
         _cache[key] = wheel
         return wheel
 

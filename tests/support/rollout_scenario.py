@@ -3,7 +3,9 @@ one more migration) under load, roll back under load; print what the load saw as
 
 Run by ``tests/e2e/test_rollout.py`` inside its own network namespace (loopback only)::
 
-    python -m tests.support.rollout_scenario WORKDIR
+    python -m tests.support.rollout_scenario WORKDIR WHEEL_V1 WHEEL_V2
+
+The wheels are built by the caller: a namespace without a network cannot reach a package index.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from dhash_rollout.pipeline import database_revision
 from tests.support.load import LoadGenerator
-from tests.support.release_builds import checkout_head, wheel_for
+from tests.support.release_builds import checkout_head
 from tests.support.rollout_site import TOKEN, Site
 
 LOAD_CAP_SECONDS = 45.0  # a hard stop for the client threads, whatever happens
@@ -47,13 +49,12 @@ def _under_load(site: Site, seed_base: int, *args: str) -> dict[str, Any]:
     }
 
 
-def main(workdir: Path) -> dict[str, Any]:
+def main(workdir: Path, v1: Path, v2: Path) -> dict[str, Any]:
     site = Site.create(workdir)
     report: dict[str, Any] = {
         "migrate_req": Path("/proc/sys/net/ipv4/tcp_migrate_req").read_text().strip()
     }
     try:
-        v1, v2 = wheel_for("1.0.0"), wheel_for("2.0.0", migration="reversible")
         first = site.deploy(v1)
         report["deploy_v1"] = {"returncode": first.returncode, "output": first.stdout[-2000:]}
         if first.returncode != 0:
@@ -79,4 +80,4 @@ def main(workdir: Path) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(Path(sys.argv[1]))))
+    print(json.dumps(main(*(Path(arg) for arg in sys.argv[1:4]))))
