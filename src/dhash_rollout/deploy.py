@@ -158,7 +158,6 @@ def gather_facts(
     backup_dir, _ = work_dirs(request.base)
     version, source = resolve_release(request, target)
     current = target.current()
-    status_extra = target.status().extra
     return DeployFacts(
         env=env.name,
         url=env.url,
@@ -182,7 +181,6 @@ def gather_facts(
             p for p in ONCE_PER_RUN if resume and resume.status_of(p) in ("done", "skipped")
         ),
         lock_holder=lock_holder,
-        tcp_migrate_req=status_extra.get("tcp_migrate_req"),
         database_exists=database_exists(env.database_url),
     )
 
@@ -454,7 +452,12 @@ class _DeployRunner:
     def _activate(self, _step: Step, detail: dict[str, Any]) -> None:
         self._need_release()
         result = self.ctx.target.activate(self.version, progress=lambda m: self.ctx.say(f"    {m}"))
-        detail.update(instance=result.instance, previous=result.previous, changed=result.changed)
+        detail.update(
+            instance=result.instance,
+            previous=result.previous,
+            changed=result.changed,
+            steered=result.steered,
+        )
 
     def _health(self, _step: Step, detail: dict[str, Any]) -> None:
         answers = check_health(self.ctx.env.url)

@@ -110,7 +110,6 @@ class DeployFacts:
     resumed_from: str | None = None  # the interrupted run this one continues
     resumed_done: frozenset[str] = frozenset()
     lock_holder: str | None = None
-    tcp_migrate_req: bool | None = None
     database_exists: bool = True
 
 
@@ -184,14 +183,7 @@ def plan_deploy(facts: DeployFacts) -> Plan:
     else:
         add("monitor", "watch the quality gates for the monitoring window")
     add("notify_result", f"notify the deploy result to {channels}")
-    warnings = []
-    if facts.tcp_migrate_req is False:
-        warnings.append(
-            "net.ipv4.tcp_migrate_req is 0: connections queued on the old listener when it "
-            "closes are reset instead of handed to the new one; set it to 1 for zero failed "
-            "requests during the switch"
-        )
-    return Plan("deploy", facts.env, v, tuple(steps), tuple(warnings))
+    return Plan("deploy", facts.env, v, tuple(steps))
 
 
 @dataclass(frozen=True)

@@ -382,7 +382,7 @@ class _RollbackRunner:
         if version is None:
             raise CheckFailed("no release to activate")
         result = self.ctx.target.activate(version, progress=lambda m: self.ctx.say(f"    {m}"))
-        detail.update(instance=result.instance, previous=result.previous)
+        detail.update(instance=result.instance, previous=result.previous, steered=result.steered)
 
     def _downgrade(self, _step: Step, detail: dict[str, Any]) -> None:
         newest = self.choice.current

@@ -57,6 +57,8 @@ def test_deploy_and_rollback_under_load_fail_no_request_and_lose_no_write(
         assert seen["requests"] > 50, seen
         assert seen["failed"] == 0, seen["failures"]
         assert seen["ingested_ids"], f"{step}: no ingest was acknowledged under load"
+    # Both switches steered new connections to the new process while the old one drained.
+    assert report["deploy_steered"] is True and report["rollback_steered"] is True
     assert report["v2_version"] == "2.0.0"
     assert report["v2_revision"] == "9001_reversible_probe"
     assert report["final_version"] == "1.0.0"

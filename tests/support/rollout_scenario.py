@@ -63,6 +63,8 @@ def main(workdir: Path, v1: Path, v2: Path) -> dict[str, Any]:
         report["deploy_v2"] = _under_load(
             site, 10_000, "deploy", "--env", "production", "--source", str(v2)
         )
+        deploy = site.journal.last_run("deploy")
+        report["deploy_steered"] = deploy.detail_of("activate").get("steered") if deploy else None
         report["v2_revision"] = database_revision(site.env.database_url)
         report["v2_version"] = site.health()["version"]
         report["rollback"] = _under_load(
@@ -74,6 +76,7 @@ def main(workdir: Path, v1: Path, v2: Path) -> dict[str, Any]:
         report["final_ids"] = sorted(site.image_ids())
         last = site.journal.last_run("rollback")
         report["rollback_phases"] = {p: s.status for p, s in last.phases.items()} if last else {}
+        report["rollback_steered"] = last.detail_of("activate").get("steered") if last else None
     finally:
         site.shutdown()
     return report

@@ -103,11 +103,6 @@ def test_deploy_step_decisions(changes: dict[str, Any], phase: str, run: bool, w
     assert words in f"{step.action} [{step.reason}]"
 
 
-def test_a_closed_listener_handoff_off_is_warned_about() -> None:
-    assert plan_deploy(replace(BASE, tcp_migrate_req=False)).warnings
-    assert not plan_deploy(replace(BASE, tcp_migrate_req=True)).warnings
-
-
 def test_rendered_plan_numbers_each_phase_and_says_nothing_runs() -> None:
     text = render_plan(plan_deploy(BASE))
     assert "nothing is executed" in text.splitlines()[0]

@@ -27,6 +27,7 @@ class Activation:
     previous: str | None
     instance: str
     changed: bool  # False when the release was already the active one (idempotent re-run)
+    steered: bool = False  # new connections were steered to the new process while the old drained
 
 
 @dataclass(frozen=True)

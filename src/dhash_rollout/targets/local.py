@@ -482,11 +482,13 @@ class LocalTarget:
                 say(f"new connections go to {slot} only" if steering else "no steering here")
             for other in others:
                 self._retire(other.name, say)
+        steered = bool(steering)
         return Activation(
             version=version,
             previous=before.version if before and before.version != version else None,
             instance=instance,
             changed=changed,
+            steered=steered,
         )
 
     def _ensure_started(self, slot: str) -> None:
