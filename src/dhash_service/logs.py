@@ -107,6 +107,9 @@ def configure_logging(
         handler.setFormatter(formatter)
         root.addHandler(handler)
     root.setLevel(level.upper())
+    # Alembic announces its dialect at INFO on every context it opens (each readiness probe and
+    # index poll); that is noise, not an event. Its warnings and errors still come through.
+    logging.getLogger("alembic.runtime.migration").setLevel(max(logging.WARNING, root.level))
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

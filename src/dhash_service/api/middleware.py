@@ -9,6 +9,7 @@ never sees a traceback.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -93,7 +94,13 @@ class RequestContextMiddleware:
                 response = error_response(DhashError("internal error"), request_id)
                 await response(scope, receive, send_with_context)
             finally:
-                log.info(
+                # 5xx is our fault (error); 4xx is the caller's (warning); the rest is info.
+                code = 500 if status is None else status
+                level = logging.ERROR if code >= 500 else logging.INFO
+                if 400 <= code < 500:
+                    level = logging.WARNING
+                log.log(
+                    level,
                     "request",
                     method=scope.get("method"),
                     route=route_template(scope),
