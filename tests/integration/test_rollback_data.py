@@ -3,22 +3,28 @@ from the backup and every row written after it is kept. Run through the guide's 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
 
 from dhash_rollout.pipeline import database_revision
-from tests.support.release_builds import checkout_head, wheel_for
+from dhash_rollout.releases import source_version
+from tests.support.release_builds import CHECKOUT, checkout_head, wheel_for
 from tests.support.rollout_site import Site, assert_fully_on
 
 pytestmark = pytest.mark.slow
+
+CHECKOUT_VERSION = source_version(CHECKOUT)
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     site = Site.create(tmp_path_factory.mktemp("rollback-site"))
     try:
-        first = site.deploy(wheel_for("1.0.0"))
+        # The guide's command, verbatim: no --version, so the checkout's own version, built
+        # from the checkout directory itself.
+        first = site.script("deploy_dhash.sh", "--env", "production")
         assert first.returncode == 0, first.stdout + first.stderr
         yield site
     finally:
@@ -30,7 +36,7 @@ def test_a_rollback_with_nothing_before_the_current_release_fails_clearly(site: 
     assert done.returncode == 1
     assert "nothing to roll back to" in done.stderr
     assert "Traceback" not in done.stderr
-    assert_fully_on(site, "1.0.0")
+    assert_fully_on(site, CHECKOUT_VERSION)
 
 
 def test_rolling_back_past_an_irreversible_migration_restores_and_keeps_later_writes(
@@ -48,7 +54,7 @@ def test_rolling_back_past_an_irreversible_migration_restores_and_keeps_later_wr
     done = site.script("rollback_dhash.sh", "--env", "production", "--reason", "emergency-rollback")
     assert done.returncode == 0, done.stdout + done.stderr
 
-    assert_fully_on(site, "1.0.0")
+    assert_fully_on(site, CHECKOUT_VERSION)
     assert database_revision(site.env.database_url) == checkout_head()
     assert site.image_ids() == everything  # nothing acknowledged was lost
     run = site.journal.last_run("rollback")
@@ -61,6 +67,13 @@ def test_rolling_back_past_an_irreversible_migration_restores_and_keeps_later_wr
     assert reapplied["inserted"]["images"] >= len(after_backup)
     assert reapplied["dropped_columns"] == {"contents": ["rollout_probe"]}
     assert run.status_of("smoke") == "done"
+    notices = "\n".join(p.read_text() for p in (site.base / "logs").glob("notifications_*.log"))
+    rollback_notices = [
+        json.loads(line)["notification"] for line in notices.splitlines() if run.deploy_id in line
+    ]
+    assert {n["phase"] for n in rollback_notices} == {"rollback", "complete"}
+    assert all(n["reason"] == "emergency-rollback" for n in rollback_notices)
+    assert all(n["trigger"] == "manual" for n in rollback_notices)
 
 
 def test_rolling_back_to_a_named_backup_keeps_the_writes_made_since(site: Site) -> None:
@@ -81,7 +94,7 @@ def test_rolling_back_to_a_named_backup_keeps_the_writes_made_since(site: Site) 
         "specific-version-rollback",
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert_fully_on(site, "1.0.0")
+    assert_fully_on(site, CHECKOUT_VERSION)
     assert set(later) <= site.image_ids() == everything
     run = site.journal.last_run("rollback")
     assert run is not None and run.params["backup_requested"] is True
