@@ -4,6 +4,8 @@ from the backup and every row written after it is kept. Run through the guide's 
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -51,7 +53,19 @@ def test_rolling_back_past_an_irreversible_migration_restores_and_keeps_later_wr
     everything = site.image_ids()
     assert set(before_backup) | set(after_backup) <= everything
 
-    done = site.script("rollback_dhash.sh", "--env", "production", "--reason", "emergency-rollback")
+    # Killed at the worst moment: the backup is restored, the later rows not yet re-applied.
+    args = ("--env", "production", "--reason", "emergency-rollback")
+    lines = len(list(site.journal.records()))
+    first = site.popen("rollback", *args)
+    hit = site.wait_for_record(
+        lambda r: r.phase == "reapply_writes" and r.status == "started", first, after=lines
+    )
+    assert hit is not None, "the rollback ended before re-applying"
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    assert not set(after_backup) <= site.image_ids()  # only in the exported file now
+
+    done = site.script("rollback_dhash.sh", *args)  # run again: it resumes
     assert done.returncode == 0, done.stdout + done.stderr
 
     assert_fully_on(site, CHECKOUT_VERSION)
@@ -59,6 +73,8 @@ def test_rolling_back_past_an_irreversible_migration_restores_and_keeps_later_wr
     assert site.image_ids() == everything  # nothing acknowledged was lost
     run = site.journal.last_run("rollback")
     assert run is not None and run.outcome == "done"
+    assert run.deploy_id == hit.deploy_id  # the same rollback, resumed
+    assert run.detail_of("export_writes").get("reused") is True
     assert run.params["reason"] == "emergency-rollback"
     assert run.params["trigger"] == "manual"
     assert run.params["backup"] == deploy.detail_of("backup")["path"]  # the deploy's backup
