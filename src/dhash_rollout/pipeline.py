@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import httpx
 import structlog
@@ -27,6 +27,9 @@ from dhash_rollout.releases import Release
 from dhash_rollout.targets import Target
 from dhash_service.errors import CheckFailed, DhashError
 from dhash_service.logs import redactor
+
+if TYPE_CHECKING:
+    from dhash_rollout.notify.notifier import DeliveryReport
 
 Progress = Callable[[str], None]
 
@@ -158,13 +161,8 @@ def notify(
     return {"notification": _delivery_summary(report)}
 
 
-def _delivery_summary(report: Any) -> dict[str, str]:
-    outcomes = getattr(report, "outcomes", ()) or ()
-    summary = {}
-    for outcome in outcomes:
-        name = str(getattr(outcome, "channel", getattr(outcome, "name", "?")))
-        summary[name] = str(getattr(outcome, "status", getattr(outcome, "state", "?")))
-    return summary
+def _delivery_summary(report: DeliveryReport) -> dict[str, str]:
+    return {outcome.channel: str(outcome.status) for outcome in report.outcomes}
 
 
 def check_health(url: str, timeout: float = 30.0) -> dict[str, Any]:
@@ -271,6 +269,11 @@ def release_head(release: Release) -> str | None:
     if len(heads) > 1:
         raise CheckFailed(f"release {release.version} has several migration heads: {heads}")
     return str(heads[0]) if heads else None
+
+
+def release_revisions(release: Release) -> set[str]:
+    """Every revision a release's migrations know."""
+    return {str(s.revision) for s in _script_directory(release).walk_revisions()}
 
 
 def _downgrade_refuses(module: Any) -> bool:

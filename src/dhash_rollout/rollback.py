@@ -27,6 +27,7 @@ from dhash_rollout.pipeline import (
     migrate_with,
     notify,
     open_run_log,
+    release_revisions,
     run_steps,
 )
 from dhash_rollout.plan import Plan, RollbackFacts, Step, plan_rollback, render_plan
@@ -367,10 +368,29 @@ class _RollbackRunner:
         assert self.facts.backup is not None
         result = restore_backup(Path(self.facts.backup), self.ctx.env, force=True)
         detail["backup"] = self.facts.backup
-        detail["revision"] = database_revision(self.ctx.env.database_url)
+        restored = database_revision(self.ctx.env.database_url)
+        detail["restored_revision"] = restored
         summary = getattr(result, "to_dict", None)
         if callable(summary):
             detail["result"] = summary()
+        detail["revision"] = self._fit_schema(restored)
+
+    def _fit_schema(self, restored: str | None) -> str | None:
+        """Bring a restored schema to the target release's head, so the re-applied rows and the
+        release both fit: up with the target's migrations when it knows the restored revision,
+        else down with the newer release's."""
+        wanted = self.facts.target_revision
+        target, newest = self.choice.target, self.choice.current
+        if wanted is None or restored == wanted or target is None:
+            return restored
+        url, base = self.ctx.env.database_url, self.ctx.base
+        if restored is None or restored in release_revisions(target):
+            self.ctx.say(f"    upgrading the restored schema {restored} -> {wanted}")
+            migrate_with(target, self.ctx.env, base, None)
+        elif newest is not None:
+            self.ctx.say(f"    downgrading the restored schema {restored} -> {wanted}")
+            migrate_with(newest, self.ctx.env, base, wanted)
+        return database_revision(url)
 
     def _reapply(self, _step: Step, detail: dict[str, Any]) -> None:
         applied = reapply_rows(self.ctx.env.database_url, self.rows_file)
