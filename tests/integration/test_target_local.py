@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -135,3 +136,11 @@ def test_status_reports_the_kernel_handoff_setting(target: LocalTarget) -> None:
     status = target.status().to_dict()
     assert status["tcp_migrate_req"] in (True, False, None)
     json.dumps(status)
+
+
+def test_a_deep_root_gets_a_short_stable_supervisor_socket(tmp_path: Path) -> None:
+    deep = tmp_path.joinpath(*["a-rather-long-directory-name"] * 5)
+    env = Environment("production", deep, 1, "http://127.0.0.1:1", "sqlite:///x.db")
+    first, again = LocalTarget(env).socket_path, LocalTarget(env).socket_path
+    assert first == again and len(str(first).encode()) <= 100
+    assert first != deep / "supervisor" / "supervisor.sock"
