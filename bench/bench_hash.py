@@ -15,9 +15,11 @@ repetition), times for each file:
 It then checks bit-identity of dhash64 with imagehash on every file, measures the Hamming drift
 of the fast mode, and runs a near-duplicate benchmark (re-encode at q70, resize 50%, 4% crop,
 +12% brightness) reporting recall of both algorithms at the match and review thresholds.
-Per file the fastest repetition counts (other processes on a shared machine only add time);
-a class figure is the median over its files, and each ratio is the median of per-file ratios
-(paired: all methods ran on that file back to back). Results also go to
+Each timed run is preceded by an untimed run of the same method on the same file, and Pillow's
+block cache is on for the timings (see ``time_all`` and ``BLOCKS_MAX``). Per file the fastest
+repetition counts (other processes on a shared machine only add time); a class figure is the
+median over its files, and each ratio is the median of per-file ratios (paired: all methods ran
+on that file back to back). Results also go to
 bench/out/bench_hash.json.
 """
 
@@ -66,6 +68,13 @@ VARIANTS = ("q70", "half", "crop4", "bright12")
 MATCH_THRESHOLD, REVIEW_THRESHOLD = 4, 10  # the service defaults (DHASH_MATCH/REVIEW_THRESHOLD)
 
 LIMITS = Limits()
+
+# Pillow frees image memory to the C allocator by default, so a 12-megapixel hash pays ~60 MB of
+# fresh page faults or not depending on what ran before it: up to 30% either way, which swamps
+# the differences measured here. With Pillow's block cache (Pillow's documented PILLOW_BLOCKS_MAX
+# setting) every method reuses memory and the timings compare the work itself. The size of the
+# effect is measured separately (``allocator_effect``).
+BLOCKS_MAX = 16
 
 
 @dataclass(frozen=True)
@@ -214,11 +223,15 @@ METHODS: dict[str, Callable[[bytes], object]] = {
 
 
 def time_all(files: dict[str, bytes], reps: int) -> dict[str, dict[str, float]]:
-    """Per file, per method: the fastest of ``reps`` interleaved repetitions, in seconds.
+    """Per file, per method: the fastest of its timed runs, in seconds.
 
-    The machine is shared, so other processes only ever add time; the minimum over repetitions
-    is the least disturbed measurement, and running every method on a file back to back makes
-    the per-file ratios paired comparisons under the same conditions.
+    The machine is shared, so other processes only ever add time; the minimum is the least
+    disturbed measurement, and running every method on a file back to back makes the per-file
+    ratios paired comparisons under the same conditions. Each method's timed runs on a file
+    follow an untimed run of it on that file, so what is measured is the method's own steady
+    state rather than the memory and caches the previous method left behind (measured: up to
+    30% either way on 12-megapixel files without Pillow's block cache, 10-15% on small files).
+    Small files, where such effects weigh most, get three timed runs per repetition.
     """
     samples: dict[str, dict[str, list[float]]] = {n: {m: [] for m in METHODS} for n in files}
     names = list(files)
@@ -228,11 +241,14 @@ def time_all(files: dict[str, bytes], reps: int) -> dict[str, dict[str, float]]:
         rng.shuffle(names)
         for position, name in enumerate(names):
             data = files[name]
+            runs = 3 if len(data) < 1_000_000 else 1
             shift = (position + rep) % len(methods)
             for method, fn in methods[shift:] + methods[:shift]:
-                start = time.perf_counter()
-                fn(data)
-                samples[name][method].append(time.perf_counter() - start)
+                fn(data)  # untimed: the method's own steady state
+                for _ in range(runs):
+                    start = time.perf_counter()
+                    fn(data)
+                    samples[name][method].append(time.perf_counter() - start)
         print(f"  repetition {rep + 1}/{reps} done", flush=True)
     return {n: {m: min(v) for m, v in per.items()} for n, per in samples.items()}
 
@@ -319,6 +335,20 @@ def near_duplicates(specs: list[Spec]) -> dict[str, object]:
     return report
 
 
+def allocator_effect(files: list[bytes]) -> dict[str, float]:
+    """Median digest64 ms over ``files`` hashed one after another, block cache off and on."""
+    out = {}
+    for blocks in (0, BLOCKS_MAX):
+        Image.core.set_blocks_max(blocks)
+        times = []
+        for data in files:
+            start = time.perf_counter()
+            m_digest64(data)
+            times.append(time.perf_counter() - start)
+        out[str(blocks)] = statistics.median(times) * 1000
+    return out
+
+
 def thread_scaling(files: list[bytes]) -> dict[str, float]:
     """Wall time to hash ``files`` on 1 and 2 threads (decode and resize release the GIL)."""
     out = {}
@@ -393,7 +423,10 @@ def print_report(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--reps", type=int, default=3, help="timed repetitions per file")
+    parser.add_argument("--reps", type=int, default=2, help="timed repetitions per file")
+    parser.add_argument(
+        "--skip-timing", action="store_true", help="only correctness, drift and near-duplicates"
+    )
     args = parser.parse_args()
 
     warnings.simplefilter("ignore")  # imagehash's convert() warns on palette transparency
@@ -408,14 +441,20 @@ def main() -> int:
         f"timing {args.reps} interleaved repetitions...",
         flush=True,
     )
-    per_file = time_all(files, args.reps)
-    table = summarise(per_file, specs)
+    Image.core.set_blocks_max(BLOCKS_MAX)
+    table = {} if args.skip_timing else summarise(time_all(files, args.reps), specs)
     checks = correctness(files, specs)
     near = near_duplicates(specs)
     scaling = thread_scaling([files[s.name] for s in specs if s.size_class == "1920x1080"])
+    allocator = allocator_effect([files[s.name] for s in specs if s.size_class == "4000x3000"])
     load_after = os.getloadavg()[0]
 
     print_report(table, checks, near, scaling)
+    print(
+        f"allocator effect, digest64 on 4000x3000 one after another: {allocator['0']:.1f} ms "
+        f"without Pillow's block cache, {allocator[str(BLOCKS_MAX)]:.1f} ms with "
+        f"PILLOW_BLOCKS_MAX={BLOCKS_MAX}"
+    )
     print(
         f"load average {load_before:.1f} before, {load_after:.1f} after; "
         f"run took {time.perf_counter() - started:.0f} s"
@@ -428,6 +467,8 @@ def main() -> int:
                 "correctness": checks,
                 "near_duplicates": near,
                 "thread_scaling_seconds": scaling,
+                "allocator_effect_ms": allocator,
+                "blocks_max": BLOCKS_MAX,
                 "reps": args.reps,
                 "load_average": [load_before, load_after],
             },
