@@ -7,6 +7,8 @@ need=()
 have_pg() { compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null; }
 have_pg || need+=(postgresql)
 command -v pdftoppm >/dev/null || need+=(poppler-utils)
+# `ip` builds the network namespace the rollout-under-load test runs in.
+command -v ip >/dev/null || need+=(iproute2)
 [ "${DHASH_NEED_CHROMIUM:-0}" = 1 ] && ! command -v chromium >/dev/null && need+=(chromium)
 
 if [ ${#need[@]} -eq 0 ]; then
