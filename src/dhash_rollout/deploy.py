@@ -16,9 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from dhash_rollout.environments import Environment, load_environment
+from dhash_rollout.environments import (
+    STRICT_TOKEN_ENVIRONMENTS,
+    Environment,
+    api_token,
+    load_environment,
+)
 from dhash_rollout.journal import Journal, RunState, new_run_id
 from dhash_rollout.locking import hold_lock
 from dhash_rollout.pipeline import (
@@ -182,7 +187,14 @@ def gather_facts(
         ),
         lock_holder=lock_holder,
         database_exists=database_exists(env.database_url),
+        auth_state=_token_fact(env),
     )
+
+
+def _token_fact(env: Environment) -> Literal["configured", "generate", "missing"]:
+    if api_token(env) is not None:
+        return "configured"
+    return "missing" if env.name in STRICT_TOKEN_ENVIRONMENTS else "generate"
 
 
 def dry_run(request: DeployRequest) -> DeployResult:
@@ -395,6 +407,14 @@ class _DeployRunner:
     def _preflight(self, _step: Step, detail: dict[str, Any]) -> None:
         from dhash_rollout.checks.preflight import run_preflight
 
+        env = self.ctx.env
+        if _token_fact(env) == "missing":  # whatever the checklist policy: never made up
+            raise CheckFailed(
+                f"{env.name} names no API token, so its write endpoints would refuse every "
+                f"request: set api_token in [{env.name}] of dhash-environments.toml, or "
+                f"api_tokens in {env.service_config_file}"
+            )
+
         report = run_preflight(self.ctx.env, workdir=self.request.base)
         detail["report"] = str(report.log_path) if report.log_path else None
         detail["checks"] = len(report.results)
@@ -529,9 +549,9 @@ def compensate_deploy(
                 say(f"    switching back to {from_version}")
                 target.activate(str(from_version), progress=lambda m: say(f"    {m}"))
                 steps.append(f"switched back to {from_version}")
-            elif not from_version and serving:
-                target.stop()
-                steps.append("stopped the new release (there was no previous one)")
+            elif not from_version and (serving or current is not None):
+                target.deactivate()
+                steps.append("stopped the new release and unset current (there was none before)")
         new_release = target.release(version)
         revision_now = database_revision(env.database_url)
         if touched_schema and new_release is not None and from_revision != revision_now:

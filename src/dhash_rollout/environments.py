@@ -14,6 +14,7 @@ guide's commands run verbatim from a checkout::
 from __future__ import annotations
 
 import os
+import secrets
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,6 +46,73 @@ class Environment:
     @property
     def data_dir(self) -> Path:
         return self.shared_dir / "data"
+
+    @property
+    def service_config_file(self) -> Path:
+        """The service's own settings file (``DHASH_CONFIG_FILE`` of its processes)."""
+        return self.shared_dir / "config" / "dhash.toml"
+
+    @property
+    def generated_token_file(self) -> Path:
+        """Where a local, non-production environment keeps the API token made for it."""
+        return self.shared_dir / "config" / "api-token"
+
+
+# Production never gets a made-up credential: its token is named in the environments file.
+STRICT_TOKEN_ENVIRONMENTS = frozenset({"production"})
+
+
+def service_config_token(env: Environment) -> str | None:
+    """The first of ``api_tokens`` in the service's settings file, if it names any."""
+    try:
+        table = tomllib.loads(env.service_config_file.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    tokens = table.get("api_tokens")
+    if isinstance(tokens, str):
+        tokens = [t for t in tokens.split(",") if t.strip()]
+    if isinstance(tokens, list) and tokens and isinstance(tokens[0], str):
+        return tokens[0].strip() or None
+    return None
+
+
+def api_token(env: Environment) -> str | None:
+    """The bearer token the service accepts and the toolkit's own requests (smoke, logging
+    validation) carry: ``api_token`` of the environments file, else the first ``api_tokens``
+    entry of the service's settings file, else the token generated for a local environment."""
+    if env.api_token:
+        return env.api_token
+    configured = service_config_token(env)
+    if configured:
+        return configured
+    try:
+        return env.generated_token_file.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def provision_api_token(env: Environment) -> tuple[str | None, bool]:
+    """The environment's token, generated on first use when none is configured; returns it and
+    whether it was made now. Production is never given one: it must name its own."""
+    found = api_token(env)
+    if found or env.name in STRICT_TOKEN_ENVIRONMENTS:
+        return found, False
+    path = env.generated_token_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    try:
+        os.link(tmp, path)  # never replaces a token another run made meanwhile
+    except FileExistsError:
+        return api_token(env), False
+    finally:
+        tmp.unlink(missing_ok=True)
+    return token, True
 
 
 def _default(name: str, base: Path) -> Environment:

@@ -111,6 +111,7 @@ class DeployFacts:
     resumed_done: frozenset[str] = frozenset()
     lock_holder: str | None = None
     database_exists: bool = True
+    auth_state: Literal["configured", "generate", "missing"] = "configured"  # API token
 
 
 def _minutes(seconds: float) -> str:
@@ -132,6 +133,12 @@ def plan_deploy(facts: DeployFacts) -> Plan:
 
     lock_note = f"held now by {facts.lock_holder}" if facts.lock_holder else None
     add("lock", f"hold the {facts.env} deploy lock ({facts.root}/deploy.lock)", True, lock_note)
+    warnings: list[str] = []
+    if facts.auth_state == "missing":
+        warnings.append(
+            f"{facts.env} names no API token (api_token in dhash-environments.toml): "
+            "the preflight phase will stop the deploy"
+        )
     add("preflight", f"run the preflight checklist for {facts.env}")
     add("notify_start", f"notify deploy start of {v} to {channels}")
     backup = facts.latest_backup
@@ -165,6 +172,8 @@ def plan_deploy(facts: DeployFacts) -> Plan:
         f"upgrade the schema to the head of release {v} with its own migrations "
         f"(now at {facts.schema_revision or 'an empty database'})",
     )
+    if facts.auth_state == "generate":
+        warnings.append(f"{facts.env} names no API token: activate generates one for it")
     if facts.current_version == v:
         add("activate", f"{v} is already current: make sure its process serves", True)
     else:
@@ -183,7 +192,7 @@ def plan_deploy(facts: DeployFacts) -> Plan:
     else:
         add("monitor", "watch the quality gates for the monitoring window")
     add("notify_result", f"notify the deploy result to {channels}")
-    return Plan("deploy", facts.env, v, tuple(steps))
+    return Plan("deploy", facts.env, v, tuple(steps), tuple(warnings))
 
 
 @dataclass(frozen=True)

@@ -76,11 +76,13 @@ class RollbackResult:
 
 
 def _deploy_that_made(journal: Journal, version: str) -> RunState | None:
-    """The latest deploy run that put ``version`` in service (finished or not)."""
+    """The latest deploy run that put ``version`` in service in place of another release
+    (finished or not); a re-deploy of the serving version does not count."""
     found = None
     for run in journal.runs():
         made_it = run.kind == "deploy" and run.params.get("version") == version
-        if made_it and run.outcome != "failed":
+        replaced = run.params.get("from_version") != version
+        if made_it and replaced and run.outcome != "failed":
             found = run
     return found
 
@@ -129,7 +131,8 @@ def _choose(  # noqa: PLR0917 - private, one call site
         wanted = target.release(str(old)) if old else None
     else:
         wanted = None
-    if wanted is None and request.backup and current is not None:
+    damaged = not database_readable(env.database_url)
+    if wanted is None and (request.backup or damaged) and current is not None:
         wanted = current  # restore data under the release that serves now
     backup: Path | None = None
     if request.backup:
@@ -163,7 +166,7 @@ def _choose(  # noqa: PLR0917 - private, one call site
         current_revision=current_revision,
         target_revision=target_revision,
         downgrade_reversible=reversible,
-        database_ok=database_readable(env.database_url),
+        database_ok=not damaged,
         backup=str(backup) if backup else None,
         backup_requested=request.backup is not None,
         channels=env.channels,
@@ -171,6 +174,34 @@ def _choose(  # noqa: PLR0917 - private, one call site
         trigger=request.trigger,
     )
     return _Choice(current, wanted, backup, facts)
+
+
+def _nothing_to_do(plan: Plan, facts: RollbackFacts) -> str | None:
+    """Why this rollback would change nothing (and must fail), or None when it acts."""
+    if any(plan.step(phase).run for phase in ("restore", "activate", "downgrade")):
+        return None
+    current = facts.current_version
+    if current is None:
+        return f"nothing to roll back to: no release is deployed to {facts.env}"
+    if facts.target_version == current:
+        return f"nothing to roll back to: {current} already serves {facts.env}"
+    if facts.target_version is None:
+        return (
+            f"nothing to roll back to: no release was deployed to {facts.env} before {current} "
+            "(name an installed one with --to-release, or a backup with --backup)"
+        )
+    return f"nothing to roll back to: {current} already serves with the schema it needs"
+
+
+def _check_backup(path: Path, env: Environment, say: Say) -> None:
+    """The backup to restore verifies and is this environment's, checked while the service
+    still serves: a bad file must not cost an outage."""
+    from dhash_rollout.backup import verify_backup
+
+    say(f"verifying {path.name} before anything changes")
+    info = verify_backup(path)  # IntegrityError (exit 4) names what is wrong
+    if info.env != env.name:
+        raise ConfigError(f"{path} is a backup of {info.env!r}, not {env.name!r}")
 
 
 def _validate(request: RollbackRequest) -> None:
@@ -198,12 +229,24 @@ def rollback(request: RollbackRequest, say: Say | None = None) -> RollbackResult
         choice = _choose(request, env, target, journal, backup_dir, unfinished)
         plan = plan_rollback(choice.facts)
         progress(render_plan(plan).rstrip())
-        return RollbackResult(None, env.name, True, plan, None)
+        empty = _nothing_to_do(plan, choice.facts)
+        return RollbackResult(None, env.name, empty is None, plan, None, empty)
     with hold_lock(lock_path(env), "rollback"):
         last = journal.last_run()
         unfinished = last if last and not last.finished else None
         resume = unfinished if unfinished and unfinished.kind == "rollback" else None
         run_id = resume.deploy_id if resume else new_run_id("rollback")
+        if resume is not None:
+            choice = _resume_choice(resume, env, target)
+        else:
+            choice = _choose(request, env, target, journal, backup_dir, unfinished)
+        plan = plan_rollback(choice.facts)
+        if resume is None:  # refused before any journal entry or notice
+            empty = _nothing_to_do(plan, choice.facts)
+            if empty is not None:
+                raise CheckFailed(empty)
+            if plan.step("restore").run and choice.backup is not None:
+                _check_backup(choice.backup, env, progress)
         log_path, handle, logger = open_run_log(log_dir, "rollback", env.name, request.log_path)
         with handle:
             ctx = RunContext(
@@ -214,11 +257,6 @@ def rollback(request: RollbackRequest, say: Say | None = None) -> RollbackResult
                 journal.append(
                     unfinished.deploy_id, "run", "failed", {"error": f"superseded by {run_id}"}
                 )
-            if resume is not None:
-                choice = _resume_choice(resume, env, target)
-            else:
-                choice = _choose(request, env, target, journal, backup_dir, unfinished)
-            plan = plan_rollback(choice.facts)
             if resume is None:
                 ctx.start(_params(request, choice))
             progress(f"rollback {env.name} -> {choice.facts.target_version} [{run_id}]")
@@ -284,6 +322,7 @@ class _RollbackRunner:
         self.resume = resume
         self.facts = choice.facts
         self.rows_file = ctx.env.root / "rollback" / ctx.run_id / "live-rows.jsonl"
+        self.swapped = False  # this run replaced the live database with the backup
 
     def run(self, plan: Plan, log_path: Path) -> RollbackResult:
         handlers = {
@@ -307,11 +346,10 @@ class _RollbackRunner:
             )
             plan = Plan(plan.kind, plan.env, plan.version, steps, plan.warnings)
         try:
-            if plan.warnings and self.facts.target_version is None and not self.facts.backup:
-                raise CheckFailed("nothing to roll back to: " + "; ".join(plan.warnings))
             run_steps(self.ctx, plan, handlers)
         except DhashError as exc:
-            self.ctx.finish(False, {"error": exc.message})
+            restarted = self._serve_again_if_untouched()
+            self.ctx.finish(False, {"error": exc.message, "service": restarted})
             notify(
                 self.ctx,
                 "failure",
@@ -321,7 +359,7 @@ class _RollbackRunner:
                 initiator=self.request.initiator,
                 reason=self.facts.reason,
                 trigger=self.facts.trigger,
-                phase="rollback",
+                phase="rollback_failed",  # its own key: the start notice must not absorb it
             )
             return RollbackResult(
                 self.ctx.run_id, self.ctx.env.name, False, plan, log_path, exc.message,
@@ -331,6 +369,24 @@ class _RollbackRunner:
         return RollbackResult(
             self.ctx.run_id, self.ctx.env.name, True, plan, log_path, None, self.ctx.results
         )
+
+    def _serve_again_if_untouched(self) -> str | None:
+        """After a failure between stopping the service and replacing the database, the live
+        database is as the service left it: serve it again rather than stay down."""
+        run = self.ctx.journal.run(self.ctx.run_id)
+        stopped = run is not None and run.status_of("export_writes") is not None
+        replaced = self.swapped or (
+            self.resume is not None and self.resume.status_of("restore") is not None
+        )
+        if not stopped or replaced or (run is not None and run.status_of("reapply_writes")):
+            return None
+        try:
+            self.ctx.target.start(progress=lambda m: self.ctx.say(f"    {m}"))
+        except DhashError as exc:
+            self.ctx.say(f"    the service could not be started again: {exc.message}")
+            return f"still stopped: {exc.message}"
+        self.ctx.say("    the service serves again on its unchanged database")
+        return "serving again on the unchanged database"
 
     def _notify_start(self, _step: Step, detail: dict[str, Any]) -> None:
         detail.update(
@@ -366,7 +422,8 @@ class _RollbackRunner:
         from dhash_rollout.backup import restore_backup
 
         assert self.facts.backup is not None
-        result = restore_backup(Path(self.facts.backup), self.ctx.env, force=True)
+        result = restore_backup(Path(self.facts.backup), self.ctx.env)
+        self.swapped = True
         detail["backup"] = self.facts.backup
         restored = database_revision(self.ctx.env.database_url)
         detail["restored_revision"] = restored
@@ -441,7 +498,7 @@ class _RollbackRunner:
                 initiator=self.request.initiator,
                 reason=self.facts.reason,
                 trigger=self.facts.trigger,
-                phase="complete",
+                phase="rolled_back",  # not "complete": that one reads "Deployment succeeded"
             )
         )
 

@@ -87,7 +87,7 @@ def test_rolling_back_past_an_irreversible_migration_restores_and_keeps_later_wr
     rollback_notices = [
         json.loads(line)["notification"] for line in notices.splitlines() if run.deploy_id in line
     ]
-    assert {n["phase"] for n in rollback_notices} == {"rollback", "complete"}
+    assert {n["phase"] for n in rollback_notices} == {"rollback", "rolled_back"}
     assert all(n["reason"] == "emergency-rollback" for n in rollback_notices)
     assert all(n["trigger"] == "manual" for n in rollback_notices)
 

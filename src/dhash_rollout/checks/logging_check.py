@@ -25,7 +25,7 @@ from dhash_rollout.checks.known_image import KNOWN_IMAGE_NAME, known_image_png
 from dhash_rollout.checks.log_lines import LogValidation, validate_lines
 from dhash_rollout.checks.report import CheckReport, CheckRun
 from dhash_rollout.checks.service import is_service_log, service_log_dir
-from dhash_rollout.environments import Environment
+from dhash_rollout.environments import Environment, api_token
 from dhash_service.config import NotificationSettings, Settings
 from dhash_service.errors import CheckFailed
 
@@ -121,7 +121,7 @@ class LogTail:
 
 def known_secrets(env: Environment, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
     notify = NotificationSettings()
-    values = [env.api_token, *Settings().api_tokens, *extra]
+    values = [api_token(env), *Settings().api_tokens, *extra]
     for secret in (
         notify.slack_webhook_url,
         notify.teams_webhook_url,
@@ -168,7 +168,7 @@ def run_logging_validation(
         run.record("service log directory", False, f"{log_dir} does not exist")
         return run.finish(log_path)
     tail = LogTail(log_dir)
-    probes = plan_probes(concurrency * REQUESTS_PER_WORKER, run_id, env.api_token, wrong_token)
+    probes = plan_probes(concurrency * REQUESTS_PER_WORKER, run_id, api_token(env), wrong_token)
     started = time.perf_counter()
     results = send_probes(env, probes, concurrency)
     run.record(*_judge_responses(results), seconds=time.perf_counter() - started)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dhash_rollout.environments import Environment
+from dhash_rollout.environments import Environment, api_token
 from dhash_service.client import DhashClient
 
 PROCESS_MANAGER_LOGS = frozenset({"supervisord.log"})
@@ -18,7 +18,7 @@ SERVICE_LOG_SUFFIXES = frozenset({".log", ".jsonl"})
 
 
 def service_client(env: Environment, *, timeout: float = 30.0) -> DhashClient:
-    return DhashClient(env.url, token=env.api_token, timeout=timeout)
+    return DhashClient(env.url, token=api_token(env), timeout=timeout)
 
 
 def service_log_dir(env: Environment) -> Path:

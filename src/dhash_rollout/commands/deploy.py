@@ -7,14 +7,16 @@ progress (or ``--json``), and fail through :class:`CheckFailed` (exit 1) when th
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from dhash_service.errors import CheckFailed
+from dhash_service.errors import CheckFailed, DhashError
 
 EnvOption = typer.Option(..., "--env", help="Environment: staging, production or canary.")
 JsonOption = typer.Option(False, "--json", help="Print the result as JSON.")
@@ -24,9 +26,11 @@ def _printer(as_json: bool) -> Any:
     return (lambda _m: None) if as_json else typer.echo
 
 
-def _log_to_file(kind: str, env: str) -> Path:
+@contextlib.contextmanager
+def _log_to_file(kind: str, env: str) -> Iterator[Path]:
     """The run's log file; library loggers (notifier, backup) write their JSON lines there too,
-    so the terminal shows only the progress lines."""
+    so the terminal shows only the progress lines. A run refused before it began (locked,
+    nothing to roll back, a bad argument or backup) says why there too."""
     import os
 
     from dhash_rollout.deploy import work_dirs
@@ -37,7 +41,15 @@ def _log_to_file(kind: str, env: str) -> Path:
     _, log_dir = work_dirs(Path.cwd())
     path = run_log_path(log_dir, kind, env)
     configure_logging(Settings().log_level, stream=open(os.devnull, "w"), file=path)  # noqa: SIM115
-    return path
+    try:
+        yield path
+    except DhashError as err:
+        import structlog
+
+        structlog.get_logger("dhash.cli").error(
+            f"{kind}_refused", env=env, error=err.message, exit_code=err.exit_code
+        )
+        raise
 
 
 def deploy(
@@ -69,18 +81,20 @@ def deploy(
     from dhash_rollout.deploy import deploy as run_deploy
     from dhash_rollout.plan import render_plan
 
-    request = DeployRequest(
-        env=env,
-        version=version,
-        source=source,
-        dry_run=dry_run,
-        no_monitor=no_monitor,
-        smoke_timeout=smoke_timeout,
-        log_path=None if dry_run else _log_to_file("deploy", env),
-    )
-    if initiator:
-        request = replace(request, initiator=initiator)
-    result = run_deploy(request, say=_printer(as_json))
+    with contextlib.ExitStack() as stack:
+        log_path = None if dry_run else stack.enter_context(_log_to_file("deploy", env))
+        request = DeployRequest(
+            env=env,
+            version=version,
+            source=source,
+            dry_run=dry_run,
+            no_monitor=no_monitor,
+            smoke_timeout=smoke_timeout,
+            log_path=log_path,
+        )
+        if initiator:
+            request = replace(request, initiator=initiator)
+        result = run_deploy(request, say=_printer(as_json))
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
     elif dry_run:
@@ -117,19 +131,21 @@ def rollback(
     from dhash_rollout.rollback import RollbackRequest
     from dhash_rollout.rollback import rollback as run_rollback
 
-    request = RollbackRequest(
-        env=env,
-        reason=reason,
-        backup=backup,
-        to_release=to_release,
-        trigger=trigger,
-        dry_run=dry_run,
-        smoke_timeout=smoke_timeout,
-        log_path=None if dry_run else _log_to_file("rollback", env),
-    )
-    if initiator:
-        request = replace(request, initiator=initiator)
-    result = run_rollback(request, say=_printer(as_json))
+    with contextlib.ExitStack() as stack:
+        log_path = None if dry_run else stack.enter_context(_log_to_file("rollback", env))
+        request = RollbackRequest(
+            env=env,
+            reason=reason,
+            backup=backup,
+            to_release=to_release,
+            trigger=trigger,
+            dry_run=dry_run,
+            smoke_timeout=smoke_timeout,
+            log_path=log_path,
+        )
+        if initiator:
+            request = replace(request, initiator=initiator)
+        result = run_rollback(request, say=_printer(as_json))
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
     elif not dry_run:

@@ -95,6 +95,10 @@ class Target(Protocol):
         """Stop serving (used to take writes away before a data restore)."""
         ...
 
+    def deactivate(self) -> None:
+        """Stop serving and leave no current release (undoing a failed first deploy)."""
+        ...
+
     def shutdown(self) -> None:
         """Stop serving and the target's own machinery (process manager)."""
         ...

@@ -30,7 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dhash_rollout.environments import Environment
+from dhash_rollout.environments import (
+    Environment,
+    api_token,
+    provision_api_token,
+    service_config_token,
+)
 from dhash_rollout.releases import (
     DEPS_MODES,
     DepsMode,
@@ -195,6 +200,12 @@ class LocalTarget:
             yield proxy.supervisor
         except xmlrpc.client.Fault as fault:
             raise Unavailable(f"supervisord refused: {fault.faultString}") from fault
+        except (OSError, http.client.HTTPException) as exc:
+            raise Unavailable(
+                f"supervisord of {self.env.name} does not answer on {self.socket_path} "
+                f"({exc.__class__.__name__}): `dhash release start --env {self.env.name}` "
+                "starts it again"
+            ) from exc
         finally:
             proxy("transport").close()
 
@@ -307,8 +318,9 @@ class LocalTarget:
             "DHASH_WORKERS": str(self.workers),
             "DHASH_SHUTDOWN_GRACE_SECONDS": str(self.grace),
         }
-        if self.env.api_token:
-            values["DHASH_API_TOKENS"] = self.env.api_token
+        token = api_token(self.env)
+        if token and (self.env.api_token or token != service_config_token(self.env)):
+            values["DHASH_API_TOKENS"] = token  # else the service reads its own config file
         config_file = self.shared / "config" / "dhash.toml"
         if config_file.exists():
             values["DHASH_CONFIG_FILE"] = str(config_file)
@@ -452,6 +464,9 @@ class LocalTarget:
         else:
             slot = self._idle_slot(slots, before)
             instance = f"{slot}-{version}-{secrets.token_hex(3)}"
+            _token, generated = provision_api_token(self.env)
+            if generated:
+                say(f"generated the API token of {self.env.name}: {self.env.generated_token_file}")
             say(f"starting {version} in {slot} on port {self.env.port}")
             self._write_program(slot, release, instance)
             self._sync_programs()
@@ -537,11 +552,23 @@ class LocalTarget:
                 if slot.state in ("RUNNING", "STARTING", "BACKOFF"):
                     rpc.stopProcess(slot.name, True)
 
+    def deactivate(self) -> None:
+        """Retire every slot and remove the ``current`` link: nothing is deployed afterwards."""
+        if self.supervisord_running():
+            for slot in self._slots():
+                if slot.state != "ABSENT" or slot.release:
+                    self._retire(slot.name, lambda _m: None)
+        else:
+            for name in SLOTS:
+                self._program_file(name).unlink(missing_ok=True)
+        (self.root / "current").unlink(missing_ok=True)
+
     def start(self, *, progress: Progress | None = None) -> Activation:
         """Bring the current release up again (after :meth:`stop` or a reboot)."""
         current = self.current()
         if current is None:
-            raise NotFound(f"no current release in {self.root}")
+            raise NotFound(f"no current release in {self.root}: deploy one first")
+        self.ensure_supervisord()  # gone after `release stop --all` or a reboot
         for slot in self._slots():
             if slot.release == current.version and slot.state != "RUNNING":
                 self._retire(slot.name, progress or (lambda _m: None))
