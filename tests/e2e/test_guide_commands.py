@@ -12,7 +12,10 @@ sources linked in, ``quality-gates-config.json``, a ``dhash-environments.toml`` 
 production and staging under ``var/`` on free loopback ports, webhook and SMTP receivers on
 127.0.0.1 for the notification channels, and production already running an earlier release
 (0.0.9) with a backup and the pre-deployment artifacts the checklist asks for, as it would be
-on the day of a deploy. The guide then deploys this checkout, rolls back, and so on.
+on the day of a deploy. The guide then deploys this checkout, rolls back, and so on. Each of
+its rollbacks to "the previous release" assumes a bad deploy just happened; when production
+already runs the earlier release, the test deploys this checkout again first (both dry runs,
+then the deploy, as the guide does), since a rollback with nothing before it fails (exit 1).
 
 The tests share that one environment and must run in order (they are one scenario); run the
 whole module, not a single test. The monitor's commands (``node scripts/monitor_dhash.js``)
@@ -339,7 +342,15 @@ def _fixed(when: datetime) -> Callable[[], datetime]:
 
 
 def _prepare(ops: OpsDir, cmd: GuideCommand) -> None:
-    """What the guide assumes exists before a command: a backup it names by file."""
+    """What the guide assumes exists before a command: a backup it names by file, and for a
+    rollback to the previous release, a newer release serving (the incident's deploy), made
+    the way the guide deploys: both dry runs, then the deploy."""
+    if cmd.script == "scripts/rollback_dhash.sh" and "--backup" not in cmd.command:
+        current = get_target(load_environment("production", ops.path)).current()
+        if current is not None and current.version == PREVIOUS_VERSION:
+            _must(ops, "migrate", "--dry-run", "--env", "production")
+            _must(ops, "deploy", "--dry-run", "--env", "production")
+            _must(ops, "deploy", "--env", "production", "--version", source_version(REPO))
     for named in re.findall(r"backups/(dhash_(\w+?)_(\d{8}_\d{6})\.zip)", cmd.command):
         filename, env_name, stamp = named
         if not (ops.path / "backups" / filename).exists():

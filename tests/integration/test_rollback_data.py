@@ -34,11 +34,43 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 def test_a_rollback_with_nothing_before_the_current_release_fails_clearly(site: Site) -> None:
-    done = site.script("rollback_dhash.sh", "--env", "production", "--reason", "nothing-there")
-    assert done.returncode == 1
-    assert "nothing to roll back to" in done.stderr
-    assert "Traceback" not in done.stderr
-    assert_fully_on(site, CHECKOUT_VERSION)
+    made = site.run("backup", "create", "--env", "production")  # a backup does not change that
+    assert made.returncode == 0, made.stdout + made.stderr
+    records = len(list(site.journal.records()))
+    notices = sorted((site.base / "logs").glob("notifications_*.log"))
+    try:
+        for extra in ((), ("--dry-run",), ("--to-release", CHECKOUT_VERSION)):
+            done = site.script(
+                "rollback_dhash.sh", "--env", "production", "--reason", "nothing-there", *extra
+            )
+            assert done.returncode == 1, done.stdout + done.stderr
+            assert "nothing to roll back to" in done.stderr
+            assert "Traceback" not in done.stderr
+        assert len(list(site.journal.records())) == records  # no run was started
+        assert sorted((site.base / "logs").glob("notifications_*.log")) == notices  # no notice
+        assert_fully_on(site, CHECKOUT_VERSION)
+    finally:  # the next deploy must make its own backup
+        for path in (site.base / "backups").glob("dhash_production_*"):
+            path.unlink()
+
+
+def test_a_backup_that_does_not_verify_is_refused_while_the_service_serves(site: Site) -> None:
+    bad = site.base / "backups" / "dhash_production_20240101_000000.zip"
+    bad.parent.mkdir(exist_ok=True)
+    bad.write_bytes(b"not a zip")
+    bad.with_name(bad.name + ".sha256").write_text(f"{'0' * 64}  {bad.name}\n")
+    records = len(list(site.journal.records()))
+    try:
+        done = site.script(
+            "rollback_dhash.sh", "--env", "production", "--backup", str(bad), "--reason", "bad"
+        )
+    finally:
+        bad.unlink()
+        bad.with_name(bad.name + ".sha256").unlink()
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "SHA-256 mismatch" in done.stderr and "Traceback" not in done.stderr
+    assert len(list(site.journal.records())) == records
+    assert_fully_on(site, CHECKOUT_VERSION)  # never stopped
 
 
 def test_rolling_back_past_an_irreversible_migration_restores_and_keeps_later_writes(

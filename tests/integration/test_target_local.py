@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +16,8 @@ from dhash_rollout.environments import Environment, load_environment
 from dhash_rollout.pipeline import migrate_with
 from dhash_rollout.releases import ReleaseSource
 from dhash_rollout.targets.local import LocalTarget
-from dhash_service.errors import CheckFailed, NotFound
-from tests.support.release_builds import dhash_env, wheel_for, write_environments
+from dhash_service.errors import CheckFailed, NotFound, Unavailable
+from tests.support.release_builds import dhash_bin, dhash_env, wheel_for, write_environments
 
 pytestmark = pytest.mark.slow
 
@@ -129,6 +130,49 @@ def test_stop_then_start_brings_the_current_release_back(target: LocalTarget) ->
     target.stop()
     assert _running(target) == {}
     target.start()
+    assert _served_version(target.env) == "2.0.0"
+
+
+def test_release_start_after_stop_all_starts_supervisord_again(target: LocalTarget) -> None:
+    target.activate("2.0.0")
+    base = target.root.parents[1]
+
+    def dhash(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [dhash_bin(), "release", *args, "--env", "production"],
+            cwd=base,
+            env=dhash_env(base),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    stopped = dhash("stop", "--all")
+    assert stopped.returncode == 0, stopped.stderr
+    assert not target.supervisord_running() and not target.socket_path.exists()
+    started = dhash("start")
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "Traceback" not in started.stderr
+    assert "serving 2.0.0" in started.stdout
+    assert _served_version(target.env) == "2.0.0"
+
+
+def test_a_dead_supervisord_is_a_clear_error_not_a_traceback(target: LocalTarget) -> None:
+    target.activate("2.0.0")
+    target.shutdown()
+    with pytest.raises(Unavailable, match="does not answer"), target._rpc() as rpc:
+        rpc.getState()
+    target.start()
+    assert _served_version(target.env) == "2.0.0"
+
+
+def test_deactivate_leaves_nothing_serving_and_no_current_release(target: LocalTarget) -> None:
+    target.activate("2.0.0")
+    target.deactivate()
+    assert _running(target) == {} and target.current() is None
+    assert list(target.programs_dir.glob("*.conf")) == []
+    target.activate("2.0.0")  # what a later deploy does
     assert _served_version(target.env) == "2.0.0"
 
 
