@@ -98,12 +98,7 @@ class Contenders:
         }
 
     def mih_bytes_per_hash(self) -> float:
-        table = self.mih._snapshot.table
-        assert table is not None
-        total = table.ids.nbytes + table.offsets.nbytes + table.positions.nbytes
-        # The Python copy of the offsets: the list plus (at most) one int object per entry.
-        offset_list = sys.getsizeof(table.offset_list) + 32 * len(table.offset_list)
-        return (total + table.sorted_hashes.nbytes + offset_list) / table.size
+        return self.mih.nbytes / len(self.mih)
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -346,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
         help="rewrite this file's Search index section ('' to skip)",
     )
     args = parser.parse_args(argv)
+    # One query per call: one OpenMP thread does the work, more only spin (see RESULTS.md).
     faiss.omp_set_num_threads(1)
+    load_at_start = os.getloadavg()[0]
     sizes = [int(s) for s in args.sizes.split(",") if s]
     rng = np.random.default_rng(2024)
     rows: list[Row] = []
@@ -391,8 +388,10 @@ def main(argv: list[str] | None = None) -> int:
         *table(rows),
         "",
         *notes,
-        f"- whole run: {time.perf_counter() - started:.0f} s on the shared 2-core machine "
-        f"(load average {os.getloadavg()[0]:.1f} at the end); faiss-cpu {faiss.__version__}, "
+        f"- whole run: {time.perf_counter() - started:.0f} s on the shared 2-core machine, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
+        f"(load average {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
+        f"FAISS OpenMP threads {faiss.omp_get_max_threads()}); faiss-cpu {faiss.__version__}, "
         f"numpy {np.__version__}",
     ]
     print("\n".join(body))

@@ -7,12 +7,13 @@ chunks differs in at most ``q`` bits or one of the other chunks differs in at mo
 per chunk, every 16-bit key within that chunk radius finds every true neighbour; candidates are
 then checked with the full distance, which makes the result exact.
 
-Layout (CSR, built with vectorised numpy, no Python loop over hashes): for each chunk ``c`` the
-hashes are stably sorted by their chunk value; ``offsets`` holds where each of the ``M * 65536``
-buckets starts, ``positions`` the original row of each sorted entry and ``sorted_hashes`` the full
-hash in that same order. Keeping the full hash next to its bucket makes candidate verification
-read contiguous memory instead of one cache miss per candidate, which measured about 4x faster at
-radius 10 on 10M hashes, at 48 bytes per hash (+ 8 for the id map) instead of 24.
+Layout (CSR, built with vectorised numpy, no Python loop over hashes): the rows are the hashes
+stably sorted by chunk 0, so a chunk-0 bucket is a contiguous range of the hash array; for
+chunks 1..3 a ``uint32`` permutation lists the rows sorted by that chunk, and one offsets array
+says where each of the ``4 * 65536`` buckets starts. That is 8 (hash) + 3 * 4 (permutations)
++ 4 (id, ``uint32`` when every id fits) = 24 bytes per hash, plus 1 MB of offsets. Chunk 0
+always carries the largest probe radius, so most candidates (at radius 4, 17 of 20 probed
+buckets) are read as contiguous memory; the other chunks' candidates cost one random read each.
 
 New hashes go to a small brute-force tail; when the tail outgrows ``max(16384, n / 256)`` the
 static part is rebuilt off the search path and swapped in. Searches read one immutable snapshot,
@@ -52,6 +53,8 @@ _FEW = 256
 _SHIFT_INTS = tuple(range(0, BITS, CHUNK_BITS))
 # Plans with at most this many probes (radius 0..7) take the plain-Python bucket lookup.
 _FEW_PROBES = 96
+_UINT32_MAX = 2**32 - 1
+_EMPTY_ROWS: NDArray[np.uint32] = np.empty(0, np.uint32)
 
 
 @lru_cache(maxsize=CHUNK_BITS + 1)
@@ -69,6 +72,7 @@ class ProbePlan:
     masks: NDArray[np.int64]
     bases: NDArray[np.int64]
     pairs: tuple[tuple[int, int], ...]  # (chunk, mask) as Python ints, for small plans
+    primary: int  # probes of chunk 0 (they come first)
 
     @property
     def size(self) -> int:
@@ -91,7 +95,13 @@ def probe_plan(radius: int) -> ProbePlan:
     chunk_of = np.concatenate(chunk_ids)
     all_masks = np.concatenate(masks)
     pairs = tuple(zip(chunk_of.tolist(), all_masks.tolist(), strict=True))
-    return ProbePlan(chunk_of, all_masks, chunk_of * BUCKETS, pairs if len(pairs) <= 4096 else ())
+    return ProbePlan(
+        chunk_of,
+        all_masks,
+        chunk_of * BUCKETS,
+        pairs if len(pairs) <= 4096 else (),
+        int(np.count_nonzero(chunk_of == 0)),
+    )
 
 
 def chunk_values(hashes: NDArray[np.uint64]) -> NDArray[np.uint16]:
@@ -101,119 +111,147 @@ def chunk_values(hashes: NDArray[np.uint64]) -> NDArray[np.uint16]:
 
 @dataclass(frozen=True)
 class _Table:
-    """The static CSR part; immutable once built."""
+    """The static part; immutable once built.
 
-    ids: IdArray  # row -> caller id
-    offsets: NDArray[np.int64]  # CHUNKS * BUCKETS + 1
-    positions: NDArray[np.signedinteger[Any]]  # CHUNKS * n, row of each sorted entry
-    sorted_hashes: NDArray[np.uint64]  # CHUNKS * n, hash of each sorted entry
-    offset_list: list[int]  # offsets as Python ints (~9 MB): cheaper than numpy for few probes
+    Rows are the stored hashes ordered by chunk 0, so chunk 0's buckets are plain ranges of
+    ``hashes`` and need no permutation; chunks 1..3 each keep a permutation (rows ordered by that
+    chunk's value). ``offsets`` holds where each of the ``CHUNKS * BUCKETS`` buckets starts: chunk
+    ``c``'s buckets span slots ``[c * n, (c + 1) * n)``; slot ``s < n`` is row ``s``, slot
+    ``s >= n`` is row ``perms[s - n]``.
+    """
+
+    ids: NDArray[np.integer[Any]]  # row -> caller id (uint32 when every id fits)
+    hashes: NDArray[np.uint64]  # row -> hash
+    perms: NDArray[np.unsignedinteger[Any]]  # (CHUNKS - 1) * n rows, by chunk 1, then 2, then 3
+    offsets: NDArray[np.unsignedinteger[Any]]  # CHUNKS * BUCKETS + 1 slots
+    offset_view: memoryview  # the same memory; one item costs less than numpy indexing
 
     @property
     def size(self) -> int:
-        return int(self.ids.size)
+        return int(self.hashes.size)
+
+    @property
+    def nbytes(self) -> int:
+        return self.ids.nbytes + self.hashes.nbytes + self.perms.nbytes + self.offsets.nbytes
 
     @classmethod
     def build(cls, ids: IdArray, hashes: NDArray[np.uint64]) -> _Table:
         n = int(hashes.size)
-        index_type = np.int32 if n < 2**31 else np.int64
-        chunks = chunk_values(hashes)
-        positions: NDArray[np.signedinteger[Any]] = np.empty(CHUNKS * n, dtype=index_type)
-        sorted_hashes = np.empty(CHUNKS * n, dtype=np.uint64)
+        fits = bool(ids.size) and int(ids.min()) >= 0 and int(ids.max()) <= _UINT32_MAX
+        row_type: type[np.unsignedinteger[Any]] = np.uint32 if n <= _UINT32_MAX else np.uint64
+        slot_type: type[np.unsignedinteger[Any]] = (
+            np.uint32 if CHUNKS * n <= _UINT32_MAX else np.uint64
+        )
+        id_type: type[np.integer[Any]] = np.uint32 if fits else np.int64
+        # Stable argsort of 16-bit keys is a radix sort; rows take chunk 0's order.
+        order = np.argsort((hashes & _CHUNK_MASK).astype(np.uint16), kind="stable")
+        row_hashes = hashes[order]
+        row_ids = ids[order].astype(id_type)
+        del order
         counts = np.empty(CHUNKS * BUCKETS, dtype=np.int64)
-        for chunk in range(CHUNKS):  # 4 iterations; each one is vectorised over all hashes
-            order = np.argsort(chunks[chunk], kind="stable")  # radix sort for 16-bit keys
-            part = slice(chunk * n, (chunk + 1) * n)
-            positions[part] = order
-            np.take(hashes, order, out=sorted_hashes[part])
-            counts[chunk * BUCKETS : (chunk + 1) * BUCKETS] = np.bincount(
-                chunks[chunk], minlength=BUCKETS
-            )
-        offsets = np.zeros(CHUNKS * BUCKETS + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])  # chunk c's buckets land in [c * n, (c + 1) * n)
-        return cls(ids, offsets, positions, sorted_hashes, offsets.tolist())
-
-    def rows(self) -> NDArray[np.uint64]:
-        """The stored hashes in row order (rebuilt from chunk 0's sorted copy)."""
-        hashes = np.empty(self.size, dtype=np.uint64)
-        hashes[self.positions[: self.size]] = self.sorted_hashes[: self.size]
-        return hashes
+        perms: NDArray[np.unsignedinteger[Any]] = np.empty((CHUNKS - 1) * n, dtype=row_type)
+        for chunk in range(CHUNKS):  # 4 iterations, each vectorised over all hashes
+            keys = ((row_hashes >> _SHIFTS[chunk]) & _CHUNK_MASK).astype(np.uint16)
+            counts[chunk * BUCKETS : (chunk + 1) * BUCKETS] = np.bincount(keys, minlength=BUCKETS)
+            if chunk:
+                perms[(chunk - 1) * n : chunk * n] = np.argsort(keys, kind="stable")
+        offsets: NDArray[np.unsignedinteger[Any]] = np.zeros(CHUNKS * BUCKETS + 1, dtype=slot_type)
+        np.cumsum(counts, out=offsets[1:], dtype=slot_type)
+        return cls(row_ids, row_hashes, perms, offsets, offsets.data)
 
     def search(self, value: int, radius: int) -> Hits:
         """Rows within ``radius`` with distances and hashes (unsorted, each row once).
 
         At small radii the fixed cost of each numpy call, not the data, dominates a query, so
-        a plan with few probes looks its buckets up in plain Python and makes one gather.
+        a plan with few probes looks its buckets up in plain Python and makes few gathers.
         """
         plan = probe_plan(radius)
         if plan.size <= _FEW_PROBES:
             return self._search_few_probes(value, radius, plan)
         query_chunks = np.array([(value >> shift) & 0xFFFF for shift in _SHIFT_INTS], np.int64)
         keys = (query_chunks[plan.chunk] ^ plan.masks) + plan.bases
-        starts = self.offsets[keys]
-        lengths = self.offsets[keys + 1] - starts
+        starts = self.offsets[keys].astype(np.intp)
+        lengths = self.offsets[keys + 1].astype(np.intp) - starts
         ends = lengths.cumsum()
         total = int(ends[-1])
         if total > _SCAN_SHARE * self.size:
             return self._scan(value, radius)
-        # CSR gather: the concatenation of every probed bucket's slice, without a Python loop.
+        # CSR gather: the concatenation of every probed bucket's slots, without a Python loop.
+        # Chunk 0's probes come first and their slots are rows; the rest index ``perms``.
         slots = np.repeat(starts - ends + lengths, lengths) + np.arange(total)
-        distances = np.bitwise_count(self.sorted_hashes[slots] ^ np.uint64(value))
-        hit = np.flatnonzero(distances <= radius)
-        return self._collect(slots[hit], distances[hit])
+        split = int(ends[plan.primary - 1]) if plan.primary else 0
+        value64 = np.uint64(value)
+        primary_rows = slots[:split]
+        other_rows = self.perms[slots[split:] - self.size]
+        near_primary = np.bitwise_count(self.hashes[primary_rows] ^ value64)
+        near_other = np.bitwise_count(self.hashes[other_rows] ^ value64)
+        hit_primary = np.flatnonzero(near_primary <= radius)
+        hit_other = np.flatnonzero(near_other <= radius)
+        return self._collect(
+            np.concatenate([primary_rows[hit_primary], other_rows[hit_other]]),
+            np.concatenate([near_primary[hit_primary], near_other[hit_other]]),
+        )
 
     def _search_few_probes(self, value: int, radius: int, plan: ProbePlan) -> Hits:
         query_chunks = [(value >> shift) & 0xFFFF for shift in _SHIFT_INTS]
-        offsets = self.offset_list
-        spans: list[tuple[int, int]] = []
+        offsets = self.offset_view
+        n = self.size
+        primary: list[tuple[int, int]] = []  # chunk 0's buckets: ranges of rows
+        others: list[NDArray[np.unsignedinteger[Any]]] = []  # other chunks': slices of perms
         for chunk, mask in plan.pairs:
             key = (query_chunks[chunk] ^ mask) | (chunk << CHUNK_BITS)
             start, end = offsets[key], offsets[key + 1]
             if end > start:
-                spans.append((start, end))
-        if not spans:
-            return Hits.empty()
-        sorted_hashes = self.sorted_hashes
-        candidates = np.concatenate([sorted_hashes[a:b] for a, b in spans])
+                if chunk:
+                    others.append(self.perms[start - n : end - n])
+                else:
+                    primary.append((start, end))
+        hashes = self.hashes
+        other_rows = np.concatenate(others) if others else _EMPTY_ROWS
+        candidates = np.concatenate([*(hashes[a:b] for a, b in primary), hashes[other_rows]])
         distances = np.bitwise_count(candidates ^ np.uint64(value))
-        hit = np.nonzero(distances <= radius)[0].tolist()
+        hit = np.flatnonzero(distances <= radius).tolist()
         if not hit:
             return Hits.empty()
-        slots: list[int] = []
-        span_end = 0
-        span = -1
-        span_offset = 0
-        for index in hit:  # hit is ascending: walk the spans alongside it
+        rows: list[int] = []
+        span, span_start, span_end = -1, 0, 0
+        primary_total = sum(b - a for a, b in primary)
+        for index in hit:  # ascending: walk chunk 0's ranges alongside, then the permuted rows
+            if index >= primary_total:
+                rows.append(int(other_rows[index - primary_total]))
+                continue
             while index >= span_end:
                 span += 1
-                span_offset = span_end
-                span_end += spans[span][1] - spans[span][0]
-            slots.append(spans[span][0] + index - span_offset)
-        return self._collect(np.array(slots, dtype=np.intp), distances[hit])
+                span_start = span_end
+                span_end += primary[span][1] - primary[span][0]
+            rows.append(primary[span][0] + index - span_start)
+        return self._collect(np.array(rows, dtype=np.intp), distances[hit])
 
     def _scan(self, value: int, radius: int) -> Hits:
-        distances = np.bitwise_count(self.sorted_hashes[: self.size] ^ np.uint64(value))
+        distances = np.bitwise_count(self.hashes ^ np.uint64(value))
         hit = np.flatnonzero(distances <= radius)
         return self._collect(hit, distances[hit])
 
-    def _collect(self, slots: NDArray[np.intp], distances: NDArray[np.uint8]) -> Hits:
-        """Map sorted slots to ids; a row near in several chunks was found once per chunk."""
-        if slots.size > _FEW:
-            rows, first = np.unique(self.positions[slots], return_index=True)
-            kept = slots[first]
-            return Hits(self.ids[rows], distances[first].astype(np.int64), self.sorted_hashes[kept])
-        seen: dict[int, tuple[int, int]] = {}
-        for row, distance, value in zip(
-            self.positions[slots].tolist(),
-            distances.tolist(),
-            self.sorted_hashes[slots].tolist(),
-            strict=True,
-        ):
-            seen.setdefault(row, (distance, value))
+    def _collect(self, rows: NDArray[np.intp], distances: NDArray[np.uint8]) -> Hits:
+        """Rows to ids; a row near in several chunks was found once per chunk."""
+        if rows.size > _FEW:
+            unique, first = np.unique(rows, return_index=True)
+            return Hits(
+                self.ids[unique].astype(np.int64),
+                distances[first].astype(np.int64),
+                self.hashes[unique],
+            )
+        seen: dict[int, int] = {}
+        for row, distance in zip(rows.tolist(), distances.tolist(), strict=True):
+            seen.setdefault(row, distance)
         if not seen:
             return Hits.empty()
-        ids = self.ids[list(seen)].tolist()
-        return Hits.of(ids, [d for d, _ in seen.values()], [v for _, v in seen.values()])
+        kept = list(seen)
+        return Hits.of(self.ids[kept].tolist(), list(seen.values()), self.hashes[kept].tolist())
+
+    def rows(self) -> tuple[IdArray, NDArray[np.uint64]]:
+        """Ids and hashes of every row, for a rebuild."""
+        return self.ids.astype(np.int64), self.hashes
 
 
 @dataclass(frozen=True)
@@ -269,6 +307,13 @@ class MultiIndexHashing:
         return self._snapshot.size
 
     @property
+    def nbytes(self) -> int:
+        """Memory held by the index's arrays (static table and tail)."""
+        now = self._snapshot
+        table = now.table.nbytes if now.table else 0
+        return table + now.tail_ids.nbytes + now.tail_hashes.nbytes
+
+    @property
     def tail_size(self) -> int:
         """Hashes not yet in the static table (searched by brute force)."""
         return int(self._snapshot.tail_ids.size)
@@ -289,8 +334,9 @@ class MultiIndexHashing:
                 self._snapshot = _Snapshot(now.table, tail_ids, tail_hashes)
                 return
             if now.table is not None:
-                tail_ids = np.concatenate([now.table.ids, tail_ids])
-                tail_hashes = np.concatenate([now.table.rows(), tail_hashes])
+                table_ids, table_hashes = now.table.rows()
+                tail_ids = np.concatenate([table_ids, tail_ids])
+                tail_hashes = np.concatenate([table_hashes, tail_hashes])
             self._snapshot = _Snapshot(_Table.build(tail_ids, tail_hashes), *_empty_tail())
 
     def search(self, value: int, radius: int, limit: int | None = None) -> Neighbors:
