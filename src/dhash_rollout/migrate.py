@@ -141,10 +141,26 @@ def _unavailable(database_url: str, exc: Exception) -> Unavailable:
     return Unavailable(f"cannot reach {display_url(database_url)}: {redact_text(first)}")
 
 
+def check_database_url(database_url: str) -> None:
+    """Refuse, as a usage error, a URL that is unparsable or names a database we do not run on."""
+    try:
+        backend = make_url(database_url).get_backend_name()
+    except sa.exc.ArgumentError:
+        raise ConfigError(f"invalid database URL: {redact_text(database_url)!r}") from None
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(f"migrations run on SQLite and PostgreSQL, not {backend}")
+
+
+def _check_revision(revision: str) -> None:
+    if not revision.strip():
+        raise ConfigError("a target revision is required (a revision id, 'head' or 'base')")
+
+
 def migration_status(
     database_url: str, *, config_factory: ConfigFactory = store_schema.alembic_config
 ) -> MigrationStatus:
     """Where the database is, where this release's migrations end, and what lies between."""
+    check_database_url(database_url)
     config = config_factory(database_url)
     script = _script(config)
     head = _head(script)
@@ -174,6 +190,7 @@ def upgrade(
     config_factory: ConfigFactory = store_schema.alembic_config,
 ) -> MigrationStatus:
     """Migrate up to ``revision`` (default head) for real, then report the status."""
+    check_database_url(database_url)
     _run_command(command.upgrade, database_url, revision, config_factory)
     return migration_status(database_url, config_factory=config_factory)
 
@@ -185,6 +202,7 @@ def downgrade(
     config_factory: ConfigFactory = store_schema.alembic_config,
 ) -> MigrationStatus:
     """Migrate down to ``revision`` for real (data in dropped columns/tables is lost)."""
+    check_database_url(database_url)
     _require_existing_sqlite(database_url)
     _run_command(command.downgrade, database_url, revision, config_factory)
     return migration_status(database_url, config_factory=config_factory)
@@ -196,6 +214,7 @@ def _run_command(
     revision: str,
     config_factory: ConfigFactory,
 ) -> None:
+    _check_revision(revision)
     config = config_factory(database_url)
     try:
         fn(config, revision)
@@ -286,6 +305,10 @@ def dry_run(
     """
     if direction not in ("upgrade", "downgrade"):
         raise ConfigError(f"unknown direction {direction!r}")
+    check_database_url(database_url)
+    _check_revision(target)
+    if log_path is not None and log_path.is_dir():
+        raise ConfigError(f"--log {log_path} is a directory; name a file")
     started = time.monotonic()
     config = config_factory(database_url)
     script = _script(config)
@@ -450,5 +473,12 @@ def write_dry_run_log(report: DryRunReport, path: Path) -> None:
         *(f"{s};" for s in report.statements),
         "",
     ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(redact_text("\n".join(lines)), encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(redact_text("\n".join(lines)), encoding="utf-8")
+    except OSError as exc:
+        outcome = "passed" if report.ok else "failed"
+        raise DhashError(
+            f"the dry-run {outcome} (rolled back) but its log {path} could not be written: "
+            f"{exc.strerror or exc}"
+        ) from None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dhash_rollout.backup import create_backup, list_backups, verify_backup
+from dhash_rollout.backup import create_backup, list_backups, restore_backup, verify_backup
 from dhash_rollout.environments import load_environment
 from dhash_service.errors import DhashError
 from tests.integration.backup_support import (
@@ -21,6 +21,7 @@ from tests.integration.backup_support import (
     env_db,
     make_sqlite_db,
     sqlite_content,
+    sqlite_env,
     write_environments,
 )
 
@@ -122,3 +123,23 @@ def test_permission_denied_fails_cleanly_and_keeps_older_backups(tmp_path: Path)
     assert _only_backups(backups) == {older.path.name, older.path.name + ".sha256"}
     assert not [p for p in backups.iterdir() if ".tmp" in p.name]
     assert_restores(older.path, sqlite_content(db), tmp_path / "scratch", "production")
+
+
+def test_restore_larger_than_the_free_space_is_refused_and_the_live_database_kept(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    source = sqlite_env(tmp_path / "var" / "production")
+    make_sqlite_db(env_db(source), rows=200)
+    _grow(env_db(source), 2)
+    backup = create_backup(source, tmp_path / "backups").path
+    live = sqlite_env(small_disk / "production")  # the same env, on a 1 MiB disk
+    make_sqlite_db(env_db(live), rows=100)
+    before = sqlite_content(env_db(live))
+
+    with pytest.raises(DhashError, match=r"only [0-9]+ free"):
+        restore_backup(backup, live, lock_dir=tmp_path / "locks")
+
+    assert sqlite_content(env_db(live)) == before
+    left = [p.name for p in env_db(live).parent.iterdir()]
+    assert not [name for name in left if ".tmp" in name or "restore" in name], left
+    assert_restores(backup, sqlite_content(env_db(source)), tmp_path / "scratch", "production")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from dhash_rollout.backup import create_backup, restore_backup, verify_backup
+from dhash_rollout.backup.archive import open_archive
 from dhash_rollout.backup.checksum import format_checksum_line
 from dhash_service.errors import IntegrityError
 from tests.integration.backup_support import (
@@ -351,3 +352,11 @@ def test_archive_renamed_to_another_environment_is_rejected(backup: Path) -> Non
     finally:
         other.unlink()
         Path(f"{other}.sha256").unlink()
+
+
+def test_archive_expanding_beyond_the_size_bound_is_rejected_before_reading(backup: Path) -> None:
+    declared = sum(i.file_size for i in zipfile.ZipFile(backup).infolist())
+    with pytest.raises(IntegrityError, match="expands to more than") as err:
+        open_archive(backup, max_uncompressed=declared - 1)
+    assert str(backup) in err.value.message and err.value.exit_code == 4
+    open_archive(backup, max_uncompressed=declared).zf.close()

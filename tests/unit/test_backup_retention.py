@@ -9,7 +9,7 @@ import pytest
 
 from dhash_rollout.backup.catalog import BackupInfo
 from dhash_rollout.backup.faults import FaultHook
-from dhash_rollout.backup.retention import expired, parse_age
+from dhash_rollout.backup.retention import MAX_AGE_DAYS, check_retention_days, expired, parse_age
 from dhash_service.errors import ConfigError
 
 NOW = datetime(2024, 3, 1, 2, 0, tzinfo=UTC)
@@ -24,16 +24,26 @@ NOW = datetime(2024, 3, 1, 2, 0, tzinfo=UTC)
         ("90m", timedelta(minutes=90)),
         ("2w", timedelta(weeks=2)),
         (" 1d ", timedelta(days=1)),
+        ("36500d", timedelta(days=MAX_AGE_DAYS)),
+        ("5214w", timedelta(weeks=5214)),
     ],
 )
 def test_ages(text: str, age: timedelta) -> None:
     assert parse_age(text) == age
 
 
-@pytest.mark.parametrize("text", ["", "d", "-1d", "1y", "1.5d", "thirty"])
+@pytest.mark.parametrize(
+    "text", ["", "d", "-1d", "1y", "1.5d", "thirty", "36501d", "5215w", "99999999999999999999d"]
+)
 def test_bad_ages_are_usage_errors(text: str) -> None:
     with pytest.raises(ConfigError):
         parse_age(text)
+
+
+@pytest.mark.parametrize("days", [0, -3, MAX_AGE_DAYS + 1, 10**20])
+def test_retention_days_out_of_range_are_usage_errors(days: int) -> None:
+    with pytest.raises(ConfigError):
+        check_retention_days(days)
 
 
 def _info(days_old: float) -> BackupInfo:

@@ -17,6 +17,7 @@ from pathlib import Path
 from dhash_rollout.backup.archive import open_archive
 from dhash_rollout.backup.atomic import fsync_dir, write_atomically
 from dhash_rollout.backup.checksum import read_checksum_file
+from dhash_rollout.backup.failures import reported_failures
 from dhash_rollout.backup.naming import checksum_path, is_temp_of_env, parse_backup_name
 from dhash_service.errors import IntegrityError
 
@@ -115,8 +116,15 @@ def list_backups(backup_dir: Path, env: str | None = None) -> list[BackupInfo]:
     recorded verification of this exact file.
     """
     backup_dir = Path(os.path.abspath(backup_dir))
-    if not backup_dir.is_dir():
+    if not backup_dir.exists():
         return []
+    with reported_failures(f"listing {backup_dir}", outcome="nothing was changed"):
+        if not backup_dir.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(backup_dir))
+        return _list(backup_dir, env)
+
+
+def _list(backup_dir: Path, env: str | None) -> list[BackupInfo]:
     found: list[BackupInfo] = []
     for archive in backup_dir.iterdir():
         parsed = parse_backup_name(archive.name)

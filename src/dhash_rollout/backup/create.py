@@ -12,12 +12,11 @@ import json
 import os
 import secrets
 import socket
-import sqlite3
 import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -34,11 +33,12 @@ from dhash_rollout.backup.archive import (
 from dhash_rollout.backup.atomic import atomic_file
 from dhash_rollout.backup.catalog import BackupInfo, clean_leftovers, list_backups
 from dhash_rollout.backup.checksum import format_checksum_line
+from dhash_rollout.backup.failures import reported_failures
 from dhash_rollout.backup.faults import FaultHook
 from dhash_rollout.backup.loading import remove_sqlite_files
 from dhash_rollout.backup.manifest import DatabaseInfo, Manifest, MemberDigest
 from dhash_rollout.backup.naming import BackupName, backup_name, checksum_path, lock_path, temp_name
-from dhash_rollout.backup.retention import prune_env_locked
+from dhash_rollout.backup.retention import check_retention_days, prune_env_locked
 from dhash_rollout.environments import Environment
 from dhash_rollout.locking import hold_lock
 from dhash_service import __version__
@@ -94,8 +94,13 @@ def create_backup(
     fault = FaultHook(fault_point)
     now = clock or (lambda: datetime.now(UTC))
     dialect = dialect_of(env.database_url)
+    keep_for = check_retention_days(retention_days) if retention_days is not None else None
     backup_dir = Path(os.path.abspath(backup_dir))
-    try:
+    with reported_failures(
+        f"backup of {env.name}",
+        outcome="no backup was written, older backups are untouched",
+        where=backup_dir,
+    ):
         backup_dir.mkdir(parents=True, exist_ok=True)
         with hold_lock(lock_path(backup_dir, env.name), "backup"):
             clean_leftovers(backup_dir, env.name)
@@ -127,29 +132,17 @@ def create_backup(
                 from dhash_rollout.backup.verify import verify_backup
 
                 info = replace(info, state=verify_backup(final, progress=report).state)
-            if retention_days is not None:
-                if retention_days < 1:
-                    raise ConfigError("--retention-days must be at least 1")
+            if keep_for is not None:
                 pruned = prune_env_locked(
                     backup_dir,
                     env.name,
-                    older_than=timedelta(days=retention_days),
+                    older_than=keep_for,
                     now=now(),
                     keep=final if verify else None,
                 )
                 info = replace(info, pruned=tuple(pruned.deleted))
                 report("prune", 1.0)
             return info
-    except OSError as exc:
-        where = exc.filename or backup_dir
-        raise DhashError(
-            f"backup of {env.name} failed: {exc.strerror or exc} ({where}); "
-            "no backup was written, older backups are untouched"
-        ) from None
-    except sqlite3.Error as exc:
-        raise DhashError(
-            f"backup of {env.name} failed: SQLite: {exc}; no backup was written"
-        ) from None
 
 
 def _fresh_name(backup_dir: Path, env: str, now: Callable[[], datetime]) -> BackupName:

@@ -21,6 +21,7 @@ from dhash_rollout.backup import postgres_db, sqlite_db
 from dhash_rollout.backup.archive import OpenedArchive, open_archive
 from dhash_rollout.backup.atomic import fsync_dir
 from dhash_rollout.backup.create import dialect_of
+from dhash_rollout.backup.failures import reported_failures
 from dhash_rollout.backup.faults import FaultHook
 from dhash_rollout.backup.loading import (
     DigestingReader,
@@ -94,7 +95,12 @@ def restore_backup(
         raise NotFound(f"{path}: no such backup file")
     dialect = dialect_of(env.database_url)
     warnings: list[str] = []
-    with hold_lock(lock_path(lock_dir or path.parent, env.name), "restore"):
+    with (
+        reported_failures(
+            f"restore of {path} into {env.name}", outcome="the live database was not replaced"
+        ),
+        hold_lock(lock_path(lock_dir or path.parent, env.name), "restore"),
+    ):
         try:
             verify_backup(path, progress=report)
         except IntegrityError as err:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dhash_rollout.backup.catalog import BackupInfo, list_backups, remove_backup_files
+from dhash_rollout.backup.failures import reported_failures
 from dhash_rollout.backup.naming import lock_path
 from dhash_rollout.locking import hold_lock
 from dhash_service.errors import ConfigError, IntegrityError
@@ -25,14 +26,27 @@ _UNITS = {
     "d": timedelta(days=1),
     "w": timedelta(weeks=1),
 }
+# Ages are subtracted from today's date; beyond a century that date stops existing.
+MAX_AGE_DAYS = 36_500
 
 
 def parse_age(text: str) -> timedelta:
-    """``30d``, ``12h``, ``90m``, ``2w``; a bare number means days."""
+    """``30d``, ``12h``, ``90m``, ``2w``; a bare number means days (at most 100 years)."""
     match = _AGE_RE.match(text)
     if not match:
         raise ConfigError(f"invalid age {text!r}: use a number with m, h, d or w (e.g. 30d)")
-    return int(match["n"]) * _UNITS[match["unit"] or "d"]
+    unit = _UNITS[match["unit"] or "d"]
+    count = int(match["n"])
+    if count * int(unit.total_seconds()) > MAX_AGE_DAYS * 86_400:
+        raise ConfigError(f"invalid age {text!r}: at most {MAX_AGE_DAYS} days")
+    return count * unit
+
+
+def check_retention_days(days: int) -> timedelta:
+    """``--retention-days N`` as an age, refused (before any work) when out of range."""
+    if not 1 <= days <= MAX_AGE_DAYS:
+        raise ConfigError(f"--retention-days must be between 1 and {MAX_AGE_DAYS}, not {days}")
+    return timedelta(days=days)
 
 
 def expired(
@@ -104,8 +118,12 @@ def prune_backups(
     """``dhash backup prune``: retention for one environment or for every one found."""
     envs = sorted({b.env for b in list_backups(backup_dir, env)}) if env is None else [env]
     report = PruneReport(dry_run=dry_run)
+    outcome = "nothing was deleted" if dry_run else "the newest verified backup is kept"
     for name in envs:
-        with hold_lock(lock_path(backup_dir, name), "backup prune"):
+        with (
+            reported_failures(f"pruning {backup_dir}", outcome=outcome),
+            hold_lock(lock_path(backup_dir, name), "backup prune"),
+        ):
             one = prune_env_locked(
                 backup_dir, name, older_than=older_than, now=now, dry_run=dry_run
             )

@@ -8,7 +8,7 @@ import hashlib
 import secrets
 import tempfile
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -16,6 +16,7 @@ from dhash_rollout.backup import postgres_db, sqlite_db
 from dhash_rollout.backup.archive import OpenedArchive, check_members, open_archive
 from dhash_rollout.backup.catalog import VERIFIED, BackupInfo, write_record
 from dhash_rollout.backup.checksum import CHUNK, read_checksum_file
+from dhash_rollout.backup.failures import reported_failures
 from dhash_rollout.backup.loading import (
     DigestingReader,
     check_restored,
@@ -49,50 +50,60 @@ def verify_backup(
     report = progress or _silent
     if not path.is_file():
         raise NotFound(f"{path}: no such backup file")
-    label = str(path)
-    sha = ""
+    with reported_failures(f"verifying {path}", outcome="nothing was changed"):
+        label = str(path)
+        sha = ""
+        try:
+            entry = read_checksum_file(checksum_path(path), path)
+            sha = entry.sha256
+            with path.open("rb") as fh:
+                actual = _sha256_of(fh, path.stat().st_size, report)
+                if actual != entry.sha256:
+                    raise IntegrityError(
+                        f"{label}: SHA-256 mismatch (file {actual}, "
+                        f"{checksum_path(path).name} says {entry.sha256})",
+                        detail={"file": label},
+                    )
+                fh.seek(0)
+                opened = open_archive(fh, label=label)  # same open file: no swap in between
+                with opened.zf:
+                    total = max(1, sum(m.size for m in opened.manifest.members.values()))
+                    done = 0
+
+                    def members_progress(n: int) -> None:
+                        nonlocal done
+                        done += n
+                        report("verify-members", done / total)
+
+                    check_members(opened, members_progress)
+                    _check_name(path, opened)
+                    if restore_test:
+                        _restore_test(opened, scratch_database_url, report)
+            manifest = opened.manifest
+        except IntegrityError as err:
+            if sha:
+                write_record(path, sha, ok=False, restore_tested=restore_test, error=err.message)
+            raise
+        write_record(path, sha, ok=True, restore_tested=restore_test)
+        parsed = parse_backup_name(path.name)
+        return BackupInfo(
+            path=path,
+            sha256=sha,
+            created_at=parsed.created_at if parsed else _created_at(path, manifest.created_at),
+            env=manifest.env,
+            schema_revision=manifest.schema_revision,
+            size=path.stat().st_size,
+            state=VERIFIED,
+        )
+
+
+def _created_at(path: Path, recorded: str) -> datetime:
+    """A renamed backup's creation time: the manifest's, else the file's modification time."""
     try:
-        entry = read_checksum_file(checksum_path(path), path)
-        sha = entry.sha256
-        with path.open("rb") as fh:
-            actual = _sha256_of(fh, path.stat().st_size, report)
-            if actual != entry.sha256:
-                raise IntegrityError(
-                    f"{label}: SHA-256 mismatch (file {actual}, {checksum_path(path).name} says "
-                    f"{entry.sha256})",
-                    detail={"file": label},
-                )
-            fh.seek(0)
-            opened = open_archive(fh, label=label)  # same open file: no swap in between
-            with opened.zf:
-                total = max(1, sum(m.size for m in opened.manifest.members.values()))
-                done = 0
-
-                def members_progress(n: int) -> None:
-                    nonlocal done
-                    done += n
-                    report("verify-members", done / total)
-
-                check_members(opened, members_progress)
-                _check_name(path, opened)
-                if restore_test:
-                    _restore_test(opened, scratch_database_url, report)
-        manifest = opened.manifest
-    except IntegrityError as err:
-        if sha:
-            write_record(path, sha, ok=False, restore_tested=restore_test, error=err.message)
-        raise
-    write_record(path, sha, ok=True, restore_tested=restore_test)
-    parsed = parse_backup_name(path.name)
-    return BackupInfo(
-        path=path,
-        sha256=sha,
-        created_at=parsed.created_at if parsed else datetime.fromisoformat(manifest.created_at),
-        env=manifest.env,
-        schema_revision=manifest.schema_revision,
-        size=path.stat().st_size,
-        state=VERIFIED,
-    )
+        when = datetime.fromisoformat(recorded)
+    except ValueError:
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _sha256_of(fh: BinaryIO, size: int, report: Progress) -> str:
