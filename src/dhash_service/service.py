@@ -160,10 +160,15 @@ class DhashService:
         if self._repository is not None:
             self._repository.engine.dispose()
 
+    @property
+    def serving(self) -> bool:
+        """The schema fits and the index is loaded: requests get real answers, not 503."""
+        return self._sync.loaded and self._schema_status == "ok"
+
     def wait_until_ready(self, timeout: float) -> bool:
         """Block until the index is loaded (tests, CLI tools); False on timeout."""
         deadline = time.monotonic() + timeout
-        while not (self._sync.loaded and self._schema_status == "ok"):
+        while not self.serving:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.02)

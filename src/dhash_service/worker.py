@@ -5,6 +5,13 @@ connections evenly over the workers (by connection hash); with one socket shared
 worker whose event loop wakes first accepts a whole burst and keeps those keep-alive connections,
 and the others idle (measured: 85% / 15% of requests over 32 connections).
 
+A worker listens only once it can serve: the app starts (lifespan), then the worker waits until
+the schema fits and the index is loaded, and only then does uvicorn call ``listen()``. Until that
+moment the socket is bound but not in the port's SO_REUSEPORT group, so the kernel never hands a
+connection to a worker that would have to answer 503 (during a deploy the old instance, or this
+instance's other workers, take them all). A worker that cannot get ready (database down) logs why
+every ``WAITING_LOG_SECONDS`` and keeps trying; SIGTERM while waiting exits without listening.
+
 SIGTERM does not stop the worker at once: ``/ready`` turns 503 while it keeps serving for
 ``DHASH_SHUTDOWN_DRAIN_SECONDS``, then uvicorn's graceful shutdown stops accepting and gives the
 requests in flight the rest of ``DHASH_SHUTDOWN_GRACE_SECONDS``. A second SIGTERM skips the rest
@@ -13,22 +20,30 @@ of the drain; SIGINT (Ctrl-C in a terminal) shuts down without it.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import sys
 import threading
+import time
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
 from dhash_service.api.app import create_app
+from dhash_service.api.deps import app_context
 from dhash_service.api.lifecycle import Lifecycle
 from dhash_service.config import Settings
 from dhash_service.errors import ConfigError, DhashError
 from dhash_service.logs import configure_logging, get_logger
 
 log = get_logger(__name__)
+
+READY_POLL_SECONDS = 0.05
+WAITING_LOG_SECONDS = 10.0
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -47,14 +62,65 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-class DrainingServer(uvicorn.Server):
-    """uvicorn's server, but SIGTERM drains first (see the module docstring)."""
+class _StartedLifespan:
+    """Stands in for the app's lifespan, already started, while uvicorn creates the listener."""
 
-    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, drain_seconds: float) -> None:
+    def __init__(self, started: Any) -> None:
+        self.state = started.state
+        self.should_exit = False
+
+    async def startup(self) -> None:
+        return None
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, but it listens only when ready and SIGTERM drains first (module doc)."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        lifecycle: Lifecycle,
+        drain_seconds: float,
+        ready: Callable[[], bool] = lambda: True,
+    ) -> None:
         super().__init__(config)
         self.lifecycle = lifecycle
         self.drain_seconds = drain_seconds
+        self.ready = ready
         self._drain_timer: threading.Timer | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        app_lifespan = self.lifespan
+        await app_lifespan.startup()
+        if app_lifespan.should_exit:
+            sys.exit(STARTUP_FAILURE)
+        if not await self._until_ready():  # told to stop before it could serve: never listen
+            self.should_exit = True
+            if self._drain_timer is not None:
+                self._drain_timer.cancel()
+            await app_lifespan.shutdown()
+            log.info("worker.stopped_before_ready")
+            return
+        self.lifespan = _StartedLifespan(app_lifespan)
+        try:
+            await super().startup(sockets)  # creates the servers: listen() happens here
+        finally:
+            self.lifespan = app_lifespan
+
+    async def _until_ready(self) -> bool:
+        """Wait until ``ready()``; False when asked to stop first."""
+        started = last_log = time.monotonic()
+        if not self.ready():
+            log.info("worker.waiting_until_ready", effect="not listening until the index is loaded")
+        while not self.ready():
+            if self.should_exit or self.lifecycle.draining:
+                return False
+            if time.monotonic() - last_log >= WAITING_LOG_SECONDS:
+                last_log = time.monotonic()
+                log.warning("worker.not_ready_yet", waited_seconds=round(last_log - started, 1))
+            await asyncio.sleep(READY_POLL_SECONDS)
+        log.info("worker.listening", waited_seconds=round(time.monotonic() - started, 2))
+        return True
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if sig == signal.SIGTERM and not self.lifecycle.draining and self.drain_seconds > 0:
@@ -94,4 +160,5 @@ def run_worker(host: str, port: int) -> None:
         # annotated int, used as asyncio.wait_for's float timeout
         timeout_graceful_shutdown=max(grace - drain, 0.1),  # type: ignore[arg-type]
     )
-    DrainingServer(config, lifecycle, drain).run(sockets=[sock])
+    service = app_context(app).service
+    DrainingServer(config, lifecycle, drain, ready=lambda: service.serving).run(sockets=[sock])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import pytest
 
 from dhash_service.api.app import create_app
 from dhash_service.api.lifecycle import Lifecycle
+from dhash_service.config import Settings
+from dhash_service.index.sync import LibraryBatch
+from dhash_service.service import DhashService
 from tests.support.api import (
     AUTH,
     TOKEN,
@@ -340,5 +344,55 @@ def test_ready_is_503_when_the_store_is_unreachable(tmp_path: Path) -> None:
         assert ready.json()["ready"] is False
         assert ready.json()["checks"]["store"] != "ok"
         assert httpx.get(f"{base}/health").status_code == 200
+        assert ready.headers["retry-after"] == "1"
         refused = httpx.post(f"{base}/v1/images", content=b"x", headers=AUTH, timeout=30)
         assert_error_body(refused, 503, "unavailable")
+        assert refused.headers["retry-after"] == "1"
+
+
+class GatedLoadService(DhashService):
+    """The real service on a real store, whose first library read waits for a gate: the index
+    stays "loading" exactly as long as the test wants."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.gate = threading.Event()
+
+    def _fetch_library(self, after: int, limit: int) -> LibraryBatch:
+        if not self.gate.wait(30):
+            raise TimeoutError("the test never opened the gate")
+        return super()._fetch_library(after, limit)
+
+
+def test_while_the_index_loads_matching_routes_are_503_with_retry_after_never_an_answer(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    database = postgres_server.create_database("loading")
+    settings = settings_for(postgres_server.url(database), tmp_path)
+    service = GatedLoadService(settings)
+    try:
+        with (
+            running_app(create_app(settings, service)) as base,
+            httpx.Client(base_url=base, timeout=30, headers=AUTH) as client,
+        ):
+            ready = client.get("/ready")
+            assert ready.status_code == 503 and ready.headers["retry-after"] == "1"
+            assert ready.json()["checks"]["index"] == "loading"
+            for response in (
+                client.post("/v1/images", content=photo(301)),
+                client.post("/v1/images", content=photo(302), params={"library": "true"}),
+                client.get("/v1/search", params={"hash": "0123456789abcdef", "radius": 4}),
+            ):
+                assert_error_body(response, 503, "unavailable")
+                assert response.headers["retry-after"] == "1"
+                assert "loading" in response.json()["message"]
+            assert client.post("/v1/hash", content=photo(301)).status_code == 200  # no index
+            assert client.get("/health").status_code == 200
+
+            service.gate.set()
+            wait_ready(base)
+            stored = client.post("/v1/images", content=photo(301), params={"library": "true"})
+            assert stored.status_code == 201, stored.text
+    finally:
+        service.gate.set()
+        postgres_server.drop_database(database)

@@ -8,16 +8,19 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.api import TOKEN, photo
 from tests.support.live_server import DHASH, dhash_serve, free_port, serve_env
+from tests.support.postgres import PostgresServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -221,6 +224,27 @@ def test_a_second_instance_overlaps_on_the_same_port_without_dropping_requests(
             assert failures == []
             assert len(answered_by) > 20
             assert set(answered_by[-10:]).isdisjoint(old_pids)  # the new one serves alone
+
+
+def test_a_new_instance_takes_no_connection_before_its_index_is_loaded(
+    settings: dict[str, str], postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    port = free_port()
+    later = f"later_{uuid.uuid4().hex[:12]}"  # the new instance's database: absent at first
+    waiting = {**serve_settings(postgres_server.url(later)), "DHASH_SHUTDOWN_DRAIN_SECONDS": "0.5"}
+    try:
+        with dhash_serve(settings, tmp_path, port=port, name="old") as old:
+            old_pids = pids_seen(old.url, 10)
+            with dhash_serve(waiting, tmp_path, port=port, name="new") as new:
+                _wait_for(lambda: "worker.waiting_until_ready" in new.log_text(), timeout=30)
+                # Its worker runs but cannot load: every connection still goes to the old one.
+                assert pids_seen(new.url, 40) <= old_pids
+                with psycopg.connect(postgres_server.dsn(), autocommit=True) as conn:
+                    conn.execute(f'CREATE DATABASE "{later}"')
+                _wait_for(lambda: not pids_seen(new.url, 20) <= old_pids, timeout=30)
+                assert "worker.listening" in new.log_text()
+    finally:
+        postgres_server.drop_database(later)
 
 
 def _run_serve(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

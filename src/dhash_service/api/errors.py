@@ -18,12 +18,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from dhash_service.api.models import ErrorBody
-from dhash_service.errors import AuthError, DhashError, InputError, NotFound
+from dhash_service.errors import AuthError, DhashError, InputError, NotFound, Unavailable
 from dhash_service.logs import get_logger
 
 log = get_logger(__name__)
 
 REQUEST_ID_KEY = "request_id"
+# A 503 here is temporary (index loading, store down, draining): tell clients when to retry.
+RETRY_AFTER_SECONDS = 1
 
 
 def error_body(err: DhashError, request_id: str | None) -> dict[str, Any]:
@@ -32,8 +34,16 @@ def error_body(err: DhashError, request_id: str | None) -> dict[str, Any]:
     return body
 
 
+def unavailable_headers() -> dict[str, str]:
+    return {"Retry-After": str(RETRY_AFTER_SECONDS)}
+
+
 def error_response(err: DhashError, request_id: str | None) -> JSONResponse:
-    headers = {"WWW-Authenticate": 'Bearer realm="dhash"'} if isinstance(err, AuthError) else None
+    headers: dict[str, str] = {}
+    if isinstance(err, AuthError):
+        headers["WWW-Authenticate"] = 'Bearer realm="dhash"'
+    if isinstance(err, Unavailable):
+        headers.update(unavailable_headers())
     return JSONResponse(error_body(err, request_id), status_code=err.http_status, headers=headers)
 
 

@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 
 from dhash_service import __version__
 from dhash_service.api.deps import app_context
+from dhash_service.api.errors import unavailable_headers
 from dhash_service.api.models import Health
 from dhash_service.errors import Unavailable
 from dhash_service.schemas import Readiness
@@ -40,8 +41,13 @@ async def ready(request: Request) -> Response:
     if ctx.lifecycle.draining:
         checks = {**readiness.checks, SHUTDOWN_CHECK: "draining"}
         readiness = Readiness(ready=False, checks=checks)
-    status = 200 if readiness.ready else Unavailable.http_status
-    return JSONResponse(readiness.model_dump(mode="json"), status_code=status)
+    if readiness.ready:
+        return JSONResponse(readiness.model_dump(mode="json"))
+    return JSONResponse(
+        readiness.model_dump(mode="json"),
+        status_code=Unavailable.http_status,
+        headers=unavailable_headers(),
+    )
 
 
 @router.get(
