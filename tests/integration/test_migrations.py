@@ -42,6 +42,37 @@ def tables(database_url: str) -> set[str]:
         engine.dispose()
 
 
+def shape(database_url: str) -> dict[str, object]:
+    """The schema (but alembic_version) as the database reports it: columns (type, nullability,
+    default), indexes, unique constraints, foreign keys and the primary key of every table."""
+    engine = schema.create_engine_for(database_url)
+    try:
+        inspector = sa.inspect(engine)
+        return {
+            table: {
+                "columns": [
+                    (c["name"], str(c["type"]), c["nullable"], str(c.get("default")))
+                    for c in inspector.get_columns(table)
+                ],
+                "indexes": sorted(
+                    (str(i["name"]), tuple(map(str, i["column_names"])), bool(i["unique"]))
+                    for i in inspector.get_indexes(table)
+                ),
+                "unique": sorted(
+                    tuple(u["column_names"]) for u in inspector.get_unique_constraints(table)
+                ),
+                "foreign_keys": sorted(
+                    (tuple(f["constrained_columns"]), f["referred_table"], str(f.get("options")))
+                    for f in inspector.get_foreign_keys(table)
+                ),
+                "primary_key": inspector.get_pk_constraint(table)["constrained_columns"],
+            }
+            for table in sorted(set(inspector.get_table_names()) - {"alembic_version"})
+        }
+    finally:
+        engine.dispose()
+
+
 def revisions_base_to_head() -> list[tuple[str, str]]:
     """(revision, what to downgrade to) from the first migration to the newest."""
     script = ScriptDirectory(str(schema.MIGRATIONS_DIR))
@@ -59,13 +90,15 @@ def test_there_is_exactly_one_head() -> None:
 def test_each_revision_goes_up_down_and_up_and_head_equals_the_models(database_url: str) -> None:
     assert schema.current_revision(database_url) is None
     for revision, previous in revisions_base_to_head():
+        before_up = shape(database_url)
         schema.upgrade(database_url, revision)
-        after_up = tables(database_url)
+        after_up = shape(database_url)
         assert schema.current_revision(database_url) == revision
         schema.downgrade(database_url, previous)
         assert schema.current_revision(database_url) == (None if previous == "base" else previous)
+        assert shape(database_url) == before_up  # down undoes exactly what up did
         schema.upgrade(database_url, revision)
-        assert tables(database_url) == after_up
+        assert shape(database_url) == after_up
     assert schema.current_revision(database_url) == schema.head_revision()
     assert diffs_from_models(database_url) == []
     assert tables(database_url) == set(Base.metadata.tables)
