@@ -210,6 +210,8 @@ class RollbackFacts:
     channels: tuple[str, ...] = ()
     reason: str = ""
     trigger: str = "manual"
+    others_serving: bool = False  # a release besides the current one serves (a cut-off switch)
+    newest_version: str | None = None  # whose migrations take the schema down (default: current)
 
 
 def _restore_reason(facts: RollbackFacts, schema_differs: bool) -> str | None:
@@ -268,6 +270,8 @@ def plan_rollback(facts: RollbackFacts) -> Plan:
     if target is None:
         warnings.append("there is no previous release to roll back to")
         steps.append(Step("activate", "switch to the previous release", False, "none exists"))
+    elif target == facts.current_version and facts.others_serving:
+        steps.append(Step("activate", f"make {target} the only serving release"))
     elif target == facts.current_version and not restore:
         steps.append(Step("activate", f"{target} is already current", False, "nothing to switch"))
     else:
@@ -282,7 +286,7 @@ def plan_rollback(facts: RollbackFacts) -> Plan:
             Step(
                 "downgrade",
                 f"downgrade the schema from {facts.current_revision} to {facts.target_revision} "
-                f"with the migrations of {facts.current_version}",
+                f"with the migrations of {facts.newest_version or facts.current_version}",
             )
         )
     else:

@@ -103,7 +103,8 @@ def _resolve_backup(text: str, base: Path) -> Path:
 
 @dataclass
 class _Choice:
-    current: Release | None
+    current: Release | None  # the release holding the newest migrations (current, or the
+    # interrupted deploy's): schema downgrades use its code
     target: Release | None
     backup: Path | None
     facts: RollbackFacts
@@ -149,6 +150,12 @@ def _choose(  # noqa: PLR0917 - private, one call site
 
             info = latest_verified_backup(backup_dir, env.name)
             backup = Path(info.path) if info else None
+    # An interrupted deploy may have migrated before it switched: its release holds the
+    # newest migrations, whatever ``current`` says.
+    interrupted = (
+        unfinished.params.get("version") if unfinished and unfinished.kind == "deploy" else None
+    )
+    newest = (target.release(str(interrupted)) if interrupted else None) or current or wanted
     current_revision = database_revision(env.database_url)
     target_revision = None
     reversible = True
@@ -156,8 +163,9 @@ def _choose(  # noqa: PLR0917 - private, one call site
         from dhash_rollout.pipeline import release_head
 
         target_revision = release_head(wanted)
-        newest = current or wanted
+        assert newest is not None
         reversible = downgrade_reversible(newest, current_revision, target_revision)
+    serving = {p.release for p in target.status().serving}
     facts = RollbackFacts(
         env=env.name,
         url=env.url,
@@ -172,8 +180,10 @@ def _choose(  # noqa: PLR0917 - private, one call site
         channels=env.channels,
         reason=request.reason,
         trigger=request.trigger,
+        others_serving=bool(serving - {current.version if current else None}),
+        newest_version=newest.version if newest else None,
     )
-    return _Choice(current, wanted, backup, facts)
+    return _Choice(newest, wanted, backup, facts)
 
 
 def _nothing_to_do(plan: Plan, facts: RollbackFacts) -> str | None:
@@ -281,13 +291,16 @@ def _params(request: RollbackRequest, choice: _Choice) -> dict[str, Any]:
         "database_ok": f.database_ok,
         "backup": f.backup,
         "backup_requested": f.backup_requested,
+        "others_serving": f.others_serving,
+        "newest_version": f.newest_version,
     }
 
 
 def _resume_choice(run: RunState, env: Environment, target: Target) -> _Choice:
     """The interrupted rollback's own decisions, from its journal header."""
     p = run.params
-    current = target.release(str(p["from_version"])) if p.get("from_version") else None
+    newest = p.get("newest_version") or p.get("from_version")
+    current = target.release(str(newest)) if newest else None
     wanted = target.release(str(p["to_version"])) if p.get("to_version") else None
     backup = Path(str(p["backup"])) if p.get("backup") else None
     facts = RollbackFacts(
@@ -304,6 +317,8 @@ def _resume_choice(run: RunState, env: Environment, target: Target) -> _Choice:
         channels=env.channels,
         reason=str(p.get("reason", "")),
         trigger=str(p.get("trigger", "manual")),
+        others_serving=bool(p.get("others_serving")),
+        newest_version=p.get("newest_version"),
     )
     return _Choice(current, wanted, backup, facts)
 
