@@ -59,6 +59,25 @@ def test_restore_swaps_in_the_backup_and_keeps_a_pre_restore_snapshot(tmp_path: 
     assert not list(db.parent.glob(".*tmp*"))
 
 
+def test_restore_over_an_unreadable_live_database_keeps_a_byte_copy_of_it(
+    tmp_path: Path,
+) -> None:
+    env = sqlite_env(tmp_path / "var" / "production")
+    db = make_sqlite_db(env_db(env), rows=500)
+    at_backup = sqlite_content(db)
+    info = create_backup(env, tmp_path / "backups")
+    db.with_name(db.name + "-wal").unlink(missing_ok=True)
+    wrecked = b"not a database any more " * 200  # what a restore after corruption faces
+    db.write_bytes(wrecked)
+
+    result = restore_backup(info.path, env)
+
+    assert sqlite_content(db) == at_backup
+    assert result.snapshot_path is not None and result.snapshot_path.read_bytes() == wrecked
+    assert len(result.warnings) == 1 and "unreadable" in result.warnings[0]
+    assert not list(db.parent.glob(".*tmp*"))
+
+
 def test_restore_into_an_environment_without_a_database(tmp_path: Path) -> None:
     env = sqlite_env(tmp_path / "var" / "production")
     make_sqlite_db(env_db(env), rows=20)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable
@@ -213,10 +214,14 @@ def _restore_sqlite(job: _Job) -> _Swapped:
         job.fault.reach("restore-before-swap")
         wal = False
         if live.exists():
-            sqlite_db.checkpoint_for_swap(live)
-            wal = sqlite_db.is_wal(live)
-            sqlite_db.snapshot(live, snapshot_tmp, lambda _f: None)
+            wal = _snapshot_live_sqlite(job, live, snapshot_tmp)
             snapshot = live.with_name(f"{live.name}.prerestore-{job.stamp}")
+            for suffix in ("-wal", "-journal"):  # a raw copy's own sidecars, kept beside it
+                if snapshot_tmp.with_name(snapshot_tmp.name + suffix).exists():
+                    os.replace(
+                        snapshot_tmp.with_name(snapshot_tmp.name + suffix),
+                        snapshot.with_name(snapshot.name + suffix),
+                    )
             os.replace(snapshot_tmp, snapshot)
         if wal:
             sqlite_db.set_wal(incoming)
@@ -242,6 +247,33 @@ def _restore_sqlite(job: _Job) -> _Swapped:
         snapshot_path=snapshot,
         tables={name: s.rows for name, s in actual.items()},
     )
+
+
+def _snapshot_live_sqlite(job: _Job, live: Path, snapshot_tmp: Path) -> bool:
+    """Copy the live database to ``snapshot_tmp``; return whether it was in WAL mode.
+
+    A live file SQLite cannot read (the very case a restore is for) cannot be copied with the
+    backup API; its snapshot is then a byte copy of the file and its journal, so nothing is
+    lost, and the result carries a warning.
+    """
+    try:
+        sqlite_db.checkpoint_for_swap(live)
+        wal = sqlite_db.is_wal(live)
+        sqlite_db.snapshot(live, snapshot_tmp, lambda _f: None)
+    except sqlite3.DatabaseError as exc:
+        remove_sqlite_files(snapshot_tmp)
+        job.warnings.append(
+            f"the live database {live} was unreadable (SQLite: {exc}); "
+            "its pre-restore snapshot is a byte copy"
+        )
+        for suffix in ("", "-wal", "-journal"):
+            source = live.with_name(live.name + suffix)
+            if source.exists():
+                shutil.copyfile(source, snapshot_tmp.with_name(snapshot_tmp.name + suffix))
+        with open(snapshot_tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        return False
+    return wal
 
 
 def _restore_postgres(job: _Job) -> _Swapped:
