@@ -190,7 +190,7 @@ def upgrade(
     config_factory: ConfigFactory = store_schema.alembic_config,
 ) -> MigrationStatus:
     """Migrate up to ``revision`` (default head) for real, then report the status."""
-    check_database_url(database_url)
+    migration_status(database_url, config_factory=config_factory)  # reachable? (Unavailable)
     _run_command(command.upgrade, database_url, revision, config_factory)
     return migration_status(database_url, config_factory=config_factory)
 
@@ -202,7 +202,7 @@ def downgrade(
     config_factory: ConfigFactory = store_schema.alembic_config,
 ) -> MigrationStatus:
     """Migrate down to ``revision`` for real (data in dropped columns/tables is lost)."""
-    check_database_url(database_url)
+    migration_status(database_url, config_factory=config_factory)  # reachable? (Unavailable)
     _require_existing_sqlite(database_url)
     _run_command(command.downgrade, database_url, revision, config_factory)
     return migration_status(database_url, config_factory=config_factory)

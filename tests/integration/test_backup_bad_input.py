@@ -79,10 +79,25 @@ def test_migrate_refuses_a_database_url_it_cannot_run_on(
     says: str,
 ) -> None:
     monkeypatch.setenv("DHASH_DATABASE_URL", url)
-    for argv in (["migrate", "status"], ["migrate", "--dry-run"], ["migrate"]):
+    for argv in (
+        ["migrate", "status"],
+        ["migrate", "--dry-run"],
+        ["migrate"],
+        ["migrate", "downgrade", "base"],
+    ):
         assert main(argv) == 2, argv
         assert says in capsys.readouterr().err
     assert not (checkout / "migrate-dryrun.log").exists()
+
+
+def test_migrate_against_an_unreachable_server_says_so_not_rolled_back(
+    checkout: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DHASH_DATABASE_URL", "postgresql+psycopg://u:secret@127.0.0.1:1/x")
+    for argv in (["migrate"], ["migrate", "downgrade", "base"], ["migrate", "--dry-run"]):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert "cannot reach" in err and "rolled back" not in err and "secret" not in err
 
 
 def test_create_with_out_of_range_retention_writes_no_backup(checkout: Path) -> None:
