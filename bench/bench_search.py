@@ -100,6 +100,11 @@ class Contenders:
     def mih_bytes_per_hash(self) -> float:
         return self.mih.nbytes / len(self.mih)
 
+    def mih_layout(self) -> tuple[int, ...]:
+        table = self.mih._snapshot.table
+        assert table is not None
+        return table.layout.widths
+
 
 # --- data ----------------------------------------------------------------------------------------
 
@@ -355,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         contenders = Contenders.build(hashes)
         notes.append(
             f"- uniform {n:,}: MIH build {contenders.build_seconds['mih']:.2f} s "
-            f"({contenders.mih_bytes_per_hash():.1f} bytes/hash incl. id map), "
+            f"({contenders.mih_bytes_per_hash():.1f} bytes/hash incl. ids and offsets, "
+            f"chunks {'+'.join(map(str, contenders.mih_layout()))} bits), "
             f"FAISS add {contenders.build_seconds['faiss']:.2f} s; queries: half stored hashes "
             "with 0..radius bits flipped, half random"
         )

@@ -15,15 +15,15 @@ from dhash_service.index import (
     new_index,
     words_to_int,
 )
-from dhash_service.index.mih import CHUNK_BITS, CHUNKS, probe_plan
+from dhash_service.index.mih import NARROW, WIDE, Layout, probe_plan
 
 U64 = st.integers(min_value=0, max_value=2**64 - 1)
 
 
 def both(
-    ids: list[int], values: list[int], *, min_tail: int = 0
+    ids: list[int], values: list[int], *, min_tail: int = 0, layout: Layout | None = None
 ) -> tuple[MultiIndexHashing, BruteForceIndex]:
-    mih, brute = MultiIndexHashing(min_tail=min_tail), BruteForceIndex(64)
+    mih, brute = MultiIndexHashing(min_tail=min_tail, layout=layout), BruteForceIndex(64)
     array = np.array(values, dtype=np.uint64)
     mih.add(np.array(ids, dtype=np.int64), array)
     brute.add(np.array(ids, dtype=np.int64), array)
@@ -47,11 +47,14 @@ def reference(values: list[int], query: int, radius: int) -> list[tuple[int, int
     )
 
 
-def flip_bits_per_chunk(value: int, flips: list[int], rng: np.random.Generator) -> int:
+def flip_bits_per_chunk(
+    value: int, flips: list[int], rng: np.random.Generator, layout: Layout = NARROW
+) -> int:
     """Flip ``flips[c]`` distinct bits inside chunk ``c`` (the pigeonhole's boundary cases)."""
     for chunk, count in enumerate(flips):
-        for bit in rng.choice(CHUNK_BITS, size=count, replace=False):
-            value ^= 1 << (chunk * CHUNK_BITS + int(bit))
+        width = layout.widths[chunk]
+        for bit in rng.choice(width, size=min(count, width), replace=False):
+            value ^= 1 << (layout.shifts[chunk] + int(bit))
     return value
 
 
@@ -61,11 +64,12 @@ def flip_bits_per_chunk(value: int, flips: list[int], rng: np.random.Generator) 
     queries=st.lists(U64, min_size=1, max_size=4),
     radius=st.integers(0, 16),
     min_tail=st.sampled_from([0, 50, 10_000]),
+    layout=st.sampled_from([NARROW, WIDE]),
 )
 def test_mih_equals_brute_force_on_random_hashes(
-    values: list[int], queries: list[int], radius: int, min_tail: int
+    values: list[int], queries: list[int], radius: int, min_tail: int, layout: Layout
 ) -> None:
-    mih, brute = both(list(range(len(values))), values, min_tail=min_tail)
+    mih, brute = both(list(range(len(values))), values, min_tail=min_tail, layout=layout)
     for query in [*queries, *values[:3]]:
         found = mih.search(query, radius)
         assert same(found, brute.search(query, radius))
@@ -79,36 +83,45 @@ def test_mih_equals_brute_force_on_random_hashes(
     query=U64,
     radius=st.integers(0, 16),
     shapes=st.lists(
-        st.lists(st.integers(0, CHUNK_BITS), min_size=CHUNKS, max_size=CHUNKS),
+        st.lists(st.integers(0, 16), min_size=4, max_size=4),
         min_size=1,
         max_size=40,
     ),
     seed=st.integers(0, 2**32 - 1),
+    layout=st.sampled_from([NARROW, WIDE]),
 )
 def test_mih_equals_brute_force_when_neighbours_sit_on_chunk_boundaries(
-    query: int, radius: int, shapes: list[list[int]], seed: int
+    query: int, radius: int, shapes: list[list[int]], seed: int, layout: Layout
 ) -> None:
     """Hashes whose differing bits are spread over chunks at, just inside and just past radius."""
     rng = np.random.default_rng(seed)
-    values = [flip_bits_per_chunk(query, flips, rng) for flips in shapes]
+    chunks = layout.count
+    values = [flip_bits_per_chunk(query, flips[:chunks], rng, layout) for flips in shapes]
     # Add the exact pigeonhole boundary: the radius split as evenly as the chunks allow.
-    even = [radius // CHUNKS + (1 if c < radius % CHUNKS else 0) for c in range(CHUNKS)]
-    values += [flip_bits_per_chunk(query, even, rng), flip_bits_per_chunk(query, even[::-1], rng)]
-    mih, brute = both(list(range(len(values))), values)
+    even = [radius // chunks + (1 if c < radius % chunks else 0) for c in range(chunks)]
+    values += [
+        flip_bits_per_chunk(query, even, rng, layout),
+        flip_bits_per_chunk(query, even[::-1], rng, layout),
+    ]
+    mih, brute = both(list(range(len(values))), values, layout=layout)
     assert same(mih.search(query, radius), brute.search(query, radius))
     assert mih.search(query, radius).ids.tolist() == [
         i for _, i in reference(values, query, radius)
     ]
 
 
-@pytest.mark.parametrize("radius", range(17))
-def test_every_radius_on_a_dense_clustered_set(radius: int) -> None:
+@pytest.mark.parametrize(
+    ("radius", "layout"),
+    [(r, NARROW) for r in range(17)] + [(r, WIDE) for r in (0, 1, 3, 4, 5, 7, 10, 16)],
+)
+def test_every_radius_on_a_dense_clustered_set(radius: int, layout: Layout) -> None:
     rng = np.random.default_rng(radius)
     centre = int(rng.integers(0, 2**63)) * 2 + 1
     values = [
-        flip_bits_per_chunk(centre, list(rng.integers(0, 6, CHUNKS)), rng) for _ in range(3000)
+        flip_bits_per_chunk(centre, list(rng.integers(0, 6, layout.count)), rng, layout)
+        for _ in range(3000)
     ]
-    mih, brute = both(list(range(len(values))), values)
+    mih, brute = both(list(range(len(values))), values, layout=layout)
     for query in (centre, values[0], values[-1]):
         assert same(mih.search(query, radius), brute.search(query, radius))
 
@@ -161,7 +174,8 @@ def test_large_radius_takes_the_scan_path_and_stays_exact() -> None:
     rng = np.random.default_rng(3)
     values = rng.integers(0, 2**64, 5000, dtype=np.uint64)
     mih, brute = both(list(range(5000)), values.tolist())
-    assert probe_plan(28).size > 65536  # far more probes than hashes: the table scans instead
+    assert NARROW.probe_count(28) > 65536  # far more probes than hashes: the table scans instead
+    assert probe_plan(4, WIDE).size == 2 * 22 + 1  # radius 1 in chunks 0 and 1, 0 in chunk 2
     query = int(values[0])
     assert same(mih.search(query, 28), brute.search(query, 28))
 

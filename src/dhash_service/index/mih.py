@@ -1,19 +1,23 @@
 """Multi-index hashing (Norouzi, Punjani & Fleet, CVPR 2012) for 64-bit hashes: exact and fast.
 
-Each hash is cut into ``M = 4`` disjoint 16-bit chunks. If two hashes differ in at most ``r``
-bits, then, writing ``r = M * q + a`` with ``0 <= a < M``, at least one of the first ``a + 1``
-chunks differs in at most ``q`` bits or one of the other chunks differs in at most ``q - 1`` bits
+Each hash is cut into ``M`` disjoint chunks. If two hashes differ in at most ``r`` bits, then,
+writing ``r = M * q + a`` with ``0 <= a < M``, at least one of the first ``a + 1`` chunks
+differs in at most ``q`` bits or one of the other chunks differs in at most ``q - 1`` bits
 (otherwise the total would be at least ``(a + 1)(q + 1) + (M - a - 1) q = r + 1``). So probing,
-per chunk, every 16-bit key within that chunk radius finds every true neighbour; candidates are
-then checked with the full distance, which makes the result exact.
+per chunk, every key within that chunk radius finds every true neighbour; candidates are then
+checked with the full distance, which makes the result exact. Chunks are 4 x 16 bits up to 2**23
+hashes and 21 + 21 + 22 bits from there (about log2(n) bits each, as the paper advises: at 10M
+hashes 16-bit buckets hold ~150 entries each and radius 10 checks ~65k candidates; 21-bit ones
+check ~15k).
 
 Layout (CSR, built with vectorised numpy, no Python loop over hashes): the rows are the hashes
-stably sorted by chunk 0, so a chunk-0 bucket is a contiguous range of the hash array; for
-chunks 1..3 a ``uint32`` permutation lists the rows sorted by that chunk, and one offsets array
-says where each of the ``4 * 65536`` buckets starts. That is 8 (hash) + 3 * 4 (permutations)
-+ 4 (id, ``uint32`` when every id fits) = 24 bytes per hash, plus 1 MB of offsets. Chunk 0
-always carries the largest probe radius, so most candidates (at radius 4, 17 of 20 probed
-buckets) are read as contiguous memory; the other chunks' candidates cost one random read each.
+stably sorted by chunk 0, so a chunk-0 bucket is a contiguous range of the hash array; for each
+other chunk a ``uint32`` permutation lists the rows sorted by that chunk, and one offsets array
+says where each bucket starts. With 4 chunks that is 8 (hash) + 3 * 4 (permutations) + 4 (id,
+``uint32`` when every id fits) = 24 bytes per hash plus 1 MB of offsets; with 3 chunks, 20 bytes
+per hash plus 32 MB of offsets (at most 4 bytes per hash where that layout is used). Chunk 0
+always carries the largest probe radius, so a good share of the candidates is read as contiguous
+memory; the other chunks' candidates cost one random read each.
 
 New hashes go to a small brute-force tail; when the tail outgrows ``max(16384, n / 256)`` the
 static part is rebuilt off the search path and swapped in. Searches read one immutable snapshot,
@@ -22,9 +26,10 @@ so they need no lock.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -39,28 +44,88 @@ from dhash_service.index.protocol import (
 )
 
 BITS = 64
-CHUNKS = 4
-CHUNK_BITS = 16
-BUCKETS = 1 << CHUNK_BITS
-_CHUNK_MASK = np.uint64(BUCKETS - 1)
-_SHIFTS = np.arange(CHUNKS, dtype=np.uint64) * np.uint64(CHUNK_BITS)
 _MIN_TAIL = 16_384
 _TAIL_FRACTION = 256
-# Past this many candidates per stored hash a plain scan of one chunk's copy is cheaper.
+# Past this many candidates per stored hash a plain scan of the hashes is cheaper.
 _SCAN_SHARE = 0.35
 # Up to this many hits, post-processing in plain Python beats a dozen numpy calls.
 _FEW = 256
-_SHIFT_INTS = tuple(range(0, BITS, CHUNK_BITS))
-# Plans with at most this many probes (radius 0..7) take the plain-Python bucket lookup.
+# Plans with at most this many probes take the plain-Python bucket lookup.
 _FEW_PROBES = 96
+# Plans are only built up to this many probes; past it (large radii) the table scans instead.
+_MAX_PROBES = 1 << 20
 _UINT32_MAX = 2**32 - 1
 _EMPTY_ROWS: NDArray[np.uint32] = np.empty(0, np.uint32)
 
 
-@lru_cache(maxsize=CHUNK_BITS + 1)
-def _keys_within(radius: int) -> NDArray[np.int64]:
-    """All 16-bit XOR masks with at most ``radius`` bits set."""
-    counts = np.bitwise_count(np.arange(BUCKETS, dtype=np.uint32))
+@dataclass(frozen=True)
+class Layout:
+    """How a 64-bit hash is cut into chunks: their widths, least significant chunk first."""
+
+    widths: tuple[int, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.widths)
+
+    @cached_property
+    def shifts(self) -> tuple[int, ...]:
+        return tuple(sum(self.widths[:c]) for c in range(self.count))
+
+    @cached_property
+    def masks(self) -> tuple[int, ...]:
+        return tuple((1 << w) - 1 for w in self.widths)
+
+    @cached_property
+    def bases(self) -> tuple[int, ...]:
+        """Index of each chunk's first bucket in the one offsets array."""
+        return tuple(sum(1 << w for w in self.widths[:c]) for c in range(self.count))
+
+    @cached_property
+    def buckets(self) -> int:
+        return sum(1 << w for w in self.widths)
+
+    def chunk(self, hashes: NDArray[np.uint64], c: int) -> NDArray[np.unsignedinteger[Any]]:
+        key_type = np.uint16 if self.widths[c] <= 16 else np.uint32
+        mask = np.uint64((1 << self.widths[c]) - 1)
+        return ((hashes >> np.uint64(self.shifts[c])) & mask).astype(key_type)
+
+    def chunk_radii(self, radius: int) -> tuple[int, ...]:
+        """Per chunk, the radius to probe: the pigeonhole split in the module docstring."""
+        per_chunk, extra = divmod(radius, self.count)
+        return tuple(per_chunk if c <= extra else per_chunk - 1 for c in range(self.count))
+
+    def probe_count(self, radius: int) -> int:
+        return _probe_count(self, radius)
+
+
+@lru_cache(maxsize=4 * BITS)
+def _probe_count(layout: Layout, radius: int) -> int:
+    """How many buckets a search at ``radius`` probes (without building the plan)."""
+    return sum(
+        sum(math.comb(w, k) for k in range(min(r, w) + 1))
+        for w, r in zip(layout.widths, layout.chunk_radii(radius), strict=True)
+        if r >= 0
+    )
+
+
+# Four 16-bit chunks suit up to a few million hashes. Past that, buckets hold so many entries
+# that three ~21-bit chunks (about log2(n) bits each, as Norouzi et al. advise) check 4x fewer
+# candidates at radius 10; their 8.4M bucket offsets (32 MB) cost at most 4 bytes per hash
+# from 2**23 hashes on.
+NARROW = Layout((16, 16, 16, 16))
+WIDE = Layout((21, 21, 22))
+WIDE_FROM = 1 << 23
+
+
+def layout_for(size: int) -> Layout:
+    return WIDE if size >= WIDE_FROM else NARROW
+
+
+@lru_cache(maxsize=64)
+def _keys_within(radius: int, width: int) -> NDArray[np.int64]:
+    """All ``width``-bit XOR masks with at most ``radius`` bits set."""
+    counts = np.bitwise_count(np.arange(1 << width, dtype=np.uint32))
     return np.flatnonzero(counts <= radius).astype(np.int64)
 
 
@@ -71,7 +136,7 @@ class ProbePlan:
     chunk: NDArray[np.int64]
     masks: NDArray[np.int64]
     bases: NDArray[np.int64]
-    pairs: tuple[tuple[int, int], ...]  # (chunk, mask) as Python ints, for small plans
+    triples: tuple[tuple[int, int, int], ...]  # (chunk, mask, base) as ints, for small plans
     primary: int  # probes of chunk 0 (they come first)
 
     @property
@@ -80,33 +145,39 @@ class ProbePlan:
 
 
 @lru_cache(maxsize=4 * BITS)
-def probe_plan(radius: int) -> ProbePlan:
-    """The probes for a radius: the pigeonhole split in the module docstring."""
-    per_chunk, extra = divmod(radius, CHUNKS)
+def probe_plan(radius: int, layout: Layout = NARROW) -> ProbePlan:
+    """The probes for a radius (callers check ``layout.probe_count`` against the table first)."""
     chunk_ids: list[NDArray[np.int64]] = []
     masks: list[NDArray[np.int64]] = []
-    for chunk in range(CHUNKS):
-        chunk_radius = per_chunk if chunk <= extra else per_chunk - 1
+    for chunk, chunk_radius in enumerate(layout.chunk_radii(radius)):
         if chunk_radius < 0:
             continue
-        keys = _keys_within(min(chunk_radius, CHUNK_BITS))
+        width = layout.widths[chunk]
+        keys = _keys_within(min(chunk_radius, width), width)
         chunk_ids.append(np.full(keys.size, chunk, np.int64))
         masks.append(keys)
     chunk_of = np.concatenate(chunk_ids)
     all_masks = np.concatenate(masks)
-    pairs = tuple(zip(chunk_of.tolist(), all_masks.tolist(), strict=True))
-    return ProbePlan(
-        chunk_of,
-        all_masks,
-        chunk_of * BUCKETS,
-        pairs if len(pairs) <= 4096 else (),
-        int(np.count_nonzero(chunk_of == 0)),
+    bases = np.array(layout.bases, dtype=np.int64)[chunk_of]
+    triples = (
+        tuple(zip(chunk_of.tolist(), all_masks.tolist(), bases.tolist(), strict=True))
+        if chunk_of.size <= _FEW_PROBES
+        else ()
     )
+    return ProbePlan(chunk_of, all_masks, bases, triples, int(np.count_nonzero(chunk_of == 0)))
 
 
-def chunk_values(hashes: NDArray[np.uint64]) -> NDArray[np.uint16]:
-    """``(CHUNKS, n)`` matrix of 16-bit chunk values, chunk 0 the least significant."""
-    return ((hashes[None, :] >> _SHIFTS[:, None]) & _CHUNK_MASK).astype(np.uint16)
+def _stable_order(keys: NDArray[np.unsignedinteger[Any]]) -> NDArray[np.intp]:
+    """``argsort(keys, kind="stable")``, as two 16-bit radix passes when keys are wider.
+
+    numpy radix-sorts keys of 16 bits or less; wider keys would take its merge sort, ~5x slower
+    on 10M hashes. Sorting stably by the low 16 bits, then by the rest, is the same order.
+    """
+    if keys.dtype.itemsize <= 2:
+        return np.argsort(keys, kind="stable")
+    low = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
+    high = np.argsort((keys[low] >> 16).astype(np.uint16), kind="stable")
+    return low[high]
 
 
 @dataclass(frozen=True)
@@ -114,16 +185,17 @@ class _Table:
     """The static part; immutable once built.
 
     Rows are the stored hashes ordered by chunk 0, so chunk 0's buckets are plain ranges of
-    ``hashes`` and need no permutation; chunks 1..3 each keep a permutation (rows ordered by that
-    chunk's value). ``offsets`` holds where each of the ``CHUNKS * BUCKETS`` buckets starts: chunk
-    ``c``'s buckets span slots ``[c * n, (c + 1) * n)``; slot ``s < n`` is row ``s``, slot
-    ``s >= n`` is row ``perms[s - n]``.
+    ``hashes`` and need no permutation; every other chunk keeps a permutation (rows ordered by
+    that chunk's value). ``offsets`` holds where each bucket starts: chunk ``c``'s buckets span
+    slots ``[c * n, (c + 1) * n)``; slot ``s < n`` is row ``s``, slot ``s >= n`` is row
+    ``perms[s - n]``.
     """
 
+    layout: Layout
     ids: NDArray[np.integer[Any]]  # row -> caller id (uint32 when every id fits)
     hashes: NDArray[np.uint64]  # row -> hash
-    perms: NDArray[np.unsignedinteger[Any]]  # (CHUNKS - 1) * n rows, by chunk 1, then 2, then 3
-    offsets: NDArray[np.unsignedinteger[Any]]  # CHUNKS * BUCKETS + 1 slots
+    perms: NDArray[np.unsignedinteger[Any]]  # (chunks - 1) * n rows, by chunk 1, then 2, ...
+    offsets: NDArray[np.unsignedinteger[Any]]  # layout.buckets + 1 slots
     offset_view: memoryview  # the same memory; one item costs less than numpy indexing
 
     @property
@@ -135,29 +207,33 @@ class _Table:
         return self.ids.nbytes + self.hashes.nbytes + self.perms.nbytes + self.offsets.nbytes
 
     @classmethod
-    def build(cls, ids: IdArray, hashes: NDArray[np.uint64]) -> _Table:
+    def build(
+        cls, ids: IdArray, hashes: NDArray[np.uint64], layout: Layout | None = None
+    ) -> _Table:
         n = int(hashes.size)
+        layout = layout or layout_for(n)
         fits = bool(ids.size) and int(ids.min()) >= 0 and int(ids.max()) <= _UINT32_MAX
         row_type: type[np.unsignedinteger[Any]] = np.uint32 if n <= _UINT32_MAX else np.uint64
         slot_type: type[np.unsignedinteger[Any]] = (
-            np.uint32 if CHUNKS * n <= _UINT32_MAX else np.uint64
+            np.uint32 if layout.count * n <= _UINT32_MAX else np.uint64
         )
         id_type: type[np.integer[Any]] = np.uint32 if fits else np.int64
-        # Stable argsort of 16-bit keys is a radix sort; rows take chunk 0's order.
-        order = np.argsort((hashes & _CHUNK_MASK).astype(np.uint16), kind="stable")
+        # Rows take chunk 0's order (a stable argsort of 16-bit keys is a radix sort).
+        order = _stable_order(layout.chunk(hashes, 0))
         row_hashes = hashes[order]
         row_ids = ids[order].astype(id_type)
         del order
-        counts = np.empty(CHUNKS * BUCKETS, dtype=np.int64)
-        perms: NDArray[np.unsignedinteger[Any]] = np.empty((CHUNKS - 1) * n, dtype=row_type)
-        for chunk in range(CHUNKS):  # 4 iterations, each vectorised over all hashes
-            keys = ((row_hashes >> _SHIFTS[chunk]) & _CHUNK_MASK).astype(np.uint16)
-            counts[chunk * BUCKETS : (chunk + 1) * BUCKETS] = np.bincount(keys, minlength=BUCKETS)
+        counts = np.empty(layout.buckets, dtype=np.int64)
+        perms: NDArray[np.unsignedinteger[Any]] = np.empty((layout.count - 1) * n, dtype=row_type)
+        for chunk in range(layout.count):  # one iteration per chunk, vectorised over all hashes
+            keys = layout.chunk(row_hashes, chunk)
+            base, width = layout.bases[chunk], layout.widths[chunk]
+            counts[base : base + (1 << width)] = np.bincount(keys, minlength=1 << width)
             if chunk:
-                perms[(chunk - 1) * n : chunk * n] = np.argsort(keys, kind="stable")
-        offsets: NDArray[np.unsignedinteger[Any]] = np.zeros(CHUNKS * BUCKETS + 1, dtype=slot_type)
+                perms[(chunk - 1) * n : chunk * n] = _stable_order(keys)
+        offsets: NDArray[np.unsignedinteger[Any]] = np.zeros(layout.buckets + 1, dtype=slot_type)
         np.cumsum(counts, out=offsets[1:], dtype=slot_type)
-        return cls(row_ids, row_hashes, perms, offsets, offsets.data)
+        return cls(layout, row_ids, row_hashes, perms, offsets, offsets.data)
 
     def search(self, value: int, radius: int) -> Hits:
         """Rows within ``radius`` with distances and hashes (unsorted, each row once).
@@ -165,11 +241,16 @@ class _Table:
         At small radii the fixed cost of each numpy call, not the data, dominates a query, so
         a plan with few probes looks its buckets up in plain Python and makes few gathers.
         """
-        plan = probe_plan(radius)
+        layout = self.layout
+        if layout.probe_count(radius) > min(_MAX_PROBES, self.size):
+            return self._scan(value, radius)
+        plan = probe_plan(radius, layout)
+        query_chunks = [
+            (value >> shift) & mask for shift, mask in zip(layout.shifts, layout.masks, strict=True)
+        ]
         if plan.size <= _FEW_PROBES:
-            return self._search_few_probes(value, radius, plan)
-        query_chunks = np.array([(value >> shift) & 0xFFFF for shift in _SHIFT_INTS], np.int64)
-        keys = (query_chunks[plan.chunk] ^ plan.masks) + plan.bases
+            return self._search_few_probes(value, radius, plan, query_chunks)
+        keys = (np.array(query_chunks, np.int64)[plan.chunk] ^ plan.masks) + plan.bases
         starts = self.offsets[keys].astype(np.intp)
         lengths = self.offsets[keys + 1].astype(np.intp) - starts
         ends = lengths.cumsum()
@@ -192,14 +273,15 @@ class _Table:
             np.concatenate([near_primary[hit_primary], near_other[hit_other]]),
         )
 
-    def _search_few_probes(self, value: int, radius: int, plan: ProbePlan) -> Hits:
-        query_chunks = [(value >> shift) & 0xFFFF for shift in _SHIFT_INTS]
+    def _search_few_probes(
+        self, value: int, radius: int, plan: ProbePlan, query_chunks: list[int]
+    ) -> Hits:
         offsets = self.offset_view
         n = self.size
         primary: list[tuple[int, int]] = []  # chunk 0's buckets: ranges of rows
         others: list[NDArray[np.unsignedinteger[Any]]] = []  # other chunks': slices of perms
-        for chunk, mask in plan.pairs:
-            key = (query_chunks[chunk] ^ mask) | (chunk << CHUNK_BITS)
+        for chunk, mask, base in plan.triples:
+            key = (query_chunks[chunk] ^ mask) + base
             start, end = offsets[key], offsets[key + 1]
             if end > start:
                 if chunk:
@@ -292,10 +374,13 @@ _EMPTY_HASHES: NDArray[np.uint64] = np.empty(0, np.uint64)
 class MultiIndexHashing:
     """Exact Hamming radius search over 64-bit hashes; see the module docstring."""
 
-    def __init__(self, bits: int = BITS, *, min_tail: int = _MIN_TAIL) -> None:
+    def __init__(
+        self, bits: int = BITS, *, min_tail: int = _MIN_TAIL, layout: Layout | None = None
+    ) -> None:
         if bits != BITS:
             raise ValueError(f"multi-index hashing here is for 64-bit hashes, not {bits}")
         self._min_tail = min_tail
+        self._layout = layout  # None: chosen by size at each build
         self._snapshot = _Snapshot(None, _EMPTY_IDS, _EMPTY_HASHES)
         self._write_lock = threading.Lock()
 
@@ -337,7 +422,9 @@ class MultiIndexHashing:
                 table_ids, table_hashes = now.table.rows()
                 tail_ids = np.concatenate([table_ids, tail_ids])
                 tail_hashes = np.concatenate([table_hashes, tail_hashes])
-            self._snapshot = _Snapshot(_Table.build(tail_ids, tail_hashes), *_empty_tail())
+            self._snapshot = _Snapshot(
+                _Table.build(tail_ids, tail_hashes, self._layout), *_empty_tail()
+            )
 
     def search(self, value: int, radius: int, limit: int | None = None) -> Neighbors:
         snapshot = self._snapshot
