@@ -133,13 +133,18 @@ def create_backup(
 
                 info = replace(info, state=verify_backup(final, progress=report).state)
             if keep_for is not None:
-                pruned = prune_env_locked(
-                    backup_dir,
-                    env.name,
-                    older_than=keep_for,
-                    now=now(),
-                    keep=final if verify else None,
-                )
+                with reported_failures(
+                    f"retention after the backup of {env.name}",
+                    outcome=f"the new backup {final} is complete; some old backups may remain",
+                    where=backup_dir,
+                ):
+                    pruned = prune_env_locked(
+                        backup_dir,
+                        env.name,
+                        older_than=keep_for,
+                        now=now(),
+                        keep=final if verify else None,
+                    )
                 info = replace(info, pruned=tuple(pruned.deleted))
                 report("prune", 1.0)
             return info
