@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,6 +299,31 @@ def test_two_processes_sending_the_same_notice_post_it_once(
     statuses = sorted(json.loads(out)["outcomes"][0]["status"] for out, _ in outputs)
     assert statuses == ["sent", "skipped-duplicate"]
     assert len(receiver.requests("slack")) == 1
+
+
+def test_a_trickling_endpoint_cannot_hold_the_command_past_its_budget(
+    base_env: dict[str, str], tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    receiver.script("slack", Reply(200, trickle=15.0))  # never silent for a read timeout
+    args = ["notify", "--type", "info", "--env", "production", "--message", "slow relay"]
+
+    started = time.monotonic()
+    done = dhash(
+        [*args, "--channels", "slack,file", "--json"], base_env, tmp_path,
+        DHASH_NOTIFY_TOTAL_SECONDS="1",
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+
+    assert done.returncode == 0, done.stderr
+    statuses = {o["channel"]: o["status"] for o in json.loads(done.stdout)["outcomes"]}
+    assert statuses == {"slack": "pending", "file": "sent"}
+    assert elapsed < 8.0, elapsed  # start-up + 1 s budget + 1 s grace, not the 15 s trickle
+    (log,) = (tmp_path / "logs").glob("notifications_*.log")
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {(line["channel"], line["status"]) for line in lines} == {
+        ("file", "sent"),
+        ("slack", "pending"),
+    }
 
 
 # --- scripts/lib/dhash.js ---------------------------------------------------------------------

@@ -196,6 +196,7 @@ class Reply:
     body: str = ""
     delay: float = 0.0
     echo_path: bool = False  # put the request path (the secret!) in the body, as some servers do
+    trickle: float = 0.0  # drip a header one byte per 0.1 s for this long (beats read timeouts)
 
 
 @dataclass(frozen=True)
@@ -279,6 +280,9 @@ class WebhookReceiver:
             )
         if reply.delay:
             time.sleep(reply.delay)
+        if reply.trickle:
+            _trickle(request, reply)
+            return
         text = reply.body + (f" for {request.path}" if reply.echo_path else "")
         data = text.encode()
         try:
@@ -297,6 +301,19 @@ class WebhookReceiver:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(timeout=5)
+
+
+def _trickle(request: BaseHTTPRequestHandler, reply: Reply) -> None:
+    """A server that is never silent for a whole read timeout, yet never finishes in time."""
+    end = time.monotonic() + reply.trickle
+    try:
+        request.wfile.write(f"HTTP/1.1 {reply.status} OK\r\nX-Slow: ".encode())
+        while time.monotonic() < end:
+            request.wfile.write(b".")
+            time.sleep(0.1)
+        request.wfile.write(b"\r\nContent-Length: 0\r\n\r\n")
+    except OSError:
+        pass  # the client went away
 
 
 @contextmanager

@@ -274,6 +274,26 @@ def test_a_hanging_endpoint_costs_at_most_the_budget(
     assert elapsed < 2.5, elapsed  # budget 1 s plus scheduling, not the 10 s read timeout
 
 
+def test_a_flush_against_a_trickling_endpoint_returns_at_its_budget(
+    env: Path, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver.script("slack", Reply(500))
+    monkeypatch.setenv("DHASH_NOTIFY_MAX_ATTEMPTS", "1")
+    assert notifier(env, "slack").send(event()).outcome("slack").status == Status.OUTBOXED
+    receiver.script("slack", Reply(200, trickle=6.0))  # a byte every 0.1 s: no read times out
+
+    started = time.monotonic()
+    flushed = notifier(env, "slack").flush(timeout=0.5)
+    elapsed = time.monotonic() - started
+
+    assert [i.outcome.status for i in flushed.items] == [Status.PENDING]
+    assert elapsed < 2.5, elapsed  # 0.5 s budget + 1 s grace, not the 6 s trickle
+    assert [line["status"] for line in log_lines(env) if line["channel"] == "slack"] == [
+        "outboxed",
+        "pending",
+    ]
+
+
 class _Stuck:
     """A channel that ignores its deadline until released."""
 

@@ -8,10 +8,10 @@ rollback that notifies is never failed or held up longer than the budget by a no
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -202,20 +202,25 @@ class Notifier:
             outcomes = tuple(self._render_only(n, c, event) for n, c in self.channels.items())
             return DeliveryReport(key, event, True, outcomes)
         budget = _Budget(time.monotonic() + self.total_seconds)
+        finished: queue.SimpleQueue[tuple[str, ChannelOutcome]] = queue.SimpleQueue()
+        for name, channel in self.channels.items():
+            # Daemon threads, not a pool: a server that trickles bytes slower than the read
+            # timeout can hold a worker past the budget, and a process must never wait for it
+            # at exit (ThreadPoolExecutor joins its workers at interpreter exit).
+            threading.Thread(
+                target=self._deliver_into,
+                args=(finished, name, channel, event, budget),
+                name=f"notify-{name}",
+                daemon=True,
+            ).start()
         results: dict[str, ChannelOutcome] = {}
-        pool = ThreadPoolExecutor(
-            max_workers=max(1, len(self.channels)), thread_name_prefix="notify"
-        )
-        try:
-            futures = {
-                pool.submit(self._deliver_safely, name, channel, event, budget): name
-                for name, channel in self.channels.items()
-            }
-            done, _ = wait(futures, timeout=max(0.0, budget.left()) + _GRACE_SECONDS)
-            for future in done:
-                results[futures[future]] = future.result()
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+        wait_until = budget.deadline + _GRACE_SECONDS
+        while len(results) < len(self.channels):
+            try:
+                name, outcome = finished.get(timeout=max(0.0, wait_until - time.monotonic()))
+            except queue.Empty:
+                break
+            results[name] = outcome
         outcomes = tuple(
             results.get(
                 name,
@@ -227,7 +232,10 @@ class Notifier:
         )
         for outcome in outcomes:
             if outcome.status == Status.PENDING:
+                # On disk now: if the process ends before the worker does, the log still has
+                # the message and the store's claim goes stale into the outbox.
                 _log.warning("notify.pending", channel=outcome.channel, key=key)
+                self._record(event, outcome)
         log_file = self.log.path if self._wrote_log.is_set() else None
         return DeliveryReport(key, event, False, outcomes, log_file)
 
@@ -252,6 +260,16 @@ class Notifier:
         if event.severity < floor:
             return f"{event.severity.name} is below this channel's minimum {floor.name}"
         return None
+
+    def _deliver_into(
+        self,
+        finished: queue.SimpleQueue[tuple[str, ChannelOutcome]],
+        name: str,
+        channel: Channel | Unavailable,
+        event: Event,
+        budget: _Budget,
+    ) -> None:
+        finished.put((name, self._deliver_safely(name, channel, event, budget)))
 
     def _deliver_safely(
         self, name: str, channel: Channel | Unavailable, event: Event, budget: _Budget
@@ -383,7 +401,7 @@ class Notifier:
         flushed: list[FlushedItem] = []
         for item in items:
             outcome = self._flush_one(item, budget, failed_channels)
-            if outcome.status in (Status.OUTBOXED, Status.FAILED):
+            if outcome.status in (Status.OUTBOXED, Status.FAILED, Status.PENDING):
                 failed_channels.add(item.channel)
             flushed.append(FlushedItem(item.key, outcome))
         remaining = len(self.store.outbox())
@@ -410,9 +428,27 @@ class Notifier:
         claim = self._claim(event, name)
         if isinstance(claim, Duplicate):
             return ChannelOutcome(name, Status.DUPLICATE, detail="taken by another run")
-        outcome = self._attempt(name, channel, event, claim, budget)
-        self._record(event, outcome)
-        return outcome
+        finished: queue.SimpleQueue[tuple[str, ChannelOutcome]] = queue.SimpleQueue()
+
+        def attempt() -> None:
+            try:
+                outcome = self._attempt(name, channel, event, claim, budget)
+            except Exception as exc:  # never let a bug in one channel escape into the caller
+                outcome = ChannelOutcome(name, Status.FAILED, error=_describe(exc))
+            self._record(event, outcome)
+            finished.put((name, outcome))
+
+        # In a daemon thread for the same reason as in :meth:`send`: a trickling server must
+        # not hold the flush (or the process) past its time budget.
+        threading.Thread(target=attempt, name=f"notify-flush-{name}", daemon=True).start()
+        try:
+            return finished.get(timeout=max(0.0, budget.left()) + _GRACE_SECONDS)[1]
+        except queue.Empty:
+            pending = ChannelOutcome(
+                name, Status.PENDING, item.attempts, error="did not finish within the flush budget"
+            )
+            self._record(event, pending)
+            return pending
 
 
 def _describe(exc: BaseException) -> str:
