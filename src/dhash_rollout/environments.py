@@ -127,6 +127,49 @@ def _default(name: str, base: Path) -> Environment:
     )
 
 
+# The type each setting must have (bool is excluded from the numbers: TOML true is not a port).
+_TYPES: dict[str, tuple[type, ...]] = {
+    "root": (str,),
+    "port": (int,),
+    "url": (str,),
+    "database_url": (str,),
+    "target": (str,),
+    "api_token": (str,),
+    "release_deps": (str,),
+    "preflight": (str,),
+    "service_log_dir": (str,),
+    "workers": (int,),
+    "shutdown_grace_seconds": (int, float),
+    "ready_timeout_seconds": (int, float),
+    "backup_max_age_seconds": (int, float),
+}
+_POSITIVE = {"port", "workers", "shutdown_grace_seconds", "ready_timeout_seconds"}
+
+
+def _check_types(name: str, path: Path, values: dict[str, Any]) -> None:
+    """Refuse a mistyped setting here, with its name, rather than deep inside a deploy."""
+    for key, value in values.items():
+        where = f"{path}: [{name}] {key}"
+        if key == "channels":
+            if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+                raise ConfigError(f'{where} must be a list of channel names, e.g. ["file"]')
+            continue
+        kinds = _TYPES.get(key)
+        if kinds is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            names: dict[tuple[type, ...], str] = {(str,): "text", (int,): "an integer"}
+            wanted = names.get(kinds, "a number")
+            raise ConfigError(f"{where} must be {wanted}, not {value!r}")
+        if key in _POSITIVE and isinstance(value, int | float) and value <= 0:
+            raise ConfigError(f"{where} must be greater than 0")
+    port = values.get("port")
+    if isinstance(port, int) and port > 65535:
+        raise ConfigError(f"{path}: [{name}] port must be at most 65535")
+    if values.get("preflight") not in (None, "enforce", "warn"):
+        raise ConfigError(f"{path}: [{name}] preflight must be enforce or warn")
+
+
 def environments_file(base: Path | None = None) -> Path:
     named = os.environ.get("DHASH_ENVIRONMENTS_FILE")
     return Path(named) if named else (base or Path.cwd()) / DEFAULT_FILE
@@ -147,7 +190,11 @@ def load_environment(name: str, base: Path | None = None) -> Environment:
             f"unknown environment {name!r}; known: {', '.join(sorted({*KNOWN, *table}))}"
         )
     env = _default(name, base)
-    values = dict(table.get(name, {}))
+    section = table.get(name, {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: [{name}] must be a table")
+    values = dict(section)
+    _check_types(name, path, values)
     if not values:
         return env
     known_fields = {"root", "port", "url", "database_url", "target", "channels", "api_token"}

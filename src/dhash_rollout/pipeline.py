@@ -235,6 +235,8 @@ def database_readable(database_url: str) -> bool:
     from sqlalchemy.exc import SQLAlchemyError
 
     url = make_url(database_url)
+    if not database_exists(database_url):
+        return True  # nothing there to be damaged (and probing must not create the file)
     engine = create_engine(url)
     try:
         with engine.connect() as conn:

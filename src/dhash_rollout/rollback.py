@@ -188,9 +188,11 @@ def _choose(  # noqa: PLR0917 - private, one call site
 
 def _nothing_to_do(plan: Plan, facts: RollbackFacts) -> str | None:
     """Why this rollback would change nothing (and must fail), or None when it acts."""
+    current = facts.current_version
+    if current is None and facts.target_version is None:
+        return f"nothing to roll back to: no release is deployed to {facts.env}"
     if any(plan.step(phase).run for phase in ("restore", "activate", "downgrade")):
         return None
-    current = facts.current_version
     if current is None:
         return f"nothing to roll back to: no release is deployed to {facts.env}"
     if facts.target_version == current:

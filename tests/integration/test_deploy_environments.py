@@ -1,0 +1,56 @@
+"""``dhash-environments.toml`` mistakes are usage errors naming the setting, never a traceback
+from deep inside a deploy."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dhash_rollout.environments import load_environment
+from dhash_service.errors import ConfigError
+from tests.support.release_builds import dhash_bin, dhash_env
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('port = "abc"', "port must be an integer, not 'abc'"),
+        ("port = 70000", "port must be at most 65535"),
+        ("port = true", "port must be an integer"),
+        ("root = 5", "root must be text"),
+        ('channels = "file"', "channels must be a list"),
+        ('workers = "x"', "workers must be an integer"),
+        ("shutdown_grace_seconds = -1", "shutdown_grace_seconds must be greater than 0"),
+        ('preflight = "maybe"', "preflight must be enforce or warn"),
+    ],
+)
+def test_a_mistyped_setting_is_refused_by_name(tmp_path: Path, line: str, message: str) -> None:
+    (tmp_path / "dhash-environments.toml").write_text(f"[staging]\n{line}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_environment("staging", tmp_path)
+
+
+def test_well_typed_settings_load(tmp_path: Path) -> None:
+    (tmp_path / "dhash-environments.toml").write_text(
+        '[staging]\nport = 18999\nworkers = 2\nshutdown_grace_seconds = 2.5\nchannels = ["file"]\n'
+    )
+    env = load_environment("staging", tmp_path)
+    assert (env.port, env.extra["workers"], env.channels) == (18999, 2, ("file",))
+
+
+@pytest.mark.parametrize("command", [("release", "status"), ("rollback", "--reason", "x")])
+def test_the_cli_reports_it_as_a_usage_error(tmp_path: Path, command: tuple[str, ...]) -> None:
+    (tmp_path / "dhash-environments.toml").write_text("[staging]\nroot = 5\n")
+    done = subprocess.run(
+        [dhash_bin(), *command, "--env", "staging"],
+        cwd=tmp_path,
+        env=dhash_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "[staging] root must be text" in done.stderr and "Traceback" not in done.stderr
