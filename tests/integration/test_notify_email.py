@@ -99,7 +99,9 @@ def test_implicit_tls_delivers(
     with smtp_server(tls=tls, implicit_tls=True, credentials=("dhash", CANARY_PASSWORD)) as srv:
         outcome = email_notifier(env, srv.port, monkeypatch).send(rollback_event()).outcome("email")
         assert outcome.status == Status.SENT, outcome
-        assert srv.mails[0].authenticated
+        (mail,) = srv.mails
+    assert mail.tls and mail.authenticated
+    assert mail.message["Subject"] == "[dhash] [ERROR] production: Rollback v1.2.2"
 
 
 def test_plain_smtp_without_auth_delivers(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -153,11 +155,15 @@ def test_a_wrong_password_is_outboxed_without_retries_and_never_logged(
     assert not any(CANARY_PASSWORD in text for text in texts)
 
 
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
 def test_an_untrusted_certificate_is_refused_not_ignored(
-    env: Path, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    env: Path, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, security: str
 ) -> None:
     monkeypatch.delenv("DHASH_NOTIFY_SMTP_CA_FILE")
-    with smtp_server(tls=server_tls(*certificate), credentials=("dhash", CANARY_PASSWORD)) as srv:
+    monkeypatch.setenv("SMTP_SECURITY", security)
+    tls = server_tls(*certificate)
+    implicit = security == "ssl"
+    with smtp_server(tls=tls, implicit_tls=implicit, credentials=("dhash", CANARY_PASSWORD)) as srv:
         outcome = email_notifier(env, srv.port, monkeypatch).send(rollback_event()).outcome("email")
         assert srv.mails == []
     assert (outcome.status, outcome.attempts) == (Status.OUTBOXED, 1)

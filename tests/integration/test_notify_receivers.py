@@ -106,6 +106,8 @@ def validate_teams(body: Any) -> list[str]:
         card = attachment.get("content") or {}
         if card.get("type") != "AdaptiveCard":
             problems.append(f"attachments[{i}].content.type must be AdaptiveCard")
+        if card.get("$schema") != "http://adaptivecards.io/schemas/adaptive-card.json":
+            problems.append(f"attachments[{i}].content.$schema is not the Adaptive Card schema")
         if not re.match(r"^1\.[0-6]$", str(card.get("version", ""))):
             problems.append(f"attachments[{i}].content.version must be 1.0..1.6")
         body_elements = card.get("body")
@@ -367,6 +369,8 @@ class _ImplicitTlsSMTP(SMTP):
         super().connection_made(transport)
         if transport.get_extra_info("sslcontext") is not None:
             self._auth_require_tls = False
+            # Record the negotiated cipher, as aiosmtpd does for STARTTLS, so tests see TLS.
+            self.session.ssl = {"cipher": transport.get_extra_info("cipher")}
 
 
 class _LoopbackController(Controller):
@@ -492,6 +496,13 @@ def test_slack_rules_refuse_a_named_colour_and_an_overlong_header(
 def test_teams_rules_refuse_a_legacy_message_card(receiver: WebhookReceiver) -> None:
     legacy = {"@type": "MessageCard", "summary": "x", "text": "x"}
     assert _post(receiver, "teams", legacy) == 400
+
+
+def test_teams_rules_want_the_card_schema_and_version(receiver: WebhookReceiver) -> None:
+    card = {"type": "AdaptiveCard", "body": [{"type": "TextBlock", "text": "x"}]}
+    attachment = {"contentType": "application/vnd.microsoft.card.adaptive", "content": card}
+    assert _post(receiver, "teams", {"type": "message", "attachments": [attachment]}) == 400
+    assert len(receiver.requests("teams")[0].problems) == 2
 
 
 def test_discord_rules_refuse_a_string_colour_and_an_oversized_embed(

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,47 @@ def test_retry_after_of_a_429_is_waited_for(env: Path, receiver: WebhookReceiver
     assert second.at - first.at >= 1.0
 
 
+def test_retry_after_as_an_http_date_is_waited_for(env: Path, receiver: WebhookReceiver) -> None:
+    when = formatdate(time.time() + 2, usegmt=True)  # whole seconds: 1 to 2 s from now
+    receiver.script("slack", Reply(429, {"Retry-After": when}))
+
+    outcome = notifier(env, "slack").send(event()).outcome("slack")
+
+    assert (outcome.status, outcome.attempts) == (Status.SENT, 2)
+    first, second = receiver.requests("slack")
+    assert second.at - first.at >= 0.9  # not the 0.01-0.05 s backoff
+
+
+def test_concurrent_flushes_of_one_outbox_post_each_message_once(
+    env: Path, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DHASH_NOTIFY_MAX_ATTEMPTS", "1")
+    receiver.script("slack", *[Reply(503)] * 3)
+    for n in range(3):
+        notifier(env, "slack").send(event(f"message {n}"))
+    assert len(notifier(env, "slack").outbox()) == 3
+    receiver.script("slack", *[Reply(200, body="ok", delay=0.15)] * 6)  # slow enough to overlap
+    flushers = [notifier(env, "slack") for _ in range(3)]
+    reports: list[Any] = []
+    start = threading.Barrier(len(flushers))
+
+    def flush(sender: Notifier) -> None:
+        start.wait()
+        reports.append(sender.flush())
+
+    threads = [threading.Thread(target=flush, args=(f,)) for f in flushers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+
+    sent = [i.key for r in reports for i in r.items if i.outcome.status == Status.SENT]
+    assert len(sent) == len(set(sent)) == 3
+    messages = [body["text"].rsplit(": ", 1)[1] for body in receiver.accepted("slack")]
+    assert sorted(messages) == ["message 0", "message 1", "message 2"]
+    assert notifier(env, "slack").outbox() == []
+
+
 def test_a_retry_after_longer_than_the_budget_outboxes_without_waiting(
     env: Path, receiver: WebhookReceiver
 ) -> None:
@@ -173,6 +215,32 @@ def test_an_unreachable_endpoint_is_outboxed(env: Path, monkeypatch: pytest.Monk
 
     assert (outcome.status, outcome.attempts) == (Status.OUTBOXED, 3)
     assert outcome.error and "ConnectError" in outcome.error
+
+
+def test_a_connect_that_never_completes_times_out_is_retried_then_outboxed(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)  # never accepts: once its backlog is full, new SYNs are dropped
+        port = server.getsockname()[1]
+        fillers = [socket.socket() for _ in range(3)]
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+        monkeypatch.setenv("SLACK_WEBHOOK_URL", f"http://127.0.0.1:{port}/slack/{CANARY}")
+        monkeypatch.setenv("DHASH_NOTIFY_CONNECT_TIMEOUT_SECONDS", "0.2")
+        try:
+            started = time.monotonic()
+            outcome = notifier(env, "slack").send(event()).outcome("slack")
+            elapsed = time.monotonic() - started
+        finally:
+            for filler in fillers:
+                filler.close()
+
+    assert (outcome.status, outcome.attempts) == (Status.OUTBOXED, 3)
+    assert outcome.error and "connect timed out" in outcome.error
+    assert elapsed < 2.5, elapsed  # 3 x 0.2 s connect timeout plus backoff, not 5 s
 
 
 def test_an_outboxed_message_is_flushed_once_the_endpoint_recovers(
