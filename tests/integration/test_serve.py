@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -65,6 +66,13 @@ def test_metrics_are_exact_whichever_of_two_workers_answers_and_survive_a_restar
     settings: dict[str, str], tmp_path: Path
 ) -> None:
     with dhash_serve(settings, tmp_path, workers=2) as run:
+        # Start-up probed /health until both workers listened: count from here.
+        health_before = metric(
+            fresh_get(f"{run.url}/metrics").text,
+            "dhash_requests_total",
+            route="/health",
+            status="200",
+        )
         workers = pids_seen(run.url)
         assert len(workers) == 2  # both workers take connections
         data = photo(300)
@@ -82,8 +90,11 @@ def test_metrics_are_exact_whichever_of_two_workers_answers_and_survive_a_restar
             assert metric(text, "dhash_hash_duration_seconds_count") == 30
             assert metric(text, "dhash_extractions_total", result="ok", kind="image") == 30
             assert metric(text, "dhash_requests_total", route="/v1/hash", status="200") == 30
-            assert metric(text, "dhash_requests_total", route="/health", status="200") == 40
-            assert metric(text, "dhash_requests_total", route="/metrics", status="200") == scrape
+            health = metric(text, "dhash_requests_total", route="/health", status="200")
+            assert health == health_before + 40
+            assert (
+                metric(text, "dhash_requests_total", route="/metrics", status="200") == scrape + 1
+            )
             assert metric(text, "dhash_build_info", version="0.1.0") == 1
             assert metric(text, "dhash_low_confidence_queue_length") == 0
 
@@ -93,6 +104,41 @@ def test_metrics_are_exact_whichever_of_two_workers_answers_and_survive_a_restar
         text = fresh_get(f"{run.url}/metrics").text
         assert metric(text, "dhash_hash_duration_seconds_count") == 30
         assert metric(text, "dhash_requests_total", route="/v1/hash", status="200") == 30
+
+
+def _client_on_worker(url: str, avoid: set[int]) -> tuple[httpx.Client, int]:
+    """A kept-alive client whose connection landed on a worker not in ``avoid``."""
+    for _ in range(50):
+        client = httpx.Client(
+            base_url=url, timeout=30, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        pid = int(client.get("/health").json()["pid"])
+        if pid not in avoid:
+            return client, pid
+        client.close()
+    raise AssertionError(f"no connection reached a worker other than {avoid}")
+
+
+def test_a_library_image_added_through_one_worker_is_found_through_the_other(
+    settings: dict[str, str], tmp_path: Path
+) -> None:
+    with dhash_serve(settings, tmp_path, workers=2) as run, contextlib.ExitStack() as stack:
+        writer, writer_pid = _client_on_worker(run.url, set())
+        stack.callback(writer.close)
+        reader, reader_pid = _client_on_worker(run.url, {writer_pid})
+        stack.callback(reader.close)
+
+        def found() -> list[int]:
+            answer = reader.get("/v1/search", params={"hash": item["hash"], "radius": 0})
+            return [match["image_id"] for match in answer.json()["matches"]]
+
+        added = writer.post("/v1/images", content=photo(310), params={"library": "true"})
+        assert added.status_code == 201, added.text
+        item = added.json()["items"][0]
+        waited = _wait_for(lambda: bool(found()), timeout=5)
+        assert found() == [item["image_id"]]
+        assert reader.get("/health").json()["pid"] == reader_pid != writer_pid
+        assert waited < 0.2 + 1.5  # DHASH_INDEX_SYNC_SECONDS=0.2, plus slack for the load
 
 
 def _start_upload(port: int, body: bytes) -> socket.socket:

@@ -104,6 +104,15 @@ def serve_env(settings: Mapping[str, str], tmp: Path) -> dict[str, str]:
     return env
 
 
+def _pids_answering(url: str, tries: int = 20) -> set[int]:
+    """Worker pids seen on fresh connections (a worker listens only once it is ready)."""
+    pids = set()
+    for _ in range(tries):
+        answer = httpx.get(f"{url}/health", timeout=5, headers={"Connection": "close"})
+        pids.add(int(answer.json()["pid"]))
+    return pids
+
+
 @contextmanager
 def dhash_serve(
     settings: Mapping[str, str],
@@ -114,7 +123,8 @@ def dhash_serve(
     ready_timeout: float = 60.0,
     name: str = "serve",
 ) -> Iterator[ServeProcess]:
-    """Start `dhash serve` with ``DHASH_*`` ``settings``; wait until ``/ready``; stop it after."""
+    """Start `dhash serve` with ``DHASH_*`` ``settings``; wait until ``/ready`` (and, with several
+    workers, until each of them listens); stop it after."""
     port = port or free_port()
     log_path = tmp / f"{name}.log"
     env = serve_env(settings, tmp)
@@ -134,7 +144,9 @@ def dhash_serve(
             if process.poll() is not None:
                 raise RuntimeError(f"dhash serve exited {process.returncode}:\n{run.log_text()}")
             try:
-                if httpx.get(f"{run.url}/ready", timeout=5).status_code == 200:
+                if httpx.get(f"{run.url}/ready", timeout=5).status_code == 200 and (
+                    workers == 1 or len(_pids_answering(run.url)) >= workers
+                ):
                     break
             except httpx.TransportError:
                 pass
