@@ -11,10 +11,12 @@ sizes are summed against ``max_archive_uncompressed_bytes`` across all nesting l
 from __future__ import annotations
 
 import io
+import lzma
 import re
 import stat
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable
 
 from dhash_service.errors import (
@@ -36,6 +38,19 @@ _EOCD = b"PK\x05\x06"
 _ZIP64_LOCATOR = b"PK\x06\x07"
 _ZIP64_EOCD = b"PK\x06\x06"
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# What ``zipfile`` and the decompressors it drives raise on a damaged or unusual archive: the
+# decompressors' own errors are not ``OSError`` subclasses, and an unknown ZIP version or method
+# is ``NotImplementedError``. Each is the sender's problem: ``CorruptInput``, never a 500.
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    OSError,
+    ValueError,
+    EOFError,
+    NotImplementedError,
+    zlib.error,
+    lzma.LZMAError,
+)
 # Metadata that archivers add next to the real files; skipped, never reported as failures.
 _IGNORED_PARTS = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"})
 
@@ -47,7 +62,7 @@ def extract_zip(data: bytes, ctx: Context, extract_member: ExtractMember) -> Ext
         raise _too_many_members(declared, limits.max_archive_members)
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+    except _ZIP_ERRORS as exc:
         raise CorruptInput(f"ZIP archive cannot be read: {exc}") from None
     with archive:
         members = archive.infolist()
@@ -103,7 +118,7 @@ def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, ctx: Context
     try:
         with archive.open(member) as handle:
             return handle.read(member.file_size + 1)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+    except _ZIP_ERRORS as exc:
         raise CorruptInput(f"{member.filename} cannot be decompressed: {exc}") from None
 
 
