@@ -48,6 +48,7 @@ DECODE_ERRORS: tuple[type[Exception], ...] = (
     TypeError,
     ZeroDivisionError,
     struct.error,
+    RuntimeError,  # the AVIF plugin's "Failed to decode image"
 )
 
 

@@ -28,6 +28,9 @@ from dhash_service.extraction.model import (
 )
 
 _PDFIUM_LOCK = threading.Lock()
+# What reading a damaged page raises: PDFium's errors, and ValueError (a UnicodeDecodeError from
+# garbled filter names, for one) from pypdfium2's own parsing of what PDFium hands back.
+_PAGE_ERRORS = (pdfium.PdfiumError, ValueError)
 
 
 def extract_pdf(data: bytes, ctx: Context) -> Extraction:
@@ -84,7 +87,7 @@ def _page_images(page: pdfium.PdfPage, number: int, ctx: Context, result: Extrac
                 raise
             result.failures.append(ItemFailure(locator, err))
             continue
-        except pdfium.PdfiumError as exc:
+        except _PAGE_ERRORS as exc:
             result.failures.append(ItemFailure(locator, CorruptInput(f"{locator}: {exc}")))
             continue
         result.items.append(item)
@@ -134,7 +137,7 @@ def _page_render(page: pdfium.PdfPage, number: int, ctx: Context, result: Extrac
             raise
         result.failures.append(ItemFailure(locator, err))
         return
-    except pdfium.PdfiumError as exc:
+    except _PAGE_ERRORS as exc:
         result.failures.append(ItemFailure(locator, CorruptInput(f"page {number}: {exc}")))
         return
     result.items.append(ExtractedImage(gray, locator, KIND_PDF_PAGE, budget))

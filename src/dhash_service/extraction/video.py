@@ -35,7 +35,7 @@ _EPSILON_SECONDS = 1e-3
 def extract_video(data: bytes, demuxer: str, ctx: Context) -> Extraction:
     try:
         container = av.open(io.BytesIO(data), mode="r", format=demuxer)
-    except av.error.FFmpegError as exc:
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:  # the latter: garbled metadata
         raise CorruptInput(f"video cannot be read: {exc}") from None
     with container:
         if not container.streams.video:
@@ -53,6 +53,8 @@ def _sample_keyframes(container: av.container.InputContainer, ctx: Context) -> E
     if duration is not None:
         interval = max(interval, duration / limits.max_video_frames)
     rate = float(stream.average_rate) if stream.average_rate else None
+    if stream.codec_context is None:  # FFmpeg knows no decoder for this stream's codec
+        raise UnsupportedFormat("the video stream's codec cannot be decoded here")
     stream.codec_context.skip_frame = "NONKEY"
 
     result = Extraction(INPUT_VIDEO)
