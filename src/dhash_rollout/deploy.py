@@ -109,10 +109,12 @@ def resolve_release(request: DeployRequest, target: Target) -> tuple[str, Releas
     """The version to deploy and where it comes from (None: an installed release)."""
     if request.source:
         source = ReleaseSource.parse(request.source, request.base)
-        known = request.version or source.version()
-        if known is None:
-            raise ConfigError("--version is required with a git source")
-        return normalize_version(known), source
+        built = source.version()  # read without building: a bad git ref is refused here
+        if built is None:
+            raise ConfigError(f"cannot tell which version {source.describe()} builds")
+        if request.version and normalize_version(request.version) != normalize_version(built):
+            raise ConfigError(f"{source.describe()} builds version {built}, not {request.version}")
+        return normalize_version(built), source
     if request.version:
         version = normalize_version(request.version)
         if target.release(version) is not None:

@@ -138,26 +138,57 @@ def wheel_version(wheel: Path) -> str:
     return parts[1]
 
 
-def source_version(source_dir: Path) -> str:
-    """The version a source checkout would build, read from its files without building it."""
-    pyproject = source_dir / "pyproject.toml"
+def _version_from(read: Callable[[str], str], where: str) -> str:
+    """The version a source tree builds, from its ``pyproject.toml`` and version file, read
+    through ``read(relative path)`` (which raises ConfigError when a file cannot be read)."""
     try:
-        meta = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read {pyproject}: {exc}") from exc
+        meta = tomllib.loads(read("pyproject.toml"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"cannot read {where}pyproject.toml: {exc}") from exc
     project = meta.get("project", {})
     if "version" in project:
         return str(project["version"])
     version_file = meta.get("tool", {}).get("hatch", {}).get("version", {}).get("path")
     if not version_file:
-        raise ConfigError(f"{pyproject} declares no version and no hatch version path")
-    try:
-        match = _INIT_VERSION_RE.search((source_dir / version_file).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read {source_dir / version_file}: {exc}") from exc
+        raise ConfigError(f"{where}pyproject.toml declares no version and no hatch version path")
+    match = _INIT_VERSION_RE.search(read(str(version_file)))
     if not match:
-        raise ConfigError(f"no __version__ in {source_dir / version_file}")
+        raise ConfigError(f"no __version__ in {where}{version_file}")
     return match.group(1)
+
+
+def source_version(source_dir: Path) -> str:
+    """The version a source checkout would build, read from its files without building it."""
+
+    def read(relative: str) -> str:
+        try:
+            return (source_dir / relative).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read {source_dir / relative}: {exc}") from exc
+
+    return _version_from(read, f"{source_dir}/")
+
+
+def git_ref_version(repo: Path, ref: str) -> str:
+    """The version ``ref`` of the checkout at ``repo`` would build (``git show``, no export);
+    an unknown ref is refused here, before a deploy begins."""
+
+    def read(relative: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(repo), "show", f"{ref}:{relative}"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        except OSError as exc:
+            raise ConfigError(f"git is needed for git:{ref}: {exc}") from exc
+        if done.returncode != 0:
+            detail = done.stderr.strip().splitlines()[-1:] or ["failed"]
+            raise ConfigError(f"git:{ref}: cannot read {relative} in {repo}: {detail[0]}")
+        return done.stdout
+
+    return _version_from(read, f"git:{ref}:")
 
 
 def _run(cmd: list[str], what: str, cwd: Path | None = None) -> str:
@@ -258,7 +289,8 @@ class ReleaseSource:
             return wheel_version(Path(self.location))
         if self.kind == "dir":
             return source_version(Path(self.location))
-        return None
+        assert self.repo is not None
+        return git_ref_version(self.repo, self.location)
 
     def wheel(self, work_dir: Path) -> Path:
         """A wheel for this source, building one into ``work_dir`` when needed."""

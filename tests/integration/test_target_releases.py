@@ -97,6 +97,15 @@ def test_a_git_ref_of_the_checkout_is_exported_and_built(tmp_path: Path) -> None
     assert release.version == normalize_version(source_version(CHECKOUT))
 
 
+def test_a_git_refs_version_is_read_without_building_and_a_bad_ref_is_refused() -> None:
+    if not (CHECKOUT / ".git").exists():
+        pytest.skip("not a git checkout")
+    head = ReleaseSource.parse("git:HEAD", CHECKOUT).version()
+    assert head is not None and normalize_version(head)  # the committed version
+    with pytest.raises(ConfigError, match=r"git:no-such-ref-here: cannot read pyproject\.toml"):
+        ReleaseSource.parse("git:no-such-ref-here", CHECKOUT).version()
+
+
 def test_an_unknown_source_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a wheel, a directory or git:REF"):
         ReleaseSource.parse("nowhere/at/all", tmp_path)
