@@ -98,13 +98,26 @@ def start(workers: int, database_url: str, scratch: Path) -> Instance:
     return Instance(workers, port, process)
 
 
+def _workers_listening(instance: Instance, tries: int = 20) -> int:
+    """Distinct worker pids on fresh connections: a worker listens only once it is ready."""
+    pids = {
+        httpx.get(f"{instance.url}/health", timeout=5, headers={"Connection": "close"}).json()[
+            "pid"
+        ]
+        for _ in range(tries)
+    }
+    return len(pids)
+
+
 def wait_ready(instance: Instance, timeout: float = 90.0) -> None:
+    """Until ``/ready`` and every worker takes connections (else 2 workers would start as 1)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if instance.process.poll() is not None:
             raise SystemExit(f"dhash serve --workers {instance.workers} exited early")
         try:
-            if httpx.get(f"{instance.url}/ready", timeout=5).status_code == 200:
+            ready = httpx.get(f"{instance.url}/ready", timeout=5).status_code == 200
+            if ready and _workers_listening(instance) >= instance.workers:
                 return
         except httpx.TransportError:
             pass
