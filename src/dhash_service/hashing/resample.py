@@ -25,6 +25,7 @@ ACTIVE = PIL.__version__.split(".")[0] == VERIFIED_PILLOW_MAJOR
 
 _PRECISION_BITS = 22  # Pillow's fixed-point precision for 8-bit resampling: 32 - 8 - 2
 _ONE = float(1 << _PRECISION_BITS)
+_INVERSE_ONE = 1.0 / _ONE
 _HALF = float(1 << (_PRECISION_BITS - 1))
 _SUPPORT = 3.0  # LANCZOS (a = 3)
 
@@ -53,13 +54,17 @@ def _pass(rows: np.ndarray, out_size: int) -> np.ndarray:
     if in_size == out_size:
         return rows  # Pillow skips a pass that does not change the size
     weights = _coefficients(in_size, out_size)
-    out = np.empty((rows.shape[0], out_size), dtype=np.float64)
     step = max(1, _BLAS_SINGLE_THREAD_MNK // (in_size * out_size))
-    for start in range(0, rows.shape[0], step):
-        block = rows[start : start + step].astype(np.float64)
-        np.matmul(block, weights, out=out[start : start + step])
+    out: np.ndarray
+    if rows.shape[0] <= step:
+        out = np.matmul(rows.astype(np.float64), weights)
+    else:
+        out = np.empty((rows.shape[0], out_size), dtype=np.float64)
+        for start in range(0, rows.shape[0], step):
+            block = rows[start : start + step].astype(np.float64)
+            np.matmul(block, weights, out=out[start : start + step])
     out += _HALF
-    out /= _ONE  # exact: a power of two
+    out *= _INVERSE_ONE  # exact: a power of two
     np.floor(out, out=out)
     np.clip(out, 0, 255, out=out)
     return out.astype(np.uint8)
