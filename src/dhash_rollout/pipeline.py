@@ -144,20 +144,27 @@ def notify(
     """Tell the environment's channels; delivery problems are reported, never raised."""
     from dhash_rollout.notify import Event, Notifier, Severity
 
-    notifier = Notifier.from_settings(ctx.env.name, channels=ctx.env.channels, log_dir=ctx.log_dir)
-    event = Event(
-        kind=kind,
-        env=ctx.env.name,
-        message=message,
-        severity=Severity.parse(severity),
-        version=version,
-        initiator=initiator,
-        reason=reason,
-        trigger=trigger,
-        phase=phase,
-        key=f"{ctx.run_id}:{phase or kind}",
-    )
-    report = notifier.send(event)
+    try:
+        notifier = Notifier.from_settings(
+            ctx.env.name, channels=ctx.env.channels, log_dir=ctx.log_dir
+        )
+        event = Event(
+            kind=kind,
+            env=ctx.env.name,
+            message=message,
+            severity=Severity.parse(severity),
+            version=version,
+            initiator=initiator,
+            reason=reason,
+            trigger=trigger,
+            phase=phase,
+            key=f"{ctx.run_id}:{phase or kind}",
+        )
+        report = notifier.send(event)
+    except DhashError as err:  # bad channel settings or event fields: the run goes on
+        ctx.logger.error("notification_not_sent", request_id=ctx.run_id, error=err.message)
+        ctx.say(f"notification not sent: {err.message}")
+        return {"notification": {"error": err.message}}
     return {"notification": _delivery_summary(report)}
 
 

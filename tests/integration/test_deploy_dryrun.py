@@ -65,3 +65,20 @@ def test_a_dry_run_of_an_unknown_environment_is_a_usage_error(tmp_path: Path) ->
     assert done.returncode == 2
     assert "unknown environment 'nowhere'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_initiator_with_a_line_break_is_a_usage_error(tmp_path: Path) -> None:
+    view = _checkout_view(tmp_path)
+    write_environments(view)
+    done = subprocess.run(
+        ["./scripts/deploy_dhash.sh", "--dry-run", "--env", "staging", "--initiator", "a\nb"],
+        cwd=view,
+        env=dhash_env(view),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "--initiator must be a single line" in done.stderr
+    assert "Traceback" not in done.stderr

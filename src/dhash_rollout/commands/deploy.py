@@ -16,7 +16,7 @@ from typing import Any
 
 import typer
 
-from dhash_service.errors import CheckFailed, DhashError
+from dhash_service.errors import CheckFailed, ConfigError, DhashError
 
 EnvOption = typer.Option(..., "--env", help="Environment: staging, production or canary.")
 JsonOption = typer.Option(False, "--json", help="Print the result as JSON.")
@@ -93,7 +93,7 @@ def deploy(
             log_path=log_path,
         )
         if initiator:
-            request = replace(request, initiator=initiator)
+            request = replace(request, initiator=_one_line("--initiator", initiator))
         result = run_deploy(request, say=_printer(as_json))
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
@@ -107,6 +107,15 @@ def deploy(
             typer.echo(f"log: {result.log_path}")
     if not result.ok:
         raise CheckFailed(result.error or "deploy failed")
+
+
+def _one_line(flag: str, value: str) -> str:
+    """Names go into notice headers and e-mail subjects, where a line break is an injection."""
+    from dhash_rollout.notify.model import has_line_break
+
+    if has_line_break(value) or any(ord(c) < 32 and c != "\t" for c in value):
+        raise ConfigError(f"{flag} must be a single line without control characters")
+    return value
 
 
 def rollback(
@@ -144,7 +153,7 @@ def rollback(
             log_path=log_path,
         )
         if initiator:
-            request = replace(request, initiator=initiator)
+            request = replace(request, initiator=_one_line("--initiator", initiator))
         result = run_rollback(request, say=_printer(as_json))
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
