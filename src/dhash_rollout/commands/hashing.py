@@ -21,7 +21,7 @@ from dhash_service.extraction import Limits
 from dhash_service.hashing import ALGORITHMS, configured_algorithm
 
 FilesArgument = typer.Argument(
-    ..., metavar="FILE...", help="Images, PDFs, videos or ZIP archives to hash."
+    ..., metavar="FILE", help="Images, PDFs, videos or ZIP archives to hash."
 )
 AlgoOption = typer.Option(
     None,
