@@ -53,7 +53,11 @@ def _pass(rows: np.ndarray, out_size: int) -> np.ndarray:
     in_size = rows.shape[1]
     if in_size == out_size:
         return rows  # Pillow skips a pass that does not change the size
-    weights = _coefficients(in_size, out_size)
+    weights = (
+        _cached_coefficients(in_size, out_size)
+        if in_size <= _CACHED_MAX_SIDE
+        else _coefficients(in_size, out_size)
+    )
     step = max(1, _BLAS_SINGLE_THREAD_MNK // (in_size * out_size))
     out: np.ndarray
     if rows.shape[0] <= step:
@@ -70,7 +74,17 @@ def _pass(rows: np.ndarray, out_size: int) -> np.ndarray:
     return out.astype(np.uint8)
 
 
+# Weight matrices are in_size x out_size float64: 0.3 MB for a 4000-pixel side. Sides up to this
+# are cached (at most 32 matrices, 26 MB for dhash256 in the worst case); beyond it, computing
+# them (5 ms for an 8000-pixel side) is small next to decoding such an image.
+_CACHED_MAX_SIDE = 6000
+
+
 @lru_cache(maxsize=32)
+def _cached_coefficients(in_size: int, out_size: int) -> np.ndarray:
+    return _coefficients(in_size, out_size)
+
+
 def _coefficients(in_size: int, out_size: int) -> np.ndarray:
     """Pillow's fixed-point LANCZOS weights as an ``in_size x out_size`` matrix, zero outside
     each output's window (``precompute_coeffs`` and ``normalize_coeffs_8bpc`` in Resample.c)."""
