@@ -1,7 +1,8 @@
 """Every command of the operations guide, run verbatim against a local environment.
 
-The guide (``../shared/spec/operations-guide.md``, beside the checkout) is parsed, not copied:
-each fenced ``bash`` block's ``./scripts/...``, ``node scripts/...``, ``node -e`` and
+The guide (``docs/operations-guide.md``, the users' copy; when the shared spec
+``../shared/spec/operations-guide.md`` sits beside the checkout, the two must be identical) is
+parsed: each fenced ``bash`` block's ``./scripts/...``, ``node scripts/...``, ``node -e`` and
 ``sha256sum -c`` lines become one test each, in the guide's order, so a command added to the
 guide fails here until it works. A ``sha256sum -c`` runs with the variable assignments of its
 block; a whole ``#!/bin/bash`` runbook block that verifies checksums (the weekly verification)
@@ -54,7 +55,8 @@ from tests.support.release_builds import wheel_for
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]
-GUIDE = REPO.parent / "shared" / "spec" / "operations-guide.md"
+GUIDE = REPO / "docs" / "operations-guide.md"
+SHARED_GUIDE = REPO.parent / "shared" / "spec" / "operations-guide.md"
 NODE = shutil.which("node")
 PENDING = {"scripts/monitor_dhash.js": "monitor issue pending"}
 PREVIOUS_VERSION = "0.0.9"
@@ -135,6 +137,8 @@ COMMANDS = parse_guide(GUIDE.read_text(encoding="utf-8")) if GUIDE.exists() else
 
 def test_the_guide_is_found_and_parsed() -> None:
     assert GUIDE.exists(), f"the operations guide is expected at {GUIDE}"
+    if SHARED_GUIDE.exists():  # the spec beside the checkout: our copy must not drift from it
+        assert GUIDE.read_bytes() == SHARED_GUIDE.read_bytes(), f"{GUIDE} differs from the spec"
     scripts = {c.script for c in COMMANDS if c.script}
     assert {
         "scripts/backup_dhash.sh",

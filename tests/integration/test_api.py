@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -375,8 +376,14 @@ def test_while_the_index_loads_matching_routes_are_503_with_retry_after_never_an
             running_app(create_app(settings, service)) as base,
             httpx.Client(base_url=base, timeout=30, headers=AUTH) as client,
         ):
-            ready = client.get("/ready")
-            assert ready.status_code == 503 and ready.headers["retry-after"] == "1"
+            # Start-up migrates the schema first, then loads the index: wait for the second.
+            deadline = time.monotonic() + 30
+            while True:
+                ready = client.get("/ready")
+                assert ready.status_code == 503 and ready.headers["retry-after"] == "1"
+                if ready.json()["checks"]["migrations"] == "ok" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
             assert ready.json()["checks"]["index"] == "loading"
             for response in (
                 client.post("/v1/images", content=photo(301)),

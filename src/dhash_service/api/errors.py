@@ -55,7 +55,10 @@ def _request_id(request: Request) -> str | None:
 async def _dhash_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DhashError)
     if exc.http_status >= 500:
-        log.error("request.error", error=exc.code, message=exc.message, exc_info=exc)
+        # "Not ready" and "store down" are states the message names (with Retry-After), not bugs:
+        # a stack trace would only bury them.
+        trace = None if isinstance(exc, Unavailable) else exc
+        log.error("request.error", error=exc.code, message=exc.message, exc_info=trace)
     return error_response(exc, _request_id(request))
 
 
