@@ -324,6 +324,7 @@ class DhashService:
                 items=[],
                 failures=failures,
             ), result
+        self._refresh_index()  # library images other workers committed before we match
         new = NewContent(
             sha256=sha256,
             input_kind=result.input_kind,
@@ -421,7 +422,10 @@ class DhashService:
         return self._ingest_report(stored, duplicate=True), nothing_hashed
 
     def _refresh_index(self) -> None:
-        """Make our own library writes searchable now instead of at the next poll."""
+        """Catch up with the library before answering: our own writes, and those other workers
+        committed before this request, are searchable now, not at the next background poll (an
+        integrator who adds a library image and queries at once must find it). One indexed
+        query past the watermark; the background poll keeps an idle worker current."""
         try:
             self._sync.poll()
         except Exception as exc:  # committed already; the poller will pick it up
@@ -507,6 +511,7 @@ class DhashService:
         if not 1 <= limit <= MAX_SEARCH_LIMIT:
             raise InputError(f"limit must be between 1 and {MAX_SEARCH_LIMIT}, got {limit}")
         self._require_index()
+        self._refresh_index()
         neighbors = self.index.search(query.value, radius, limit=limit)
         ids = neighbors.ids.tolist()
         with self._store_errors():

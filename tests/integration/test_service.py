@@ -276,6 +276,29 @@ def test_another_process_write_reaches_this_index_within_the_poll_interval(
     assert (found.image_id, found.source) == (written["image_id"], "other-worker")
 
 
+def test_a_library_image_stored_by_one_worker_is_matched_by_another_at_once(
+    database_url: str,
+) -> None:
+    # Neither background poll runs during the test: only the catch-up before matching can help.
+    writer = DhashService(settings_for(database_url, index_sync_seconds=3600))
+    reader = DhashService(settings_for(database_url, index_sync_seconds=3600))
+    for svc in (writer, reader):
+        svc.start()
+        assert svc.wait_until_ready(10)
+    try:
+        original = photo(21)
+        stored, _ = writer.ingest(png(original), library=True)
+        copy = encode(original.resize((160, 120)), "JPEG", quality=70)
+        report, _ = reader.ingest(copy)
+        [item] = report.items
+        assert item.decision in ("match", "review"), item
+        assert item.matches[0].image_id == stored.items[0].image_id
+        assert reader.search(stored.items[0].hash, 0)[0].image_id == stored.items[0].image_id
+    finally:
+        writer.stop()
+        reader.stop()
+
+
 def test_an_acknowledged_ingest_survives_the_writer_being_killed(
     service: DhashService, database_url: str, tmp_path: Path
 ) -> None:
