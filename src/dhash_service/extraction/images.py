@@ -8,6 +8,7 @@ decoded, and TIFF pages and animation frames are checked one by one.
 
 from __future__ import annotations
 
+import re
 import struct
 import warnings
 
@@ -29,6 +30,9 @@ from dhash_service.extraction.sniff import IMAGE_FORMATS
 from dhash_service.hashing import to_grayscale
 
 warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+
+# Pillow's bomb message: "Image size (10000000000 pixels) exceeds limit of 178956970 pixels, ...".
+_PILLOW_BOMB_PIXELS = re.compile(r"Image size \((\d+) pixels\)")
 
 # Formats whose extra frames are an animation. An MPO (a JPEG carrying a second, preview or
 # stereo image) is one photo: only its primary image is hashed.
@@ -58,16 +62,29 @@ def open_image(data: bytes, ctx: Context, budget: ItemBudget, what: str) -> Imag
         with budget.running():
             image = Image.open(BudgetedReader(data, budget), formats=IMAGE_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise LimitExceeded(
-            f"{what} claims more pixels than the decompression-bomb ceiling: {exc}",
-            detail={"limit": ctx.limits.max_image_pixels},
-        ) from None
+        raise _bomb_error(what, exc, ctx.limits.max_image_pixels) from None
     except UnidentifiedImageError:
         raise CorruptInput(f"{what} looks like an image but cannot be read") from None
     except DECODE_ERRORS as exc:
         raise CorruptInput(f"{what} cannot be read: {exc}") from None
     ctx.check_pixels(*image.size, what)
     return image
+
+
+def _bomb_error(what: str, exc: Exception, limit: int) -> LimitExceeded:
+    """Pillow's bomb check runs inside ``Image.open``, before our own header check can, for any
+    claim above its ceiling; say it in terms of *our* limit, which is never above that ceiling
+    (``Limits`` refuses it), so the message and ``detail["limit"]`` agree."""
+    claimed = _PILLOW_BOMB_PIXELS.search(str(exc))
+    if claimed is None:
+        return LimitExceeded(
+            f"{what} claims more pixels than the limit of {limit}", detail={"limit": limit}
+        )
+    pixels = int(claimed.group(1))
+    return LimitExceeded(
+        f"{what} claims {pixels} pixels; the limit is {limit}",
+        detail={"pixels": pixels, "limit": limit},
+    )
 
 
 def decode_error(what: str, exc: BaseException) -> CorruptInput:
