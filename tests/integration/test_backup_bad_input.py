@@ -148,3 +148,19 @@ def test_unreadable_backup_directory_is_a_clear_error(checkout: Path) -> None:
     assert "Permission denied" in done.stderr and str(backups) in done.stderr
     db = checkout / "var/production/shared/data/dhash.sqlite3"
     assert_restores(made.path, sqlite_content(db), checkout / "scratch", "production")
+
+
+def test_backup_before_the_first_deploy_says_there_is_nothing_to_back_up_yet(
+    checkout: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The guide backs up before every deploy, the first one included: the operator is told
+    why nothing was saved and that the first deploy goes without, and no file is left."""
+    (checkout / "var/production/shared/data/dhash.sqlite3").unlink()
+
+    assert main(["backup", "create", "--env", "production"]) == 1
+
+    err = capsys.readouterr().err
+    assert "nothing to back up yet" in err and "never deployed" in err
+    assert err.count("dhash: error:") == 1 and "Traceback" not in err
+    assert list(checkout.joinpath("backups").glob("*.zip*")) == []
+    assert list(checkout.joinpath("backups").glob(".dhash_*")) == []

@@ -42,7 +42,7 @@ from dhash_rollout.backup.retention import check_retention_days, prune_env_locke
 from dhash_rollout.environments import Environment
 from dhash_rollout.locking import hold_lock
 from dhash_service import __version__
-from dhash_service.errors import ConfigError, DhashError
+from dhash_service.errors import ConfigError, DhashError, NotFound
 
 Progress = Callable[[str, float], None]
 GATES_CONFIG = "quality-gates-config.json"
@@ -227,6 +227,12 @@ def _dump_sqlite(
     fault: FaultHook,
 ) -> _Dumped:
     live = sqlite_db.sqlite_path(env.database_url)
+    if not live.is_file():
+        # The guide backs up before every deploy; the very first one has nothing to save yet.
+        raise NotFound(
+            f"SQLite database {live} of {env.name} does not exist: nothing to back up yet "
+            "(the environment was never deployed or migrated; its first deploy skips the backup)"
+        )
     snap = final.with_name(temp_name(final.name + ".sqlite3", secrets.token_hex(4)))
 
     def on_fraction(fraction: float) -> None:
