@@ -54,3 +54,26 @@ def test_the_cli_reports_it_as_a_usage_error(tmp_path: Path, command: tuple[str,
     )
     assert done.returncode == 2
     assert "[staging] root must be text" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_release_status_of_a_fresh_environment_names_its_manager_port_and_kernel_setting(
+    tmp_path: Path,
+) -> None:
+    """docs/deploy.md: ``dhash release status`` shows the kernel setting; what does not exist
+    yet is '-', never Python's None, and asking creates nothing."""
+    (tmp_path / "dhash-environments.toml").write_text("[staging]\nport = 18997\n")
+    done = subprocess.run(
+        [dhash_bin(), "release", "status", "--env", "staging"],
+        cwd=tmp_path,
+        env=dhash_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "None" not in done.stdout
+    assert "supervisord: not running" in done.stdout and "port: 18997" in done.stdout
+    assert "net.ipv4.tcp_migrate_req: " in done.stdout
+    assert "dhash-blue   ABSENT    -            -" in done.stdout
+    assert not (tmp_path / "var").exists()

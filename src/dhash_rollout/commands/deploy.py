@@ -222,10 +222,27 @@ def release_status(env: str = EnvOption, as_json: bool = JsonOption) -> None:
     if as_json:
         typer.echo(json.dumps(status.to_dict(), indent=2))
         return
-    typer.echo(f"current:  {status.current or '-'}")
-    typer.echo(f"previous: {status.previous or '-'}")
+    for line in _status_lines(status):
+        typer.echo(line)
+
+
+def _status_lines(status: Any) -> list[str]:
+    """What an on-call operator needs at a glance, with '-' for what does not exist (never
+    Python's None): releases, the process manager, the port, the kernel's hand-over setting."""
+    lines = [f"current:  {status.current or '-'}", f"previous: {status.previous or '-'}"]
+    extra = status.extra
+    if "supervisord" in extra:
+        state = "running" if extra["supervisord"] else "not running"
+        lines.append(f"supervisord: {state} ({extra.get('socket', '-')})")
+    if "port" in extra:
+        lines.append(f"port: {extra['port']}")
+    if "tcp_migrate_req" in extra:
+        setting = {True: "1", False: "0", None: "unknown"}[extra["tcp_migrate_req"]]
+        lines.append(f"net.ipv4.tcp_migrate_req: {setting}")
     for proc in status.processes:
-        typer.echo(f"  {proc.name:<12} {proc.state:<9} {proc.release or '-':<12} pid {proc.pid}")
+        pid = f"pid {proc.pid}" if proc.pid else "-"
+        lines.append(f"  {proc.name:<12} {proc.state:<9} {proc.release or '-':<12} {pid}")
+    return lines
 
 
 @release_app.command("logs")
