@@ -164,3 +164,19 @@ def test_backup_before_the_first_deploy_says_there_is_nothing_to_back_up_yet(
     assert err.count("dhash: error:") == 1 and "Traceback" not in err
     assert list(checkout.joinpath("backups").glob("*.zip*")) == []
     assert list(checkout.joinpath("backups").glob(".dhash_*")) == []
+
+
+def test_backup_list_keeps_each_name_on_one_line_and_says_what_to_do_when_empty(
+    checkout: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The listed name is what goes into ``rollback --backup``: never wrapped, even in a pipe."""
+    assert main(["backup", "list", "--env", "production"]) == 0
+    assert "(make one: ./scripts/backup_dhash.sh --env production)" in capsys.readouterr().out
+    assert main(["backup", "list", "--env", "prod"]) == 2
+    assert "unknown environment 'prod'" in capsys.readouterr().err
+
+    assert main(["backup", "create", "--env", "production"]) == 0
+    capsys.readouterr()
+    assert main(["backup", "list"]) == 0
+    [made] = list_backups(checkout / "backups")
+    assert any(made.path.name in line for line in capsys.readouterr().out.splitlines())

@@ -229,8 +229,9 @@ def list_(
     from rich.table import Table
 
     table = Table(title=f"backups in {_backup_dir(backup_dir)}", title_justify="left")
+    # The name is what an operator copies into `--backup`: it is never broken over lines.
     for column in ("backup", "env", "age", "size", "state", "schema"):
-        table.add_column(column, no_wrap=column != "backup", overflow="fold")
+        table.add_column(column, no_wrap=column != "schema", overflow="fold")
     for b in backups:
         table.add_row(
             b.path.name,
@@ -240,7 +241,21 @@ def list_(
             b.state,
             b.schema_revision or "",
         )
-    Console(highlight=False).print(table)
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = max(console.width, 120)  # logs and pipes: one row per backup
+    if not backups:
+        if env:
+            from dhash_rollout.environments import load_environment
+
+            load_environment(env)  # a mistyped --env is a usage error, not "no backups"
+        of = f" of {env}" if env else ""
+        console.print(
+            f"no backups{of} in {_backup_dir(backup_dir)} yet "
+            f"(make one: ./scripts/backup_dhash.sh --env {env or 'ENV'})"
+        )
+        return
+    console.print(table)
 
 
 @backup_app.command("prune")
