@@ -12,11 +12,10 @@ import sys
 from pathlib import Path
 
 import typer
-from pydantic import ValidationError
 
-from dhash_service.config import Settings
+from dhash_service.config import load_settings
 from dhash_service.digest import HashedItem, digest
-from dhash_service.errors import ConfigError, InputError, InputTooLarge
+from dhash_service.errors import InputError, InputTooLarge
 from dhash_service.extraction import Limits
 from dhash_service.hashing import ALGORITHMS, configured_algorithm
 
@@ -41,7 +40,7 @@ def hash_files(
     as_json: bool = JsonOption,
 ) -> None:
     """Hash every image in FILE...: hex, algorithm, locator, width, height, path per line."""
-    settings = _settings()
+    settings = load_settings()
     algorithm = algo or configured_algorithm(settings.hash_algorithm, settings.hash_size)
     if algorithm not in ALGORITHMS:
         raise typer.BadParameter(
@@ -65,13 +64,6 @@ def hash_files(
         failed = failed or bool(result.failures)
     if failed:
         raise typer.Exit(code=1)
-
-
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        raise ConfigError(f"invalid settings: {exc}") from None
 
 
 def _read(path: Path, limits: Limits) -> bytes:

@@ -15,10 +15,10 @@ def serve(
     ),
 ) -> None:
     """Serve the HTTP API until SIGTERM (drains, then exits) or Ctrl-C."""
-    from dhash_service.config import Settings
+    from dhash_service.config import load_settings
     from dhash_service.server import serve as run_server
 
-    run_server(Settings(), host=host, port=port, workers=workers)
+    run_server(load_settings(), host=host, port=port, workers=workers)
 
 
 def register(app: typer.Typer) -> None:
