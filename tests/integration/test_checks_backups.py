@@ -150,6 +150,24 @@ def test_preflight_command_exits_1_with_a_table_naming_the_failure(tmp_path: Pat
     assert "latest backup" in done.stdout and "PASS" in done.stdout and "FAIL" in done.stdout
 
 
+@pytest.mark.parametrize("command", ["preflight", "maintenance"])
+def test_a_workdir_that_does_not_exist_is_a_usage_error(tmp_path: Path, command: str) -> None:
+    """Not a table of "missing" artifacts (or nothing to archive) for a mistyped path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DHASH_")}
+    done = subprocess.run(
+        [DHASH, command, "--env", "production", "--workdir", str(tmp_path / "nope")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "is not a directory" in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout == "" and not (tmp_path / "nope").exists()
+
+
 def test_weekly_verifies_the_newest_seven_and_names_the_corrupt_one(tmp_path: Path) -> None:
     env = _environment(tmp_path)
     made = [_backup(env, tmp_path, timedelta(days=d)) for d in range(8, 0, -1)]  # oldest first

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from dhash_service.errors import CheckFailed
+from dhash_service.errors import CheckFailed, ConfigError
 
 if TYPE_CHECKING:
     from dhash_rollout.checks.report import CheckReport
@@ -54,7 +54,11 @@ def _show(title: str, report: CheckReport, as_json: bool) -> None:
 
 
 def _workdir(workdir: Path | None) -> Path:
-    return (workdir or Path.cwd()).resolve()
+    """A mistyped ``--workdir`` is a usage error, not a list of "missing" artifacts."""
+    path = (workdir or Path.cwd()).resolve()
+    if not path.is_dir():
+        raise ConfigError(f"--workdir {workdir} is not a directory")
+    return path
 
 
 def smoke(
