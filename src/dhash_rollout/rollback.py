@@ -122,7 +122,11 @@ def _choose(  # noqa: PLR0917 - private, one call site
     if request.to_release:
         wanted = target.release(normalize_version(request.to_release))
         if wanted is None:
-            raise NotFound(f"release {request.to_release} is not installed in {env.root}")
+            installed = ", ".join(r.version for r in target.releases()) or "none"
+            raise NotFound(
+                f"release {request.to_release} is not installed in {env.root} "
+                f"(installed: {installed}; see dhash release list --env {env.name})"
+            )
     elif unfinished is not None and unfinished.kind == "deploy":
         old = unfinished.params.get("from_version")
         wanted = target.release(str(old)) if old else None

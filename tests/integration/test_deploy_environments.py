@@ -77,3 +77,20 @@ def test_release_status_of_a_fresh_environment_names_its_manager_port_and_kernel
     assert "net.ipv4.tcp_migrate_req: " in done.stdout
     assert "dhash-blue   ABSENT    -            -" in done.stdout
     assert not (tmp_path / "var").exists()
+
+
+def test_rollback_to_a_release_that_is_not_installed_names_the_installed_ones(
+    tmp_path: Path,
+) -> None:
+    done = subprocess.run(
+        [dhash_bin(), "rollback", "--env", "canary", "--reason", "x", "--to-release", "7.7.7"],
+        cwd=tmp_path,
+        env=dhash_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "release 7.7.7 is not installed" in done.stderr
+    assert "(installed: none; see dhash release list --env canary)" in done.stderr
