@@ -56,7 +56,7 @@ def test_the_cli_reports_it_as_a_usage_error(tmp_path: Path, command: tuple[str,
     assert "[staging] root must be text" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_release_status_of_a_fresh_environment_names_its_manager_port_and_kernel_setting(
+def test_release_status_and_logs_of_a_fresh_environment_say_what_is_there(
     tmp_path: Path,
 ) -> None:
     """docs/deploy.md: ``dhash release status`` shows the kernel setting; what does not exist
@@ -76,6 +76,16 @@ def test_release_status_of_a_fresh_environment_names_its_manager_port_and_kernel
     assert "supervisord: not running" in done.stdout and "port: 18997" in done.stdout
     assert "net.ipv4.tcp_migrate_req: " in done.stdout
     assert "dhash-blue   ABSENT    -            -" in done.stdout
+    logs = subprocess.run(
+        [dhash_bin(), "release", "logs", "--env", "staging"],
+        cwd=tmp_path,
+        env=dhash_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert logs.returncode == 0 and "no process output for staging yet" in logs.stdout
     assert not (tmp_path / "var").exists()
 
 

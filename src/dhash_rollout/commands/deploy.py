@@ -247,10 +247,12 @@ def _status_lines(status: Any) -> list[str]:
 
 @release_app.command("logs")
 def release_logs(
-    env: str = EnvOption, lines: int = typer.Option(100, "--lines", "-n", min=1)
+    env: str = EnvOption,
+    lines: int = typer.Option(100, "--lines", "-n", min=1, help="Lines per process slot."),
 ) -> None:
     """The last lines of each process slot's output."""
-    typer.echo(_target(env).logs(lines))
+    output = _target(env).logs(lines)
+    typer.echo(output or f"no process output for {env} yet: nothing was started there")
 
 
 @release_app.command("stop")
