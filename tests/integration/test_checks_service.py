@@ -130,6 +130,16 @@ def test_smoke_against_a_stopped_service_fails_clearly_without_a_traceback(
     assert summary.meta["failed"][:2] == ["ready", "health"]
 
 
+def test_validate_logging_of_an_environment_never_deployed_says_what_to_check(
+    tmp_path: Path,
+) -> None:
+    _environments(tmp_path, tmp_path / "var" / "production", free_port())
+    done = dhash(tmp_path, "validate-logging", "--env", "production", "--concurrency", "1")
+    assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
+    assert "does not exist: was production deployed?" in done.stderr
+    assert "dhash release status --env production" in done.stderr
+
+
 def test_post_rollback_smoke_needs_a_recorded_rollback(deployed: Deployed) -> None:
     log = deployed.workdir / "postrollback.log"
     done = dhash(

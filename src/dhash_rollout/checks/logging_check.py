@@ -165,7 +165,13 @@ def run_logging_validation(
         meta={"env": env.name, "url": env.url, "concurrency": concurrency, "log_dir": str(log_dir)},
     )
     if not log_dir.is_dir():
-        run.record("service log directory", False, f"{log_dir} does not exist")
+        run.record(
+            "service log directory",
+            False,
+            f"{log_dir} does not exist: was {env.name} deployed? "
+            f"(dhash release status --env {env.name}; set service_log_dir if its logs live "
+            "elsewhere)",
+        )
         return run.finish(log_path)
     tail = LogTail(log_dir)
     probes = plan_probes(concurrency * REQUESTS_PER_WORKER, run_id, api_token(env), wrong_token)
