@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from dhash_rollout.backup import create_backup, list_backups
 from dhash_rollout.checks.daily import run_weekly
@@ -96,7 +98,26 @@ def test_preflight_passes_with_every_artifact_and_names_each_one_missing(tmp_pat
             (aside / name).rename(tmp_path / name)
     backups = tmp_path / "backups"
     backups.rename(aside / "backups")
-    assert _failed(tmp_path, env) == {"latest backup verifies": "no production backups in backups/"}
+    assert _failed(tmp_path, env) == {
+        "latest backup verifies": "no production backups in backups/ "
+        "(make one: ./scripts/backup_dhash.sh --env production)"
+    }
+
+
+def test_preflight_before_the_first_deploy_needs_no_backup_of_a_database_not_made_yet(
+    tmp_path: Path,
+) -> None:
+    """Else the first production deploy could never pass its enforced checklist: there is no
+    database to back up until that deploy creates it."""
+    env = _ready_for_production(tmp_path)
+    shutil.rmtree(tmp_path / "backups")
+    Path(make_url(env.database_url).database or "").unlink()
+
+    report = run_preflight(env, workdir=tmp_path)
+
+    assert report.ok, report.summary()
+    [backup] = [r for r in report.results if r.name == "latest backup verifies"]
+    assert backup.detail == "no production database yet: nothing to back up before its first deploy"
 
 
 def test_preflight_refuses_a_corrupt_newest_backup_failed_runs_and_weak_approvals(

@@ -25,6 +25,7 @@ from dhash_rollout.checks.dryrun_logs import check_deploy_dryrun, check_migrate_
 from dhash_rollout.checks.paths import backup_dir, shown
 from dhash_rollout.checks.report import CheckReport, CheckRun, read_log_summary
 from dhash_rollout.environments import Environment
+from dhash_rollout.pipeline import database_exists
 from dhash_service.errors import CheckFailed
 
 DEPLOY_DRYRUN_LOG = "deploy-dryrun.log"
@@ -41,7 +42,14 @@ def check_latest_backup(env: Environment, workdir: Path) -> str:
     directory = backup_dir(workdir)
     backups = list_backups(directory, env.name)
     if not backups:
-        raise CheckFailed(f"no {env.name} backups in {shown(directory, workdir)}/")
+        if not database_exists(env.database_url):
+            # The first deploy creates the database: there is no data to lose, and no backup
+            # can be made (the deploy's backup phase skips for the same reason).
+            return f"no {env.name} database yet: nothing to back up before its first deploy"
+        raise CheckFailed(
+            f"no {env.name} backups in {shown(directory, workdir)}/ "
+            f"(make one: ./scripts/backup_dhash.sh --env {env.name})"
+        )
     info = verify_backup(backups[0].path)
     hours = info.age(datetime.now(UTC)).total_seconds() / 3600
     return f"{info.path.name} verified ({hours:.1f} h old, sha256 {info.sha256[:12]}…)"
