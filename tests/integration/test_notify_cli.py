@@ -282,6 +282,23 @@ def test_a_failed_delivery_exits_0_and_flush_sends_it_later(
     assert in_process(["notify", "flush"]).out.strip() == "outbox is empty"
 
 
+def test_an_outboxed_channel_tells_the_operator_how_to_resend_it(
+    receiver: WebhookReceiver, in_process: Callable[..., Ran]
+) -> None:
+    receiver.script("slack", *[Reply(500, body="boom", echo_path=True)] * 2)
+    args = ["notify", "--type", "failure", "--env", "production", "--message", "deploy failed"]
+
+    done = in_process([*args, "--channels", "slack,file"])
+
+    assert done.code == 0, done.err
+    assert "slack    outboxed" in done.out
+    assert "not delivered yet to slack: kept in the outbox; re-send with `dhash notify flush`" in (
+        done.out
+    )
+    again = in_process([*args, "--channels", "file", "--key", "other"])
+    assert "not delivered yet" not in again.out
+
+
 def test_two_processes_sending_the_same_notice_post_it_once(
     base_env: dict[str, str], tmp_path: Path, receiver: WebhookReceiver
 ) -> None:

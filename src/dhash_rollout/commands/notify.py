@@ -280,6 +280,12 @@ def _show(report: DeliveryReport, as_json: bool) -> None:
             typer.echo("\n".join("      " + line for line in body.splitlines()))
     if report.log_file:
         typer.echo(f"log: {report.log_file}")
+    kept = [o.channel for o in report.outcomes if o.status in ("outboxed", "pending")]
+    if kept:
+        typer.echo(
+            f"not delivered yet to {', '.join(kept)}: kept in the outbox; "
+            "re-send with `dhash notify flush` (or run this command again)"
+        )
 
 
 def _show_flush(report: FlushReport, as_json: bool) -> None:
