@@ -8,6 +8,7 @@ variables, the TOML file named by ``DHASH_CONFIG_FILE``, then the defaults below
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -187,16 +188,32 @@ class NotificationSettings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Settings, or a ``ConfigError`` naming each mistyped variable (never its value: secrets)."""
+    """Settings, or a ``ConfigError`` naming each mistyped variable (never its value: secrets).
+
+    A ``DHASH_CONFIG_FILE`` that is missing or not TOML is an error too: pydantic-settings would
+    silently skip a missing file (a typo in its path dropping every setting in it) and raise a
+    bare ``TOMLDecodeError`` for a malformed one."""
+    config_file = os.environ.get("DHASH_CONFIG_FILE")
+    if config_file and not Path(config_file).is_file():
+        raise ConfigError(f"DHASH_CONFIG_FILE={config_file!r} is not a file")
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{_variable(problem['loc'])}: {problem['msg']}" for problem in exc.errors()
+            f"{_variable(problem['loc'], config_file)}: {problem['msg']}"
+            for problem in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"DHASH_CONFIG_FILE={config_file!r} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read DHASH_CONFIG_FILE={config_file!r}: {exc.strerror or exc}"
+        ) from None
 
 
-def _variable(loc: tuple[int | str, ...]) -> str:
+def _variable(loc: tuple[int | str, ...], config_file: str | None) -> str:
     field = str(loc[0]) if loc else "?"
-    return field if field.isupper() else f"DHASH_{field.upper()}"
+    if field.isupper():
+        return field
+    return f"DHASH_{field.upper()}" + (f" (or {field} in {config_file})" if config_file else "")

@@ -6,6 +6,8 @@ printed pydantic's multi-line dump with the value and a link.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from dhash_rollout.cli import main
@@ -36,3 +38,34 @@ def test_the_error_names_every_bad_variable_but_not_its_value(
     assert "DHASH_PORT: " in caught.value.message
     assert "DHASH_INDEX_KIND: " in caught.value.message
     assert "s3cret-looking" not in caught.value.message
+
+
+def test_a_config_file_that_does_not_exist_is_refused_not_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DHASH_CONFIG_FILE", str(tmp_path / "dhash.tmol"))
+    with pytest.raises(ConfigError, match="is not a file"):
+        load_settings()
+
+
+def test_a_config_file_that_is_not_toml_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "dhash.toml"
+    config.write_text("max_input_bytes = \n", encoding="utf-8")
+    monkeypatch.setenv("DHASH_CONFIG_FILE", str(config))
+    assert main(["hash", "unused.jpg"]) == 2
+    err = capsys.readouterr().err
+    assert "is not valid TOML" in err and "Traceback" not in err
+
+
+def test_a_mistyped_value_in_the_config_file_names_its_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "dhash.toml"
+    config.write_text('max_input_bytes = "lots"\n', encoding="utf-8")
+    monkeypatch.setenv("DHASH_CONFIG_FILE", str(config))
+    with pytest.raises(ConfigError, match=r"DHASH_MAX_INPUT_BYTES \(or max_input_bytes in "):
+        load_settings()
+    config.write_text("max_input_bytes = 1000\n", encoding="utf-8")
+    assert load_settings().max_input_bytes == 1000
