@@ -33,7 +33,7 @@ from dhash_rollout.pipeline import (
 from dhash_rollout.plan import Plan, RollbackFacts, Step, plan_rollback, render_plan
 from dhash_rollout.releases import Release, normalize_version
 from dhash_rollout.targets import Target, get_target
-from dhash_service.errors import CheckFailed, ConfigError, DhashError, NotFound
+from dhash_service.errors import CheckFailed, ConfigError, DhashError, IntegrityError, NotFound
 
 Say = Callable[[str], None]
 TRIGGERS = ("manual", "automatic")
@@ -97,7 +97,7 @@ def _bound_backup(run: RunState | None) -> str | None:
 def _resolve_backup(text: str, base: Path) -> Path:
     path = (base / text).resolve()
     if not path.is_file():
-        raise NotFound(f"backup {text} does not exist")
+        raise NotFound(f"backup {text} does not exist (the backups: dhash backup list)")
     return path
 
 
@@ -215,9 +215,13 @@ def _check_backup(path: Path, env: Environment, say: Say) -> None:
     from dhash_rollout.backup import verify_backup
 
     say(f"verifying {path.name} before anything changes")
-    info = verify_backup(path)  # IntegrityError (exit 4) names what is wrong
+    others = f"nothing was changed; the backups of {env.name}: dhash backup list --env {env.name}"
+    try:
+        info = verify_backup(path)
+    except IntegrityError as err:
+        raise IntegrityError(f"{err.message} ({others})") from None
     if info.env != env.name:
-        raise ConfigError(f"{path} is a backup of {info.env!r}, not {env.name!r}")
+        raise ConfigError(f"{path} is a backup of {info.env!r}, not {env.name!r} ({others})")
 
 
 def _validate(request: RollbackRequest) -> None:

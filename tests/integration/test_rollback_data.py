@@ -70,6 +70,7 @@ def test_a_backup_that_does_not_verify_is_refused_while_the_service_serves(site:
         bad.with_name(bad.name + ".sha256").unlink()
     assert done.returncode == 4, done.stdout + done.stderr
     assert "SHA-256 mismatch" in done.stderr and "Traceback" not in done.stderr
+    assert "nothing was changed; the backups of production: dhash backup list" in done.stderr
     assert len(list(site.journal.records())) == records
     assert_fully_on(site, CHECKOUT_VERSION)  # never stopped
 
