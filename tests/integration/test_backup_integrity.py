@@ -181,6 +181,8 @@ def test_cli_verify_exits_4_naming_the_file(backup: Path) -> None:
     done = run_cli("backup", "verify", str(backup), cwd=backup.parent.parent)
     assert done.returncode == 4
     assert str(backup) in done.stderr and "Traceback" not in done.stderr
+    env = backup.name.split("_")[1]
+    assert f"(make a new one: ./scripts/backup_dhash.sh --env {env})" in done.stderr
 
 
 # --- inner checks, with the .sha256 recomputed after tampering -------------------------------

@@ -197,7 +197,11 @@ def verify(
                 f"OK {info.path}" + (" (restore-tested)" if restore_test else ""),
             )
     if failures:
-        raise IntegrityError("; ".join(failures))
+        parsed = parse_backup_name(targets[0].name)
+        name = env or (parsed.env if parsed else "ENV")
+        raise IntegrityError(
+            "; ".join(failures) + f" (make a new one: ./scripts/backup_dhash.sh --env {name})"
+        )
 
 
 def _emit(as_json: bool, event: dict[str, object], text: str | None = None) -> None:
