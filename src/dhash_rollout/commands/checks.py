@@ -132,7 +132,7 @@ def check_weekly(
     workdir: Path | None = WorkdirOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """The guide's weekly backup verification: verify the newest backups' checksums."""
+    """The guide's weekly backup verification: the newest backups, each verified end to end."""
     from dhash_rollout.checks.daily import run_weekly
     from dhash_rollout.environments import load_environment
 

@@ -89,7 +89,7 @@ def migrate(
     log: Path = LogOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Upgrade the database to this release's head (``--dry-run`` to rehearse it)."""
+    """Upgrade the database to this release's head (--dry-run to rehearse it)."""
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"env": env, "dry_run": dry_run, "log": log, "json": as_json}
         return
@@ -133,7 +133,7 @@ def downgrade(
     log: Path = LogOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Downgrade to REVISION (``--dry-run`` to rehearse it)."""
+    """Downgrade to REVISION (--dry-run to rehearse it)."""
     env_name = _inherit(ctx, "env", env)
     url = _database_url(env_name if isinstance(env_name, str) else None)
     use_json = bool(_inherit(ctx, "json", as_json))
