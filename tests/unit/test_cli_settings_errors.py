@@ -69,3 +69,15 @@ def test_a_mistyped_value_in_the_config_file_names_its_key(
         load_settings()
     config.write_text("max_input_bytes = 1000\n", encoding="utf-8")
     assert load_settings().max_input_bytes == 1000
+
+
+def test_serve_refuses_a_token_too_short_to_redact_without_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A one-letter token was redacted as literal text: every "t" in every log line.
+    monkeypatch.setenv("DHASH_DATA_DIR", str(tmp_path))  # nothing lands in the checkout if it ran
+    monkeypatch.setenv("DHASH_API_TOKENS", "long-enough-token,t")
+    assert main(["serve", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "DHASH_API_TOKENS: 1 of 2 tokens are shorter than 8 characters" in err
+    assert "long-enough-token" not in err

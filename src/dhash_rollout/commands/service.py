@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import typer
 
+# Shorter tokens are refused by ``dhash serve`` (docs/configuration.md, DHASH_API_TOKENS).
+MIN_TOKEN_CHARS = 8
+
 
 def serve(
     host: str | None = typer.Option(None, "--host", help="Address to bind [DHASH_HOST]."),
@@ -18,7 +21,22 @@ def serve(
     from dhash_service.config import load_settings
     from dhash_service.server import serve as run_server
 
-    run_server(load_settings(), host=host, port=port, workers=workers)
+    settings = load_settings()
+    _refuse_short_tokens(settings.api_tokens)
+    run_server(settings, host=host, port=port, workers=workers)
+
+
+def _refuse_short_tokens(tokens: list[str]) -> None:
+    """A token is redacted from every log line as literal text, so a one-letter token mangled
+    every log line it occurs in (and was guessable): refuse tokens that short at start."""
+    from dhash_service.errors import ConfigError
+
+    short = sum(1 for token in tokens if len(token) < MIN_TOKEN_CHARS)
+    if short:
+        raise ConfigError(
+            f"DHASH_API_TOKENS: {short} of {len(tokens)} tokens are shorter than "
+            f"{MIN_TOKEN_CHARS} characters; use long random tokens"
+        )
 
 
 def register(app: typer.Typer) -> None:
