@@ -40,6 +40,9 @@ def test_a_request_that_is_not_http_is_a_plain_400_and_the_connection_closes(api
     )  # returns only because the server closes the connection
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert b"application/json" not in answer and b"Traceback" not in answer
+    assert b"x-request-id" not in answer.lower()
+    counted = httpx.get(f"{api}/metrics").text
+    assert 'route="/v1/hash",status="400"' not in counted
 
 
 def test_probes_answer_get_only_and_say_so(api: str) -> None:
