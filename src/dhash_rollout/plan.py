@@ -7,7 +7,7 @@ decisions here makes them testable as plain data (pyinfra's plan/execute split).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 # Installing a release is inert (nothing serving changes), and the new release carries the new
@@ -73,6 +73,11 @@ class Plan:
     @property
     def phases_to_run(self) -> tuple[str, ...]:
         return tuple(s.phase for s in self.steps if s.run)
+
+    def refused(self, why: str) -> Plan:
+        """The plan of a run refused before it starts: every step is skipped, for that reason."""
+        steps = tuple(replace(s, run=False, reason=f"refused: {why}") for s in self.steps)
+        return replace(self, steps=steps)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -302,7 +307,8 @@ def plan_rollback(facts: RollbackFacts) -> Plan:
 def render_plan(plan: Plan) -> str:
     """The plan as the text ``--dry-run`` prints and writes to ``deploy-dryrun.log``."""
     width = max(len(p) for p in (*DEPLOY_PHASES, *ROLLBACK_PHASES))
-    lines = [f"{plan.kind} {plan.env} {plan.version or '-'}: plan (nothing is executed)"]
+    target = plan.version or "(no target)"
+    lines = [f"{plan.kind} {plan.env} {target}: plan (nothing is executed)"]
     for number, step in enumerate(plan.steps, 1):
         verb = "RUN " if step.run else "SKIP"
         line = f"{number:>3}. {step.phase:<{width}}  {verb}  {step.action}"

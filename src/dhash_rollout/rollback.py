@@ -248,8 +248,10 @@ def rollback(request: RollbackRequest, say: Say | None = None) -> RollbackResult
         unfinished = last if last and not last.finished else None
         choice = _choose(request, env, target, journal, backup_dir, unfinished)
         plan = plan_rollback(choice.facts)
-        progress(render_plan(plan).rstrip())
         empty = _nothing_to_do(plan, choice.facts)
+        if empty is not None:  # the real run is refused before it starts: nothing would run
+            plan = plan.refused("nothing to roll back to")
+        progress(render_plan(plan).rstrip())
         return RollbackResult(None, env.name, empty is None, plan, None, empty)
     with hold_lock(lock_path(env), "rollback"):
         last = journal.last_run()

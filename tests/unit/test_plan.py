@@ -198,3 +198,14 @@ def test_a_first_deploy_has_no_database_to_back_up() -> None:
     step = plan_deploy(replace(BASE, database_exists=False, schema_revision=None)).step("backup")
     assert not step.run
     assert step.reason == "there is no database yet"
+
+
+def test_a_refused_rollback_dry_run_shows_every_step_skipped_and_no_target() -> None:
+    """The real run is refused before it locks or notifies: its dry run must not say RUN."""
+    plan = plan_rollback(replace(ROLLBACK_BASE, target_version=None, target_revision=None))
+    text = render_plan(plan.refused("nothing to roll back to"))
+    lines = text.splitlines()
+    assert lines[0] == "rollback production (no target): plan (nothing is executed)"
+    steps = [line for line in lines if line[:4].strip().rstrip(".").isdigit()]
+    assert len(steps) == len(ROLLBACK_PHASES)
+    assert all(" SKIP " in s and "[refused: nothing to roll back to]" in s for s in steps)
