@@ -279,6 +279,8 @@ def plan_rollback(facts: RollbackFacts) -> Plan:
         steps.append(Step("activate", f"make {target} the only serving release"))
     elif target == facts.current_version and not restore:
         steps.append(Step("activate", f"{target} is already current", False, "nothing to switch"))
+    elif restore and target == facts.current_version:  # the restore stopped it
+        steps.append(Step("activate", f"start {target} again on the restored database"))
     else:
         was = facts.current_version or "nothing"
         steps.append(Step("activate", f"start {target} beside {was}, wait for /ready, stop {was}"))

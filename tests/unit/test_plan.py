@@ -209,3 +209,11 @@ def test_a_refused_rollback_dry_run_shows_every_step_skipped_and_no_target() -> 
     steps = [line for line in lines if line[:4].strip().rstrip(".").isdigit()]
     assert len(steps) == len(ROLLBACK_PHASES)
     assert all(" SKIP " in s and "[refused: nothing to roll back to]" in s for s in steps)
+
+
+def test_restoring_a_backup_under_the_serving_release_starts_it_again_not_beside_itself() -> None:
+    facts = replace(
+        ROLLBACK_BASE, backup_requested=True, target_version="2.0.0", target_revision="0002"
+    )
+    step = plan_rollback(facts).step("activate")
+    assert step.run and step.action == "start 2.0.0 again on the restored database"
