@@ -111,9 +111,17 @@ def test_a_release_that_cannot_start_is_abandoned_and_the_old_one_keeps_serving(
 ) -> None:
     target.activate("1.0.0")
     broken = target.install(ReleaseSource("wheel", str(wheel_for("9.9.9"))))
-    broken.dhash.write_text("#!/bin/sh\necho 'cannot start' >&2\nexit 3\n")
-    with pytest.raises(CheckFailed, match=r"cannot start|FATAL|BACKOFF|EXITED"):
+    broken.dhash.write_text(
+        '#!/bin/sh\nprintf \'Traceback (most recent call last):\\n  File "app.py", line 1\\n'
+        "RuntimeError: cannot start\\n' >&2\nexit 3\n"
+    )
+    with pytest.raises(CheckFailed, match=r"cannot start|FATAL|BACKOFF|EXITED") as failed:
         target.activate("9.9.9")
+    # One line for the operator: the exception, and where the process's whole output is.
+    message = failed.value.message
+    assert "\n" not in message and "Traceback" not in message
+    assert "RuntimeError: cannot start" in message
+    assert "dhash release logs --env production" in message
     assert _served_version(target.env) == "1.0.0"
     assert list(_running(target).values()) == ["1.0.0"]
     assert os.readlink(target.root / "current") == "releases/1.0.0"

@@ -57,6 +57,7 @@ MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
 _RELEASE_LINE = re.compile(r"^; release = (\S+)$", re.M)
 _INSTANCE_LINE = re.compile(r"^; instance = (\S+)$", re.M)
 _SUN_PATH_MAX = 100  # AF_UNIX paths are limited to 108 bytes; keep a margin
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
 _KEPT_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
 
 
@@ -433,7 +434,7 @@ class LocalTarget:
             restarted = current.pid is not None and current.pid != first_pid
             if restarted or current.state in ("FATAL", "EXITED", "STOPPED", "BACKOFF", "ABSENT"):
                 what = "restarted after exiting" if restarted else current.state
-                raise CheckFailed(f"{slot} ({current.release}) {what}:\n{self._tail(slot, 20)}")
+                raise CheckFailed(f"{slot} ({current.release}) {what}: {self._why(slot)}")
             if current.pid:
                 # New connections land on either process; a few tries reach the new one.
                 for _ in range(8):
@@ -441,9 +442,7 @@ class LocalTarget:
                     if seen and seen[1] and _descends_from(seen[0], current.pid):
                         return seen[0]
             time.sleep(0.2)
-        raise CheckFailed(
-            f"{slot} did not become ready within {limit:.0f} s:\n{self._tail(slot, 20)}"
-        )
+        raise CheckFailed(f"{slot} did not become ready within {limit:.0f} s: {self._why(slot)}")
 
     # --- the switch ---------------------------------------------------------------------------
     def activate(self, version: str, *, progress: Progress | None = None) -> Activation:
@@ -474,7 +473,7 @@ class LocalTarget:
                 self._ensure_started(slot)
             except Unavailable as exc:
                 self._abandon(slot, say)
-                raise CheckFailed(f"{slot} did not start: {exc}\n{self._tail(slot, 20)}") from exc
+                raise CheckFailed(f"{slot} did not start: {exc}; {self._why(slot)}") from exc
         try:
             self.wait_ready(slot)
         except CheckFailed:
@@ -627,6 +626,17 @@ class LocalTarget:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+    def _why(self, slot: str) -> str:
+        """One line for the operator: the process's last exception (or last output line), and
+        where its whole output is; the raw tail (a child's traceback) stays in that file."""
+        lines = [line.strip() for line in self._tail(slot, 40).splitlines() if line.strip()]
+        found = [line for line in lines if _EXCEPTION_LINE.fullmatch(line)]
+        last = (found or lines or ["no output"])[-1]
+        if len(last) > 300:
+            last = last[:297] + "..."
+        where = self.log_dir / f"{slot}.log"
+        return f"{last} (its output: {where}; dhash release logs --env {self.env.name})"
 
     def logs(self, lines: int = 100) -> str:
         parts = []
