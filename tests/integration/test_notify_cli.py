@@ -282,6 +282,19 @@ def test_a_failed_delivery_exits_0_and_flush_sends_it_later(
     assert in_process(["notify", "flush"]).out.strip() == "outbox is empty"
 
 
+def test_a_delivered_notice_prints_its_summary_without_log_noise_on_stderr(
+    base_env: dict[str, str], tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    args = ["notify", "--type", "info", "--env", "production", "--message", "quiet"]
+    env = {k: v for k, v in base_env.items() if k != "DHASH_LOG_LEVEL"}
+
+    done = dhash([*args, "--channels", "slack,file"], env, tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    assert "slack    sent" in done.stdout
+    assert done.stderr == ""  # each outcome is in the summary and the notification log
+
+
 def test_an_outboxed_channel_tells_the_operator_how_to_resend_it(
     receiver: WebhookReceiver, in_process: Callable[..., Ran]
 ) -> None:

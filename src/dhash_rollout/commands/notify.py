@@ -202,11 +202,15 @@ def _environment(env: str | None) -> tuple[str, Environment | None]:
 
 
 def _configure_logging() -> None:
-    """Log lines go to stderr so stdout stays the summary (or clean ``--json``)."""
+    """Log lines go to stderr so stdout stays the summary (or clean ``--json``). The summary
+    names every outcome and the notification log records each one, so at the default level
+    only warnings (a retry, an outboxed channel) reach the operator's terminal;
+    ``DHASH_LOG_LEVEL=DEBUG`` shows everything."""
     from dhash_service.config import Settings
     from dhash_service.logs import configure_logging
 
-    configure_logging(Settings().log_level, stream=sys.stderr)
+    level = Settings().log_level.upper()
+    configure_logging("WARNING" if level == "INFO" else level, stream=sys.stderr)
 
 
 def _notifier(env_name: str, channels: str | None) -> Notifier:
