@@ -6,7 +6,9 @@ import importlib
 import sys
 
 import typer
+from pydantic import ValidationError
 
+from dhash_service.config import settings_error
 from dhash_service.errors import DhashError
 
 app = typer.Typer(
@@ -58,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     except DhashError as err:
         typer.echo(f"dhash: error: {err.message}", err=True)
         return err.exit_code
+    except ValidationError as exc:  # settings read where no command turned them into an error
+        problem = settings_error(exc)
+        typer.echo(f"dhash: error: {problem.message}", err=True)
+        return problem.exit_code
     return 0
 
 

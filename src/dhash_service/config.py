@@ -199,17 +199,22 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{_variable(problem['loc'], config_file)}: {problem['msg']}"
-            for problem in exc.errors()
-        )
-        raise ConfigError(f"invalid settings: {problems}") from None
+        raise settings_error(exc) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"DHASH_CONFIG_FILE={config_file!r} is not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(
             f"cannot read DHASH_CONFIG_FILE={config_file!r}: {exc.strerror or exc}"
         ) from None
+
+
+def settings_error(exc: ValidationError) -> ConfigError:
+    """One line naming each mistyped setting and what is wrong with it, never its value."""
+    config_file = os.environ.get("DHASH_CONFIG_FILE")
+    problems = "; ".join(
+        f"{_variable(problem['loc'], config_file)}: {problem['msg']}" for problem in exc.errors()
+    )
+    return ConfigError(f"invalid settings: {problems}")
 
 
 def _variable(loc: tuple[int | str, ...], config_file: str | None) -> str:

@@ -28,6 +28,28 @@ def test_a_mistyped_setting_is_a_usage_error_naming_the_variable(
     assert len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["backup", "list"],
+        ["notify", "--type", "info", "--env", "staging", "--message", "m", "--dry-run"],
+        ["deploy", "--env", "staging", "--dry-run"],
+    ],
+)
+def test_any_command_reading_mistyped_settings_says_so_in_one_line(
+    command: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DHASH_MAX_UPLOAD_BYTES", "lots")
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("dhash: error: invalid settings: DHASH_MAX_UPLOAD_BYTES")
+    assert "Traceback" not in err and "lots" not in err
+
+
 def test_the_error_names_every_bad_variable_but_not_its_value(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
