@@ -189,6 +189,13 @@ def test_probes_metrics_and_openapi_are_open(client: httpx.Client, path: str) ->
     assert client.get(path).status_code == 200
 
 
+@pytest.mark.parametrize("path", ["/health", "/ready"])
+def test_probes_answer_head_like_get_without_a_body(client: httpx.Client, path: str) -> None:
+    head = client.head(path)
+    assert head.status_code == client.get(path).status_code == 200
+    assert head.content == b""
+
+
 def test_an_unconfigured_service_fails_closed(
     postgres_server: PostgresServer, tmp_path: Path
 ) -> None:

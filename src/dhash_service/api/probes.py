@@ -20,12 +20,15 @@ router = APIRouter(tags=["probes"])
 SHUTDOWN_CHECK = "shutdown"
 
 
+# HEAD too (kept out of the OpenAPI document): load balancers and uptime checkers probe with it.
+@router.head("/health", include_in_schema=False)
 @router.get("/health", response_model=Health, summary="Liveness: the process answers")
 async def health() -> Health:
     # Deliberately touches nothing: a slow store must not make a live process look dead.
     return Health(status="ok", version=__version__, pid=os.getpid())
 
 
+@router.head("/ready", include_in_schema=False)
 @router.get(
     "/ready",
     response_model=Readiness,
