@@ -196,3 +196,30 @@ def test_a_deep_root_gets_a_short_stable_supervisor_socket(tmp_path: Path) -> No
     first, again = LocalTarget(env).socket_path, LocalTarget(env).socket_path
     assert first == again and len(str(first).encode()) <= 100
     assert first != deep / "supervisor" / "supervisor.sock"
+
+
+def test_restore_is_refused_while_the_environment_serves(target: LocalTarget) -> None:
+    """Writes landing between the snapshot and the swap would be in neither database: the
+    operator is told to stop the service first (or to roll back with --backup)."""
+    from dhash_rollout.backup import create_backup
+
+    target.activate("1.0.0")
+    base = target.root.parents[1]
+    made = create_backup(target.env, base / "backups")
+    database = target.env.data_dir / "dhash.sqlite3"
+    before = database.stat().st_ino
+    done = subprocess.run(
+        [dhash_bin(), "restore", "--env", "production", "--backup", str(made.path)],
+        cwd=base,
+        env=dhash_env(base),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "production is serving (dhash-" in done.stderr and "Traceback" not in done.stderr
+    assert "dhash release stop --env production" in done.stderr
+    assert database.stat().st_ino == before  # not swapped
+    assert not list(target.env.data_dir.glob("*.prerestore-*"))
+    assert _served_version(target.env) == "1.0.0"

@@ -13,11 +13,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from dhash_service.errors import ConfigError, IntegrityError
+from dhash_service.errors import CheckFailed, ConfigError, DhashError, IntegrityError
+
+if TYPE_CHECKING:
+    from dhash_rollout.environments import Environment
 
 EnvOption = typer.Option(..., "--env", help="Environment: staging, production or canary.")
 JsonOption = typer.Option(False, "--json", help="Print results (and progress) as JSON.")
@@ -304,6 +307,14 @@ def restore(
     from dhash_rollout.environments import load_environment
 
     environment = load_environment(env)
+    serving = _serving(environment)
+    if serving:
+        raise CheckFailed(
+            f"{env} is serving ({serving}): writes landing during the restore would be lost. "
+            f"Stop it first (dhash release stop --env {env}), restore, then "
+            f"dhash release start --env {env}; or roll back with --backup, which stops it and "
+            "keeps the rows written since the backup"
+        )
     with ProgressView(as_json) as view:
         result = restore_backup(
             backup,
@@ -322,6 +333,17 @@ def restore(
     typer.echo(f"restored {result.backup} into {result.database} ({rows} rows)")
     typer.echo(f"schema {result.schema_revision or '(none)'}")
     typer.echo(f"pre-restore snapshot: {result.snapshot or '(none: there was no database)'}")
+
+
+def _serving(environment: Environment) -> str:
+    """The environment's processes that serve right now (none for a target it cannot ask)."""
+    from dhash_rollout.targets import get_target
+
+    try:
+        status = get_target(environment).status()
+    except DhashError:
+        return ""
+    return ", ".join(f"{p.name} {p.release or '?'}" for p in status.serving)
 
 
 def register(app: typer.Typer) -> None:
