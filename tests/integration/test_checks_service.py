@@ -218,4 +218,6 @@ def test_daily_check_names_a_down_service_and_a_stale_backup(
     failed = {r.name: r.detail for r in report.failures}
     assert set(failed) == {"service health", "latest backup age"}
     assert failed["service health"].startswith("cannot reach http://127.0.0.1:")
-    assert failed["latest backup age"].endswith(" is 30 hours old")
+    assert failed["latest backup age"].endswith(
+        " is 30 hours old (over 24; make one: ./scripts/backup_dhash.sh --env production)"
+    )

@@ -37,13 +37,17 @@ def check_backup_age(
 ) -> str:
     directory = backup_dir(workdir)
     backups = list_backups(directory, env.name)
+    make_one = f"make one: ./scripts/backup_dhash.sh --env {env.name}"
     if not backups:
-        raise CheckFailed(f"no {env.name} backups in {shown(directory, workdir)}/")
+        raise CheckFailed(f"no {env.name} backups in {shown(directory, workdir)}/ ({make_one})")
     latest = backups[0]
     age = latest.age(now or datetime.now(UTC))
     hours = int(age.total_seconds() // 3600)
     if age > max_age:
-        raise CheckFailed(f"latest backup {latest.path.name} is {hours} hours old")
+        limit = int(max_age.total_seconds() // 3600)
+        raise CheckFailed(
+            f"latest backup {latest.path.name} is {hours} hours old (over {limit}; {make_one})"
+        )
     return f"backup age: {hours} hours ({latest.path.name})"
 
 
