@@ -137,8 +137,10 @@ def test_stop_then_start_brings_the_current_release_back(target: LocalTarget) ->
     target.activate("2.0.0")
     target.stop()
     assert _running(target) == {}
-    target.start()
+    said: list[str] = []
+    target.start(progress=said.append)
     assert _served_version(target.env) == "2.0.0"
+    assert not [line for line in said if line.startswith("stopping")], said  # it was down
 
 
 def test_release_start_after_stop_all_starts_supervisord_again(target: LocalTarget) -> None:

@@ -570,7 +570,11 @@ class LocalTarget:
         self.ensure_supervisord()  # gone after `release stop --all` or a reboot
         for slot in self._slots():
             if slot.release == current.version and slot.state != "RUNNING":
-                self._retire(slot.name, progress or (lambda _m: None))
+                # A slot already down is only cleared: "stopping" it would read as an outage.
+                down = slot.state in ("STOPPED", "EXITED", "FATAL", "ABSENT")
+                self._retire(
+                    slot.name, (lambda _m: None) if down else (progress or (lambda _m: None))
+                )
         return self.activate(current.version, progress=progress)
 
     def shutdown(self) -> None:
