@@ -147,6 +147,7 @@ def test_post_rollback_smoke_needs_a_recorded_rollback(deployed: Deployed) -> No
     )
     assert done.returncode == 1
     assert "rolled-back release: no rollback recorded in" in done.stderr
+    assert "after a deploy run the smoke tests without it" in done.stderr
     assert read_log_summary(log).meta["failed"] == ["rolled-back release"]
 
 

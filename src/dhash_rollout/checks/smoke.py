@@ -163,14 +163,24 @@ def check_rolled_back_release(env: Environment) -> str:
     journal = Journal.for_root(env.root)
     run = journal.last_run(kind="rollback")
     if run is None:
-        raise CheckFailed(f"no rollback recorded in {journal.path}")
+        raise CheckFailed(
+            f"no rollback recorded in {journal.path} (--post-rollback verifies a rollback; "
+            "after a deploy run the smoke tests without it)"
+        )
     if run.outcome == "failed":
         raise CheckFailed(f"the latest rollback {run.deploy_id} failed")
     wanted = run.params.get("to_version")
     status = get_target(env).status()
     if wanted and status.current != wanted:
+        latest = journal.last_run()
+        since = (
+            f" (deploy {latest.deploy_id} ran after it: without --post-rollback the smoke "
+            "tests check what serves now)"
+            if latest is not None and latest.kind == "deploy"
+            else ""
+        )
         raise CheckFailed(
-            f"rollback {run.deploy_id} chose {wanted}, but {status.current} is current"
+            f"rollback {run.deploy_id} chose {wanted}, but {status.current} is current{since}"
         )
     serving = [p for p in status.serving if p.release == status.current]
     if not serving:
