@@ -152,6 +152,20 @@ def test_preflight_refuses_a_corrupt_newest_backup_failed_runs_and_weak_approval
     assert failed["migrate dry-run log"] == "migrate-dryrun.log records result: FAILED"
 
 
+def test_preflight_does_not_take_a_rehearsed_downgrade_for_the_deploys_migration(
+    tmp_path: Path,
+) -> None:
+    env = _ready_for_production(tmp_path)
+    rehearsal = migrate_dry_run(
+        env.database_url, tmp_path / "migrate-dryrun.log", target="base", direction="downgrade"
+    )
+    assert rehearsal.ok
+    assert _failed(tmp_path, env) == {
+        "migrate dry-run log": "migrate-dryrun.log rehearses a downgrade, not the deploy's "
+        "upgrade: run ./scripts/migrate_dhash.sh --dry-run --env production"
+    }
+
+
 def test_preflight_command_exits_1_with_a_table_naming_the_failure(tmp_path: Path) -> None:
     _ready_for_production(tmp_path)
     (tmp_path / "approvals.json").write_text("{not json")

@@ -58,6 +58,12 @@ def check_migrate_dryrun(path: Path, env: Environment) -> str:
     lines = _lines(path)
     if not lines[0].startswith(_MIGRATE_HEADER):
         raise CheckFailed(f"{path.name} does not start with a migrate dry-run header")
+    if lines[0].startswith(f"{_MIGRATE_HEADER} (downgrade)"):
+        # A rehearsed downgrade says nothing about the upgrade the deploy will run.
+        raise CheckFailed(
+            f"{path.name} rehearses a downgrade, not the deploy's upgrade: run "
+            f"./scripts/migrate_dhash.sh --dry-run --env {env.name}"
+        )
     fields = dict(line.split(": ", 1) for line in lines if ": " in line)
     database = fields.get("database")
     if database and database != redact_text(display_url(env.database_url)):
