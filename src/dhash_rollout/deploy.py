@@ -417,7 +417,7 @@ class _DeployRunner:
                 f"api_tokens in {env.service_config_file}"
             )
 
-        report = run_preflight(self.ctx.env, workdir=self.request.base)
+        report = run_preflight(self.ctx.env, workdir=self.request.base, version=self.version)
         detail["report"] = str(report.log_path) if report.log_path else None
         detail["checks"] = len(report.results)
         if report.ok:

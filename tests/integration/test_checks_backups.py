@@ -166,6 +166,19 @@ def test_preflight_does_not_take_a_rehearsed_downgrade_for_the_deploys_migration
     }
 
 
+def test_a_deploys_preflight_wants_the_dry_run_of_the_version_it_deploys(tmp_path: Path) -> None:
+    env = _ready_for_production(tmp_path)
+    header = (tmp_path / "deploy-dryrun.log").read_text().splitlines()[0]
+    planned = header.split()[2].rstrip(":")
+    assert run_preflight(env, workdir=tmp_path, version=planned).ok
+    report = run_preflight(env, workdir=tmp_path, version="9.9.9")
+    failed = {r.name: r.detail for r in report.results if not r.ok}
+    assert failed == {
+        "deploy dry-run log": f"deploy-dryrun.log plans {planned}, not the 9.9.9 being deployed: "
+        "run ./scripts/deploy_dhash.sh --dry-run --env production with this deploy's options"
+    }
+
+
 def test_preflight_command_exits_1_with_a_table_naming_the_failure(tmp_path: Path) -> None:
     _ready_for_production(tmp_path)
     (tmp_path / "approvals.json").write_text("{not json")

@@ -34,13 +34,19 @@ def _lines(path: Path) -> list[str]:
     return lines
 
 
-def check_deploy_dryrun(path: Path, env: Environment) -> str:
+def check_deploy_dryrun(path: Path, env: Environment, version: str | None = None) -> str:
+    """A plan for this environment; when a deploy asks (``version``), a plan of that version."""
     lines = _lines(path)
     header = _PLAN_HEADER.match(lines[0])
     if header is None:
         raise CheckFailed(f"{path.name} does not start with a deploy plan header")
     if header["env"] != env.name:
         raise CheckFailed(f"{path.name} is a dry run for {header['env']!r}, not {env.name!r}")
+    if version is not None and header["version"] != version:
+        raise CheckFailed(
+            f"{path.name} plans {header['version']}, not the {version} being deployed: run "
+            f"./scripts/deploy_dhash.sh --dry-run --env {env.name} with this deploy's options"
+        )
     steps = sum(1 for line in lines[1:] if re.match(r"^\s*\d+\. ", line))
     if steps == 0:
         raise CheckFailed(f"{path.name} has a header but no steps (interrupted?)")

@@ -77,10 +77,16 @@ def check_bundle(path: Path, *, optional: bool = False) -> str:
     return f"{path.name}/ present ({count} files)"
 
 
-def run_preflight(env: Environment, *, workdir: Path, log_path: Path | None = None) -> CheckReport:
+def run_preflight(
+    env: Environment, *, workdir: Path, log_path: Path | None = None, version: str | None = None
+) -> CheckReport:
+    """``version``: the release a deploy is about to roll out; its dry run must plan that one."""
     run = CheckRun("preflight", meta={"env": env.name, "workdir": str(workdir)})
     run.check("latest backup verifies", lambda: check_latest_backup(env, workdir))
-    run.check("deploy dry-run log", lambda: check_deploy_dryrun(workdir / DEPLOY_DRYRUN_LOG, env))
+    run.check(
+        "deploy dry-run log",
+        lambda: check_deploy_dryrun(workdir / DEPLOY_DRYRUN_LOG, env, version),
+    )
     run.check(
         "migrate dry-run log", lambda: check_migrate_dryrun(workdir / MIGRATE_DRYRUN_LOG, env)
     )
