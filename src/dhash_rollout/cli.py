@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
@@ -60,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     except DhashError as err:
         typer.echo(f"dhash: error: {err.message}", err=True)
         return err.exit_code
+    except BrokenPipeError:  # the reader went away (``| head``): no traceback for that
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
     except ValidationError as exc:  # settings read where no command turned them into an error
         problem = settings_error(exc)
         typer.echo(f"dhash: error: {problem.message}", err=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +25,26 @@ JsonOption = typer.Option(False, "--json", help="Print the result as JSON.")
 
 
 def _printer(as_json: bool) -> Any:
-    return (lambda _m: None) if as_json else typer.echo
+    """Progress lines on stdout. A reader that goes away (``| head``, a closed terminal) must not
+    stop a deploy or rollback in the middle of a phase: the run log has every line anyway."""
+    if as_json:
+        return lambda _m: None
+    gone = False
+
+    def say(message: str) -> None:
+        nonlocal gone
+        if gone:
+            return
+        try:
+            typer.echo(message)
+        except BrokenPipeError:
+            gone = True
+            # Point stdout at /dev/null so later writes and the exit-time flush stay quiet.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+
+    return say
 
 
 @contextlib.contextmanager
@@ -31,7 +52,6 @@ def _log_to_file(kind: str, env: str) -> Iterator[Path]:
     """The run's log file; library loggers (notifier, backup) write their JSON lines there too,
     so the terminal shows only the progress lines. A run refused before it began (locked,
     nothing to roll back, a bad argument or backup) says why there too."""
-    import os
 
     from dhash_rollout.deploy import work_dirs
     from dhash_rollout.pipeline import run_log_path
