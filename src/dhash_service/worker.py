@@ -42,6 +42,8 @@ from dhash_service.logs import configure_logging, get_logger
 
 log = get_logger(__name__)
 
+# How long a connection accepted right before the listener closed gets to send its request.
+ACCEPTED_REQUEST_WAIT_SECONDS = 0.25
 READY_POLL_SECONDS = 0.05
 WAITING_LOG_SECONDS = 10.0
 
@@ -121,6 +123,20 @@ class DrainingServer(uvicorn.Server):
             await asyncio.sleep(READY_POLL_SECONDS)
         log.info("worker.listening", waited_seconds=round(time.monotonic() - started, 2))
         return True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stop accepting, then let connections accepted just before deliver their request.
+
+        uvicorn closes every connection without a request in progress right after it stops
+        listening, so a client whose connection was accepted a moment earlier (its request still
+        in flight) sees "disconnected without a response". Waiting briefly turns those into
+        in-flight requests, which the graceful shutdown then finishes."""
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        await asyncio.sleep(ACCEPTED_REQUEST_WAIT_SECONDS)
+        await super().shutdown(sockets)  # closing again is a no-op
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if sig == signal.SIGTERM and not self.lifecycle.draining and self.drain_seconds > 0:
