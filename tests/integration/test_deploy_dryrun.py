@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from dhash_rollout.checks.dryrun_logs import check_deploy_dryrun
 from dhash_rollout.environments import load_environment
 from dhash_rollout.plan import DEPLOY_PHASES
 from dhash_rollout.releases import source_version
-from tests.support.release_builds import CHECKOUT, dhash_env, write_environments
+from tests.support.release_builds import CHECKOUT, run_in, write_environments
 
 
 def _checkout_view(tmp_path: Path) -> Path:
@@ -25,14 +24,8 @@ def test_the_guides_dry_run_command_plans_all_phases_and_changes_nothing(tmp_pat
     view = _checkout_view(tmp_path)
     write_environments(view)
     before = sorted(p.name for p in view.iterdir())
-    done = subprocess.run(
-        ["./scripts/deploy_dhash.sh", "--dry-run", "--env", "production"],
-        cwd=view,
-        env=dhash_env(view),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    done = run_in(
+        view, ["./scripts/deploy_dhash.sh", "--dry-run", "--env", "production"], timeout=120
     )
     assert done.returncode == 0, done.stderr
     log = view / "deploy-dryrun.log"
@@ -53,15 +46,7 @@ def test_the_guides_dry_run_command_plans_all_phases_and_changes_nothing(tmp_pat
 
 def test_a_dry_run_of_an_unknown_environment_is_a_usage_error(tmp_path: Path) -> None:
     view = _checkout_view(tmp_path)
-    done = subprocess.run(
-        ["./scripts/deploy_dhash.sh", "--dry-run", "--env", "nowhere"],
-        cwd=view,
-        env=dhash_env(view),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_in(view, ["./scripts/deploy_dhash.sh", "--dry-run", "--env", "nowhere"])
     assert done.returncode == 2
     assert "unknown environment 'nowhere'" in done.stderr
     assert "Traceback" not in done.stderr
@@ -70,14 +55,8 @@ def test_a_dry_run_of_an_unknown_environment_is_a_usage_error(tmp_path: Path) ->
 def test_an_initiator_with_a_line_break_is_a_usage_error(tmp_path: Path) -> None:
     view = _checkout_view(tmp_path)
     write_environments(view)
-    done = subprocess.run(
-        ["./scripts/deploy_dhash.sh", "--dry-run", "--env", "staging", "--initiator", "a\nb"],
-        cwd=view,
-        env=dhash_env(view),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    done = run_in(
+        view, ["./scripts/deploy_dhash.sh", "--dry-run", "--env", "staging", "--initiator", "a\nb"]
     )
     assert done.returncode == 2, done.stderr
     assert "--initiator must be a single line" in done.stderr

@@ -3,14 +3,13 @@ from deep inside a deploy."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from dhash_rollout.environments import load_environment
 from dhash_service.errors import ConfigError
-from tests.support.release_builds import dhash_bin, dhash_env
+from tests.support.release_builds import dhash_bin, run_in
 
 
 @pytest.mark.parametrize(
@@ -43,15 +42,7 @@ def test_well_typed_settings_load(tmp_path: Path) -> None:
 @pytest.mark.parametrize("command", [("release", "status"), ("rollback", "--reason", "x")])
 def test_the_cli_reports_it_as_a_usage_error(tmp_path: Path, command: tuple[str, ...]) -> None:
     (tmp_path / "dhash-environments.toml").write_text("[staging]\nroot = 5\n")
-    done = subprocess.run(
-        [dhash_bin(), *command, "--env", "staging"],
-        cwd=tmp_path,
-        env=dhash_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_in(tmp_path, [dhash_bin(), *command, "--env", "staging"])
     assert done.returncode == 2
     assert "[staging] root must be text" in done.stderr and "Traceback" not in done.stderr
 
@@ -62,29 +53,13 @@ def test_release_status_and_logs_of_a_fresh_environment_say_what_is_there(
     """docs/deploy.md: ``dhash release status`` shows the kernel setting; what does not exist
     yet is '-', never Python's None, and asking creates nothing."""
     (tmp_path / "dhash-environments.toml").write_text("[staging]\nport = 18997\n")
-    done = subprocess.run(
-        [dhash_bin(), "release", "status", "--env", "staging"],
-        cwd=tmp_path,
-        env=dhash_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_in(tmp_path, [dhash_bin(), "release", "status", "--env", "staging"])
     assert done.returncode == 0, done.stderr
     assert "None" not in done.stdout
     assert "supervisord: not running" in done.stdout and "port: 18997" in done.stdout
     assert "net.ipv4.tcp_migrate_req: " in done.stdout
     assert "dhash-blue   ABSENT    -            -" in done.stdout
-    logs = subprocess.run(
-        [dhash_bin(), "release", "logs", "--env", "staging"],
-        cwd=tmp_path,
-        env=dhash_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    logs = run_in(tmp_path, [dhash_bin(), "release", "logs", "--env", "staging"])
     assert logs.returncode == 0 and "no process output for staging yet" in logs.stdout
     assert not (tmp_path / "var").exists()
 
@@ -92,14 +67,9 @@ def test_release_status_and_logs_of_a_fresh_environment_say_what_is_there(
 def test_rollback_to_a_release_that_is_not_installed_names_the_installed_ones(
     tmp_path: Path,
 ) -> None:
-    done = subprocess.run(
+    done = run_in(
+        tmp_path,
         [dhash_bin(), "rollback", "--env", "canary", "--reason", "x", "--to-release", "7.7.7"],
-        cwd=tmp_path,
-        env=dhash_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
     )
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "release 7.7.7 is not installed" in done.stderr

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -153,3 +154,16 @@ def dhash_env(base: Path) -> dict[str, str]:
 
 def dhash_bin() -> str:
     return str(Path(sys.executable).parent / "dhash")
+
+
+def run_in(base: Path, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run a command (``dhash`` or a guide shim) from ``base`` as an operator would there."""
+    return subprocess.run(
+        argv,
+        cwd=base,
+        env=dhash_env(base),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
