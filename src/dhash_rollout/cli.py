@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
 import typer
 from pydantic import ValidationError
 
+from dhash_rollout.commands import detach_stdout
 from dhash_service.config import settings_error
 from dhash_service.errors import DhashError
 
@@ -62,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo(f"dhash: error: {err.message}", err=True)
         return err.exit_code
     except BrokenPipeError:  # the reader went away (``| head``): no traceback for that
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        detach_stdout()
         return 1
     except ValidationError as exc:  # settings read where no command turned them into an error
         problem = settings_error(exc)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import typer
 
+from dhash_rollout.commands import detach_stdout
 from dhash_service.errors import CheckFailed, ConfigError, DhashError
 
 EnvOption = typer.Option(..., "--env", help="Environment: staging, production or canary.")
@@ -39,10 +39,7 @@ def _printer(as_json: bool) -> Any:
             typer.echo(message)
         except BrokenPipeError:
             gone = True
-            # Point stdout at /dev/null so later writes and the exit-time flush stay quiet.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
+            detach_stdout()
 
     return say
 
