@@ -1,0 +1,1 @@
+"""The rollout engine that deploy and rollback both sit on (journal, locks, plan, run context)."""
