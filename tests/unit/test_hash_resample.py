@@ -88,3 +88,9 @@ def test_any_size_matches_pillow(width: int, height: int, seed: int) -> None:
 def test_other_modes_take_pillows_own_resize() -> None:
     image = noise(50, 40, seed=1).convert("RGB")
     assert np.array_equal(resize_lanczos(image, 9, 8), pillow(image, 9, 8))
+
+
+@pytest.mark.parametrize("size", [(65_535, 1), (1, 65_535), (65_535, 2), (3, 65_535)])
+def test_strips_at_the_side_limit_match_pillow(size: tuple[int, int]) -> None:
+    # The longest side extraction lets through (DHASH_MAX_IMAGE_SIDE): still exactly Pillow.
+    assert_same_as_pillow(noise(*size, seed=size[0] + size[1]))

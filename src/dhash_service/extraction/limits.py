@@ -27,6 +27,7 @@ class Limits:
 
     max_input_bytes: int = 64 * 1024 * 1024
     max_image_pixels: int = 64_000_000
+    max_image_side: int = 65_535
     max_image_frames: int = 100
     max_items: int = 2000
     animation_frame_step: int = 0
