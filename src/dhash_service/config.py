@@ -41,10 +41,23 @@ class Settings(BaseSettings):
     port: int = 8080
     workers: int = 1
     api_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    api_read_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    api_write_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    api_review_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_upload_bytes: int = 64 * 1024 * 1024
     shutdown_grace_seconds: float = 20.0
     shutdown_drain_seconds: float = 1.0
     extraction_concurrency: int = 0
+    request_time_budget_seconds: float = 1.5
+    document_time_budget_seconds: float = 20.0
+    decoder_processes: int = 1
+    decoder_memory_bytes: int = 2 * 1024 * 1024 * 1024
+    decoder_cpu_seconds: float = 30.0
+    admission_queue_seconds: float = 5.0
+    heavy_extractions_per_client: int = 1
+    max_json_bytes: int = 64 * 1024
+    header_timeout_seconds: float = 10.0
+    body_read_timeout_seconds: float = 10.0
 
     # --- hashing and matching --------------------------------------------------------------------
     hash_algorithm: str = "dhash64"
@@ -75,12 +88,24 @@ class Settings(BaseSettings):
     max_decoded_pixels: int = 256_000_000
     pdf_render_max_side: int = 1024
 
-    @field_validator("api_tokens", mode="before")
+    @field_validator(
+        "api_tokens", "api_read_tokens", "api_write_tokens", "api_review_tokens", mode="before"
+    )
     @classmethod
     def _split_tokens(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [t.strip() for t in value.split(",") if t.strip()]
         return value
+
+    @property
+    def all_api_tokens(self) -> list[str]:
+        """Every configured token, whatever its scope (for redaction and length checks)."""
+        return [
+            *self.api_tokens,
+            *self.api_read_tokens,
+            *self.api_write_tokens,
+            *self.api_review_tokens,
+        ]
 
     @property
     def effective_database_url(self) -> str:

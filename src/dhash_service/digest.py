@@ -10,9 +10,16 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from dhash_service.errors import CorruptInput, InputError, LimitExceeded
+from dhash_service.errors import (
+    ClientDisconnected,
+    CorruptInput,
+    InputError,
+    LimitExceeded,
+    TimeBudgetExceeded,
+)
 from dhash_service.extraction import ExtractedImage, ItemFailure, Limits, extract
 from dhash_service.extraction.images import DECODE_ERRORS
+from dhash_service.extraction.limits import RequestBudget
 from dhash_service.hashing import ImageHash, algorithm_spec, hash_image
 
 
@@ -34,7 +41,12 @@ class DigestResult:
 
 
 def digest(
-    data: bytes, *, filename: str | None = None, algorithm: str = "dhash64", limits: Limits
+    data: bytes,
+    *,
+    filename: str | None = None,
+    algorithm: str = "dhash64",
+    limits: Limits,
+    request: RequestBudget | None = None,
 ) -> DigestResult:
     """Hash every image in ``data``.
 
@@ -43,15 +55,25 @@ def digest(
     empty success would hide the problem. Partial failures are returned in ``failures``.
     """
     algorithm_spec(algorithm)  # refuse an unknown algorithm before any decoding
-    extraction = extract(data, filename=filename, limits=limits)
+    extraction = extract(data, filename=filename, limits=limits, request=request)
     result = DigestResult(extraction.input_kind, failures=list(extraction.failures))
-    for item in extraction.items:
-        try:
-            result.items.append(_hash_item(item, algorithm))
-        except InputError as err:
-            result.failures.append(ItemFailure(item.locator, err))
-        finally:
-            item.image.close()  # frees the decoded pixels now, not at garbage collection
+    try:
+        for item in extraction.items:
+            try:
+                if request is not None:
+                    request.check()
+                result.items.append(_hash_item(item, algorithm))
+            except (TimeBudgetExceeded, ClientDisconnected) as err:
+                if request is not None and (request.cancelled.is_set() or request.remaining < 0):
+                    raise  # the request's budget, not the item's: the whole input is refused
+                result.failures.append(ItemFailure(item.locator, err))
+            except InputError as err:
+                result.failures.append(ItemFailure(item.locator, err))
+            finally:
+                item.image.close()  # frees the decoded pixels now, not at garbage collection
+    finally:
+        for item in extraction.items:
+            item.image.close()
     if not result.items and result.failures:
         raise _nothing_hashed(result.failures)
     return result

@@ -12,11 +12,14 @@ route or command hard-codes either::
     │   ├── CorruptInput
     │   ├── LimitExceeded           pixels, pages, frames, members, nesting, duration
     │   ├── UnsafeArchive           zip slip, links, duplicate names
-    │   └── TimeBudgetExceeded
+    │   │   └── ResourceLimitExceeded  an isolated decoder hit its memory or CPU limit
+    │   ├── TimeBudgetExceeded
+    │   └── ClientDisconnected   the client went away; the work was abandoned
     ├── AuthError                   (401)
     ├── NotFound                    (404)
     ├── Conflict                    (409)
     ├── Unavailable                 store unreachable, index not loaded (503)
+    │   └── Overloaded              no extraction slot within the queue limit (503)
     ├── CheckFailed                 a smoke test, gate or preflight item failed (exit 1)
     ├── Locked                      another run holds the lock (409 / exit 3)
     └── IntegrityError              a checksum or manifest does not match (exit 4)
@@ -78,6 +81,10 @@ class LimitExceeded(InputError):
     code = "limit_exceeded"
 
 
+class ResourceLimitExceeded(LimitExceeded):
+    code = "resource_limit_exceeded"
+
+
 class UnsafeArchive(InputError):
     code = "unsafe_archive"
 
@@ -86,9 +93,21 @@ class TimeBudgetExceeded(InputError):
     code = "time_budget_exceeded"
 
 
+class ClientDisconnected(InputError):
+    http_status = 400
+    code = "client_disconnected"
+
+
 class AuthError(DhashError):
     http_status = 401
     code = "unauthorized"
+
+
+class Forbidden(AuthError):
+    """A valid token without the scope the endpoint needs."""
+
+    http_status = 403
+    code = "forbidden"
 
 
 class NotFound(DhashError):
@@ -104,6 +123,10 @@ class Conflict(DhashError):
 class Unavailable(DhashError):
     http_status = 503
     code = "unavailable"
+
+
+class Overloaded(Unavailable):
+    code = "overloaded"
 
 
 class CheckFailed(DhashError):

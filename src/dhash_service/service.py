@@ -23,6 +23,8 @@ from dhash_service.config import Settings
 from dhash_service.digest import DigestResult, digest
 from dhash_service.errors import ConfigError, DhashError, InputError, Unavailable
 from dhash_service.extraction import ItemFailure, Limits
+from dhash_service.extraction.limits import RequestBudget
+from dhash_service.extraction.sniff import sniff
 from dhash_service.hashing import ALGORITHMS, ImageHash, algorithm_spec, configured_algorithm
 from dhash_service.index import HammingIndex, new_index
 from dhash_service.index.sync import IndexSync, LibraryBatch
@@ -36,6 +38,8 @@ from dhash_service.matching import (
     decide,
 )
 from dhash_service.review import ReviewQueue
+from dhash_service.sandbox import DecoderPool, isolated_kind
+from dhash_service.sandbox.pool import ChildLimits
 from dhash_service.schemas import (
     FailureOut,
     HashedItemOut,
@@ -133,6 +137,14 @@ class DhashService:
         self._sync_error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        for name in ("request_time_budget_seconds", "document_time_budget_seconds"):
+            if getattr(settings, name) <= 0:
+                raise ConfigError(f"DHASH_{name.upper()} must be > 0")
+        if settings.decoder_processes < 0 or settings.decoder_memory_bytes < 256 * 1024 * 1024:
+            raise ConfigError(
+                "need DHASH_DECODER_PROCESSES >= 0 and DHASH_DECODER_MEMORY_BYTES >= 256 MiB"
+            )
+        self.decoders: DecoderPool | None = None
 
     # --- life cycle ------------------------------------------------------------------------------
 
@@ -148,12 +160,21 @@ class DhashService:
         engine = schema.create_engine_for(self.settings.effective_database_url)
         self._repository = Repository(engine)
         self._reviews = ReviewQueue(self._repository)
+        if self.settings.decoder_processes > 0 and self.decoders is None:
+            self.decoders = DecoderPool(
+                self.settings.decoder_processes,
+                ChildLimits(self.settings.decoder_memory_bytes, self.settings.decoder_cpu_seconds),
+                queue_seconds=self.settings.admission_queue_seconds,
+            )
         self._stop.clear()
         self._thread = threading.Thread(target=self._follow, name="dhash-index-sync", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        if self.decoders is not None:
+            self.decoders.close()
+            self.decoders = None
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
@@ -234,12 +255,17 @@ class DhashService:
         except DhashError:
             raise
         except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
+            # The driver's message names hosts and ports: it goes to the log, not on the wire.
             message = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            raise Unavailable(f"store unavailable: {message}") from exc
+            log.warning("store.unavailable", error=type(exc).__name__, message=message)
+            raise Unavailable("the store is unavailable; retry shortly") from exc
 
     def _require_index(self) -> None:
         if self._schema_status != "ok":
-            raise Unavailable(f"schema not ready: {self._schema_status}")
+            log.warning("schema.not_ready", status=self._schema_status)
+            raise Unavailable(
+                "the service is not ready: its schema is not at the expected revision"
+            )
         if not self._sync.loaded:
             raise Unavailable("the index is still loading")
 
@@ -260,18 +286,52 @@ class DhashService:
         if self._sync.loaded:
             checks["index"] = "ok"
         elif self._sync_error:
-            checks["index"] = f"failed: {self._sync_error}"
+            checks["index"] = "failed"  # the error (hosts, ports) is in the log, not on the wire
         else:
             checks["index"] = "loading"
         return Readiness(ready=all(v == "ok" for v in checks.values()), checks=checks)
 
     # --- hashing and ingest ----------------------------------------------------------------------
 
+    def isolates(self, data: bytes) -> bool:
+        """Whether this upload is decoded in a child process (PDF, video, ZIP) when hashed."""
+        return self.decoders is not None and isolated_kind(sniff(data).kind)
+
+    def _digest(
+        self, data: bytes, filename: str | None, cancelled: threading.Event | None
+    ) -> DigestResult:
+        """Extract and hash under the request's total budget: documents in a decoder child,
+        images (whose cost the header bounds) here."""
+        pool = self.decoders
+        if pool is not None and isolated_kind(sniff(data).kind):
+            request = RequestBudget(self.settings.document_time_budget_seconds, cancelled)
+            return pool.digest(
+                data,
+                filename=filename,
+                algorithm=self.algorithm,
+                limits=self.limits,
+                request=request,
+            )
+        seconds = self.settings.request_time_budget_seconds
+        if isolated_kind(sniff(data).kind):
+            seconds = self.settings.document_time_budget_seconds
+        return digest(
+            data,
+            filename=filename,
+            algorithm=self.algorithm,
+            limits=self.limits,
+            request=RequestBudget(seconds, cancelled),
+        )
+
     def hash_only(
-        self, data: bytes, *, filename: str | None = None
+        self,
+        data: bytes,
+        *,
+        filename: str | None = None,
+        cancelled: threading.Event | None = None,
     ) -> tuple[HashReport, DigestResult]:
         """Hash an upload without storing or matching anything."""
-        result = digest(data, filename=filename, algorithm=self.algorithm, limits=self.limits)
+        result = self._digest(data, filename, cancelled)
         items = [
             HashedItemOut(
                 locator=item.locator,
@@ -299,6 +359,7 @@ class DhashService:
         library: bool = False,
         source: str | None = None,
         actor: str = "api",
+        cancelled: threading.Event | None = None,
     ) -> tuple[IngestReport, DigestResult]:
         """Extract, hash, match, decide and store an upload; committed before it returns.
 
@@ -313,7 +374,7 @@ class DhashService:
             existing = self._repo.content_id_by_sha256(sha256)
         if existing is not None:
             return self._duplicate(existing, library=library, actor=actor)
-        result = digest(data, filename=filename, algorithm=self.algorithm, limits=self.limits)
+        result = self._digest(data, filename, cancelled)
         failures = [_failure_out(f) for f in result.failures]
         if not result.items:  # nothing to remember: a retry after fixing limits must not dedupe
             return IngestReport(

@@ -47,7 +47,7 @@ def api(postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.fixture
 def client(api: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api, timeout=30) as c:
+    with httpx.Client(base_url=api, timeout=30, headers=AUTH) as c:
         yield c
 
 
@@ -170,18 +170,73 @@ PROTECTED = [
     ("POST", "/v1/images"),
     ("GET", "/v1/review"),
     ("POST", "/v1/review/1"),
+    ("POST", "/v1/hash"),
+    ("GET", "/v1/images/1"),
+    ("GET", "/v1/search?hash=0123456789abcdef"),
 ]
 
 
 @pytest.mark.parametrize(("method", "path"), PROTECTED)
 @pytest.mark.parametrize("header", [None, "Bearer wrong-token", f"Basic {TOKEN}", "Bearer"])
-def test_write_and_review_endpoints_refuse_a_missing_or_wrong_token(
-    client: httpx.Client, method: str, path: str, header: str | None
+def test_every_endpoint_that_costs_or_reads_refuses_a_missing_or_wrong_token(
+    api: str, method: str, path: str, header: str | None
 ) -> None:
     headers = {"Authorization": header} if header else {}
-    response = client.request(method, path, headers=headers, content=photo(107))
+    with httpx.Client(base_url=api, timeout=30) as bare:
+        response = bare.request(method, path, headers=headers, content=photo(107))
     assert_error_body(response, 401, "unauthorized")
     assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.fixture(scope="module")
+def scoped_api(
+    postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    database = postgres_server.create_database("scopes")
+    settings = settings_for(
+        postgres_server.url(database),
+        tmp_path_factory.mktemp("scopes"),
+        api_read_tokens=["read-token-1234"],
+        api_write_tokens=["write-token-1234"],
+        api_review_tokens=["review-token-1234"],
+    )
+    try:
+        with running_app(create_app(settings)) as url:
+            wait_ready(url)
+            yield url
+    finally:
+        postgres_server.drop_database(database)
+
+
+SCOPED_ROUTES = {
+    "read": [("POST", "/v1/hash"), ("GET", "/v1/search?hash=0123456789abcdef")],
+    "write": [("POST", "/v1/images")],
+    "review": [("GET", "/v1/review")],
+}
+TOKEN_SCOPES = {
+    "read-token-1234": {"read"},
+    "write-token-1234": {"read", "write"},
+    "review-token-1234": {"read", "review"},
+    TOKEN: {"read", "write", "review"},  # DHASH_API_TOKENS: every scope, as before scopes
+}
+
+
+@pytest.mark.parametrize("token", sorted(TOKEN_SCOPES))
+def test_each_token_reaches_exactly_the_endpoints_of_its_scopes(
+    scoped_api: str, token: str
+) -> None:
+    seed = 130 + sorted(TOKEN_SCOPES).index(token)
+    with httpx.Client(base_url=scoped_api, timeout=30) as client:
+        for scope, routes in SCOPED_ROUTES.items():
+            for method, path in routes:
+                response = client.request(
+                    method, path, content=photo(seed), headers={"Authorization": f"Bearer {token}"}
+                )
+                if scope in TOKEN_SCOPES[token]:
+                    assert response.status_code in (200, 201), (token, path, response.text)
+                else:
+                    assert_error_body(response, 403, "forbidden")
+                    assert response.json()["detail"]["needs"] == scope
 
 
 @pytest.mark.parametrize("path", ["/health", "/ready", "/metrics", "/openapi.json"])
@@ -234,7 +289,7 @@ def test_an_upload_over_the_limit_is_refused_while_it_streams(api: str) -> None:
     chunk = b"\xff" * 65536
     n_chunks = UPLOAD_LIMIT // len(chunk) + 2  # just over the limit; the body never ends
     head = (
-        f"POST /v1/hash HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"POST /v1/hash HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"
         "Transfer-Encoding: chunked\r\nContent-Type: application/octet-stream\r\n\r\n"
     ).encode()
     framed = [f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n" for _ in range(n_chunks)]
@@ -246,7 +301,7 @@ def test_an_upload_over_the_limit_is_refused_while_it_streams(api: str) -> None:
 def test_a_declared_length_over_the_limit_is_refused_before_reading(api: str) -> None:
     port = int(api.rsplit(":", 1)[1])
     head = (
-        f"POST /v1/hash HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"POST /v1/hash HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"
         f"Content-Length: {50 * UPLOAD_LIMIT}\r\nContent-Type: image/jpeg\r\n\r\n"
     ).encode()
     answer = _raw_http(port, head, [b"\xff\xd8\xff"])  # three bytes of 50 MB sent

@@ -93,7 +93,7 @@ def test_hostile_inputs_are_4xx_with_json_errors_and_the_worker_survives(
         for name, (filename, data) in inputs.items():
             for path, headers in (
                 ("/v1/images", {"Authorization": f"Bearer {CANARY}"}),
-                ("/v1/hash", {}),
+                ("/v1/hash", {"Authorization": f"Bearer {CANARY}"}),
             ):
                 response = client.post(path, files={"file": (filename, data)}, headers=headers)
                 statuses[f"{name} {path}"] = response.status_code
@@ -103,7 +103,11 @@ def test_hostile_inputs_are_4xx_with_json_errors_and_the_worker_survives(
                 assert "Traceback" not in response.text
         assert httpx.get(f"{server.url}/health").json()["pid"] == worker
         assert server.process.poll() is None
-        ok = client.post("/v1/hash", files={"file": ("ok.jpg", photo(401))})
+        ok = client.post(
+            "/v1/hash",
+            files={"file": ("ok.jpg", photo(401))},
+            headers={"Authorization": f"Bearer {CANARY}"},
+        )
         assert ok.status_code == 200  # and it still does real work
     assert failed_extractions(server.url) - failed_before == 2 * len(inputs)
     assert all(code != 500 for code in statuses.values())

@@ -55,7 +55,7 @@ def client(postgres_url: str, tmp_path: Path) -> Iterator[httpx.Client]:
     app = create_app(settings_for(postgres_url, tmp_path), registry=CollectorRegistry())
     with running_app(app) as url:
         wait_ready(url)
-        with httpx.Client(base_url=url, timeout=30) as c:
+        with httpx.Client(base_url=url, timeout=30, headers=AUTH) as c:
             yield c
 
 
@@ -129,7 +129,7 @@ def test_requests_are_counted_by_route_template_and_status(client: httpx.Client)
     assert client.get("/no/such/path").status_code == 404
     assert client.get("/another/unknown").status_code == 404
     assert client.delete("/v1/hash").status_code == 405
-    assert client.get("/v1/review").status_code == 401
+    assert client.get("/v1/review", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert client.get("/openapi.json").status_code == 200
 
     first = scrape(client)

@@ -11,14 +11,14 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from anyio import CapacityLimiter
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
 from dhash_service import __version__
 from dhash_service.api import probes, v1
-from dhash_service.api.auth import TokenAuth
+from dhash_service.api.admission import Admission
+from dhash_service.api.auth import READ, REVIEW, WRITE, TokenAuth
 from dhash_service.api.deps import AppContext, app_context
 from dhash_service.api.errors import install_error_handlers
 from dhash_service.api.lifecycle import Lifecycle
@@ -42,13 +42,27 @@ def extraction_slots(settings: Settings) -> int:
     return max(1, (cpus or 1) // max(1, settings.workers))
 
 
+def admission_for(settings: Settings) -> Admission:
+    """Image slots as ``extraction_slots``; document slots as the worker's decoder children."""
+    if settings.heavy_extractions_per_client < 1 or settings.admission_queue_seconds <= 0:
+        raise ConfigError(
+            "need DHASH_HEAVY_EXTRACTIONS_PER_CLIENT >= 1 and DHASH_ADMISSION_QUEUE_SECONDS > 0"
+        )
+    return Admission(
+        extraction_slots(settings),
+        max(1, settings.decoder_processes or extraction_slots(settings)),
+        per_client=settings.heavy_extractions_per_client,
+        queue_seconds=settings.admission_queue_seconds,
+    )
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     ctx = app_context(app)
     await run_in_threadpool(ctx.service.start)
     log.info("service.started", version=__version__, env=ctx.settings.env)
     if not ctx.auth.configured:
-        log.warning("service.no_api_tokens", effect="write and review endpoints answer 401")
+        log.warning("service.no_api_tokens", effect="every /v1 endpoint answers 401")
     try:
         yield
     finally:
@@ -65,7 +79,7 @@ def create_app(
     lifecycle: Lifecycle | None = None,
 ) -> FastAPI:
     """A ready-to-serve app; ``service`` defaults to a new ``DhashService(settings)``."""
-    redactor.register(*settings.api_tokens)
+    redactor.register(*settings.all_api_tokens)
     service = service if service is not None else DhashService(settings)
     metrics = ServiceMetrics(
         registry, version=__version__, queue_length=service.review_queue_length
@@ -83,8 +97,15 @@ def create_app(
         service=service,
         metrics=metrics,
         lifecycle=lifecycle or Lifecycle(),
-        auth=TokenAuth(settings.api_tokens),
-        extraction_limiter=CapacityLimiter(extraction_slots(settings)),
+        auth=TokenAuth(
+            settings.api_tokens,
+            {
+                READ: settings.api_read_tokens,
+                f"{READ}+{WRITE}": settings.api_write_tokens,
+                f"{READ}+{REVIEW}": settings.api_review_tokens,
+            },
+        ),
+        admission=admission_for(settings),
     )
     install_error_handlers(app)
     app.include_router(probes.router)

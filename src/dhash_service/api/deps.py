@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from anyio import CapacityLimiter
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
-from dhash_service.api.auth import Principal, TokenAuth, bearer_scheme
+from dhash_service.api.admission import Admission
+from dhash_service.api.auth import READ, REVIEW, WRITE, Principal, TokenAuth, bearer_scheme
 from dhash_service.api.lifecycle import Lifecycle
 from dhash_service.config import Settings
 from dhash_service.metrics import ServiceMetrics
@@ -27,9 +28,10 @@ class AppContext:
     metrics: ServiceMetrics
     lifecycle: Lifecycle
     auth: TokenAuth
-    # Bounds how many uploads one worker extracts at once: decoding is CPU and memory bound,
-    # so more at once only slows each down and multiplies peak memory.
-    extraction_limiter: CapacityLimiter
+    # Bounds how many uploads one worker extracts at once, images and documents in separate
+    # lanes: decoding is CPU and memory bound, so more at once only slows each down and
+    # multiplies peak memory (``dhash_service.api.admission``).
+    admission: Admission
 
 
 def app_context(source: HTTPConnection | Starlette) -> AppContext:
@@ -39,9 +41,20 @@ def app_context(source: HTTPConnection | Starlette) -> AppContext:
     return ctx
 
 
-def require_token(
-    conn: HTTPConnection,
-    credentials: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
-) -> Principal:
-    """Protected routes depend on this; it raises ``AuthError`` (401) before the body is read."""
-    return app_context(conn).auth.authenticate(credentials)
+def require_scope(scope: str) -> Callable[..., Principal]:
+    """A dependency that raises ``AuthError`` (401) or ``Forbidden`` (403) before the body is
+    read unless the bearer token has ``scope``."""
+
+    def dependency(
+        conn: HTTPConnection,
+        credentials: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
+    ) -> Principal:
+        return app_context(conn).auth.authenticate(credentials, scope)
+
+    return dependency
+
+
+require_read = require_scope(READ)
+require_write = require_scope(WRITE)
+require_review = require_scope(REVIEW)
+require_token = require_write  # the scope ingesting needs (kept for existing imports)

@@ -41,9 +41,13 @@ async def ready(request: Request) -> Response:
         readiness = await run_in_threadpool(ctx.service.readiness)
     except Exception as exc:  # readiness answers "not ready", it never fails the probe itself
         readiness = Readiness(ready=False, checks={"service": f"error: {type(exc).__name__}"})
+    saturation = ctx.admission.saturation()  # "saturated" while requests queue for a slot
+    checks = {**readiness.checks, **saturation}
+    ready = readiness.ready and all(value == "ok" for value in saturation.values())
     if ctx.lifecycle.draining:
-        checks = {**readiness.checks, SHUTDOWN_CHECK: "draining"}
-        readiness = Readiness(ready=False, checks=checks)
+        checks[SHUTDOWN_CHECK] = "draining"
+        ready = False
+    readiness = Readiness(ready=ready, checks=checks)
     if readiness.ready:
         return JSONResponse(readiness.model_dump(mode="json"))
     return JSONResponse(

@@ -8,15 +8,23 @@ Extraction outcomes are counted here, because only the HTTP layer sees every req
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from functools import partial
 from typing import Annotated, TypeVar
 
+import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 
 from dhash_service.api.auth import Principal
-from dhash_service.api.deps import AppContext, app_context, require_token
+from dhash_service.api.deps import (
+    AppContext,
+    app_context,
+    require_read,
+    require_review,
+    require_write,
+)
 from dhash_service.api.errors import error_responses
 from dhash_service.api.models import ReviewDecision, ReviewListOut, SearchOut
 from dhash_service.api.uploads import UPLOAD_REQUEST_BODY, read_upload
@@ -25,9 +33,11 @@ from dhash_service.errors import (
     AuthError,
     Conflict,
     CorruptInput,
+    Forbidden,
     InputError,
     InputTooLarge,
     NotFound,
+    Overloaded,
     Unavailable,
     UnsupportedFormat,
 )
@@ -52,7 +62,9 @@ ALGORITHM_NAME = "^(" + "|".join(re.escape(name) for name in ALGORITHMS) + ")$"
 
 Report = TypeVar("Report")
 
-UPLOAD_ERRORS = error_responses(InputError, InputTooLarge, UnsupportedFormat, CorruptInput)
+UPLOAD_ERRORS = error_responses(
+    InputError, InputTooLarge, UnsupportedFormat, CorruptInput, AuthError, Forbidden, Overloaded
+)
 
 
 def _counted(
@@ -68,13 +80,48 @@ def _counted(
     return report
 
 
+async def _watch_disconnect(request: Request, cancelled: threading.Event) -> None:
+    """Set ``cancelled`` when the client goes away (the body is read: the next message the
+    server can send is ``http.disconnect``), so the extraction stops at its next check."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            cancelled.set()
+            return
+
+
+def _client_key(request: Request, principal: Principal | None) -> str:
+    if principal is not None:
+        return principal.name
+    return (request.client.host if request.client else None) or "unknown"
+
+
 async def _extract(
-    ctx: AppContext, data: bytes, run: Callable[[], tuple[Report, DigestResult]]
+    ctx: AppContext,
+    request: Request,
+    principal: Principal | None,
+    data: bytes,
+    run: Callable[[threading.Event], tuple[Report, DigestResult]],
 ) -> Report:
-    """Run an extraction in the thread pool, at most ``extraction_limiter`` of them at once."""
-    return await anyio.to_thread.run_sync(
-        partial(_counted, ctx, data, run), limiter=ctx.extraction_limiter
-    )
+    """Run an extraction in the thread pool once admitted (``admission``), abandoned when the
+    client disconnects."""
+    document = ctx.service.isolates(data)
+    async with ctx.admission.admit(document=document, client=_client_key(request, principal)):
+        cancelled = threading.Event()
+        failure: Exception | None = None
+        async with anyio.create_task_group() as watchers:
+            watchers.start_soon(_watch_disconnect, request, cancelled)
+            try:
+                report = await anyio.to_thread.run_sync(
+                    partial(_counted, ctx, data, partial(run, cancelled))
+                )
+            except Exception as exc:  # raised out here, not wrapped in the group's ExceptionGroup
+                failure = exc
+            finally:
+                watchers.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        return report
 
 
 @router.post(
@@ -87,7 +134,7 @@ async def _extract(
 )
 async def ingest_images(
     request: Request,
-    principal: Annotated[Principal, Depends(require_token)],
+    principal: Annotated[Principal, Depends(require_write)],
     library: Annotated[
         bool, Query(description="Also add the images to the reference library.")
     ] = False,
@@ -100,12 +147,17 @@ async def ingest_images(
     upload = await read_upload(request, ctx.settings.max_upload_bytes)
     name = filename or upload.filename
 
-    def run() -> tuple[IngestReport, DigestResult]:
+    def run(cancelled: threading.Event) -> tuple[IngestReport, DigestResult]:
         return ctx.service.ingest(
-            upload.data, filename=name, library=library, source=source, actor=principal.name
+            upload.data,
+            filename=name,
+            library=library,
+            source=source,
+            actor=principal.name,
+            cancelled=cancelled,
         )
 
-    return await _extract(ctx, upload.data, run)
+    return await _extract(ctx, request, principal, upload.data, run)
 
 
 @router.post(
@@ -117,6 +169,7 @@ async def ingest_images(
 )
 async def hash_upload(
     request: Request,
+    principal: Annotated[Principal, Depends(require_read)],
     filename: Annotated[
         str | None, Query(max_length=255, description="Overrides the part's.")
     ] = None,
@@ -125,19 +178,23 @@ async def hash_upload(
     upload = await read_upload(request, ctx.settings.max_upload_bytes)
     name = filename or upload.filename
 
-    def run() -> tuple[HashReport, DigestResult]:
-        return ctx.service.hash_only(upload.data, filename=name)
+    def run(cancelled: threading.Event) -> tuple[HashReport, DigestResult]:
+        return ctx.service.hash_only(upload.data, filename=name, cancelled=cancelled)
 
-    return await _extract(ctx, upload.data, run)
+    return await _extract(ctx, request, principal, upload.data, run)
 
 
 @router.get(
     "/images/{image_id}",
     response_model=ImageOut,
     summary="One stored image",
-    responses=error_responses(NotFound, InputError, Unavailable),
+    responses=error_responses(AuthError, Forbidden, NotFound, InputError, Unavailable),
 )
-def get_image(request: Request, image_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> ImageOut:
+def get_image(
+    request: Request,
+    _principal: Annotated[Principal, Depends(require_read)],
+    image_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+) -> ImageOut:
     return app_context(request).service.get_image(image_id)
 
 
@@ -145,10 +202,11 @@ def get_image(request: Request, image_id: Annotated[int, Path(ge=1, le=MAX_ID)])
     "/search",
     response_model=SearchOut,
     summary="Library images within a Hamming radius of a hash, nearest first",
-    responses=error_responses(InputError, Unavailable),
+    responses=error_responses(AuthError, Forbidden, InputError, Unavailable),
 )
 def search(
     request: Request,
+    _principal: Annotated[Principal, Depends(require_read)],
     hash: Annotated[str, Query(pattern=HEX_HASH, description="Hex hash, as returned.")],
     radius: Annotated[int, Query(ge=0, le=MAX_RADIUS)] = 4,
     algorithm: Annotated[str | None, Query(pattern=ALGORITHM_NAME)] = None,
@@ -162,11 +220,11 @@ def search(
     "/review",
     response_model=ReviewListOut,
     summary="Low-confidence decisions waiting for (or resolved by) a person",
-    responses=error_responses(AuthError, InputError, Unavailable),
+    responses=error_responses(AuthError, Forbidden, InputError, Unavailable),
 )
 def review_items(
     request: Request,
-    _principal: Annotated[Principal, Depends(require_token)],
+    _principal: Annotated[Principal, Depends(require_review)],
     status: ReviewStatus = "pending",
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
@@ -179,11 +237,11 @@ def review_items(
     "/review/{item_id}",
     response_model=ReviewItemOut,
     summary="Confirm (same picture) or reject (not the same) a review item, once",
-    responses=error_responses(AuthError, NotFound, Conflict, InputError, Unavailable),
+    responses=error_responses(AuthError, Forbidden, NotFound, Conflict, InputError, Unavailable),
 )
 def resolve_review(
     request: Request,
-    principal: Annotated[Principal, Depends(require_token)],
+    principal: Annotated[Principal, Depends(require_review)],
     item_id: Annotated[int, Path(ge=1, le=MAX_ID)],
     decision: Annotated[ReviewDecision, Body()],
 ) -> ReviewItemOut:

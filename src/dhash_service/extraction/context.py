@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dhash_service.errors import LimitExceeded
-from dhash_service.extraction.limits import ItemBudget, Limits
+from dhash_service.extraction.limits import ItemBudget, Limits, RequestBudget
 
 
 @dataclass
@@ -23,12 +23,15 @@ class Context:
     limits: Limits
     depth: int = 0  # how many archives we are inside
     totals: Totals = field(default_factory=Totals)
+    request: RequestBudget | None = None
 
     def nested(self) -> Context:
-        return Context(self.limits, self.depth + 1, self.totals)
+        return Context(self.limits, self.depth + 1, self.totals, self.request)
 
     def new_budget(self) -> ItemBudget:
-        return ItemBudget(self.limits.item_time_budget_seconds)
+        if self.request is not None:
+            self.request.check()  # between pages, frames and members: stop a spent request
+        return ItemBudget(self.limits.item_time_budget_seconds, self.request)
 
     def check_pixels(self, width: int, height: int, what: str) -> None:
         """Refuse an image whose header claims more pixels than allowed, before decoding it."""

@@ -10,12 +10,18 @@ from dhash_service.errors import (
     UnsupportedFormat,
 )
 from dhash_service.extraction.context import Context
-from dhash_service.extraction.limits import Limits
+from dhash_service.extraction.limits import Limits, RequestBudget
 from dhash_service.extraction.model import Extraction
 from dhash_service.extraction.sniff import IMAGE_FORMATS, sniff
 
 
-def extract(data: bytes, *, filename: str | None = None, limits: Limits) -> Extraction:
+def extract(
+    data: bytes,
+    *,
+    filename: str | None = None,
+    limits: Limits,
+    request: RequestBudget | None = None,
+) -> Extraction:
     """Extract every image from one input.
 
     Raises an ``InputError`` subclass when the input as a whole is refused (empty, too large,
@@ -24,7 +30,7 @@ def extract(data: bytes, *, filename: str | None = None, limits: Limits) -> Extr
     The content decides the format; the file name is only recorded in a refusal's ``detail``.
     """
     try:
-        return _extract(data, Context(limits))
+        return _extract(data, Context(limits, request=request))
     except InputError as err:
         if filename:
             err.detail.setdefault("filename", filename)

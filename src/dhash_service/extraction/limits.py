@@ -7,6 +7,7 @@ Every limit is a setting (``docs/configuration.md``); exceeding one raises a typ
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from dhash_service.errors import ConfigError, TimeBudgetExceeded
+from dhash_service.errors import ClientDisconnected, ConfigError, TimeBudgetExceeded
 
 if TYPE_CHECKING:
     from dhash_service.config import Settings
@@ -64,6 +65,33 @@ class Limits:
         return cls(**{field.name: getattr(settings, field.name) for field in fields(cls)})
 
 
+class RequestBudget:
+    """Wall time one whole request may spend extracting and hashing, and whether its client is
+    still there. Every ``ItemBudget`` of the request checks it too, so the same cooperative
+    checks (between pages, frames and members, on every read of compressed data) stop a request
+    that ran out of time or lost its client, not only an item."""
+
+    __slots__ = ("_deadline", "cancelled", "seconds")
+
+    def __init__(self, seconds: float, cancelled: threading.Event | None = None) -> None:
+        self.seconds = seconds
+        self._deadline = time.monotonic() + seconds
+        self.cancelled = cancelled if cancelled is not None else threading.Event()
+
+    @property
+    def remaining(self) -> float:
+        return self._deadline - time.monotonic()
+
+    def check(self) -> None:
+        if self.cancelled.is_set():
+            raise ClientDisconnected("the client disconnected; the request was abandoned")
+        if self.remaining < 0:
+            raise TimeBudgetExceeded(
+                f"request took longer than its {self.seconds:g} s time budget",
+                detail={"request_budget_seconds": self.seconds},
+            )
+
+
 class ItemBudget:
     """Wall time one extracted item may spend, summed over extraction, decoding and hashing.
 
@@ -72,11 +100,12 @@ class ItemBudget:
     what ``HashedItem.seconds`` reports. One budget belongs to one item and one thread at a time.
     """
 
-    __slots__ = ("_started", "seconds", "spent")
+    __slots__ = ("_started", "request", "seconds", "spent")
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, request: RequestBudget | None = None) -> None:
         self.seconds = seconds
         self.spent = 0.0
+        self.request = request
         self._started: float | None = None
 
     @contextmanager
@@ -98,6 +127,8 @@ class ItemBudget:
         return self.spent + (time.perf_counter() - self._started)
 
     def check(self) -> None:
+        if self.request is not None:
+            self.request.check()
         if self.elapsed > self.seconds:
             raise TimeBudgetExceeded(
                 f"item took longer than its {self.seconds:g} s time budget",
