@@ -15,7 +15,7 @@ from dhash_service.digest import DigestResult
 from dhash_service.errors import ConfigError
 from dhash_service.schemas import HashReport
 from dhash_service.service import DhashService
-from tests.support.api import settings_for
+from tests.support.api import AUTH, settings_for
 from tests.support.corpus import photo_jpeg
 from tests.support.live_server import running_app, wait_ready
 
@@ -32,13 +32,17 @@ class CountingService(DhashService):
         self.most = 0
 
     def hash_only(
-        self, data: bytes, *, filename: str | None = None
+        self,
+        data: bytes,
+        *,
+        filename: str | None = None,
+        cancelled: threading.Event | None = None,
     ) -> tuple[HashReport, DigestResult]:
         with self._lock:
             self.running += 1
             self.most = max(self.most, self.running)
         try:
-            return super().hash_only(data, filename=filename)
+            return super().hash_only(data, filename=filename, cancelled=cancelled)
         finally:
             with self._lock:
                 self.running -= 1
@@ -54,7 +58,8 @@ def most_at_once(postgres_url: str, tmp_path: Path, slots: int) -> int:
         wait_ready(url)
 
         def post(_: int) -> int:
-            return httpx.post(f"{url}/v1/hash", content=data, timeout=60).status_code
+            response = httpx.post(f"{url}/v1/hash", content=data, timeout=60, headers=AUTH)
+            return response.status_code
 
         with ThreadPoolExecutor(8) as pool:
             assert set(pool.map(post, range(16))) == {200}

@@ -53,7 +53,7 @@ def test_other_methods_on_a_probe_are_405_and_say_which_are_allowed(api: str) ->
 
 
 def test_the_review_queue_lists_oldest_first(api: str) -> None:
-    with httpx.Client(base_url=api, timeout=30) as client:
+    with httpx.Client(base_url=api, timeout=30, headers=AUTH) as client:
         queued = []
         for seed in (31, 32, 33):
             assert ingest(client, photo(seed), library="true").status_code == 201

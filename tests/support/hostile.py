@@ -20,8 +20,9 @@ def _form(content: bytes, resources: bytes) -> bytes:
 
 
 def pdf_self_referencing_form() -> bytes:
-    """One page drawing a Form XObject whose resources point back at itself (``/F0 Do`` inside
-    ``/F0``): 654 bytes that grew a worker to 19 GB in PDFium."""
+    """One page drawing a Form XObject whose resources point back at itself (``/F0 Do`` twice
+    inside ``/F0``): about 650 bytes that grew a worker to 19 GB in PDFium; in a decoder child
+    PDFium aborts at the address-space limit instead."""
     resources = b"<< /XObject << /F0 5 0 R >> >>"
     return _pdf(
         [
@@ -31,7 +32,7 @@ def pdf_self_referencing_form() -> bytes:
             + resources
             + b" /Contents 4 0 R >>",
             _stream(b"/F0 Do"),
-            _form(b"0 0 m 200 200 l S /F0 Do", resources),
+            _form(b"/F0 Do /F0 Do", resources),
         ]
     )
 

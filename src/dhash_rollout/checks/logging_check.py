@@ -58,7 +58,7 @@ def plan_probes(total: int, run_id: str, token: str | None, wrong_token: str) ->
         Probe("", "GET", "/health", 200, None),
         Probe("", "GET", "/ready", 200, None),
         Probe("", "GET", "/metrics", 200, None),
-        Probe("", "POST", "/v1/hash", 200, None, upload=True),
+        Probe("", "POST", "/v1/hash", 200, token, upload=True),  # needs the read scope
         Probe("", "GET", "/v1/review?limit=1", 200, token),
         Probe("", "GET", "/validate-logging-no-such-route", 404, None),
     ]

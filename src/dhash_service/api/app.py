@@ -19,6 +19,7 @@ from dhash_service import __version__
 from dhash_service.api import probes, v1
 from dhash_service.api.admission import Admission
 from dhash_service.api.auth import READ, REVIEW, WRITE, TokenAuth
+from dhash_service.api.bodies import BodyLimitsMiddleware
 from dhash_service.api.deps import AppContext, app_context
 from dhash_service.api.errors import install_error_handlers
 from dhash_service.api.lifecycle import Lifecycle
@@ -111,5 +112,10 @@ def create_app(
     app.include_router(probes.router)
     app.include_router(v1.router)
     # The review UI (server-rendered pages under /review) will be one more router here.
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(
+        BodyLimitsMiddleware,
+        max_json_bytes=settings.max_json_bytes,
+        read_timeout=settings.body_read_timeout_seconds,
+    )
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)  # outermost: sees every answer
     return app

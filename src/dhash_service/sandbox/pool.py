@@ -230,13 +230,21 @@ class DecoderPool:
                 f"decoding took longer than the request's {request.seconds:g} s time budget",
                 detail={"request_budget_seconds": request.seconds},
             )
+        try:
+            result = wire.reply_from_json(reply)
+        except ResourceLimitExceeded:
+            self._discard(child, "memory_error")  # the child exits after a MemoryError
+            raise
+        except Exception:
+            self._give_back(child)
+            raise
         self._give_back(child)
-        return wire.reply_from_json(reply)
+        return result
 
     def _died(self, child: _Child, wall: float) -> ResourceLimitExceeded:
         code = child.kill()
         self._count_kill()
-        cause = "its CPU limit" if code == -signal.SIGXCPU else "its memory limit or a crash"
+        cause = "its CPU limit" if code == -signal.SIGXCPU else "its memory limit (or crashed)"
         log.warning("decoder.died", pid=child.pid, exitcode=code, cause=cause)
         return ResourceLimitExceeded(
             f"decoding the input exceeded {cause} and was stopped",
