@@ -10,7 +10,8 @@
   ``/metrics`` is exact whichever worker answers and counts survive a worker restart.
 * SIGTERM to the parent is passed to every worker, which drains (``/ready`` 503 while still
   serving), stops accepting and lets in-flight requests finish; a worker still alive when
-  ``DHASH_SHUTDOWN_GRACE_SECONDS`` is over is killed, so the run ends within it.
+  ``DHASH_SHUTDOWN_GRACE_SECONDS`` is over is killed, so the run ends within it, and the run
+  then exits non-zero (``DhashError``) to say it had to kill.
 
 Workers read their settings from the environment they inherit (``Settings()``), like any
 ``dhash`` command; only host, port and worker count are taken from the command line.
@@ -55,6 +56,7 @@ class _Supervisor:
         self.grace = grace
         self.workers: list[BaseProcess] = []
         self.startup_failed = False
+        self.killed: list[int] = []  # workers still alive at the end of the grace period
         self._stop_signal: int | None = None
         self._spawn_context = multiprocessing.get_context("spawn")
 
@@ -108,6 +110,7 @@ class _Supervisor:
             worker.join(max(0.0, deadline - time.monotonic()))
             if worker.exitcode is None:
                 log.error("shutdown.worker_killed", pid=worker.pid, grace_seconds=self.grace)
+                self.killed.append(worker.pid or 0)
                 worker.kill()
                 worker.join(KILL_WAIT_SECONDS)
 
@@ -154,6 +157,12 @@ def serve(
         supervisor.run()
         if supervisor.startup_failed:
             raise DhashError("a worker failed to start; see the log lines above")
+        if supervisor.killed:
+            # The exit code says the stop was not clean: requests may have been cut off.
+            raise DhashError(
+                f"{len(supervisor.killed)} worker(s) did not stop within the "
+                f"{grace:g} s grace period and were killed"
+            )
         log.info("service.exited", pid=os.getpid())
     finally:
         reservation.close()

@@ -14,7 +14,9 @@ every ``WAITING_LOG_SECONDS`` and keeps trying; SIGTERM while waiting exits with
 
 SIGTERM does not stop the worker at once: ``/ready`` turns 503 while it keeps serving for
 ``DHASH_SHUTDOWN_DRAIN_SECONDS``, then uvicorn's graceful shutdown stops accepting and gives the
-requests in flight the rest of ``DHASH_SHUTDOWN_GRACE_SECONDS``. A second SIGTERM skips the rest
+requests in flight the rest of ``DHASH_SHUTDOWN_GRACE_SECONDS``; a second before it ends, the
+extractions still queued or running are abandoned and answered 503, so every request the worker
+accepted gets an answer. A second SIGTERM skips the rest
 of the drain; SIGINT (Ctrl-C in a terminal) shuts down without it.
 """
 
@@ -45,6 +47,11 @@ log = get_logger(__name__)
 
 # How long a connection accepted right before the listener closed gets to send its request.
 ACCEPTED_REQUEST_WAIT_SECONDS = 0.25
+# Before the graceful shutdown's timeout, queued and running extractions are abandoned (503), so
+# every accepted request is answered with this much time left to write the answers.
+ABANDON_MARGIN_SECONDS = 1.0
+# Time a worker needs after its graceful shutdown to stop the service and exit.
+EXIT_MARGIN_SECONDS = 0.5
 READY_POLL_SECONDS = 0.05
 WAITING_LOG_SECONDS = 10.0
 
@@ -85,11 +92,13 @@ class DrainingServer(uvicorn.Server):
         lifecycle: Lifecycle,
         drain_seconds: float,
         ready: Callable[[], bool] = lambda: True,
+        abandon: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(config)
         self.lifecycle = lifecycle
         self.drain_seconds = drain_seconds
         self.ready = ready
+        self.abandon = abandon
         self._drain_timer: threading.Timer | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -136,8 +145,18 @@ class DrainingServer(uvicorn.Server):
             server.close()
         for sock in sockets or []:
             sock.close()
+        grace = self.config.timeout_graceful_shutdown
+        abandoning = None
+        if self.abandon is not None and grace is not None:
+            abandoning = asyncio.get_running_loop().call_later(
+                max(grace - ABANDON_MARGIN_SECONDS, 0.0), self.abandon
+            )
         await asyncio.sleep(ACCEPTED_REQUEST_WAIT_SECONDS)
-        await super().shutdown(sockets)  # closing again is a no-op
+        try:
+            await super().shutdown(sockets)  # closing again is a no-op
+        finally:
+            if abandoning is not None:
+                abandoning.cancel()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if sig == signal.SIGTERM and not self.lifecycle.draining and self.drain_seconds > 0:
@@ -177,7 +196,18 @@ def run_worker(host: str, port: int) -> None:
         http=header_deadline_protocol(settings.header_timeout_seconds),
         timeout_keep_alive=5,
         # annotated int, used as asyncio.wait_for's float timeout
-        timeout_graceful_shutdown=max(grace - drain, 0.1),  # type: ignore[arg-type]
+        # What is left of the grace after the drain, the wait for just-accepted requests and the
+        # time the process needs to stop, so the worker exits before the supervisor must kill it.
+        timeout_graceful_shutdown=max(  # type: ignore[arg-type]
+            grace - drain - ACCEPTED_REQUEST_WAIT_SECONDS - EXIT_MARGIN_SECONDS, 0.1
+        ),
     )
-    service = app_context(app).service
-    DrainingServer(config, lifecycle, drain, ready=lambda: service.serving).run(sockets=[sock])
+    ctx = app_context(app)
+    service = ctx.service
+    DrainingServer(
+        config,
+        lifecycle,
+        drain,
+        ready=lambda: service.serving,
+        abandon=ctx.admission.abandon_all,
+    ).run(sockets=[sock])

@@ -79,7 +79,10 @@ def test_metrics_are_exact_whichever_of_two_workers_answers_and_survive_a_restar
 
         def post(_: int) -> int:
             response = httpx.post(
-                f"{run.url}/v1/hash", content=data, headers={"Connection": "close"}, timeout=30
+                f"{run.url}/v1/hash",
+                content=data,
+                headers={"Connection": "close", "Authorization": f"Bearer {TOKEN}"},
+                timeout=30,
             )
             return response.status_code
 
@@ -146,6 +149,7 @@ def _start_upload(port: int, body: bytes) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     head = (
         f"POST /v1/hash HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+        f"Authorization: Bearer {TOKEN}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode()
     sock.sendall(head + body[: len(body) // 2])

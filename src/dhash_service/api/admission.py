@@ -12,13 +12,15 @@ worker.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
 
-from dhash_service.errors import Overloaded
+from dhash_service.errors import Overloaded, Unavailable
 
 RETRY_AFTER_SECONDS = 1
 
@@ -33,10 +35,33 @@ class Admission:
         self.queue_seconds = queue_seconds
         self._documents_by_client: Counter[str] = Counter()
         self.refused = 0
+        self.stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: set[anyio.CancelScope] = set()
+        self._running: set[threading.Event] = set()
+
+    def abandon_all(self) -> None:
+        """Shutdown's last step before its grace ends (any thread): queued requests get 503 at
+        once and running extractions are cancelled, so every accepted request is answered."""
+        self.stopping = True
+        for cancelled in list(self._running):
+            cancelled.set()
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._cancel_waiting)
+
+    def _cancel_waiting(self) -> None:
+        for scope in list(self._waiting):
+            scope.cancel()
 
     @asynccontextmanager
-    async def admit(self, *, document: bool, client: str) -> AsyncIterator[None]:
-        """Hold one slot of the right lane for the block, or raise ``Overloaded`` (503)."""
+    async def admit(self, *, document: bool, client: str) -> AsyncIterator[threading.Event]:
+        """Hold one slot of the right lane for the block, or raise ``Overloaded`` (503).
+
+        Yields the extraction's cancellation event (set when the client goes away, or by
+        ``abandon_all``)."""
+        self._loop = asyncio.get_running_loop()
+        if self.stopping:
+            raise _stopping()
         if document:
             if self._documents_by_client[client] >= self.per_client:
                 self.refused += 1
@@ -48,17 +73,29 @@ class Admission:
             self._documents_by_client[client] += 1
         try:
             lane = self.documents if document else self.images
-            with anyio.move_on_after(self.queue_seconds) as waited:
-                await lane.acquire()
-            if waited.cancelled_caught:
+            acquired = False
+            waiting = anyio.CancelScope(deadline=anyio.current_time() + self.queue_seconds)
+            self._waiting.add(waiting)
+            try:
+                with waiting:
+                    await lane.acquire()
+                    acquired = True
+            finally:
+                self._waiting.discard(waiting)
+            if not acquired:
                 self.refused += 1
+                if self.stopping:
+                    raise _stopping()
                 raise Overloaded(
                     "this worker is saturated; retry shortly",
                     detail={"retry_after_seconds": RETRY_AFTER_SECONDS},
                 )
+            cancelled = threading.Event()
+            self._running.add(cancelled)
             try:
-                yield
+                yield cancelled
             finally:
+                self._running.discard(cancelled)
                 lane.release()
         finally:
             if document:
@@ -77,3 +114,7 @@ class Admission:
             else:
                 checks[f"admission_{name}"] = "ok"
         return checks
+
+
+def _stopping() -> Unavailable:
+    return Unavailable("this worker is shutting down; retry on another")

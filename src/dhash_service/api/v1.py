@@ -31,6 +31,7 @@ from dhash_service.api.uploads import UPLOAD_REQUEST_BODY, read_upload
 from dhash_service.digest import DigestResult
 from dhash_service.errors import (
     AuthError,
+    ClientDisconnected,
     Conflict,
     CorruptInput,
     Forbidden,
@@ -106,8 +107,8 @@ async def _extract(
     """Run an extraction in the thread pool once admitted (``admission``), abandoned when the
     client disconnects."""
     document = ctx.service.isolates(data)
-    async with ctx.admission.admit(document=document, client=_client_key(request, principal)):
-        cancelled = threading.Event()
+    client = _client_key(request, principal)
+    async with ctx.admission.admit(document=document, client=client) as cancelled:
         failure: Exception | None = None
         async with anyio.create_task_group() as watchers:
             watchers.start_soon(_watch_disconnect, request, cancelled)
@@ -120,6 +121,8 @@ async def _extract(
             finally:
                 watchers.cancel_scope.cancel()
         if failure is not None:
+            if isinstance(failure, ClientDisconnected) and ctx.admission.stopping:
+                raise Unavailable("this worker is shutting down; retry on another") from None
             raise failure
         return report
 

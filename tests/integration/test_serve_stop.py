@@ -1,0 +1,112 @@
+"""SIGTERM answers everything the worker accepted, and the exit code says whether it had to kill.
+
+Regression: with one slow document in flight, 28 of 50 queued requests got "connection closed
+without response" at shutdown, and the supervisor killed the worker and still exited 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.support.hostile import pdf_nested_forms
+from tests.support.live_server import dhash_serve
+from tests.support.postgres import PostgresServer
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+TOKEN = "stop-test-token-9a"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def slow_png(seed: int) -> bytes:
+    """A 16 MP noise PNG: about a quarter of a second to decode and hash."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (4000, 4000), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
+def settings(postgres_server: PostgresServer, name: str, **extra: str) -> dict[str, str]:
+    return {
+        "DHASH_DATABASE_URL": postgres_server.url(postgres_server.create_database(name)),
+        "DHASH_API_TOKENS": TOKEN,
+        "DHASH_AUTO_MIGRATE": "true",
+        "DHASH_ENV": "test",
+        "DHASH_SHUTDOWN_DRAIN_SECONDS": "0.5",
+        "DHASH_SHUTDOWN_GRACE_SECONDS": "4",
+        "DHASH_EXTRACTION_CONCURRENCY": "1",
+        "DHASH_ADMISSION_QUEUE_SECONDS": "30",
+        "DHASH_REQUEST_TIME_BUDGET_SECONDS": "30",
+        "DHASH_DOCUMENT_TIME_BUDGET_SECONDS": "30",
+        "DHASH_MAX_UPLOAD_BYTES": str(32 * 1024 * 1024),
+        **extra,
+    }
+
+
+def test_sigterm_answers_every_queued_request_and_exits_zero(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    images = [slow_png(i) for i in range(3)]
+    document = pdf_nested_forms(7, 10)  # runs far past the grace period
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def send(data: bytes) -> None:
+        try:
+            response = httpx.post(f"{run.url}/v1/hash", content=data, headers=AUTH, timeout=30)
+            outcome = str(response.status_code)
+        except httpx.HTTPError as exc:
+            outcome = f"dropped: {type(exc).__name__}"
+        with lock:
+            outcomes.append(outcome)
+
+    with dhash_serve(settings(postgres_server, "stop_ok"), tmp_path) as run:
+        bodies = [document] + [images[i % 3] for i in range(30)]
+        threads = [threading.Thread(target=send, args=(body,)) for body in bodies]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.01)
+        time.sleep(1.0)  # the document decodes, the images queue behind one image slot
+        run.terminate()
+        signalled = time.monotonic()
+        for thread in threads:
+            thread.join(30)
+        code = run.wait(timeout=15)
+        took = time.monotonic() - signalled
+    assert len(outcomes) == len(bodies)
+    assert not [o for o in outcomes if o.startswith("dropped")], outcomes
+    assert set(outcomes) <= {"200", "503"} and "503" in outcomes, outcomes
+    assert code == 0 and took < 4 + 2.5, (code, took)  # the grace, then the processes' exits
+
+
+def test_a_worker_killed_at_the_grace_period_makes_serve_exit_non_zero(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    # In-process PDF rendering (no decoder child) cannot be interrupted: the worker overstays.
+    config = settings(postgres_server, "stop_kill", DHASH_DECODER_PROCESSES="0")
+    with dhash_serve(config, tmp_path) as run:
+
+        def send_stuck() -> None:
+            # Its worker is killed: this one connection is cut, and the exit code says so.
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.post(
+                    f"{run.url}/v1/hash", content=pdf_nested_forms(7, 10), headers=AUTH, timeout=30
+                )
+
+        stuck = threading.Thread(target=send_stuck, daemon=True)
+        stuck.start()
+        time.sleep(1.0)
+        run.terminate()
+        code = run.wait(timeout=20)
+        log = run.log_text()
+    assert code != 0
+    assert '"shutdown.worker_killed"' in log and "did not stop within" in log
