@@ -6,7 +6,6 @@ was parsed whole by zipfile (2.2 s, +150 MB) before the member limit applied.
 
 from __future__ import annotations
 
-import struct
 import time
 
 import pytest
@@ -14,21 +13,7 @@ import pytest
 from dhash_service.errors import LimitExceeded
 from dhash_service.extraction import Limits, extract
 from tests.support import corpus
-
-
-def count_lying_zip(entries: int, claimed: int = 1) -> bytes:
-    """A central directory of ``entries`` headers (all naming an empty stored ``a``) behind an
-    end record that claims ``claimed``."""
-    name = b"a"
-    header = struct.pack(
-        "<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, 0, 0, 0, len(name), 0, 0, 0, 0, 0, 0
-    )
-    local = struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, 0, 0, 0, 0, 0, 0, len(name), 0) + name
-    directory = (header + name) * entries
-    end = struct.pack(
-        "<4s4H2IH", b"PK\x05\x06", 0, 0, claimed, claimed, len(directory), len(local), 0
-    )
-    return local + directory + end
+from tests.support.hostile import count_lying_zip
 
 
 def test_a_count_lying_end_record_is_refused_from_the_directory_at_once() -> None:

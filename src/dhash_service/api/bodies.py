@@ -7,11 +7,14 @@ answer:
   server could disagree about where the body ends (request smuggling, RFC 9112 section 6.1);
 * a body that is not an upload (``UPLOAD_PATHS``) may be at most ``DHASH_MAX_JSON_BYTES``; past it
   the answer is 413, counted while the body streams (uploads have their own, larger limit);
-* each piece of a body must arrive within ``DHASH_BODY_READ_TIMEOUT_SECONDS``; a stalled or
-  trickled body is answered 408 and the connection closed.
+* a body must arrive within ``DHASH_BODY_READ_TIMEOUT_SECONDS`` plus its length at
+  ``MIN_BODY_RATE``; a stalled or trickled body is answered 408 and the connection closed.
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,6 +23,9 @@ from dhash_service.api.errors import REQUEST_ID_KEY, error_response
 from dhash_service.errors import InputError, InputTooLarge
 
 UPLOAD_PATHS = frozenset({"/v1/images", "/v1/hash"})
+# After the first read timeout a body must keep coming at least this fast (like Apache's
+# mod_reqtimeout MinRate): 64 MiB at 64 KiB/s is 17 minutes, a byte every 0.3 s is cut off.
+MIN_BODY_RATE = 64 * 1024
 
 
 class RequestTimeout(InputError):
@@ -58,24 +64,37 @@ class BodyLimitsMiddleware:
             return
         await self.app(scope, body_receive, send)
 
-    async def _receive_within(self, receive: Receive) -> Message:
-        with anyio.move_on_after(self.read_timeout) as waited:
+    def _deadline(self) -> Callable[[int], float]:
+        """When the body must have arrived up to ``received`` bytes: the read timeout, plus the
+        time those bytes take at ``MIN_BODY_RATE`` (a body trickled a byte at a time runs out)."""
+        started = time.monotonic()
+        return lambda received: started + self.read_timeout + received / MIN_BODY_RATE
+
+    async def _receive_within(self, receive: Receive, deadline: float) -> Message:
+        with anyio.move_on_after(max(deadline - time.monotonic(), 0.0)) as waited:
             message = await receive()
         if waited.cancelled_caught:
             raise RequestTimeout(
-                f"the request body stalled for more than {self.read_timeout:g} s",
-                detail={"body_read_timeout_seconds": self.read_timeout},
+                f"the request body did not arrive in time (it stalled, or came slower than "
+                f"{MIN_BODY_RATE // 1024} KiB/s after the first {self.read_timeout:g} s)",
+                detail={
+                    "body_read_timeout_seconds": self.read_timeout,
+                    "min_bytes_per_second": MIN_BODY_RATE,
+                },
             )
         return message
 
     def _timed(self, receive: Receive) -> Receive:
         complete = False
+        received = 0
+        deadline = self._deadline()
 
         async def timed_receive() -> Message:
-            nonlocal complete
+            nonlocal complete, received
             if complete:  # the body is in: what is left is waiting for a disconnect
                 return await receive()
-            message = await self._receive_within(receive)
+            message = await self._receive_within(receive, deadline(received))
+            received += len(message.get("body", b""))
             complete = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 
@@ -89,8 +108,9 @@ class BodyLimitsMiddleware:
             raise _too_large(limit)
         chunks: list[bytes] = []
         received = 0
+        deadline = self._deadline()
         while True:
-            message = await self._receive_within(receive)
+            message = await self._receive_within(receive, deadline(received))
             if message["type"] != "http.request":
                 return _replay([message], receive)
             chunk = message.get("body", b"")

@@ -17,6 +17,7 @@ import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 
+from dhash_service import memory
 from dhash_service.api.auth import Principal
 from dhash_service.api.deps import (
     AppContext,
@@ -71,12 +72,18 @@ UPLOAD_ERRORS = error_responses(
 def _counted(
     ctx: AppContext, data: bytes, run: Callable[[], tuple[Report, DigestResult]]
 ) -> Report:
-    """Run an extraction and count it: per image on success, once for a refused input."""
+    """Run an extraction and count it: per image on success, once for a refused input; give
+    the memory of a large one back to the system afterwards, off the request's path."""
+    pixels = 0
     try:
         report, digest = run()
+        pixels = sum(item.width * item.height for item in digest.items)
     except InputError:
         ctx.metrics.record_input_failure(sniff(data).kind)
         raise
+    finally:
+        if pixels >= memory.TRIM_AFTER_PIXELS or len(data) >= memory.TRIM_AFTER_BYTES:
+            threading.Thread(target=memory.trim, name="dhash-malloc-trim", daemon=True).start()
     ctx.metrics.record_digest(digest)
     return report
 
