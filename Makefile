@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: demo test lint fmt bench bench-hash bench-search bench-service bench-backup serve system-deps clean
+.PHONY: demo test lint fmt bench bench-hash bench-search bench-service bench-bounded bench-backup serve system-deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,9 @@ bench-search: $(STAMP)
 
 bench-service: $(STAMP)
 	$(BIN)/python bench/bench_service.py
+
+bench-bounded: $(STAMP)
+	$(BIN)/python bench/bench_bounded.py
 
 bench-backup: $(STAMP) system-deps
 	$(BIN)/python bench/bench_backup.py

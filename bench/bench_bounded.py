@@ -1,0 +1,184 @@
+"""What bounding costs the ordinary path: server CPU per ingest against ``digest`` alone, and
+decoder isolation against in-process decoding of ordinary PDFs and videos.
+
+Run with ``make bench-bounded``.
+
+1. **Ingest CPU.** A real ``dhash serve --workers 1`` on a throw-away PostgreSQL (loopback, fsync
+   off) receives 1920x1080 photo-like JPEGs on ``POST /v1/images`` from one client, each with
+   unique bytes (a JPEG comment), so every one is extracted, hashed, matched and stored. The
+   server's cost is read from the worker's own CPU clock (utime + stime in ``/proc/<pid>/stat``)
+   around each round, so the client sharing the cores does not count. The anchor is the CPU
+   (``time.process_time``) of ``digest`` alone in this process on exactly the same payloads.
+   Rounds alternate server and anchor; the figure is the median over rounds of each round's mean.
+2. **Isolation.** An ordinary 3-page PDF with photos and a 10 s video are digested in process and
+   through a ``DecoderPool`` child (the path the service takes), alternating, wall time per call
+   (the work happens in another process, so its CPU is not this one's); medians and ratios.
+
+Prints the tables; figures are recorded by hand in bench/RESULTS.md. Bounded: fixed counts.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.bench_service import free_port, unique  # noqa: E402
+from tests.support.api import photo  # noqa: E402
+from tests.support.corpus import pdf_with_images, photo_jpeg, video  # noqa: E402
+from tests.support.postgres import running_postgres  # noqa: E402
+
+from dhash_service.digest import digest  # noqa: E402
+from dhash_service.extraction import Limits  # noqa: E402
+from dhash_service.extraction.limits import RequestBudget  # noqa: E402
+from dhash_service.sandbox.pool import ChildLimits, DecoderPool  # noqa: E402
+
+DHASH = str(Path(sys.executable).parent / "dhash")
+TOKEN = "bench-bounded-token"
+ROUNDS = 5
+PER_ROUND = 24
+ISOLATION_CALLS = 15
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, all its threads, from ``/proc/<pid>/stat``."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def start_server(database_url: str, scratch: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DHASH_")}
+    env.update(
+        DHASH_DATABASE_URL=database_url,
+        DHASH_AUTO_MIGRATE="true",
+        DHASH_API_TOKENS=TOKEN,
+        DHASH_ENV="bench",
+        DHASH_DATA_DIR=str(scratch),
+        DHASH_INDEX_SYNC_SECONDS="5",
+    )
+    process = subprocess.Popen(
+        [DHASH, "serve", "--port", str(port), "--workers", "1"],
+        env=env,
+        stdout=(scratch / "serve.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit("the bench server did not get ready")
+
+
+def ingest_cpu() -> tuple[float, float]:
+    """Median over rounds of (server CPU per ingest, digest CPU per payload)."""
+    base = [photo_jpeg(1920, 1080, seed) for seed in range(4)]
+    server_means: list[float] = []
+    anchor_means: list[float] = []
+    with running_postgres() as postgres, tempfile.TemporaryDirectory() as scratch:
+        database = postgres.url(postgres.create_database("bench_bounded"))
+        process, url = start_server(database, Path(scratch))
+        try:
+            pid = int(httpx.get(f"{url}/health").json()["pid"])
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+                for n in range(4):  # warm: lazy imports, first connection, caches
+                    client.post("/v1/images", content=unique(base[n % 4], 10_000 + n))
+                for round_ in range(ROUNDS):
+                    payloads = [unique(base[i % 4], round_ * 1000 + i) for i in range(PER_ROUND)]
+                    time.sleep(0.3)  # let the background index poll settle
+                    before = cpu_seconds(pid)
+                    for data in payloads:
+                        response = client.post("/v1/images", content=data)
+                        assert response.status_code == 201, response.text
+                    server_means.append((cpu_seconds(pid) - before) / PER_ROUND)
+                    started = time.process_time()
+                    for data in payloads:
+                        digest(data, limits=Limits())
+                    anchor_means.append((time.process_time() - started) / PER_ROUND)
+        finally:
+            process.terminate()
+            process.wait(30)
+    return statistics.median(server_means), statistics.median(anchor_means)
+
+
+def alternate(
+    calls: int, first: Callable[[], object], second: Callable[[], object]
+) -> tuple[float, float]:
+    """Median wall seconds of each, called alternately (which goes first alternates too)."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for n in range(calls):
+        order = (0, 1) if n % 2 == 0 else (1, 0)
+        for which in order:
+            started = time.perf_counter()
+            (first, second)[which]()
+            times[which].append(time.perf_counter() - started)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def isolation_cost() -> list[tuple[str, float, float]]:
+    documents = {
+        "PDF, 3 pages with photos": pdf_with_images([photo(1), photo(2), photo(3)], pages=3),
+        "video, 10 s 640x360": video(seconds=10.0, fps=10, size=(640, 360), gop=10),
+    }
+    limits = Limits()
+    pool = DecoderPool(1, ChildLimits(2 * 1024**3, 30.0), queue_seconds=10.0)
+    rows = []
+    try:
+        time.sleep(2.0)  # the pre-started child is ready
+        for name, data in documents.items():
+
+            def isolated(data: bytes = data) -> object:
+                request = RequestBudget(20.0)
+                return pool.digest(
+                    data, filename=None, algorithm="dhash64", limits=limits, request=request
+                )
+
+            def in_process(data: bytes = data) -> object:
+                return digest(data, limits=limits)
+
+            isolated()  # warm the child for this kind
+            in_process()
+            inside, child = alternate(ISOLATION_CALLS, in_process, isolated)
+            rows.append((name, inside, child))
+    finally:
+        pool.close()
+    return rows
+
+
+def main() -> None:
+    print(f"load average at start: {os.getloadavg()[0]:.2f}")
+    server, anchor = ingest_cpu()
+    print("\n| 1920x1080 JPEG ingest | CPU ms per image | vs digest |")
+    print("|---|---:|---:|")
+    print(f"| `digest` alone (anchor) | {anchor * 1000:.1f} | 1.00 |")
+    print(f"| server worker, `POST /v1/images` | {server * 1000:.1f} | {server / anchor:.2f} |")
+    rows = isolation_cost()
+    print("\n| ordinary document | in process ms | decoder child ms | ratio |")
+    print("|---|---:|---:|---:|")
+    for name, inside, child in rows:
+        print(f"| {name} | {inside * 1000:.1f} | {child * 1000:.1f} | {child / inside:.2f} |")
+    print(f"\nload average at end: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
