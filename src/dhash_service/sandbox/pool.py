@@ -29,6 +29,7 @@ from dhash_service.errors import (
     Overloaded,
     ResourceLimitExceeded,
     TimeBudgetExceeded,
+    Unavailable,
 )
 from dhash_service.extraction import Limits
 from dhash_service.extraction.limits import RequestBudget
@@ -78,7 +79,11 @@ class _Child:
         if not self._wait_readable(time.monotonic() + START_TIMEOUT_SECONDS, None):
             self.kill()
             raise OSError("a decoder child did not start")
-        wire.read_frame(self._replies)  # {"ready": true}
+        try:
+            wire.read_frame(self._replies)  # {"ready": true}
+        except wire.ChildGone:
+            self.kill()
+            raise OSError("a decoder child died while starting") from None
 
     @property
     def pid(self) -> int:
@@ -144,6 +149,8 @@ class DecoderPool:
         self.queue_seconds = queue_seconds
         self._slots = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
+        self._started = threading.Condition(self._lock)  # a background start finished
+        self._starting = 0
         self._idle: list[_Child] = []
         self._busy = 0
         self._waiting = 0
@@ -208,7 +215,11 @@ class DecoderPool:
         request: RequestBudget,
     ) -> DigestResult:
         request.check()
-        child = self._take()
+        try:
+            child = self._take()
+        except OSError as exc:  # our problem, not the input's: a 503, and the log says why
+            log.error("decoder.unavailable", error=str(exc))
+            raise Unavailable("document decoding is unavailable; retry shortly") from None
         wall = max(request.remaining, 0.0)
         header = wire.request_header(
             algorithm=algorithm,
@@ -265,7 +276,12 @@ class DecoderPool:
         self._replenish()
 
     def _take(self) -> _Child:
+        """An idle child; one being started in the background is waited for rather than a
+        second one started beside it (two interpreters importing at once slow both)."""
         with self._lock:
+            deadline = time.monotonic() + START_TIMEOUT_SECONDS
+            while not self._idle and self._starting and time.monotonic() < deadline:
+                self._started.wait(timeout=0.1)
             while self._idle:
                 child = self._idle.pop()
                 if child.process.poll() is None:
@@ -289,18 +305,23 @@ class DecoderPool:
 
         def start() -> None:
             with self._lock:
-                if self._closed or len(self._idle) >= self.size:
+                if self._closed or len(self._idle) + self._starting >= self.size:
                     return
+                self._starting += 1
+            child: _Child | None = None
             try:
                 child = _Child(self.limits.memory_bytes)
             except OSError as exc:
                 log.warning("decoder.start_failed", error=str(exc))
-                return
-            with self._lock:
-                if not self._closed and len(self._idle) < self.size:
-                    self._idle.append(child)
-                    return
-            child.kill()
+            finally:
+                with self._lock:
+                    self._starting -= 1
+                    if child is not None and not self._closed and len(self._idle) < self.size:
+                        self._idle.append(child)
+                        child = None
+                    self._started.notify_all()
+            if child is not None:
+                child.kill()
 
         threading.Thread(target=start, name="dhash-decoder-start", daemon=True).start()
 
