@@ -16,6 +16,7 @@ route or command hard-codes either::
     │   ├── TimeBudgetExceeded
     │   └── ClientDisconnected   the client went away; the work was abandoned
     ├── AuthError                   (401)
+    │   └── Forbidden               a valid token without the endpoint's scope (403)
     ├── NotFound                    (404)
     ├── Conflict                    (409)
     ├── Unavailable                 store unreachable, index not loaded (503)
