@@ -58,7 +58,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def start_server(database_url: str, scratch: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    database_url: str, scratch: Path, source: Path | None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``dhash serve --workers 1``; from ``source`` (another checkout's ``src``) when given."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DHASH_")}
     env.update(
@@ -69,10 +72,12 @@ def start_server(database_url: str, scratch: Path) -> tuple[subprocess.Popen[byt
         DHASH_DATA_DIR=str(scratch),
         DHASH_INDEX_SYNC_SECONDS="5",
     )
+    if source is not None:
+        env["PYTHONPATH"] = str(source)  # ahead of the editable install's path entry
     process = subprocess.Popen(
         [DHASH, "serve", "--port", str(port), "--workers", "1"],
         env=env,
-        stdout=(scratch / "serve.log").open("wb"),
+        stdout=(scratch / f"serve-{port}.log").open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -89,36 +94,46 @@ def start_server(database_url: str, scratch: Path) -> tuple[subprocess.Popen[byt
     raise SystemExit("the bench server did not get ready")
 
 
-def ingest_cpu() -> tuple[float, float]:
-    """Median over rounds of (server CPU per ingest, digest CPU per payload)."""
+def ingest_cpu(sources: dict[str, Path | None]) -> tuple[dict[str, float], float]:
+    """Median over rounds of the server CPU per ingest (per source tree), and of the digest
+    CPU per payload. Rounds alternate the servers and the anchor."""
     base = [photo_jpeg(1920, 1080, seed) for seed in range(4)]
-    server_means: list[float] = []
+    server_means: dict[str, list[float]] = {name: [] for name in sources}
     anchor_means: list[float] = []
+    headers = {"Authorization": f"Bearer {TOKEN}"}
     with running_postgres() as postgres, tempfile.TemporaryDirectory() as scratch:
-        database = postgres.url(postgres.create_database("bench_bounded"))
-        process, url = start_server(database, Path(scratch))
+        servers = {}
         try:
-            pid = int(httpx.get(f"{url}/health").json()["pid"])
-            headers = {"Authorization": f"Bearer {TOKEN}"}
-            with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
-                for n in range(4):  # warm: lazy imports, first connection, caches
-                    client.post("/v1/images", content=unique(base[n % 4], 10_000 + n))
-                for round_ in range(ROUNDS):
-                    payloads = [unique(base[i % 4], round_ * 1000 + i) for i in range(PER_ROUND)]
-                    time.sleep(0.3)  # let the background index poll settle
-                    before = cpu_seconds(pid)
-                    for data in payloads:
-                        response = client.post("/v1/images", content=data)
-                        assert response.status_code == 201, response.text
-                    server_means.append((cpu_seconds(pid) - before) / PER_ROUND)
-                    started = time.process_time()
-                    for data in payloads:
-                        digest(data, limits=Limits())
-                    anchor_means.append((time.process_time() - started) / PER_ROUND)
+            for name, source in sources.items():
+                database = postgres.url(postgres.create_database(f"bench_{name}"))
+                servers[name] = start_server(database, Path(scratch), source)
+            for _, url in servers.values():
+                with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+                    for n in range(4):  # warm: lazy imports, first connection, caches
+                        client.post("/v1/images", content=unique(base[n % 4], 10_000 + n))
+            for round_ in range(ROUNDS):
+                payloads = [unique(base[i % 4], round_ * 1000 + i) for i in range(PER_ROUND)]
+                order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
+                for name in order:
+                    _, url = servers[name]
+                    pid = int(httpx.get(f"{url}/health").json()["pid"])
+                    with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+                        time.sleep(0.3)  # let the background index poll settle
+                        before = cpu_seconds(pid)
+                        for data in payloads:
+                            response = client.post("/v1/images", content=data)
+                            assert response.status_code == 201, response.text
+                        server_means[name].append((cpu_seconds(pid) - before) / PER_ROUND)
+                started = time.process_time()
+                for data in payloads:
+                    digest(data, limits=Limits())
+                anchor_means.append((time.process_time() - started) / PER_ROUND)
         finally:
-            process.terminate()
-            process.wait(30)
-    return statistics.median(server_means), statistics.median(anchor_means)
+            for process, _ in servers.values():
+                process.terminate()
+                process.wait(30)
+    medians = {name: statistics.median(values) for name, values in server_means.items()}
+    return medians, statistics.median(anchor_means)
 
 
 def alternate(
@@ -166,12 +181,17 @@ def isolation_cost() -> list[tuple[str, float, float]]:
 
 
 def main() -> None:
+    """``BENCH_BEFORE_SRC=<a checkout's src>`` also measures that code's server (before/after)."""
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
-    server, anchor = ingest_cpu()
+    sources: dict[str, Path | None] = {"after": None}
+    if os.environ.get("BENCH_BEFORE_SRC"):
+        sources = {"before": Path(os.environ["BENCH_BEFORE_SRC"]), **sources}
+    servers, anchor = ingest_cpu(sources)
     print("\n| 1920x1080 JPEG ingest | CPU ms per image | vs digest |")
     print("|---|---:|---:|")
     print(f"| `digest` alone (anchor) | {anchor * 1000:.1f} | 1.00 |")
-    print(f"| server worker, `POST /v1/images` | {server * 1000:.1f} | {server / anchor:.2f} |")
+    for name, server in servers.items():
+        print(f"| server worker ({name}) | {server * 1000:.1f} | {server / anchor:.2f} |")
     rows = isolation_cost()
     print("\n| ordinary document | in process ms | decoder child ms | ratio |")
     print("|---|---:|---:|---:|")
