@@ -33,7 +33,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_service import free_port, unique  # noqa: E402
+from bench.bench_service import TOKEN, free_port, server_env, unique  # noqa: E402
 from tests.support.api import photo  # noqa: E402
 from tests.support.corpus import pdf_with_images, photo_jpeg, video  # noqa: E402
 from tests.support.postgres import running_postgres  # noqa: E402
@@ -44,7 +44,6 @@ from dhash_service.extraction.limits import RequestBudget  # noqa: E402
 from dhash_service.sandbox.pool import ChildLimits, DecoderPool  # noqa: E402
 
 DHASH = str(Path(sys.executable).parent / "dhash")
-TOKEN = "bench-bounded-token"
 ROUNDS = 5
 PER_ROUND = 24
 ISOLATION_CALLS = 15
@@ -63,15 +62,8 @@ def start_server(
 ) -> tuple[subprocess.Popen[bytes], str]:
     """``dhash serve --workers 1``; from ``source`` (another checkout's ``src``) when given."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DHASH_")}
-    env.update(
-        DHASH_DATABASE_URL=database_url,
-        DHASH_AUTO_MIGRATE="true",
-        DHASH_API_TOKENS=TOKEN,
-        DHASH_ENV="bench",
-        DHASH_DATA_DIR=str(scratch),
-        DHASH_INDEX_SYNC_SECONDS="5",
-    )
+    env = server_env(database_url, scratch)
+    env["DHASH_INDEX_SYNC_SECONDS"] = "5"
     if source is not None:
         env["PYTHONPATH"] = str(source)  # ahead of the editable install's path entry
     process = subprocess.Popen(

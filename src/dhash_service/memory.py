@@ -42,10 +42,10 @@ def trim() -> bool:
     return True
 
 
-def resident_bytes() -> int:
-    """This process's resident set size, from ``/proc/self/statm`` (0 where there is none)."""
+def resident_bytes(pid: int | str = "self") -> int:
+    """A process's resident set size, from ``/proc/<pid>/statm`` (0 where there is none)."""
     try:
-        with open("/proc/self/statm") as statm:
+        with open(f"/proc/{pid}/statm") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0

@@ -34,6 +34,7 @@ from dhash_service.errors import (
 from dhash_service.extraction import Limits
 from dhash_service.extraction.limits import RequestBudget
 from dhash_service.logs import get_logger
+from dhash_service.memory import resident_bytes
 from dhash_service.sandbox import wire
 
 log = get_logger(__name__)
@@ -115,11 +116,7 @@ class _Child:
         return wire.read_frame(self._replies)
 
     def rss_bytes(self) -> int:
-        try:
-            with open(f"/proc/{self.pid}/statm") as statm:
-                return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            return 0
+        return resident_bytes(self.pid)
 
     def kill(self) -> int | None:
         """Kill (if alive) and reap; the exit status (negative: the signal that ended it)."""
@@ -188,7 +185,9 @@ class DecoderPool:
         with self._lock:
             self._waiting += 1
         try:
-            admitted = self._slots.acquire(timeout=min(self.queue_seconds, request.remaining))
+            admitted = self._slots.acquire(
+                timeout=max(0.0, min(self.queue_seconds, request.remaining))
+            )
         finally:
             with self._lock:
                 self._waiting -= 1
