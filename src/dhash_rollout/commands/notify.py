@@ -60,7 +60,14 @@ SeverityOption = typer.Option(
     None, "--severity", help="INFO, WARN, ERROR or CRITICAL (default: by type or phase)."
 )
 KeyOption = typer.Option(
-    None, "--key", help="Idempotency key (default: derived from the content, so re-runs dedupe)."
+    None, "--key", help="Idempotency key: the same key is posted once (default: --run-id:phase)."
+)
+RunIdOption = typer.Option(
+    None,
+    "--run-id",
+    envvar="DHASH_RUN_ID",
+    help="The run this notice belongs to: a re-run with the same run id and phase posts once "
+    "(default: a new id per invocation, so a second incident with the same text is sent).",
 )
 FieldOption = typer.Option(None, "--field", help="Extra fact NAME=VALUE (repeatable).")
 DryRunOption = typer.Option(
@@ -88,6 +95,7 @@ def notify(
         None, "--subject", help="Title / e-mail subject (single line; default: derived)."
     ),
     key: str | None = KeyOption,
+    run_id: str | None = RunIdOption,
     fields: list[str] | None = FieldOption,
     dry_run: bool = DryRunOption,
     as_json: bool = JsonOption,
@@ -114,6 +122,7 @@ def notify(
         subject=subject,
         fields=_fields(fields),
         key=key,
+        run_id=_occurrence(key, run_id),
     )
     report = _notifier(env_name, channels).send(event, dry_run=dry_run)
     _show(report, as_json)
@@ -153,6 +162,7 @@ def deploy_notify(
     channels: str | None = ChannelsOption,
     severity: str | None = SeverityOption,
     key: str | None = KeyOption,
+    run_id: str | None = RunIdOption,
     dry_run: bool = DryRunOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -174,6 +184,7 @@ def deploy_notify(
         trigger=trigger.value if trigger else None,
         phase=phase.value,
         key=key,
+        run_id=_occurrence(key, run_id),
     )
     report = _notifier(env_name, channels).send(event, dry_run=dry_run)
     _show(report, as_json)
@@ -226,6 +237,16 @@ def _severity(text: str | None) -> Severity | None:
     from dhash_rollout.notify import Severity
 
     return Severity.parse(text) if text else None
+
+
+def _occurrence(key: str | None, run_id: str | None) -> str | None:
+    """The run id that names this notice's occurrence: a notice is keyed on *when* it happened,
+    never on its words, so two incidents with the same text are two notices."""
+    if key or run_id:
+        return run_id
+    from dhash_rollout.journal import new_run_id
+
+    return new_run_id("notify")
 
 
 def _fields(pairs: list[str] | None) -> dict[str, str]:
@@ -288,7 +309,7 @@ def _show(report: DeliveryReport, as_json: bool) -> None:
     if kept:
         typer.echo(
             f"not delivered yet to {', '.join(kept)}: kept in the outbox; "
-            "re-send with `dhash notify flush` (or run this command again)"
+            f"re-send with `dhash notify flush` (or run this command again with --key {report.key})"
         )
 
 
