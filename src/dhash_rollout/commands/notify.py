@@ -17,8 +17,11 @@ import typer
 from dhash_service.errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from dhash_rollout.environments import Environment
     from dhash_rollout.notify import DeliveryReport, FlushReport, Notifier, Severity
+    from dhash_rollout.notify.escalator import Escalator, SentNotice
 
 
 class NotifyType(StrEnum):
@@ -144,8 +147,103 @@ def flush(
 
     _configure_logging()
     notifier = Notifier.from_settings(Settings().env, channels=list(ALL_CHANNELS))
+    escalator = _escalator()  # escalation pages wait in the same outbox, under their contacts
+    notifier.channels.update(
+        escalator.contact_channels({str(i.event.get("env")) for i in notifier.outbox()})
+    )
     report = notifier.flush(limit=limit, timeout=timeout, dry_run=dry_run)
     _show_flush(report, as_json)
+
+
+@notify_app.command("ack")
+def ack(
+    alert_id: str = typer.Argument(..., help="The alert id the notice names (e.g. A1B2C3)."),
+    by: str | None = typer.Option(None, "--by", help="Who acknowledges (default: $USER)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Acknowledge an alert: no further levels are paged; those already paged are told once."""
+    import getpass
+
+    who = by or getpass.getuser()
+    if not who.strip() or any(c in who for c in "\r\n"):
+        raise ConfigError("--by must be a non-empty single line")
+    escalator = _escalator()
+    alert, changed, run = escalator.ack(alert_id, who)
+    if as_json:
+        typer.echo(json.dumps({"alert": alert.id, "acknowledged_now": changed, **run.to_dict()}))
+        return
+    if changed:
+        typer.echo(f"alert {alert.id} acknowledged by {who}: no further levels will be paged")
+    elif alert.acked_at is not None:
+        typer.echo(f"alert {alert.id} was already acknowledged by {alert.acked_by}")
+    else:
+        typer.echo(f"alert {alert.id} is already resolved")
+    _show_sent(run.sent)
+
+
+@notify_app.command("escalate")
+def escalate(as_json: bool = JsonOption) -> None:
+    """Page every level that is due (idempotent: run it every minute from cron or a timer)."""
+    run = _escalator().escalate_due()
+    if as_json:
+        typer.echo(json.dumps(run.to_dict(), indent=2, ensure_ascii=False))
+        return
+    _show_sent(run.sent)
+    if run.flushed and run.flushed.items:
+        _show_flush(run.flushed, False)
+    if not run.sent and not (run.flushed and run.flushed.items):
+        typer.echo("nothing due")
+
+
+@notify_app.command("resolve")
+def resolve(
+    ref: str = typer.Argument(..., help="An alert id, a notice key or the run id that raised it."),
+    by: str | None = typer.Option(None, "--by", help="Who resolves it (default: $USER)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Close the alerts of REF: no further paging; the levels already paged are told."""
+    import getpass
+
+    closed = _escalator().resolve(ref, by or getpass.getuser())
+    if as_json:
+        typer.echo(json.dumps({"resolved": [a.id for a in closed]}))
+        return
+    typer.echo(f"resolved: {', '.join(a.id for a in closed)}" if closed else f"no open alert {ref}")
+
+
+@notify_app.command("status")
+def status(
+    show_all: bool = typer.Option(False, "--all", help="Acknowledged and resolved ones too."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Open alerts: their level, who was paged and when, acknowledgements."""
+    found = _escalator().status(include_closed=show_all)
+    if as_json:
+        typer.echo(json.dumps([a.to_dict() for a in found], indent=2, ensure_ascii=False))
+        return
+    if not found:
+        typer.echo("no open alerts" if not show_all else "no alerts")
+        return
+    for item in found:
+        d = item.to_dict()
+        typer.echo(
+            f"{d['id']}  {d['state']:<12} {d['severity']:<8} {d['env']}  opened {d['opened_at']}"
+            f"  level {d['level'] or '-'}"
+        )
+        typer.echo(f"    {str(d['message']).splitlines()[0]}")
+        for n in d["notices"]:
+            to = ", ".join(n["contacts"]) or "(sending)"
+            typer.echo(f"    {n['label']:<12} {n['sent_at'] or n['claimed_at']}  {to}")
+        if d["acked_by"]:
+            typer.echo(f"    acknowledged by {d['acked_by']} at {d['acked_at']}")
+        if d["resolved_by"]:
+            typer.echo(f"    resolved by {d['resolved_by']} at {d['resolved_at']}")
+        if d["next_level"] is not None:
+            typer.echo(f"    next: {d['next_level']} in {int(d['next_in_seconds'] // 60)} min")
+        if not d["escalation_configured"]:
+            typer.echo(f"    no [{d['env']}.escalation] configured: not paging")
+        if d["state"] == "open":
+            typer.echo(f"    acknowledge: dhash notify ack {d['id']}")
 
 
 def deploy_notify(
@@ -231,6 +329,21 @@ def _notifier(env_name: str, channels: str | None) -> Notifier:
     names = parse_channels(channels) if channels is not None else None
     _configure_logging()  # after every argument is checked: usage errors log nothing
     return Notifier.from_settings(env_name, channels=names, strict=True)
+
+
+def _escalator(*, strict: bool = True) -> Escalator:
+    from dhash_rollout.notify.factory import build_escalator
+
+    _configure_logging()
+    return build_escalator(strict=strict)
+
+
+def _show_sent(sent: Sequence[SentNotice]) -> None:
+    for notice in sent:
+        for o in notice.report.outcomes:
+            note = o.error or o.detail or ""
+            line = f"  {notice.alert_id}  {notice.label:<12} {o.channel:<28} {o.status:<19} {note}"
+            typer.echo(line.rstrip())
 
 
 def _severity(text: str | None) -> Severity | None:

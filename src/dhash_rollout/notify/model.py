@@ -70,6 +70,14 @@ def _require_single_line(name: str, value: str | None) -> None:
         raise ConfigError(f"{name} must be a single line without control characters (CR/LF)")
 
 
+_SINGLE_LINE = (
+    *("env", "version", "initiator", "trigger", "phase", "key", "subject", "run_id", "resolves"),
+)
+# Added after content keys were first stored: left out of the digest so old keys still match.
+_NOT_DIGESTED = ("key", "run_id", "resolves")
+MAX_FIELDS = _MAX_FIELDS
+
+
 @dataclass(frozen=True)
 class Event:
     """One thing to tell people about. ``key`` is the idempotency key (derived when omitted)."""
@@ -87,6 +95,7 @@ class Event:
     key: str | None = None
     subject: str | None = None
     run_id: str | None = None
+    resolves: str | None = None  # the alert (id, notice key or run id) this notice closes
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -100,7 +109,7 @@ class Event:
             raise ConfigError("a notification needs a non-empty message")
         if len(self.message) > MAX_MESSAGE_CHARS:  # a huge error text must not fail the caller
             object.__setattr__(self, "message", self.message[: MAX_MESSAGE_CHARS - 1] + "…")
-        for name in ("env", "version", "initiator", "trigger", "phase", "key", "subject", "run_id"):
+        for name in _SINGLE_LINE:
             _require_single_line(name, getattr(self, name))
         if len(self.fields) > _MAX_FIELDS:
             raise ConfigError(f"at most {_MAX_FIELDS} extra fields per notification")
@@ -118,8 +127,8 @@ class Event:
         if self.run_id:
             return f"{self.run_id}:{self.phase or self.kind}"
         content = self.to_dict()
-        content.pop("key")
-        content.pop("run_id")  # not part of the digest: keys of stored events stay the same
+        for name in _NOT_DIGESTED:
+            content.pop(name)
         digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
         return f"evt-{digest[:24]}"
 
@@ -138,6 +147,7 @@ class Event:
             "key": self.key,
             "subject": self.subject,
             "run_id": self.run_id,
+            "resolves": self.resolves,
         }
 
     @classmethod
