@@ -333,6 +333,39 @@ def test_a_resolved_alert_stops_paging_and_the_paged_level_hears_it(
     assert escalator.resolve("deploy-7", "bob") == []  # already closed: nothing to do
 
 
+def test_a_rollback_that_completes_resolves_the_alert_its_own_run_raised(
+    notifier: Notifier, clock: FakeClock, receiver: WebhookReceiver, smtp: SmtpServer
+) -> None:
+    run = "rollback-20261202T031500Z-cc03"
+    started = notifier.send(rollback(run_id=run))
+    clock.advance(3)
+    done = rollback(run_id=run, phase="rolled_back", severity=Severity.WARN, message="Rolled back")
+    notifier.send(done)
+    clock.advance(30)
+
+    assert "Alert" in started.event.fields and "Alert" not in notifier.send(done).event.fields
+    assert escalator_of(notifier).escalate_due().sent == ()
+    assert recipients(receiver, smtp) == ["slack:oncall", "slack:oncall"]  # L1 page, resolved
+    (status,) = escalator_of(notifier).status(include_closed=True)
+    assert (status.alert.state, status.alert.resolved_by) == ("resolved", "rollback notice")
+
+
+def test_the_cli_resolves_what_a_notice_names(
+    notifier: Notifier,
+    receiver: WebhookReceiver,
+    smtp: SmtpServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    alert_id = notifier.send(rollback(run_id="deploy-42")).event.fields["Alert"]
+    args = ["deploy-notify", "--phase", "success", "--env", "production", "--version", "1.2.3"]
+
+    assert main([*args, "--channels", "file", "--resolves", "deploy-42"]) == 0
+    assert main(["notify", "status", "--all"]) == 0
+
+    out = capsys.readouterr().out
+    assert f"{alert_id}  resolved" in out
+
+
 def test_resolving_before_anyone_is_paged_sends_nothing_more(
     notifier: Notifier, clock: FakeClock, receiver: WebhookReceiver, smtp: SmtpServer
 ) -> None:

@@ -65,6 +65,11 @@ SeverityOption = typer.Option(
 KeyOption = typer.Option(
     None, "--key", help="Idempotency key: the same key is posted once (default: --run-id:phase)."
 )
+ResolvesOption = typer.Option(
+    None,
+    "--resolves",
+    help="Close the open alerts of this alert id, notice key or run id once this is sent.",
+)
 RunIdOption = typer.Option(
     None,
     "--run-id",
@@ -99,6 +104,7 @@ def notify(
     ),
     key: str | None = KeyOption,
     run_id: str | None = RunIdOption,
+    resolves: str | None = ResolvesOption,
     fields: list[str] | None = FieldOption,
     dry_run: bool = DryRunOption,
     as_json: bool = JsonOption,
@@ -126,6 +132,7 @@ def notify(
         fields=_fields(fields),
         key=key,
         run_id=_occurrence(key, run_id),
+        resolves=resolves,
     )
     report = _notifier(env_name, channels).send(event, dry_run=dry_run)
     _show(report, as_json)
@@ -261,6 +268,7 @@ def deploy_notify(
     severity: str | None = SeverityOption,
     key: str | None = KeyOption,
     run_id: str | None = RunIdOption,
+    resolves: str | None = ResolvesOption,
     dry_run: bool = DryRunOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -283,6 +291,7 @@ def deploy_notify(
         phase=phase.value,
         key=key,
         run_id=_occurrence(key, run_id),
+        resolves=resolves,
     )
     report = _notifier(env_name, channels).send(event, dry_run=dry_run)
     _show(report, as_json)
@@ -418,6 +427,8 @@ def _show(report: DeliveryReport, as_json: bool) -> None:
             typer.echo("\n".join("      " + line for line in body.splitlines()))
     if report.log_file:
         typer.echo(f"log: {report.log_file}")
+    if alert := event.fields.get("Alert"):
+        typer.echo(f"alert {alert} escalates until acknowledged: dhash notify ack {alert}")
     kept = [o.channel for o in report.outcomes if o.status in ("outboxed", "pending")]
     if kept:
         typer.echo(

@@ -192,8 +192,11 @@ class Escalator:
         (with less, the next ``escalate`` run pages it within a minute); resolve what the
         notice says it resolves."""
         try:
+            by = event.initiator or f"{event.kind} notice"
             if event.resolves:
-                self.resolve(event.resolves, by=event.initiator or "notice", seconds=seconds_left)
+                self.resolve(event.resolves, by=by, seconds=seconds_left)
+            elif event.run_id and is_recovery(event):  # the run's own alerts are over
+                self.resolve(event.run_id, by=by, seconds=seconds_left)
             alert_id = event.fields.get("Alert")
             if alert_id and seconds_left >= _MIN_INLINE_SECONDS:
                 self.escalate_due(only=alert_id, seconds=seconds_left, flush=False)
@@ -352,6 +355,16 @@ class Escalator:
                     next_name, next_in = names[upcoming[0]], round(upcoming[1], 1)
             found.append(AlertStatus(alert, level_name, next_name, next_in, config is not None))
         return found
+
+
+# Phases that end a run well: a rollback that completed, a deploy that succeeded.
+RECOVERY_PHASES = frozenset({"rolled_back", "success", "complete"})
+
+
+def is_recovery(event: Event) -> bool:
+    """A notice that says its run recovered, so the run's alerts resolve (as alert managers
+    close an alert on its "resolved" notification)."""
+    return event.phase in RECOVERY_PHASES or event.kind == "success"
 
 
 def _with_alert(event: Event, alert_id: str) -> Event:
