@@ -420,6 +420,26 @@ def test_a_contact_that_fails_is_outboxed_and_retried_by_the_next_run(
     assert escalator.store.outbox() == []
 
 
+def test_notify_flush_also_re_sends_an_outboxed_page(
+    notifier: Notifier,
+    clock: FakeClock,
+    receiver: WebhookReceiver,
+    smtp: SmtpServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    notifier.send(rollback())
+    receiver.script("teams", Reply(503), Reply(503))
+    clock.advance(15)
+    escalator_of(notifier).escalate_due()
+    capsys.readouterr()
+
+    assert main(["notify", "flush"]) == 0
+
+    out = capsys.readouterr().out
+    assert "teams:" in out and "sent" in out and "0 left in the outbox" in out
+    assert len(receiver.accepted("teams")) == 1
+
+
 def test_the_cli_lists_acknowledges_and_refuses_an_unknown_id(
     notifier: Notifier,
     receiver: WebhookReceiver,

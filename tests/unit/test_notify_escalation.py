@@ -193,3 +193,31 @@ def test_the_environments_file_refuses_a_bad_matrix_when_it_loads(
         '[production.escalation]\nseverities = ["ERROR"]\n'
     )
     assert load_environment("production", tmp_path).extra["escalation"] == {"severities": ["ERROR"]}
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def test_the_documented_matrix_is_a_valid_escalation_table() -> None:
+    import tomllib
+
+    text = (DOCS / "notifications.md").read_text(encoding="utf-8")
+    section = text.split("## Escalation", 1)[1]
+    example = (
+        section.split("```toml\n", 1)[1]
+        .split("```", 1)[0]
+        .replace("https://…", "https://x.invalid/h")
+    )
+    table = tomllib.loads(example)["production"]["escalation"]
+    config = parse_escalation(table, "docs")
+    assert [lvl.name for lvl in config.levels] == ["L1", "L2", "L3"]
+    assert config.start_index(Severity.CRITICAL) == 1
+
+
+def test_the_shipped_timer_runs_the_escalate_service_every_minute() -> None:
+    timer = (DOCS / "systemd" / "dhash-escalate.timer").read_text(encoding="utf-8")
+    service = (DOCS / "systemd" / "dhash-escalate.service").read_text(encoding="utf-8")
+    assert "OnCalendar=*-*-* *:*:00" in timer and "Unit=dhash-escalate.service" in timer
+    assert "Type=oneshot" in service and "dhash notify escalate" in service
+    cron = "* * * * * cd /srv/dhash/ops && .venv/bin/dhash notify escalate"
+    assert cron in (DOCS / "notifications.md").read_text(encoding="utf-8")
