@@ -247,13 +247,13 @@ def test_an_ack_at_20_minutes_stops_l3_and_is_announced_once_to_the_levels_paged
     )
     assert all("acknowledged by alice" in text.lower() or "ACK" in text for _, text in announced)
     assert not any("director" in who for who in recipients(receiver, smtp))
-    (status,) = escalator.status(include_closed=True)
+    (status,) = escalator.status(include_resolved=True)
     assert (status.alert.state, status.level, status.alert.acked_by) == (
         "acknowledged",
         "L2",
         "alice",
     )
-    assert escalator.status() == []  # no longer open
+    assert [a.alert.state for a in escalator.status()] == ["acknowledged"]  # until resolved
 
 
 def test_two_concurrent_escalate_processes_page_each_level_once(
@@ -328,7 +328,7 @@ def test_a_resolved_alert_stops_paging_and_the_paged_level_hears_it(
     assert later.sent == ()
     assert recipients(receiver, smtp) == ["slack:oncall", "slack:oncall"]  # L1 page, resolution
     assert "resolved" in receiver.accepted("slack")[1]["text"].lower()
-    (status,) = escalator.status(include_closed=True)
+    (status,) = escalator.status(include_resolved=True)
     assert (status.alert.id, status.alert.state, status.next_level) == (alert_id, "resolved", None)
     assert escalator.resolve("deploy-7", "bob") == []  # already closed: nothing to do
 
@@ -346,7 +346,7 @@ def test_a_rollback_that_completes_resolves_the_alert_its_own_run_raised(
     assert "Alert" in started.event.fields and "Alert" not in notifier.send(done).event.fields
     assert escalator_of(notifier).escalate_due().sent == ()
     assert recipients(receiver, smtp) == ["slack:oncall", "slack:oncall"]  # L1 page, resolved
-    (status,) = escalator_of(notifier).status(include_closed=True)
+    (status,) = escalator_of(notifier).status(include_resolved=True)
     assert (status.alert.state, status.alert.resolved_by) == ("resolved", "rollback notice")
 
 
@@ -461,8 +461,31 @@ def test_the_cli_lists_acknowledges_and_refuses_an_unknown_id(
     assert f"{alert_id}  open" in listed and "level L1" in listed
     assert "slack:<@U0ONCALL>" in listed and f"acknowledge: dhash notify ack {alert_id}" in listed
     assert f"alert {alert_id} acknowledged by alice" in acked
-    assert still_open == []
+    assert [(a["id"], a["state"], a["acked_by"]) for a in still_open] == [
+        (alert_id, "acknowledged", "alice")
+    ]
     assert "no alert 'A000000'" in unknown.err and "Traceback" not in unknown.err
+
+
+def test_escalate_says_so_when_a_matrix_broke_after_the_alert_opened(
+    notifier: Notifier,
+    tmp_path: Path,
+    receiver: WebhookReceiver,
+    smtp: SmtpServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    notifier.send(rollback())
+    environments = tmp_path / "dhash-environments.toml"
+    environments.write_text(
+        environments.read_text().replace("after_minutes = 15", "after_minutes = 0")
+    )
+    capsys.readouterr()
+
+    assert main(["notify", "escalate"]) == 2
+
+    err = capsys.readouterr().err
+    assert "escalation of production is not possible" in err
+    assert "after_minutes must increase from level to level" in err and "Traceback" not in err
 
 
 def test_a_store_written_before_escalation_keeps_its_outbox(

@@ -191,15 +191,19 @@ def ack(
 @notify_app.command("escalate")
 def escalate(as_json: bool = JsonOption) -> None:
     """Page every level that is due (idempotent: run it every minute from cron or a timer)."""
-    run = _escalator().escalate_due()
+    escalator = _escalator()
+    run = escalator.escalate_due()
     if as_json:
-        typer.echo(json.dumps(run.to_dict(), indent=2, ensure_ascii=False))
-        return
-    _show_sent(run.sent)
-    if run.flushed and run.flushed.items:
-        _show_flush(run.flushed, False)
-    if not run.sent and not (run.flushed and run.flushed.items):
-        typer.echo("nothing due")
+        payload = {**run.to_dict(), "problems": escalator.problems}
+        typer.echo(json.dumps(payload, indent=2, ensure_ascii=False))
+    else:
+        _show_sent(run.sent)
+        if run.flushed and run.flushed.items:
+            _show_flush(run.flushed, False)
+        if not run.sent and not (run.flushed and run.flushed.items):
+            typer.echo("nothing due")
+    if _warn_problems(escalator):
+        raise typer.Exit(2)  # alerts of that environment cannot climb: cron mail must say so
 
 
 @notify_app.command("resolve")
@@ -220,14 +224,16 @@ def resolve(
 
 @notify_app.command("status")
 def status(
-    show_all: bool = typer.Option(False, "--all", help="Acknowledged and resolved ones too."),
+    show_all: bool = typer.Option(False, "--all", help="Resolved ones too."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Open alerts: their level, who was paged and when, acknowledgements."""
-    found = _escalator().status(include_closed=show_all)
+    """Unresolved alerts: their level, who was paged and when, acknowledgements."""
+    escalator = _escalator()
+    found = escalator.status(include_resolved=show_all)
     if as_json:
         typer.echo(json.dumps([a.to_dict() for a in found], indent=2, ensure_ascii=False))
         return
+    _warn_problems(escalator)
     if not found:
         typer.echo("no open alerts" if not show_all else "no alerts")
         return
@@ -345,6 +351,12 @@ def _escalator(*, strict: bool = True) -> Escalator:
 
     _configure_logging()
     return build_escalator(strict=strict)
+
+
+def _warn_problems(escalator: Escalator) -> bool:
+    for env, problem in escalator.problems.items():
+        typer.echo(f"escalation of {env} is not possible: {problem}", err=True)
+    return bool(escalator.problems)
 
 
 def _show_sent(sent: Sequence[SentNotice]) -> None:

@@ -253,14 +253,16 @@ class AlertStore:
 
     # --- reading ------------------------------------------------------------------------------
 
-    def alerts(self, *, include_closed: bool = False) -> list[Alert]:
+    def alerts(self, *, include_resolved: bool = False) -> list[Alert]:
+        """Unresolved alerts (open or acknowledged: an acknowledged incident is still one),
+        or every alert."""
         if not self.store.path.exists():
             return []
         with self._transaction() as db:
             self._ensure(db)
-            if include_closed:
+            if include_resolved:
                 return self._by(db, "1 = 1", ())
-            return self._by(db, "acked_at IS NULL AND resolved_at IS NULL", ())
+            return self._by(db, "resolved_at IS NULL", ())
 
     def get(self, alert_id: str) -> Alert | None:
         with self._transaction() as db:

@@ -150,6 +150,9 @@ class Escalator:
         self._sleep = sleep
         self._config_for = config_for
         self._configs: dict[str, EscalationConfig | None] = {}
+        # Environments whose matrix could not be read, and why: their alerts cannot climb, and
+        # ``dhash notify escalate`` says so (exit 2) instead of paging nobody in silence.
+        self.problems: dict[str, str] = {}
         stale = max(120.0, 4 * total_seconds)
         self.store = DeliveryStore(
             log_dir / STORE_FILE, dedupe_seconds=dedupe_seconds, stale_claim_seconds=stale
@@ -160,8 +163,9 @@ class Escalator:
         if env not in self._configs:
             try:
                 self._configs[env] = self._config_for(env)
-            except ConfigError as exc:  # refused when the environment loads; never here
+            except ConfigError as exc:  # e.g. the file was broken after the alert opened
                 _log.warning("notify.escalation_config_unusable", env=env, error=exc.message)
+                self.problems[env] = exc.message
                 self._configs[env] = None
         return self._configs[env]
 
@@ -335,11 +339,12 @@ class Escalator:
         return closed
 
     def status(
-        self, *, include_closed: bool = False, now: float | None = None
+        self, *, include_resolved: bool = False, now: float | None = None
     ) -> list[AlertStatus]:
+        """Unresolved alerts (open and acknowledged), or all of them."""
         at = self.clock() if now is None else now
         found: list[AlertStatus] = []
-        for alert in self.alerts.alerts(include_closed=include_closed):
+        for alert in self.alerts.alerts(include_resolved=include_resolved):
             config = self.config(alert.env)
             paged = sorted(alert.paged_levels())
             level_name = next_name = None
