@@ -36,6 +36,14 @@ DHASH = Path(sys.executable).parent / "dhash"
 MIN = 60.0
 OPS = "ops-manager@example.org"
 DIRECTOR = "eng-director@example.org"
+# Who the whole matrix reaches: L1's mention, L2's webhook and mail, L3's webhook and mail.
+EVERY_LEVEL = [
+    "slack:oncall",
+    "teams:l2-senior",
+    f"mail:{OPS}",
+    "discord:l3-director",
+    f"mail:{DIRECTOR}",
+]
 _NOTIFY_VARS = ("SLACK_", "TEAMS_", "DISCORD_", "SMTP_", "DHASH_")
 
 
@@ -210,15 +218,7 @@ def test_an_unacknowledged_error_pages_l1_at_once_then_l2_at_15_and_l3_at_30_min
     assert [s.label for s in escalator.escalate_due().sent] == ["L3"]
     clock.advance(60)
     assert escalator.escalate_due().sent == ()
-    assert sorted(recipients(receiver, smtp)) == sorted(
-        [
-            "slack:oncall",
-            "teams:l2-senior",
-            f"mail:{OPS}",
-            "discord:l3-director",
-            f"mail:{DIRECTOR}",
-        ]
-    )
+    assert sorted(recipients(receiver, smtp)) == sorted(EVERY_LEVEL)
     (status,) = escalator.status()
     assert (status.alert.id, status.level, status.next_level) == (alert_id, "L3", None)
 
@@ -281,15 +281,7 @@ def test_two_concurrent_escalate_processes_page_each_level_once(
     assert [r.returncode for r in runners] == [0, 0], outputs
     labels = sorted(s["label"] for out, _ in outputs for s in json.loads(out)["sent"])
     assert labels == ["L1", "L2", "L3"]
-    assert sorted(recipients(receiver, smtp)) == sorted(
-        [
-            "slack:oncall",
-            "teams:l2-senior",
-            f"mail:{OPS}",
-            "discord:l3-director",
-            f"mail:{DIRECTOR}",
-        ]
-    )
+    assert sorted(recipients(receiver, smtp)) == sorted(EVERY_LEVEL)
     again = subprocess.run(
         [str(DHASH), "notify", "escalate"],
         check=False,
