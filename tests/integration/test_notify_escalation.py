@@ -480,6 +480,24 @@ def test_escalate_says_so_when_a_matrix_broke_after_the_alert_opened(
     assert "after_minutes must increase from level to level" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("command", [["notify", "escalate"], ["notify", "status"]])
+def test_a_store_that_is_not_sqlite_is_named_without_a_traceback(
+    settings: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+) -> None:
+    store = tmp_path / "logs" / STORE_FILE
+    store.parent.mkdir()
+    store.write_bytes(b"not a database, a half-copied file" * 100)
+
+    assert main(command) == 1
+
+    err = capsys.readouterr().err
+    assert f"notification store {store} is unusable: DatabaseError" in err
+    assert "Traceback" not in err
+
+
 def test_a_store_written_before_escalation_keeps_its_outbox(
     settings: dict[str, str], tmp_path: Path, receiver: WebhookReceiver
 ) -> None:

@@ -16,11 +16,13 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from dhash_service.errors import NotFound
+from dhash_service.errors import NotFound, Unavailable
 
 from .model import Severity
 from .store import DeliveryStore
@@ -140,13 +142,27 @@ class NoticeClaim:
 Decide = Callable[[Alert, frozenset[str]], Iterable[tuple[str, str]]]
 
 
+@contextmanager
+def store_errors(path: Path) -> Iterator[None]:
+    """A store that cannot be opened or read is named, not a traceback (an unwritable log
+    directory, a file that is not SQLite)."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        raise Unavailable(
+            f"notification store {path} is unusable: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
 class AlertStore:
     def __init__(self, store: DeliveryStore, *, stale_claim_seconds: float) -> None:
         self.store = store
         self.stale_claim_seconds = stale_claim_seconds
 
-    def _transaction(self) -> Any:
-        return self.store.transaction()
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with store_errors(self.store.path), self.store.transaction() as db:
+            yield db
 
     def _ensure(self, db: sqlite3.Connection) -> None:
         for statement in _SCHEMA:

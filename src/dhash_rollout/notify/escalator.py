@@ -30,6 +30,7 @@ from .alerts import (
     AlertStore,
     NoticeClaim,
     page_notice,
+    store_errors,
 )
 from .channel import Channel
 from .contacts import ChannelBuilder, contact_channel, contact_name
@@ -307,7 +308,8 @@ class Escalator:
 
     def _flush(self, seconds: float | None) -> FlushReport | None:
         """Re-send outboxed pages and announcements (the contacts' rows of the outbox)."""
-        items = self.store.outbox()
+        with store_errors(self.store.path):
+            items = self.store.outbox()
         channels = self.contact_channels({str(i.event.get("env")) for i in items})
         if not any(i.channel in channels for i in items):
             return None
