@@ -11,19 +11,24 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from dhash_rollout.cli import main
+from dhash_rollout.environments import load_environment
+from dhash_rollout.journal import Journal
 from dhash_rollout.notify import Event, Notifier, Severity, Status
 from dhash_rollout.notify.escalator import Escalator
 from dhash_rollout.notify.factory import build_escalator
 from dhash_rollout.notify.store import STORE_FILE, Claim, DeliveryStore
+from dhash_rollout.pipeline import RunContext, notify, open_run_log
+from dhash_rollout.targets import Target
 from tests.integration.test_notify_receivers import (
     Reply,
     SmtpServer,
@@ -257,7 +262,11 @@ def test_an_ack_at_20_minutes_stops_l3_and_is_announced_once_to_the_levels_paged
 
 
 def test_two_concurrent_escalate_processes_page_each_level_once(
-    settings: dict[str, str], tmp_path: Path, receiver: WebhookReceiver, smtp: SmtpServer
+    settings: dict[str, str],
+    tmp_path: Path,
+    receiver: WebhookReceiver,
+    smtp: SmtpServer,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     opener = build_escalator(tmp_path / "logs")
     opener.clock = lambda: time.time() - 31 * MIN  # raised 31 minutes ago, nobody paged yet
@@ -282,18 +291,39 @@ def test_two_concurrent_escalate_processes_page_each_level_once(
     labels = sorted(s["label"] for out, _ in outputs for s in json.loads(out)["sent"])
     assert labels == ["L1", "L2", "L3"]
     assert sorted(recipients(receiver, smtp)) == sorted(EVERY_LEVEL)
-    again = subprocess.run(
-        [str(DHASH), "notify", "escalate"],
-        check=False,
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert again.returncode == 0 and again.stdout.strip() == "nothing due", again
+    capsys.readouterr()
+    assert main(["notify", "escalate"]) == 0  # a third run, a minute later: all levels paged
+    assert capsys.readouterr().out.strip() == "nothing due"
     assert len(smtp.mails) == 2
     assert {s.alert.id for s in opener.status()} == {alert_id}
+
+
+def test_runners_racing_in_threads_at_each_level_page_it_once(
+    settings: dict[str, str], tmp_path: Path, receiver: WebhookReceiver, smtp: SmtpServer
+) -> None:
+    clock = FakeClock(1_800_000_000.0)
+    runners = [build_escalator(tmp_path / "logs") for _ in range(4)]  # one connection each
+    for runner in runners:
+        runner.clock = clock
+    runners[0].open(rollback())
+    labels: list[str] = []
+
+    for minutes in (0, 15, 30):
+        clock.now = 1_800_000_000.0 + minutes * MIN
+        start = threading.Barrier(len(runners))
+
+        def run(runner: Escalator, start: threading.Barrier = start) -> None:
+            start.wait()
+            labels.extend(s.label for s in runner.escalate_due().sent)
+
+        threads = [threading.Thread(target=run, args=(r,)) for r in runners]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+
+    assert labels == ["L1", "L2", "L3"]
+    assert sorted(recipients(receiver, smtp)) == sorted(EVERY_LEVEL)
 
 
 def test_a_resolved_alert_stops_paging_and_the_paged_level_hears_it(
@@ -340,6 +370,37 @@ def test_a_rollback_that_completes_resolves_the_alert_its_own_run_raised(
     assert recipients(receiver, smtp) == ["slack:oncall", "slack:oncall"]  # L1 page, resolved
     (status,) = escalator_of(notifier).status(include_resolved=True)
     assert (status.alert.state, status.alert.resolved_by) == ("resolved", "rollback notice")
+
+
+def test_a_rollback_runs_notices_page_l1_then_resolve_when_it_completes(
+    settings: dict[str, str], tmp_path: Path, receiver: WebhookReceiver, smtp: SmtpServer
+) -> None:
+    _, handle, logger = open_run_log(tmp_path / "logs", "rollback", "production")
+    with handle:
+        ctx = RunContext(
+            kind="rollback",
+            env=load_environment("production", tmp_path),
+            target=cast(Target, object()),  # a notice never touches the target
+            journal=Journal(tmp_path / "journal.jsonl"),
+            run_id="rollback-20261202T031500Z-dd04",
+            base=tmp_path,
+            log_dir=tmp_path / "logs",
+            backup_dir=tmp_path / "backups",
+            logger=logger,
+            say=lambda _line: None,
+        )
+        notify(
+            ctx, "rollback", "Rolling production back to 1.2.2", severity="ERROR", phase="rollback"
+        )
+        (opened,) = build_escalator(tmp_path / "logs").status()
+        notify(
+            ctx, "rollback", "Rolled production back to 1.2.2", severity="WARN", phase="rolled_back"
+        )
+
+    assert opened.alert.run_id == ctx.run_id and opened.level == "L1"
+    assert build_escalator(tmp_path / "logs").status() == []  # resolved by its own run
+    texts = [body["text"] for body in receiver.accepted("slack")]
+    assert len(texts) == 2 and "paging L1" in texts[0] and "resolved" in texts[1]
 
 
 def test_the_cli_resolves_what_a_notice_names(
