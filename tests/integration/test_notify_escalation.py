@@ -512,7 +512,8 @@ def test_the_cli_lists_acknowledges_and_refuses_an_unknown_id(
     unknown = capsys.readouterr()
 
     assert f"{alert_id}  open" in listed and "level L1" in listed
-    assert "slack:<@U0ONCALL>" in listed and f"acknowledge: dhash notify ack {alert_id}" in listed
+    assert "slack:<@U0ONCALL> (sent)" in listed
+    assert f"acknowledge: dhash notify ack {alert_id}" in listed
     assert f"alert {alert_id} acknowledged by alice" in acked
     assert [(a["id"], a["state"], a["acked_by"]) for a in still_open] == [
         (alert_id, "acknowledged", "alice")
@@ -557,6 +558,30 @@ def test_a_store_that_is_not_sqlite_is_named_without_a_traceback(
     err = capsys.readouterr().err
     assert f"notification store {store} is unusable: DatabaseError" in err
     assert "Traceback" not in err
+
+
+def test_escalate_exits_2_naming_a_contact_that_could_not_be_paged(
+    settings: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    receiver: WebhookReceiver,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("SLACK_WEBHOOK_URL")  # L1's mention has nowhere to go
+    alert_id = build_escalator().open(rollback()).fields["Alert"]
+    capsys.readouterr()
+
+    assert main(["notify", "escalate"]) == 2
+    ran = capsys.readouterr()
+    assert main(["notify", "status", "--json"]) == 0
+
+    (status,) = json.loads(capsys.readouterr().out)
+    problem = (
+        f"alert {alert_id} L1: slack:<@U0ONCALL> was not reached: SLACK_WEBHOOK_URL is not set"
+    )
+    assert f"dhash: error: {problem}" in ran.err and "Traceback" not in ran.err
+    assert "not-configured" in ran.out
+    assert status["notices"][0]["contacts"] == {"slack:<@U0ONCALL>": "not-configured"}
+    assert receiver.received == []
 
 
 def test_a_store_written_before_escalation_keeps_its_outbox(

@@ -186,6 +186,7 @@ def ack(
     else:
         typer.echo(f"alert {alert.id} is already resolved")
     _show_sent(run.sent)
+    _warn_problems(escalator)  # the ack holds; whoever was not told is named
 
 
 @notify_app.command("escalate")
@@ -245,7 +246,7 @@ def status(
         )
         typer.echo(f"    {str(d['message']).splitlines()[0]}")
         for n in d["notices"]:
-            to = ", ".join(n["contacts"]) or "(sending)"
+            to = ", ".join(f"{c} ({st})" for c, st in n["contacts"].items()) or "(sending)"
             typer.echo(f"    {n['label']:<12} {n['sent_at'] or n['claimed_at']}  {to}")
         if d["acked_by"]:
             typer.echo(f"    acknowledged by {d['acked_by']} at {d['acked_at']}")
@@ -354,8 +355,8 @@ def _escalator(*, strict: bool = True) -> Escalator:
 
 
 def _warn_problems(escalator: Escalator) -> bool:
-    for env, problem in escalator.problems.items():
-        typer.echo(f"escalation of {env} is not possible: {problem}", err=True)
+    for problem in dict.fromkeys(escalator.problems):
+        typer.echo(f"dhash: error: {problem}", err=True)
     return bool(escalator.problems)
 
 

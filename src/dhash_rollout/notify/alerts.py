@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +52,7 @@ _SCHEMA = (
         claim       TEXT,
         claimed_at  REAL NOT NULL,
         done_at     REAL,
-        contacts    TEXT NOT NULL DEFAULT '[]',
+        contacts    TEXT NOT NULL DEFAULT '{}',
         PRIMARY KEY (alert_id, notice)
     )
     """,
@@ -86,7 +86,11 @@ class Notice:
     label: str
     claimed_at: float
     done_at: float | None
-    contacts: tuple[str, ...]
+    outcomes: Mapping[str, str]  # contact → its delivery status (sent, outboxed, not-configured)
+
+    @property
+    def contacts(self) -> tuple[str, ...]:
+        return tuple(self.outcomes)
 
     @property
     def level(self) -> int | None:
@@ -121,11 +125,6 @@ class Alert:
 
     def paged_levels(self) -> frozenset[int]:
         return frozenset(n.level for n in self.notices if n.level is not None)
-
-    def paged_contacts(self) -> tuple[str, ...]:
-        """Everyone a page went to, in paging order, once each (who hears of an ack)."""
-        pages = sorted((n for n in self.notices if n.level is not None), key=lambda n: n.level or 0)
-        return tuple(dict.fromkeys(c for n in pages for c in n.contacts))
 
 
 @dataclass(frozen=True)
@@ -225,13 +224,14 @@ class AlertStore:
                     claims.append(NoticeClaim(alert, notice, label, token))
         return claims
 
-    def finish(self, claim: NoticeClaim, contacts: Iterable[str], now: float) -> None:
-        """Record that the claimed notice went out (sent, or outboxed for retry) to ``contacts``."""
+    def finish(self, claim: NoticeClaim, outcomes: Mapping[str, str], now: float) -> None:
+        """Record that the claimed notice went out, and each contact's outcome (sent, or
+        outboxed for retry, or not configured)."""
         with self._transaction() as db:
             db.execute(
                 "UPDATE alert_notices SET done_at = ?, contacts = ?, claim = NULL"
                 " WHERE alert_id = ? AND notice = ? AND claim = ?",
-                (now, json.dumps(list(contacts)), claim.alert.id, claim.notice, claim.token),
+                (now, json.dumps(dict(outcomes)), claim.alert.id, claim.notice, claim.token),
             )
 
     # --- acknowledging and resolving ----------------------------------------------------------
@@ -300,7 +300,7 @@ class AlertStore:
                 (row[0],),
             ):
                 notices.setdefault(str(row[0]), []).append(
-                    Notice(str(r[0]), str(r[1]), float(r[2]), r[3], tuple(json.loads(r[4])))
+                    Notice(str(r[0]), str(r[1]), float(r[2]), r[3], json.loads(r[4]))
                 )
         return [
             Alert(

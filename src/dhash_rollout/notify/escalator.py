@@ -37,7 +37,7 @@ from .contacts import ChannelBuilder, contact_channel, contact_name
 from .escalation import Ladder, levels_due, next_due
 from .escalation_config import Contact, EscalationConfig
 from .model import MAX_FIELDS, Event
-from .notifier import DeliveryReport, FlushReport, Notifier, Unavailable
+from .notifier import DeliveryReport, FlushReport, Notifier, Status, Unavailable
 from .retry import RetryPolicy
 from .store import STORE_FILE, DeliveryStore
 
@@ -116,7 +116,7 @@ class AlertStatus:
                     "label": n.label,
                     "claimed_at": _iso(n.claimed_at),
                     "sent_at": _iso(n.done_at),
-                    "contacts": list(n.contacts),
+                    "contacts": dict(n.outcomes),
                 }
                 for n in a.notices
             ],
@@ -151,9 +151,9 @@ class Escalator:
         self._sleep = sleep
         self._config_for = config_for
         self._configs: dict[str, EscalationConfig | None] = {}
-        # Environments whose matrix could not be read, and why: their alerts cannot climb, and
-        # ``dhash notify escalate`` says so (exit 2) instead of paging nobody in silence.
-        self.problems: dict[str, str] = {}
+        # What kept someone from being paged: a matrix that cannot be read, a contact that is
+        # not configured. ``dhash notify escalate`` says so (exit 2), never pages nobody silently.
+        self.problems: list[str] = []
         stale = max(120.0, 4 * total_seconds)
         self.store = DeliveryStore(
             log_dir / STORE_FILE, dedupe_seconds=dedupe_seconds, stale_claim_seconds=stale
@@ -166,7 +166,7 @@ class Escalator:
                 self._configs[env] = self._config_for(env)
             except ConfigError as exc:  # e.g. the file was broken after the alert opened
                 _log.warning("notify.escalation_config_unusable", env=env, error=exc.message)
-                self.problems[env] = exc.message
+                self.problems.append(f"escalation of {env} is not possible: {exc.message}")
                 self._configs[env] = None
         return self._configs[env]
 
@@ -264,9 +264,11 @@ class Escalator:
             event = _closing_event(alert, claim.notice, now)
         channels = {contact_name(c): contact_channel(c, self.build) for c in contacts}
         report = self._notifier(channels, seconds).send(event)
-        self.alerts.finish(claim, channels, self.clock())
+        self.alerts.finish(claim, {o.channel: str(o.status) for o in report.outcomes}, self.clock())
         for outcome in report.outcomes:
-            if outcome.status in ("not-configured", "failed"):
+            if outcome.status in (Status.NOT_CONFIGURED, Status.FAILED):  # neither sent nor kept
+                problem = f"alert {alert.id} {claim.label}: {outcome.channel} was not reached"
+                self.problems.append(f"{problem}: {outcome.error}")
                 _log.warning(
                     "notify.page_not_deliverable",
                     alert=alert.id,
