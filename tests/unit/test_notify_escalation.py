@@ -8,7 +8,7 @@ import pytest
 
 from dhash_rollout.environments import load_environment
 from dhash_rollout.notify import Severity
-from dhash_rollout.notify.escalation import Ladder, levels_due, next_due
+from dhash_rollout.notify.escalation import Ladder, levels_due, next_due, notices_due
 from dhash_rollout.notify.escalation_config import (
     EmailContact,
     EscalationConfig,
@@ -221,3 +221,35 @@ def test_the_shipped_timer_runs_the_escalate_service_every_minute() -> None:
     assert "Type=oneshot" in service and "dhash notify escalate" in service
     cron = "* * * * * cd /srv/dhash/ops && .venv/bin/dhash notify escalate"
     assert cron in (DOCS / "notifications.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "ladder, age, taken, acked, resolved, due",
+    [
+        (GUIDE, 0, set(), False, False, ("page:0",)),
+        (GUIDE, 16 * MIN, {"page:0"}, False, False, ("page:1",)),
+        (GUIDE, 16 * MIN, {"page:0", "page:1"}, False, False, ()),
+        # Acknowledged at 20 minutes: L3 never comes, the levels paged are told once.
+        (GUIDE, 20 * MIN, {"page:0", "page:1"}, True, False, ("ack",)),
+        (GUIDE, 40 * MIN, {"page:0", "page:1", "ack"}, True, False, ()),
+        # Closed before anyone was paged: nobody to tell, nobody to page.
+        (GUIDE, 40 * MIN, set(), True, False, ()),
+        (GUIDE, 40 * MIN, set(), False, True, ()),
+        (GUIDE, 10 * MIN, {"page:0"}, False, True, ("resolved",)),
+        (GUIDE, 10 * MIN, {"page:0", "resolved"}, False, True, ()),
+        # Acknowledged, then resolved: the resolution is news as well.
+        (GUIDE, 50 * MIN, {"page:0", "ack"}, True, True, ("resolved",)),
+        # The matrix no longer escalates this severity: nothing more is paged.
+        (None, 50 * MIN, {"page:0"}, False, False, ()),
+    ],
+)
+def test_notices_due_for_one_alert(
+    *,
+    ladder: Ladder | None,
+    age: float,
+    taken: set[str],
+    acked: bool,
+    resolved: bool,
+    due: tuple[str, ...],
+) -> None:
+    assert notices_due(ladder, age, taken, acked=acked, resolved=resolved) == due

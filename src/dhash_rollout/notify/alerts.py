@@ -24,6 +24,7 @@ from typing import Any
 
 from dhash_service.errors import NotFound, Unavailable
 
+from .escalation import paged_level
 from .model import Severity
 from .store import DeliveryStore
 
@@ -70,14 +71,6 @@ class AlertNotFound(NotFound):
     exit_code = 2
 
 
-def page_notice(level: int) -> str:
-    return f"page:{level}"
-
-
-ACK_NOTICE = "ack"
-RESOLVED_NOTICE = "resolved"
-
-
 @dataclass(frozen=True)
 class Notice:
     """One thing sent (or being sent) about an alert, and to whom."""
@@ -94,8 +87,7 @@ class Notice:
 
     @property
     def level(self) -> int | None:
-        kind, _, level = self.notice.partition(":")
-        return int(level) if kind == "page" else None
+        return paged_level(self.notice)
 
 
 @dataclass(frozen=True)

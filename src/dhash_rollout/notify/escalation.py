@@ -3,14 +3,31 @@
 An alert enters the matrix at its start level (L1, or a later one for CRITICAL) at age 0; each
 later level is due once the alert is as much older as the matrix puts between the two levels, so
 with the guide's L1 0 / L2 15 / L3 30 minutes a CRITICAL that starts at L2 pages L3 15 minutes
-later. An acknowledged or resolved alert pages nobody. A runner that was down pages every level
+later. An acknowledged or resolved alert pages nobody more; the levels already paged are told once
+(an alert closed before anyone was paged tells nobody). A runner that was down pages every level
 that became due meanwhile (each level's people learn of it), never one twice.
+
+A *notice* is one thing sent about an alert, named ``page:<level index>``, ``ack`` or
+``resolved``; the alert store claims each name once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
+
+ACK_NOTICE = "ack"
+RESOLVED_NOTICE = "resolved"
+
+
+def page_notice(level: int) -> str:
+    return f"page:{level}"
+
+
+def paged_level(notice: str) -> int | None:
+    """The level index of a ``page:<n>`` notice, else None."""
+    kind, _, level = notice.partition(":")
+    return int(level) if kind == "page" else None
 
 
 @dataclass(frozen=True)
@@ -54,5 +71,22 @@ def next_due(
     return None
 
 
-def highest(paged: Sequence[int]) -> int | None:
-    return max(paged) if paged else None
+def notices_due(
+    ladder: Ladder | None,
+    age_seconds: float,
+    taken: Collection[str],
+    *,
+    acked: bool,
+    resolved: bool,
+) -> tuple[str, ...]:
+    """Every notice to send now for one alert, given the notices already sent or claimed.
+    ``ladder`` None: this alert's severity does not escalate (anymore)."""
+    paged = {level for n in taken if (level := paged_level(n)) is not None}
+    if resolved or acked:
+        closing = RESOLVED_NOTICE if resolved else ACK_NOTICE
+        return (closing,) if paged and closing not in taken else ()
+    if ladder is None:
+        return ()
+    return tuple(
+        page_notice(level) for level in levels_due(ladder, age_seconds, paged, stopped=False)
+    )

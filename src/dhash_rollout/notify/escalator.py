@@ -23,18 +23,16 @@ from dhash_service.errors import ConfigError
 from dhash_service.logs import get_logger
 
 from . import render
-from .alerts import (
-    ACK_NOTICE,
-    RESOLVED_NOTICE,
-    Alert,
-    AlertStore,
-    NoticeClaim,
-    page_notice,
-    store_errors,
-)
+from .alerts import Alert, AlertStore, NoticeClaim, store_errors
 from .channel import Channel
 from .contacts import ChannelBuilder, contact_channel, contact_name
-from .escalation import Ladder, levels_due, next_due
+from .escalation import (
+    ACK_NOTICE,
+    Ladder,
+    next_due,
+    notices_due,
+    paged_level,
+)
 from .escalation_config import Contact, EscalationConfig
 from .model import MAX_FIELDS, Event
 from .notifier import DeliveryReport, FlushReport, Notifier, Status, Unavailable
@@ -236,27 +234,29 @@ class Escalator:
         return EscalationRun(sent, flushed)
 
     def _due(self, alert: Alert, taken: frozenset[str], now: float) -> list[tuple[str, str]]:
+        """The pure policy's answer for this alert, with each notice's label."""
         config = self.config(alert.env)
         if config is None:
             return []
-        paged = any(n.startswith("page:") for n in taken)
-        if alert.resolved_at is not None:
-            return [(RESOLVED_NOTICE, "resolved")] if paged else []
-        if alert.acked_at is not None:
-            return [(ACK_NOTICE, "acknowledged")] if paged else []
-        if not config.escalates(alert.severity):
-            return []
-        ladder = Ladder(config.after_seconds(), config.start_index(alert.severity))
-        levels = {int(n.partition(":")[2]) for n in taken if n.startswith("page:")}
-        due = levels_due(ladder, now - alert.opened_at, levels, stopped=False)
-        return [(page_notice(level), config.levels[level].name) for level in due]
+        ladder = None
+        if config.escalates(alert.severity):
+            ladder = Ladder(config.after_seconds(), config.start_index(alert.severity))
+        due = notices_due(
+            ladder,
+            now - alert.opened_at,
+            taken,
+            acked=alert.acked_at is not None,
+            resolved=alert.resolved_at is not None,
+        )
+        return [(notice, _label(notice, config)) for notice in due]
 
     def _send(self, claim: NoticeClaim, now: float, seconds: float | None) -> SentNotice:
         alert = claim.alert
         config = self.config(alert.env)
         assert config is not None  # claimed only for configured environments
-        if claim.notice.startswith("page:"):
-            level = config.levels[int(claim.notice.partition(":")[2])]
+        index = paged_level(claim.notice)
+        if index is not None:
+            level = config.levels[index]
             contacts: list[Contact] = list(level.contacts)
             event = _page_event(alert, level.name, now)
         else:
@@ -376,6 +376,13 @@ def is_recovery(event: Event) -> bool:
     return event.phase in RECOVERY_PHASES or event.kind == "success"
 
 
+def _label(notice: str, config: EscalationConfig) -> str:
+    level = paged_level(notice)
+    if level is not None:
+        return config.levels[level].name
+    return "acknowledged" if notice == ACK_NOTICE else "resolved"
+
+
 def _with_alert(event: Event, alert_id: str) -> Event:
     how = ack_command(alert_id)
     return replace(
@@ -398,7 +405,7 @@ def _page_event(alert: Alert, level: str, now: float) -> Event:
     age = "just raised" if minutes == 0 else f"unacknowledged for {minutes} min"
     return replace(
         original,
-        key=f"{alert.id}:{page_notice_key(level)}",
+        key=f"{alert.id}:{_page_key(level)}",
         subject=render.truncate(
             render.single_line(f"[{level}] {render.headline(original)} · alert {alert.id}"), 200
         ),
@@ -409,7 +416,7 @@ def _page_event(alert: Alert, level: str, now: float) -> Event:
     )
 
 
-def page_notice_key(level: str) -> str:
+def _page_key(level: str) -> str:
     return f"page-{level}"
 
 
