@@ -34,7 +34,7 @@ from .escalation import (
     paged_level,
 )
 from .escalation_config import Contact, EscalationConfig
-from .model import MAX_FIELDS, Event
+from .model import MAX_FIELDS, Event, Severity
 from .notifier import DeliveryReport, FlushReport, Notifier, Status, Unavailable
 from .retry import RetryPolicy
 from .store import STORE_FILE, DeliveryStore
@@ -261,7 +261,7 @@ class Escalator:
             event = _page_event(alert, level.name, now)
         else:
             contacts = self._paged_contacts(alert, config)
-            event = _closing_event(alert, claim.notice, now)
+            event = _closing_event(alert, claim.notice)
         channels = {contact_name(c): contact_channel(c, self.build) for c in contacts}
         report = self._notifier(channels, seconds).send(event)
         self.alerts.finish(claim, {o.channel: str(o.status) for o in report.outcomes}, self.clock())
@@ -420,20 +420,22 @@ def _page_key(level: str) -> str:
     return f"page-{level}"
 
 
-def _closing_event(alert: Alert, notice: str, now: float) -> Event:
+def _closing_event(alert: Alert, notice: str) -> Event:
+    """The all-clear to the levels paged: INFO, so it reads as news, not as a new alarm."""
     original = Event.from_dict(alert.event)
-    when = _iso(now)
     if notice == ACK_NOTICE:
+        when = _iso(alert.acked_at)
         text = f"Alert {alert.id} acknowledged by {alert.acked_by} at {when}: no further levels."
         kind, subject = "info", f"[ACK] alert {alert.id} acknowledged by {alert.acked_by}"
     else:
+        when = _iso(alert.resolved_at)
         text = f"Alert {alert.id} resolved by {alert.resolved_by} at {when}: paging stopped."
         kind, subject = "success", f"[RESOLVED] alert {alert.id}"
     return Event(
         kind=kind,
         env=alert.env,
         message=f"{text}\n\nThe alert: {original.message}",
-        severity=original.severity,
+        severity=Severity.INFO,
         version=original.version,
         key=f"{alert.id}:{notice}",
         subject=render.single_line(f"{subject} · {render.headline(original)}")[:200],
