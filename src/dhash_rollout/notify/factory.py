@@ -113,6 +113,8 @@ def build_notifier(
 def build_escalator(log_dir: Path | None = None, *, strict: bool = True) -> Escalator:
     """The escalator on the configured settings: ``dhash notify escalate`` and the monitor's
     polls (``build_escalator().escalate_due(now=...)``)."""
+    # The escalator serves every environment (each alert names its own); the notifier built
+    # around it only carries the settings, so its environment name is a label.
     escalator = build_notifier("escalation", ["file"], log_dir, strict=strict).escalation
     assert isinstance(escalator, Escalator)
     return escalator
