@@ -326,6 +326,26 @@ def test_runners_racing_in_threads_at_each_level_page_it_once(
     assert sorted(recipients(receiver, smtp)) == sorted(EVERY_LEVEL)
 
 
+def test_a_page_claimed_by_a_runner_that_died_is_taken_over_once_its_claim_is_stale(
+    notifier: Notifier, clock: FakeClock, receiver: WebhookReceiver, smtp: SmtpServer
+) -> None:
+    escalator = escalator_of(notifier)
+    escalator.open(rollback())
+    (claimed,) = escalator.alerts.claim(lambda alert, taken: [("page:0", "L1")], clock())
+    # ...and the runner that claimed L1 is killed before sending it.
+
+    clock.now += 60
+    assert escalator.escalate_due().sent == ()  # a live claim: not paged twice
+    clock.now += escalator.alerts.stale_claim_seconds
+    taken_over = escalator.escalate_due()
+
+    assert [s.label for s in taken_over.sent] == ["L1"]
+    assert recipients(receiver, smtp) == ["slack:oncall"]
+    escalator.alerts.finish(claimed, {"the dead runner": "sent"}, clock())  # its token is void
+    (page,) = escalator.status()[0].alert.notices
+    assert page.outcomes == {"slack:<@U0ONCALL>": "sent"}
+
+
 def test_a_resolved_alert_stops_paging_and_the_paged_level_hears_it(
     notifier: Notifier, clock: FakeClock, receiver: WebhookReceiver, smtp: SmtpServer
 ) -> None:
