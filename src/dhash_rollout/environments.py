@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from dhash_rollout.notify.escalation_config import parse_escalation
 from dhash_service.errors import ConfigError
 
 KNOWN = ("staging", "production", "canary")
@@ -168,6 +169,8 @@ def _check_types(name: str, path: Path, values: dict[str, Any]) -> None:
         raise ConfigError(f"{path}: [{name}] port must be at most 65535")
     if values.get("preflight") not in (None, "enforce", "warn"):
         raise ConfigError(f"{path}: [{name}] preflight must be enforce or warn")
+    if "escalation" in values:  # the escalation matrix, refused here like any other setting
+        parse_escalation(values["escalation"], f"{path}: [{name}] escalation")
 
 
 def environments_file(base: Path | None = None) -> Path:

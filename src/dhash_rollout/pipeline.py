@@ -158,7 +158,7 @@ def notify(
             reason=reason,
             trigger=trigger,
             phase=phase,
-            key=f"{ctx.run_id}:{phase or kind}",
+            run_id=ctx.run_id,  # the key is run id and phase; alerts learn their run
         )
         report = notifier.send(event)
     except DhashError as err:  # bad channel settings or event fields: the run goes on

@@ -318,9 +318,10 @@ def test_two_processes_sending_the_same_notice_post_it_once(
     receiver.script("slack", Reply(200, body="ok", delay=0.3))
     args = [str(DHASH), "notify", "--type", "info", "--env", "production"]
     args += ["--message", "maintenance starts", "--channels", "slack", "--json"]
+    same_run = {**base_env, "DHASH_RUN_ID": "maint-20261202"}  # one occurrence, two runners
     procs = [
         subprocess.Popen(
-            args, env=base_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            args, env=same_run, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         for _ in range(2)
     ]
@@ -329,6 +330,39 @@ def test_two_processes_sending_the_same_notice_post_it_once(
     statuses = sorted(json.loads(out)["outcomes"][0]["status"] for out, _ in outputs)
     assert statuses == ["sent", "skipped-duplicate"]
     assert len(receiver.requests("slack")) == 1
+
+
+def test_two_rollback_notices_with_the_same_text_on_one_day_are_both_delivered(
+    in_process: Callable[..., Ran], receiver: WebhookReceiver
+) -> None:
+    args = ["deploy-notify", "--phase", "rollback", "--env", "production", "--version", "1.2.2"]
+    args += ["--reason", "P1 incident recovery", "--trigger", "manual", "--channels", "slack"]
+
+    first = in_process([*args, "--run-id", "rollback-20261202T031500Z-aa01"])
+    second = in_process([*args, "--run-id", "rollback-20261202T151000Z-bb02"])
+    unnamed = in_process(args)  # no run id at all: its own occurrence, never the text
+
+    assert [r.code for r in (first, second, unnamed)] == [0, 0, 0]
+    assert all("slack    sent" in r.out for r in (first, second, unnamed)), second.out
+    texts = {r["text"] for r in receiver.accepted("slack")}
+    assert len(receiver.accepted("slack")) == 3 and len(texts) == 1
+
+
+def test_a_re_run_of_the_same_run_and_phase_is_still_posted_once(
+    in_process: Callable[..., Ran], receiver: WebhookReceiver
+) -> None:
+    args = ["deploy-notify", "--phase", "rollback", "--env", "production", "--version", "1.2.2"]
+    args += ["--reason", "P1 incident recovery", "--channels", "slack"]
+    args += ["--run-id", "rollback-20261202T031500Z-aa01"]
+
+    first = in_process(args)
+    again = in_process(args)
+    other_phase = in_process([*args[:2], "failure", *args[3:]])
+
+    assert "slack    sent" in first.out
+    assert "slack    skipped-duplicate" in again.out
+    assert "slack    sent" in other_phase.out
+    assert len(receiver.accepted("slack")) == 2
 
 
 def test_a_trickling_endpoint_cannot_hold_the_command_past_its_budget(

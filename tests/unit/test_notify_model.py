@@ -90,6 +90,25 @@ def test_the_default_key_is_stable_and_follows_the_content() -> None:
     assert make(key="run-7:start").dedupe_key == "run-7:start"
 
 
+def test_the_run_id_and_phase_name_the_occurrence_not_the_text() -> None:
+    first = make(run_id="rollback-20261202T031500Z-aa01", phase="rollback")
+    second = make(run_id="rollback-20261202T151000Z-bb02", phase="rollback")
+    assert first.message == second.message
+    assert first.dedupe_key == "rollback-20261202T031500Z-aa01:rollback"
+    assert first.dedupe_key != second.dedupe_key
+    assert make(run_id="r1").dedupe_key == "r1:deploy"  # no phase: the kind
+    assert make(run_id="r1", key="explicit").dedupe_key == "explicit"
+    assert make(run_id="r1").dedupe_key != make(run_id="r1", phase="success").dedupe_key
+
+
+def test_a_content_key_stays_what_older_versions_stored() -> None:
+    # Outbox rows written before run ids existed must be found under the same key.
+    assert make().dedupe_key == make(run_id=None).dedupe_key
+    stored = make().to_dict()
+    stored.pop("run_id")
+    assert Event.from_dict(stored).dedupe_key == make().dedupe_key
+
+
 def test_an_event_survives_the_outbox_round_trip() -> None:
     event = make(severity=Severity.CRITICAL, fields={"p95": "812 ms"}, version="v1", reason="r")
     again = Event.from_dict(event.to_dict())

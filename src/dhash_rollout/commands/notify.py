@@ -17,8 +17,11 @@ import typer
 from dhash_service.errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from dhash_rollout.environments import Environment
     from dhash_rollout.notify import DeliveryReport, FlushReport, Notifier, Severity
+    from dhash_rollout.notify.escalator import Escalator, SentNotice
 
 
 class NotifyType(StrEnum):
@@ -60,7 +63,19 @@ SeverityOption = typer.Option(
     None, "--severity", help="INFO, WARN, ERROR or CRITICAL (default: by type or phase)."
 )
 KeyOption = typer.Option(
-    None, "--key", help="Idempotency key (default: derived from the content, so re-runs dedupe)."
+    None, "--key", help="Idempotency key: the same key is posted once (default: --run-id:phase)."
+)
+ResolvesOption = typer.Option(
+    None,
+    "--resolves",
+    help="Close the open alerts of this alert id, notice key or run id once this is sent.",
+)
+RunIdOption = typer.Option(
+    None,
+    "--run-id",
+    envvar="DHASH_RUN_ID",
+    help="The run this notice belongs to: a re-run with the same run id and phase posts once "
+    "(default: a new id per invocation, so a second incident with the same text is sent).",
 )
 FieldOption = typer.Option(None, "--field", help="Extra fact NAME=VALUE (repeatable).")
 DryRunOption = typer.Option(
@@ -88,6 +103,8 @@ def notify(
         None, "--subject", help="Title / e-mail subject (single line; default: derived)."
     ),
     key: str | None = KeyOption,
+    run_id: str | None = RunIdOption,
+    resolves: str | None = ResolvesOption,
     fields: list[str] | None = FieldOption,
     dry_run: bool = DryRunOption,
     as_json: bool = JsonOption,
@@ -114,6 +131,8 @@ def notify(
         subject=subject,
         fields=_fields(fields),
         key=key,
+        run_id=_occurrence(key, run_id),
+        resolves=resolves,
     )
     report = _notifier(env_name, channels).send(event, dry_run=dry_run)
     _show(report, as_json)
@@ -135,8 +154,110 @@ def flush(
 
     _configure_logging()
     notifier = Notifier.from_settings(Settings().env, channels=list(ALL_CHANNELS))
+    escalator = _escalator()  # escalation pages wait in the same outbox, under their contacts
+    notifier.channels.update(
+        escalator.contact_channels({str(i.event.get("env")) for i in notifier.outbox()})
+    )
     report = notifier.flush(limit=limit, timeout=timeout, dry_run=dry_run)
     _show_flush(report, as_json)
+
+
+@notify_app.command("ack")
+def ack(
+    alert_id: str = typer.Argument(..., help="The alert id the notice names (e.g. A1B2C3)."),
+    by: str | None = typer.Option(None, "--by", help="Who acknowledges (default: $USER)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Acknowledge an alert: no further levels are paged; those already paged are told once."""
+    import getpass
+
+    who = by or getpass.getuser()
+    if not who.strip() or any(c in who for c in "\r\n"):
+        raise ConfigError("--by must be a non-empty single line")
+    escalator = _escalator()
+    alert, changed, run = escalator.ack(alert_id, who)
+    if as_json:
+        typer.echo(json.dumps({"alert": alert.id, "acknowledged_now": changed, **run.to_dict()}))
+        return
+    if changed:
+        typer.echo(f"alert {alert.id} acknowledged by {who}: no further levels will be paged")
+    elif alert.acked_at is not None:
+        typer.echo(f"alert {alert.id} was already acknowledged by {alert.acked_by}")
+    else:
+        typer.echo(f"alert {alert.id} is already resolved")
+    _show_sent(run.sent)
+    _warn_problems(escalator)  # the ack holds; whoever was not told is named
+
+
+@notify_app.command("escalate")
+def escalate(as_json: bool = JsonOption) -> None:
+    """Page every level that is due (idempotent: run it every minute from cron or a timer)."""
+    escalator = _escalator()
+    run = escalator.escalate_due()
+    if as_json:
+        payload = {**run.to_dict(), "problems": escalator.problems}
+        typer.echo(json.dumps(payload, indent=2, ensure_ascii=False))
+    else:
+        _show_sent(run.sent)
+        if run.flushed and run.flushed.items:
+            _show_flush(run.flushed, False)
+        if not run.sent and not (run.flushed and run.flushed.items):
+            typer.echo("nothing due")
+    if _warn_problems(escalator):
+        raise typer.Exit(2)  # alerts of that environment cannot climb: cron mail must say so
+
+
+@notify_app.command("resolve")
+def resolve(
+    ref: str = typer.Argument(..., help="An alert id, a notice key or the run id that raised it."),
+    by: str | None = typer.Option(None, "--by", help="Who resolves it (default: $USER)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Close the alerts of REF: no further paging; the levels already paged are told."""
+    import getpass
+
+    closed = _escalator().resolve(ref, by or getpass.getuser())
+    if as_json:
+        typer.echo(json.dumps({"resolved": [a.id for a in closed]}))
+        return
+    typer.echo(f"resolved: {', '.join(a.id for a in closed)}" if closed else f"no open alert {ref}")
+
+
+@notify_app.command("status")
+def status(
+    show_all: bool = typer.Option(False, "--all", help="Resolved ones too."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Unresolved alerts: their level, who was paged and when, acknowledgements."""
+    escalator = _escalator()
+    found = escalator.status(include_resolved=show_all)
+    if as_json:
+        typer.echo(json.dumps([a.to_dict() for a in found], indent=2, ensure_ascii=False))
+        return
+    _warn_problems(escalator)
+    if not found:
+        typer.echo("no open alerts" if not show_all else "no alerts")
+        return
+    for item in found:
+        d = item.to_dict()
+        typer.echo(
+            f"{d['id']}  {d['state']:<12} {d['severity']:<8} {d['env']}  opened {d['opened_at']}"
+            f"  level {d['level'] or '-'}"
+        )
+        typer.echo(f"    {str(d['message']).splitlines()[0]}")
+        for n in d["notices"]:
+            to = ", ".join(f"{c} ({st})" for c, st in n["contacts"].items()) or "(sending)"
+            typer.echo(f"    {n['label']:<12} {n['sent_at'] or n['claimed_at']}  {to}")
+        if d["acked_by"]:
+            typer.echo(f"    acknowledged by {d['acked_by']} at {d['acked_at']}")
+        if d["resolved_by"]:
+            typer.echo(f"    resolved by {d['resolved_by']} at {d['resolved_at']}")
+        if d["next_level"] is not None:
+            typer.echo(f"    next: {d['next_level']} in {int(d['next_in_seconds'] // 60)} min")
+        if not d["escalation_configured"]:
+            typer.echo(f"    no [{d['env']}.escalation] configured: not paging")
+        if d["state"] == "open":
+            typer.echo(f"    acknowledge: dhash notify ack {d['id']}")
 
 
 def deploy_notify(
@@ -153,6 +274,8 @@ def deploy_notify(
     channels: str | None = ChannelsOption,
     severity: str | None = SeverityOption,
     key: str | None = KeyOption,
+    run_id: str | None = RunIdOption,
+    resolves: str | None = ResolvesOption,
     dry_run: bool = DryRunOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -174,6 +297,8 @@ def deploy_notify(
         trigger=trigger.value if trigger else None,
         phase=phase.value,
         key=key,
+        run_id=_occurrence(key, run_id),
+        resolves=resolves,
     )
     report = _notifier(env_name, channels).send(event, dry_run=dry_run)
     _show(report, as_json)
@@ -222,10 +347,41 @@ def _notifier(env_name: str, channels: str | None) -> Notifier:
     return Notifier.from_settings(env_name, channels=names, strict=True)
 
 
+def _escalator(*, strict: bool = True) -> Escalator:
+    from dhash_rollout.notify.factory import build_escalator
+
+    _configure_logging()
+    return build_escalator(strict=strict)
+
+
+def _warn_problems(escalator: Escalator) -> bool:
+    for problem in dict.fromkeys(escalator.problems):
+        typer.echo(f"dhash: error: {problem}", err=True)
+    return bool(escalator.problems)
+
+
+def _show_sent(sent: Sequence[SentNotice]) -> None:
+    for notice in sent:
+        for o in notice.report.outcomes:
+            note = o.error or o.detail or ""
+            line = f"  {notice.alert_id}  {notice.label:<12} {o.channel:<28} {o.status:<19} {note}"
+            typer.echo(line.rstrip())
+
+
 def _severity(text: str | None) -> Severity | None:
     from dhash_rollout.notify import Severity
 
     return Severity.parse(text) if text else None
+
+
+def _occurrence(key: str | None, run_id: str | None) -> str | None:
+    """The run id that names this notice's occurrence: a notice is keyed on *when* it happened,
+    never on its words, so two incidents with the same text are two notices."""
+    if key or run_id:
+        return run_id
+    from dhash_rollout.journal import new_run_id
+
+    return new_run_id("notify")
 
 
 def _fields(pairs: list[str] | None) -> dict[str, str]:
@@ -284,11 +440,13 @@ def _show(report: DeliveryReport, as_json: bool) -> None:
             typer.echo("\n".join("      " + line for line in body.splitlines()))
     if report.log_file:
         typer.echo(f"log: {report.log_file}")
+    if alert := event.fields.get("Alert"):
+        typer.echo(f"alert {alert} escalates until acknowledged: dhash notify ack {alert}")
     kept = [o.channel for o in report.outcomes if o.status in ("outboxed", "pending")]
     if kept:
         typer.echo(
             f"not delivered yet to {', '.join(kept)}: kept in the outbox; "
-            "re-send with `dhash notify flush` (or run this command again)"
+            f"re-send with `dhash notify flush` (or run this command again with --key {report.key})"
         )
 
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from dhash_rollout.environments import Environment, load_environment
+from dhash_rollout.environments import Environment, environments_file, load_environment
 from dhash_service.config import NotificationSettings, Settings
 from dhash_service.errors import ConfigError
 from dhash_service.logs import get_logger
@@ -23,6 +23,8 @@ from dhash_service.logs import get_logger
 from . import discord, mail, slack, teams
 from .channel import Channel
 from .discord import DiscordChannel
+from .escalation_config import EscalationConfig, escalation_of
+from .escalator import Escalator
 from .file_channel import FileChannel
 from .file_log import NotificationLog
 from .model import Event, Severity
@@ -103,8 +105,47 @@ def build_notifier(
         min_severity=_min_severities(notification, environment, strict),
         env_name=environment.name,
         log=log,
+        escalation=_escalator(notification, policy, log_dir, total_seconds, dedupe_seconds),
     )
     return notifier
+
+
+def build_escalator(log_dir: Path | None = None, *, strict: bool = True) -> Escalator:
+    """The escalator on the configured settings: ``dhash notify escalate`` and the monitor's
+    polls (``build_escalator().escalate_due(now=...)``)."""
+    # The escalator serves every environment (each alert names its own); the notifier built
+    # around it only carries the settings, so its environment name is a label.
+    escalator = build_notifier("escalation", ["file"], log_dir, strict=strict).escalation
+    assert isinstance(escalator, Escalator)
+    return escalator
+
+
+def _escalator(
+    ns: NotificationSettings | None,
+    policy: RetryPolicy,
+    log_dir: Path,
+    total_seconds: float,
+    dedupe_seconds: float,
+) -> Escalator:
+    def build(name: str, overrides: Mapping[str, Any]) -> Channel | Unavailable:
+        if ns is None:
+            return Unavailable(name, "notification settings are invalid", True)
+        return _build_remote(name, ns.model_copy(update=dict(overrides)), policy)
+
+    return Escalator(
+        log_dir=log_dir,
+        build=build,
+        config_for=environment_escalation,
+        policy=policy,
+        total_seconds=total_seconds,
+        dedupe_seconds=dedupe_seconds,
+    )
+
+
+def environment_escalation(env_name: str) -> EscalationConfig | None:
+    """``[ENV.escalation]`` of the environments file, validated (None: no paging)."""
+    environment = load_environment(env_name)
+    return escalation_of(environment.extra, f"{environments_file()}: [{env_name}] escalation")
 
 
 def _build_remote(

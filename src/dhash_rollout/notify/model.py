@@ -2,8 +2,9 @@
 
 An :class:`Event` is validated once, here, so every channel can trust it: identifiers and an
 explicit subject are single-line (a CR/LF in an e-mail subject is header injection), and the
-idempotency key is derived from the content when the caller gives none, so re-running the same
-command does not post the same message twice.
+idempotency key names the *occurrence*: the caller's key, else the run id and phase (a re-run of
+the same run posts once, a second incident with the same words is a second notice), and only
+for a caller that names neither, a digest of the content.
 """
 
 from __future__ import annotations
@@ -69,6 +70,14 @@ def _require_single_line(name: str, value: str | None) -> None:
         raise ConfigError(f"{name} must be a single line without control characters (CR/LF)")
 
 
+_SINGLE_LINE = (
+    *("env", "version", "initiator", "trigger", "phase", "key", "subject", "run_id", "resolves"),
+)
+# Added after content keys were first stored: left out of the digest so old keys still match.
+_NOT_DIGESTED = ("key", "run_id", "resolves")
+MAX_FIELDS = _MAX_FIELDS
+
+
 @dataclass(frozen=True)
 class Event:
     """One thing to tell people about. ``key`` is the idempotency key (derived when omitted)."""
@@ -85,6 +94,8 @@ class Event:
     fields: Mapping[str, str] = field(default_factory=dict)
     key: str | None = None
     subject: str | None = None
+    run_id: str | None = None
+    resolves: str | None = None  # the alert (id, notice key or run id) this notice closes
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -98,7 +109,7 @@ class Event:
             raise ConfigError("a notification needs a non-empty message")
         if len(self.message) > MAX_MESSAGE_CHARS:  # a huge error text must not fail the caller
             object.__setattr__(self, "message", self.message[: MAX_MESSAGE_CHARS - 1] + "…")
-        for name in ("env", "version", "initiator", "trigger", "phase", "key", "subject"):
+        for name in _SINGLE_LINE:
             _require_single_line(name, getattr(self, name))
         if len(self.fields) > _MAX_FIELDS:
             raise ConfigError(f"at most {_MAX_FIELDS} extra fields per notification")
@@ -110,11 +121,14 @@ class Event:
 
     @property
     def dedupe_key(self) -> str:
-        """The caller's key, or a stable digest of everything the message says."""
+        """The caller's key, else ``run_id:phase`` (the occurrence), else a content digest."""
         if self.key:
             return self.key
+        if self.run_id:
+            return f"{self.run_id}:{self.phase or self.kind}"
         content = self.to_dict()
-        content.pop("key")
+        for name in _NOT_DIGESTED:
+            content.pop(name)
         digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
         return f"evt-{digest[:24]}"
 
@@ -132,6 +146,8 @@ class Event:
             "fields": dict(self.fields),
             "key": self.key,
             "subject": self.subject,
+            "run_id": self.run_id,
+            "resolves": self.resolves,
         }
 
     @classmethod

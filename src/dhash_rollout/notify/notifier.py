@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dhash_service.logs import get_logger
 
@@ -56,6 +56,15 @@ class Unavailable:
     reason: str
     misconfigured: bool = False
     render: Callable[[Event], dict[str, Any]] | None = None
+
+
+class EscalationHook(Protocol):
+    """What :meth:`Notifier.send` asks of escalation (``notify/escalator.py``): make the notice
+    an alert before it is sent (its id and how to acknowledge it), page at once after."""
+
+    def open(self, event: Event) -> Event: ...
+
+    def opened(self, event: Event, seconds_left: float) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -152,8 +161,10 @@ class Notifier:
         env_name: str | None = None,
         log: NotificationLog | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        escalation: EscalationHook | None = None,
     ) -> None:
         self.channels = dict(channels)
+        self.escalation = escalation
         self.log_dir = log_dir
         self.policy = policy or RetryPolicy()
         self.total_seconds = total_seconds
@@ -197,6 +208,8 @@ class Notifier:
 
     def send(self, event: Event, dry_run: bool = False) -> DeliveryReport:
         """Deliver ``event`` to every channel; never raises for delivery problems."""
+        if self.escalation is not None and not dry_run:
+            event = self.escalation.open(event)
         key = event.dedupe_key
         if dry_run:
             outcomes = tuple(self._render_only(n, c, event) for n, c in self.channels.items())
@@ -236,6 +249,8 @@ class Notifier:
                 # the message and the store's claim goes stale into the outbox.
                 _log.warning("notify.pending", channel=outcome.channel, key=key)
                 self._record(event, outcome)
+        if self.escalation is not None:
+            self.escalation.opened(event, budget.left())
         log_file = self.log.path if self._wrote_log.is_set() else None
         return DeliveryReport(key, event, False, outcomes, log_file)
 
@@ -458,6 +473,7 @@ def _describe(exc: BaseException) -> str:
 __all__ = [
     "ChannelOutcome",
     "DeliveryReport",
+    "EscalationHook",
     "FlushReport",
     "FlushedItem",
     "Notifier",

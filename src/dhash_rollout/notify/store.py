@@ -14,7 +14,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,11 @@ class DeliveryStore:
                 raise
             db.execute("COMMIT")
             self._ready = True
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` on the store's file, for tables kept beside the deliveries (the
+        alert store): one file, one lock, so a claim there and here cannot interleave."""
+        return self._transaction()
 
     def claim(self, key: str, channel: str, event: dict[str, Any]) -> Claim | Duplicate:
         now = time.time()
