@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from dhash_service import faults
 from dhash_service.errors import CorruptInput, InputError, LimitExceeded
 from dhash_service.extraction import ExtractedImage, ItemFailure, Limits, extract
 from dhash_service.extraction.images import DECODE_ERRORS
@@ -62,6 +63,7 @@ def _hash_item(item: ExtractedImage, algorithm: str) -> HashedItem:
     what = item.locator or "image"
     try:
         with item.budget.running():
+            faults.while_hashing(what)
             image_hash = hash_image(item.image, algorithm)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise LimitExceeded(f"{what}: {exc}") from None

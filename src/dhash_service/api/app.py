@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
-from dhash_service import __version__
+from dhash_service import __version__, faults
 from dhash_service.api import probes, v1
 from dhash_service.api.auth import TokenAuth
 from dhash_service.api.deps import AppContext, app_context
@@ -66,6 +66,7 @@ def create_app(
 ) -> FastAPI:
     """A ready-to-serve app; ``service`` defaults to a new ``DhashService(settings)``."""
     redactor.register(*settings.api_tokens)
+    faults.configure(settings)
     service = service if service is not None else DhashService(settings)
     metrics = ServiceMetrics(
         registry, version=__version__, queue_length=service.review_queue_length
