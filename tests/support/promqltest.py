@@ -56,9 +56,8 @@ class Series:
     interval_s: float
 
     def points(self) -> list[Point]:
-        return [
-            Point(i * self.interval_s, v) for i, v in enumerate(expand(self.values)) if v is not None
-        ]
+        values = enumerate(expand(self.values))
+        return [Point(i * self.interval_s, v) for i, v in values if v is not None]
 
 
 @dataclass
@@ -96,9 +95,7 @@ def parse(text: str) -> list[Case]:
             m = re.fullmatch(r"\s+(\w+)(\{[^}]*\})?\s+(.+)", line)
             assert m, f"bad series line: {line!r}"
             labels = parse_labels(m[2] or "")
-            cases[-1].series.append(
-                Series(m[1], labels, m[3], duration(cases[-1].interval_text))
-            )
+            cases[-1].series.append(Series(m[1], labels, m[3], duration(cases[-1].interval_text)))
         else:
             m = re.fullmatch(r"\s+(\{[^}]*\})?\s*(\S+)", line)
             assert m, f"bad expected line: {line!r}"
@@ -143,14 +140,12 @@ def evaluate(case: Case, expr: str, at: float) -> list[tuple[dict[str, str], flo
     if not m:
         return _range_vector(case, expr, at)
     q, inner = float(m[1]), m[2]
-    vector = (
-        _range_vector(case, inner, at) if "[" in inner else _instant_vector(case, inner, at)
-    )
+    vector = _range_vector(case, inner, at) if "[" in inner else _instant_vector(case, inner, at)
     groups: dict[Labels, list[Bucket]] = defaultdict(list)
     for labels, value in vector:
         rest = frozenset((k, v) for k, v in labels.items() if k != "le")
         groups[rest].append(Bucket(float(labels["le"]), value))
-    return [({k: v for k, v in key}, bucket_quantile(q, b)) for key, b in groups.items()]
+    return [(dict(key), bucket_quantile(q, b)) for key, b in groups.items()]
 
 
 def _quote(labels: dict[str, str]) -> str:
