@@ -28,7 +28,7 @@ def gate(**kw: object) -> Gate:
 
 
 def run(
-    name: GateName, g: Gate, values: Sequence[float | None | str], *, samples: int = 100,
+    name: GateName, g: Gate, values: Sequence[float | str | None], *, samples: int = 100,
     interval: float = 30.0, window: float = 600.0, limit: int = 4,
 ) -> tuple[GateState, list[Status]]:  # fmt: skip
     state = GateState()

@@ -46,18 +46,24 @@ def _edit(path: list[str], value: object) -> dict[str, Any]:
 
 
 P = ["environments", "production"]
+E = "environments.production"
 
 
 @pytest.mark.parametrize(
     ("data", "line"),
     [
-        (_edit([*P, "latency"], {"threshold": 1}), "environments.production.latency: unknown gate"),
-        (_edit([*P, "p95HashTime", "colour"], 1), "environments.production.p95HashTime.colour: unknown key"),
-        (_edit([*P, "p95HashTime", "timeWindow"], 0), "environments.production.p95HashTime: timeWindow must be > 0 minutes, got 0"),
-        (_edit([*P, "p95HashTime", "timeWindow"], -5), "environments.production.p95HashTime: timeWindow must be > 0 minutes, got -5"),
-        (_edit([*P, "extractionFailureRate", "warn"], 7.5), "environments.production.extractionFailureRate: warn 7.5 is above threshold 5"),
-        (_edit([*P, "extractionFailureRate", "noData"], "pass"), "environments.production.extractionFailureRate.noData: Input should be 'fail', 'inconclusive' or 'ignore'"),
-        (_edit(["monitoring", "durationMinutes"], 0), "monitoring.durationMinutes: Input should be greater than 0"),
+        (_edit([*P, "latency"], {"threshold": 1}), f"{E}.latency: unknown gate"),
+        (_edit([*P, "p95HashTime", "colour"], 1), f"{E}.p95HashTime.colour: unknown key"),
+        (_edit([*P, "p95HashTime", "timeWindow"], 0),
+         f"{E}.p95HashTime: timeWindow must be > 0 minutes, got 0"),
+        (_edit([*P, "p95HashTime", "timeWindow"], -5),
+         f"{E}.p95HashTime: timeWindow must be > 0 minutes, got -5"),
+        (_edit([*P, "extractionFailureRate", "warn"], 7.5),
+         f"{E}.extractionFailureRate: warn 7.5 is above threshold 5"),
+        (_edit([*P, "extractionFailureRate", "noData"], "pass"),
+         f"{E}.extractionFailureRate.noData: Input should be 'fail', 'inconclusive' or 'ignore'"),
+        (_edit(["monitoring", "durationMinutes"], 0),
+         "monitoring.durationMinutes: Input should be greater than 0"),
         (_edit(["monitoring", "speed"], 2), "monitoring.speed: unknown key"),
     ],
 )  # fmt: skip
