@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
 from dhash_rollout.monitor.gates_config import DEFAULT_SUSTAIN_POLLS, Gate, GateName
 from dhash_rollout.runs.monitoring import Verdict
@@ -243,3 +244,15 @@ def conclude(
         verdict = Verdict.FAILED if inconclusive_fails else Verdict.INCONCLUSIVE
         return Conclusion(verdict, f"no data at the end for {names}", None, tuple(unknown))
     return Conclusion(Verdict.PASSED, "every gate passed over the window")
+
+
+def recorded(row: Mapping[str, Any]) -> Measurement:
+    """The measurement behind a ledger evaluation row (resume and replay fold these again)."""
+    status, detail = row.get("status"), str(row.get("detail") or "")
+    was_error = status == "error" or (status == "fail" and detail.startswith("source error"))
+    return Measurement(
+        row.get("raw"),
+        samples=int(row.get("samples") or 0),
+        error=detail if was_error else None,
+        window_s=row.get("window_s"),
+    )

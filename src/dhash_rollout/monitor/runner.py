@@ -24,6 +24,7 @@ from dhash_rollout.monitor.gates import (
     Measurement,
     Status,
     conclude,
+    recorded,
     step,
 )
 from dhash_rollout.monitor.gates_config import (
@@ -312,12 +313,7 @@ class _Run:
         for row in polls:
             for item in row["evaluations"]:
                 name = GateName(item["gate"])
-                measured = Measurement(
-                    item.get("raw"),
-                    samples=int(item.get("samples") or 0),
-                    error=_error_of(item),
-                    window_s=item.get("window_s"),
-                )
+                measured = recorded(item)
                 self.states[name], self.last[name] = step(
                     name,
                     self.gates.gate(name),
@@ -375,15 +371,6 @@ class _Run:
         self._say(f"verdict {verdict.value.upper()}: {reason}")
         self._say(f"report: {self.files.report}")
         return _result_from(self.ledger, self.files)
-
-
-def _error_of(item: dict[str, Any]) -> str | None:
-    return (
-        str(item.get("detail"))
-        if item.get("status") == "error"
-        or (item.get("status") == "fail" and str(item.get("detail", "")).startswith("source error"))
-        else None
-    )
 
 
 def _show(value: float | None) -> str:
