@@ -76,6 +76,9 @@ class Scripted:
     def queue_length(self, at: float) -> Measurement:
         return Measurement(3.0, samples=1)
 
+    def close(self) -> None:
+        pass
+
 
 @pytest.fixture
 def health(httpserver: HTTPServer) -> Iterator[str]:

@@ -170,6 +170,7 @@ class _Run:
             self.view.close()
             self.log.close()
             self.http.close()
+            self.source.close()
 
     def _loop(self) -> MonitorResult:
         request, start = self.request, self.request.window_start

@@ -55,6 +55,8 @@ class MetricSource(Protocol):
 
     def queue_length(self, at: float) -> Measurement: ...
 
+    def close(self) -> None: ...
+
 
 def _fmt(value: float) -> str:
     return f"{value:.6g}"
@@ -183,6 +185,9 @@ class ScrapeSource:
         self.client = client or httpx.Client(timeout=timeout_s)
         self.skipped_old = 0
 
+    def close(self) -> None:
+        self.client.close()
+
     def collect(self, at: float) -> str | None:
         try:
             answer = self.client.get(self.url)
@@ -245,6 +250,9 @@ class PrometheusSource:
     ) -> None:
         self.url = prometheus_url.rstrip("/") + "/api/v1/query"
         self.client = client or httpx.Client(timeout=timeout_s)
+
+    def close(self) -> None:
+        self.client.close()
 
     def collect(self, at: float) -> str | None:
         return None  # Prometheus scrapes on its own schedule
