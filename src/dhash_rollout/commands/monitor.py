@@ -113,6 +113,17 @@ def _time_scale(given: float | None) -> float:
     return value
 
 
+def _log_to_stderr() -> None:
+    """Log lines (a notice sent, a retry) go to stderr: stdout is the view or clean ``--json``."""
+    import sys
+
+    from dhash_service.config import Settings
+    from dhash_service.logs import configure_logging
+
+    level = Settings().log_level.upper()
+    configure_logging("WARNING" if level == "INFO" else level, stream=sys.stderr)
+
+
 def _exit_code(result: MonitorResult) -> int:
     from dhash_rollout.runs.monitoring import Verdict
 
@@ -166,6 +177,7 @@ def monitor(
     if source == "prometheus" and not prometheus_url:
         raise ConfigError("--source prometheus needs --prometheus-url")
     scale = _time_scale(time_scale)
+    _log_to_stderr()
     gates = load_gates_config(config, environment=env)
     environment = load_environment(env)
     nominal_s = (duration or gates.monitoring.duration_minutes) * 60
@@ -183,7 +195,7 @@ def monitor(
     request = MonitorRequest(
         environment=env,
         version=(deploy.version if deploy and deploy.version else None)
-        or (current.version if current else "unknown"),
+        or (current.version if current else ""),  # "": not known, every version's samples count
         previous_version=deploy.previous_version if deploy else None,
         base_url=(url or environment.url).rstrip("/"),
         window_start=deploy.switched_at if deploy else now,

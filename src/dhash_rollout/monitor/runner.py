@@ -60,7 +60,9 @@ SourceFactory = Callable[[MonitorRequest, LedgerFiles], MetricSource]
 
 
 def scrape_source(request: MonitorRequest, files: LedgerFiles) -> MetricSource:
-    return ScrapeSource(request.base_url, version=request.version, store=SampleStore(files.samples))
+    return ScrapeSource(
+        request.base_url, version=request.version or None, store=SampleStore(files.samples)
+    )
 
 
 def prometheus_source(url: str) -> SourceFactory:
@@ -209,14 +211,15 @@ class _Run:
         return self._finish(conclusion.verdict, conclusion.reason, failed_gate)
 
     def _pending(self, resumed: bool) -> list[float]:
-        """Offsets still to poll; after a gap (a resumed run), only the latest missed one."""
-        done = {round(float(r["offset"]), 6) for r in self.ledger.of_kind("poll")}
-        todo = [o for o in self.plan.offsets if round(o, 6) not in done]
-        if done:
-            todo = [o for o in todo if o > max(done)]
+        """Offsets still to poll. A fresh run polls each one (late by the start-up only); a
+        resumed run that missed several while it was down takes one catch-up poll for them."""
+        done = [float(r["offset"]) for r in self.ledger.of_kind("poll")]
+        todo = [o for o in self.plan.offsets if not done or o > max(done) + 1e-9]
+        if not resumed:
+            return todo
         now = self.clock.now() - self.request.window_start
         past = [o for o in todo if o <= now]
-        return past[-1:] + [o for o in todo if o > now] if resumed or past else todo
+        return past[-1:] + [o for o in todo if o > now]
 
     def _wait_until(self, target: float) -> bool:
         while True:
