@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
 .PHONY: demo test lint fmt bench bench-hash bench-search bench-service bench-backup serve system-deps clean
+.PHONY: bench-monitor
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +49,9 @@ bench-service: $(STAMP)
 
 bench-backup: $(STAMP) system-deps
 	$(BIN)/python bench/bench_backup.py
+
+bench-monitor: $(STAMP) system-deps
+	$(BIN)/python bench/bench_monitor.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
