@@ -103,6 +103,7 @@ def false_rollbacks(tmp: Path) -> dict[str, object]:
     production = tmp / "production-gates.json"
     production.write_text((REPO / "quality-gates-config.json").read_text())
     verdicts: list[str] = []
+    (tmp / "healthy").mkdir()
     with service(tmp / "healthy") as served:
         for n in range(HEALTHY_WINDOWS):
             work = tmp / f"window{n}"
@@ -118,6 +119,7 @@ def false_rollbacks(tmp: Path) -> dict[str, object]:
 
 
 def poll_cost(tmp: Path) -> dict[str, float]:
+    (tmp / "cost").mkdir()
     with (
         service(tmp / "cost", extraction_failure_share="0.1") as served,
         running_prometheus(f"127.0.0.1:{served.port}", tmp / "cost") as prom,
@@ -159,9 +161,12 @@ def main() -> None:
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-monitor-") as raw:
         tmp = Path(raw)
+        print("detection ...", file=sys.stderr)
+        found = detection(tmp)
+        print(json.dumps(found), file=sys.stderr)
         report = {
             "time_scale": TIME_SCALE,
-            "detection": detection(tmp),
+            "detection": found,
             "healthy": false_rollbacks(tmp),
             "poll_cost": poll_cost(tmp),
         }
