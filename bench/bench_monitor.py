@@ -108,7 +108,9 @@ def false_rollbacks(tmp: Path) -> dict[str, object]:
         for n in range(HEALTHY_WINDOWS):
             work = tmp / f"window{n}"
             work.mkdir()
-            result, _e, _s = watch(served, work, production, run_id=f"healthy-{n}")
+            result, _e, _s = watch(
+                served, work, production, run_id=f"healthy-{n}", seed_base=(n + 1) * 10_000_000
+            )
             verdicts.append(result.verdict.value)
     failed = sum(v == Verdict.FAILED.value for v in verdicts)
     return {

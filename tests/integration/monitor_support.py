@@ -100,6 +100,7 @@ def watch(
     source: SourceFactory = scrape_source,
     duration_s: float = DURATION_S,
     run_id: str = "deploy-test",
+    seed_base: int = 0,
 ) -> tuple[MonitorResult, Events, float]:
     """Monitor ``served`` from now (the switch) under load; the result, events, and seconds."""
     request = MonitorRequest(
@@ -119,7 +120,11 @@ def watch(
     with (tmp / "view.txt").open("w", encoding="utf-8") as out:
         monitor = GateMonitor(source=source, view="plain", out=out)
         if traffic:
-            with LoadGenerator(served.port, TOKEN, threads=3, max_seconds=30, ingest_every=1):
+            # New images each run (seed_base): a re-sent image is a duplicate, never re-hashed.
+            load = LoadGenerator(
+                served.port, TOKEN, threads=3, max_seconds=30, ingest_every=1, seed_base=seed_base
+            )
+            with load:
                 result = monitor.watch(request, events, SystemClock())
         else:
             result = monitor.watch(request, events, SystemClock())

@@ -31,6 +31,7 @@ EXIT_PASSED, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 EXIT_INCONCLUSIVE, EXIT_INTERRUPTED = 5, 130
 TIME_SCALE_ENV = "DHASH_MONITOR_TIME_SCALE"  # the same as --time-scale, for wrappers and demos
 DEFAULT_GATES = Path("quality-gates-config.json")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # end the run as INTERRUPTED, ledger intact
 
 EnvOption = typer.Option(..., "--env", help="Environment: staging, production or canary.")
 ConfigOption = typer.Option(
@@ -167,9 +168,8 @@ def monitor(
     from dhash_rollout.locking import hold_lock
     from dhash_rollout.monitor.gates_config import load_gates_config
     from dhash_rollout.monitor.guard import open_deploy, should_guard
-    from dhash_rollout.monitor.report import RollbackMark, write_report
     from dhash_rollout.monitor.runner import GateMonitor, prometheus_source, scrape_source
-    from dhash_rollout.runs.monitoring import MonitorRequest, SystemClock, Verdict
+    from dhash_rollout.runs.monitoring import MonitorRequest, SystemClock
     from dhash_rollout.targets import get_target
 
     if source not in ("scrape", "prometheus"):
@@ -207,8 +207,7 @@ def monitor(
         api_token=api_token(environment),
     )
     events = _CommandEvents(environment, log_dir)
-    signal.signal(signal.SIGTERM, events.on_signal)
-    signal.signal(signal.SIGINT, events.on_signal)
+    previous = {sig: signal.signal(sig, events.on_signal) for sig in STOP_SIGNALS}
     factory = prometheus_source(prometheus_url or "") if source == "prometheus" else scrape_source
     mode = "guarding the deploy" if guarding else "observing (no rollback)"
     view = "quiet" if as_json else "auto"
@@ -219,24 +218,31 @@ def monitor(
             + (f" (time scale {scale:g})" if scale != 1 else "")
             + f": {mode}"
         )
-    result = GateMonitor(source=factory, view=view).watch(request, events, SystemClock())
-    rollback: RollbackOutcome | None = None
-    if result.verdict is Verdict.FAILED and guarding:
-        started = time.time()
-        rollback = ROLLBACK_ACTION(
-            env,
-            reason=f"quality gate {result.failed_gate}: {result.reason}",
-            monitor_run_id=request.run_id,
-        )
-        if result.ledger_path and result.report_path:
-            write_report(
-                result.ledger_path,
-                result.report_path,
-                RollbackMark(started, "done" if rollback.ok else "failed", rollback.detail),
-            )
+    try:
+        result = GateMonitor(source=factory, view=view).watch(request, events, SystemClock())
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    rollback = _act(result, env, request.run_id) if guarding else None
     _final_notice(events, result, rollback, guarding)
     _print_result(result, rollback, guarding, as_json)
     raise typer.Exit(_exit_code(result))
+
+
+def _act(result: MonitorResult, env: str, run_id: str) -> RollbackOutcome | None:
+    """Guarding: a failed verdict rolls back once, through the one call site; report marked."""
+    from dhash_rollout.monitor.report import RollbackMark, write_report
+    from dhash_rollout.runs.monitoring import Verdict
+
+    if result.verdict is not Verdict.FAILED:
+        return None
+    started = time.time()
+    reason = f"quality gate {result.failed_gate}: {result.reason}"
+    rollback = ROLLBACK_ACTION(env, reason=reason, monitor_run_id=run_id)
+    if result.ledger_path and result.report_path:
+        mark = RollbackMark(started, "done" if rollback.ok else "failed", rollback.detail)
+        write_report(result.ledger_path, result.report_path, mark)
+    return rollback
 
 
 def _print_result(
