@@ -55,13 +55,8 @@ def test_a_really_bad_release_fails_its_gate(
     assert result.verdict is Verdict.FAILED, result.reason
     assert result.failed_gate == gate
     statuses = poll_statuses(result, gate)
-    if gate == "healthFailures":
-        assert statuses == ["warn", "warn", "fail"][: len(statuses)] or statuses[:3] == [
-            "ok",
-            "warn",
-            "fail",
-        ]
-        assert len(statuses) == 3  # the third consecutive non-OK check
+    if gate == "healthFailures":  # 1 non-OK check, 2 (> warn 1), 3 (> threshold 2)
+        assert statuses == ["ok", "warn", "fail"]
     else:
         _fired_within_two_polls_of_the_breach(statuses)
     evidence = {e.gate: e for e in result.evidence}[gate]
@@ -72,7 +67,8 @@ def test_a_really_bad_release_fails_its_gate(
     assert (
         "Verdict: FAILED" in page
         and 'class="violation"' in page
-        and "http" not in page.split("<body>")[0]
+        and "<script" not in page
+        and "://" not in page  # self-contained: nothing loaded from anywhere
     )
     assert "monitor.verdict" in events.records
     assert Severity.WARN in [s for s, _ in events.notices] or gate == "healthFailures"
@@ -83,7 +79,7 @@ def test_the_same_traffic_on_a_healthy_release_passes(
 ) -> None:
     result, _events, seconds = watch(healthy, tmp_path, gates_file(tmp_path))
     assert result.verdict is Verdict.PASSED, result.reason
-    assert seconds < 8
+    assert seconds < 15  # 10 nominal minutes at x120: 5 s, and the polls' own time
     ledger = read_rows(result.ledger_path) if result.ledger_path else []
     polls = [r for r in ledger if r["kind"] == "poll"]
     assert len(polls) == 13  # 10 at 30 s, 7 and 9 min, and the end (scaled by 120)
