@@ -59,31 +59,6 @@ def test_guarding_a_deploy_rolls_back_once_and_marks_the_report(
     assert 'class="rollback"' in report and "Verdict: FAILED" in report
 
 
-def test_observing_never_rolls_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setattr(command, "ROLLBACK_ACTION", lambda *a, **k: pytest.fail("rolled back"))
-    with service(tmp_path, health_failing="true") as served:
-        _environment(tmp_path, served.port)
-        monkeypatch.chdir(tmp_path)
-        code = main(
-            [
-                "monitor",
-                "--env",
-                "production",
-                "--no-rollback",
-                "--time-scale",
-                "120",
-                "--duration",
-                "10",
-                "--config",
-                str(gates_file(tmp_path)),
-            ]
-        )
-    assert code == 1
-    assert "verdict: FAILED" in capsys.readouterr().out
-
-
 def test_a_held_lock_is_exit_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _environment(tmp_path, 9)
     monkeypatch.chdir(tmp_path)

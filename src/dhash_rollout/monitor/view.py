@@ -102,12 +102,12 @@ class PlainView:
 class RichView:
     """A live table on a terminal; notices print above it."""
 
-    def __init__(self, title: str) -> None:
+    def __init__(self, title: str, out: TextIO | None = None) -> None:
         from rich.console import Console
         from rich.live import Live
 
         self.title = title
-        self.console = Console()
+        self.console = Console(file=out)
         self.trends: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=12))
         self.live = Live(console=self.console, auto_refresh=False, transient=False)
         self.live.start()
@@ -154,5 +154,5 @@ def make_view(kind: str, title: str, out: TextIO | None = None) -> MonitorView:
     if kind == "quiet":
         return QuietView()
     if kind == "rich" or (kind == "auto" and stream.isatty()):
-        return RichView(title)
+        return RichView(title, out)
     return PlainView(stream)
