@@ -55,7 +55,7 @@ POLL_REPEATS = 60
 
 
 def detection(tmp: Path) -> list[dict[str, object]]:
-    rows = []
+    rows: list[dict[str, object]] = []
     for gate, fault in FAULTS.items():
         work = tmp / gate
         work.mkdir()

@@ -11,8 +11,10 @@ from dhash_rollout.cli import main
 from dhash_rollout.commands import monitor as command
 from dhash_rollout.deploy import lock_path
 from dhash_rollout.environments import load_environment
+from dhash_rollout.journal import Journal
 from dhash_rollout.locking import hold_lock
 from dhash_rollout.monitor.guard import RollbackOutcome
+from dhash_service import __version__
 from tests.integration.monitor_support import gates_file, service
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -34,29 +36,37 @@ def test_guarding_a_deploy_rolls_back_once_and_marks_the_report(
         return RollbackOutcome(True, "rollback-1", "rolled back to the previous release")
 
     monkeypatch.setattr(command, "ROLLBACK_ACTION", rollback)
+    args = [
+        "monitor",
+        "--env",
+        "production",
+        "--time-scale",
+        "120",
+        "--duration",
+        "10",
+        "--config",
+        str(gates_file(tmp_path)),
+    ]
     with service(tmp_path, health_failing="true") as served:
         _environment(tmp_path, served.port)
         monkeypatch.chdir(tmp_path)
-        code = main(
-            [
-                "monitor",
-                "--env",
-                "production",
-                "--rollback",
-                "--time-scale",
-                "120",
-                "--duration",
-                "10",
-                "--config",
-                str(gates_file(tmp_path)),
-            ]
-        )
-    out = capsys.readouterr().out
-    assert code == 1, out
-    assert calls == [("production", calls[0][1])] and "healthFailures" in calls[0][1]
+        journal = Journal.for_root(load_environment("production").root)
+        journal.append("deploy-t1", "run", "started", {"kind": "deploy", "version": __version__})
+        journal.append("deploy-t1", "activate", "done")  # the switch: now
+        journal.append("deploy-t1", "run", "done")
+        code = main(args)
+        out = capsys.readouterr().out
+        assert code == 1, out
+        assert "guarding the deploy" in out
+        # A re-run inside the window resumes the same guard: its verdict and its rollback are
+        # in the ledger, so it reports them and never acts twice.
+        assert main(args) == 1
+        assert "rollback: done: already" in capsys.readouterr().out
+    assert len(calls) == 1 and calls[0][0] == "production" and "healthFailures" in calls[0][1]
     assert "rollback: done" in out
     report = next((tmp_path / "logs").glob("monitor_production_*.html")).read_text()
     assert 'class="rollback"' in report and "Verdict: FAILED" in report
+    assert len(calls) == 1
 
 
 def test_a_held_lock_is_exit_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -230,16 +230,26 @@ def monitor(
 
 
 def _act(result: MonitorResult, env: str, run_id: str) -> RollbackOutcome | None:
-    """Guarding: a failed verdict rolls back once, through the one call site; report marked."""
+    """Guarding: a failed verdict rolls back once, through the one call site, and the ledger
+    says so; a re-run that finds the rollback in the ledger reports it and does not act again."""
+    from dhash_rollout.monitor.guard import RollbackOutcome
+    from dhash_rollout.monitor.ledger import Ledger
     from dhash_rollout.monitor.report import RollbackMark, write_report
     from dhash_rollout.runs.monitoring import Verdict
 
-    if result.verdict is not Verdict.FAILED:
+    if result.verdict is not Verdict.FAILED or result.ledger_path is None:
         return None
+    ledger = Ledger.open(result.ledger_path)
+    done = ledger.of_kind("rollback")
+    if done:
+        last = done[-1]
+        return RollbackOutcome(bool(last["ok"]), last.get("run_id"), f"already: {last['detail']}")
     started = time.time()
     reason = f"quality gate {result.failed_gate}: {result.reason}"
     rollback = ROLLBACK_ACTION(env, reason=reason, monitor_run_id=run_id)
-    if result.ledger_path and result.report_path:
+    ledger.append("rollback", {"at": started, "ok": rollback.ok, "run_id": rollback.run_id,
+                               "detail": rollback.detail, "reason": reason})  # fmt: skip
+    if result.report_path is not None:
         mark = RollbackMark(started, "done" if rollback.ok else "failed", rollback.detail)
         write_report(result.ledger_path, result.report_path, mark)
     return rollback

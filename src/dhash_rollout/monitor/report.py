@@ -114,6 +114,11 @@ def render_report(ledger_path: Path, rollback: RollbackMark | None = None) -> st
     polls = [r for r in rows if r.get("kind") == "poll"]
     verdict = next((r for r in reversed(rows) if r.get("kind") == "verdict"), None)
     notices = [r for r in rows if r.get("kind") == "notice"]
+    acted = [r for r in rows if r.get("kind") == "rollback"]
+    if rollback is None and acted:  # the controller's rollback, as the ledger recorded it
+        last = acted[-1]
+        outcome = "done" if last.get("ok") else "failed"
+        rollback = RollbackMark(float(last["at"]), outcome, str(last.get("detail", "")))
     t0 = float(start.get("window_start", polls[0]["at"] if polls else 0.0))
     t1 = float(start.get("window_end", polls[-1]["at"] if polls else t0 + 1))
     by_gate: dict[str, list[dict[str, Any]]] = {}
