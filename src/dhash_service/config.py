@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from dhash_service.errors import ConfigError
+from dhash_service.faults import refuse_in_production
 
 
 class Settings(BaseSettings):
@@ -84,8 +85,6 @@ class Settings(BaseSettings):
     @field_validator("fault_allow_production")
     @classmethod
     def _no_faults_in_production(cls, allow: bool, info: ValidationInfo) -> bool:
-        from dhash_service.faults import refuse_in_production
-
         refuse_in_production(info.data, allow=allow)
         return allow
 
