@@ -158,7 +158,9 @@ class _Run:
         title = f"dhash monitor {request.environment} {request.version}"
         self.view: MonitorView = make_view(monitor.view_kind, title, monitor.out)
         first = plan.offsets[0] if plan.offsets else 1.0
-        self.http = httpx.Client(timeout=max(0.25, min(5.0, first)))
+        # A health check slower than this is non-OK; at least 1 s even time-scaled, so a busy
+        # machine is not mistaken for a dead service (late polls just run at once).
+        self.http = httpx.Client(timeout=max(1.0, min(5.0, first)))
         self.states = {name: GateState() for name in GateName}
         self.last: dict[GateName, Evaluation] = {}
         self.polls = 0
