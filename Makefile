@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: demo test lint fmt bench bench-hash bench-search bench-service bench-bounded bench-backup serve system-deps clean
+.PHONY: demo test lint fmt bench bench-hash bench-search bench-service bench-bounded bench-monitor bench-backup serve system-deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,9 @@ bench-bounded: $(STAMP)
 
 bench-backup: $(STAMP) system-deps
 	$(BIN)/python bench/bench_backup.py
+
+bench-monitor: $(STAMP) system-deps
+	$(BIN)/python bench/bench_monitor.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

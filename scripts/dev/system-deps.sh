@@ -9,6 +9,8 @@ have_pg || need+=(postgresql)
 command -v pdftoppm >/dev/null || need+=(poppler-utils)
 # `ip` builds the network namespace the rollout-under-load test runs in.
 command -v ip >/dev/null || need+=(iproute2)
+# The monitor's tests check the PromQL math with promtool and run a real Prometheus server.
+command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
 [ "${DHASH_NEED_CHROMIUM:-0}" = 1 ] && ! command -v chromium >/dev/null && need+=(chromium)
 
 if [ ${#need[@]} -eq 0 ]; then
@@ -20,5 +22,7 @@ echo "installing Debian packages: ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# Debian's prometheus package starts a server on :9090 and postgresql one on 5432; the tests
+# run their own on private ports and data dirs, so the packaged ones are left alone.
 # Debian's postgresql package starts a cluster on port 5432; the tests run their own on a
 # private port and data dir, so the packaged one is left alone.

@@ -29,6 +29,7 @@ COMMAND_MODULES: list[str] = [
     "dhash_rollout.commands.migrate",
     "dhash_rollout.commands.service",
     "dhash_rollout.commands.checks",
+    "dhash_rollout.commands.monitor",
 ]
 
 

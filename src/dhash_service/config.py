@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from dhash_service.errors import ConfigError
+from dhash_service.faults import refuse_in_production
 
 
 class Settings(BaseSettings):
@@ -87,6 +88,19 @@ class Settings(BaseSettings):
     max_items: int = 2000
     max_decoded_pixels: int = 256_000_000
     pdf_render_max_side: int = 1024
+
+    # --- fault injection: really bad releases for the monitor's tests (dhash_service.faults) ---
+    fault_hash_latency_seconds: float = Field(default=0.0, ge=0, le=60)
+    fault_extraction_failure_share: float = Field(default=0.0, ge=0, le=1)
+    fault_health_failing: bool = False
+    fault_low_confidence: bool = False
+    fault_allow_production: bool = False
+
+    @field_validator("fault_allow_production")
+    @classmethod
+    def _no_faults_in_production(cls, allow: bool, info: ValidationInfo) -> bool:
+        refuse_in_production(info.data, allow=allow)
+        return allow
 
     @field_validator(
         "api_tokens", "api_read_tokens", "api_write_tokens", "api_review_tokens", mode="before"

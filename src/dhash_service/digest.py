@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from dhash_service import faults
 from dhash_service.errors import (
     ClientDisconnected,
     CorruptInput,
@@ -84,6 +85,7 @@ def _hash_item(item: ExtractedImage, algorithm: str) -> HashedItem:
     what = item.locator or "image"
     try:
         with item.budget.running():
+            faults.while_hashing(what)
             image_hash = hash_image(item.image, algorithm)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise LimitExceeded(f"{what}: {exc}") from None

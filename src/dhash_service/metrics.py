@@ -74,6 +74,11 @@ HASH_DURATION_BUCKETS: tuple[float, ...] = (
     10.0,
 )
 
+# Series names as a scrape shows them: what the rollout monitor's queries are written against.
+HASH_DURATION_SECONDS = "dhash_hash_duration_seconds"
+EXTRACTIONS_TOTAL = "dhash_extractions_total"
+LOW_CONFIDENCE_QUEUE_LENGTH = "dhash_low_confidence_queue_length"
+
 INPUT_KINDS: tuple[str, ...] = ("image", "pdf", "video", "zip", "unknown")
 UNKNOWN_KIND = "unknown"
 UNMATCHED_ROUTE = "unmatched"

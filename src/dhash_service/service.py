@@ -19,6 +19,7 @@ from typing import Literal, cast
 from alembic.script import ScriptDirectory
 from sqlalchemy import exc as sa_exc
 
+from dhash_service import faults
 from dhash_service.config import Settings
 from dhash_service.digest import DigestResult, digest
 from dhash_service.errors import ConfigError, DhashError, InputError, Unavailable
@@ -435,6 +436,7 @@ class DhashService:
         decision = decide(
             candidates, low_information=image_hash.low_information, thresholds=self.thresholds
         )
+        decision = faults.decided(decision)  # review forced by an injected fault, else as is
         return NewImage(
             locator=storable_text(locator),
             kind=kind,

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
-from dhash_service import __version__
+from dhash_service import __version__, faults
 from dhash_service.api import probes, v1
 from dhash_service.api.admission import Admission
 from dhash_service.api.auth import READ, REVIEW, WRITE, TokenAuth
@@ -81,6 +81,7 @@ def create_app(
 ) -> FastAPI:
     """A ready-to-serve app; ``service`` defaults to a new ``DhashService(settings)``."""
     redactor.register(*settings.all_api_tokens)
+    faults.configure(settings)
     service = service if service is not None else DhashService(settings)
     metrics = ServiceMetrics(
         registry, version=__version__, queue_length=service.review_queue_length

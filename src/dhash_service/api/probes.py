@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from dhash_service import __version__
+from dhash_service import __version__, faults
 from dhash_service.api.deps import app_context
 from dhash_service.api.errors import unavailable_headers
 from dhash_service.api.models import Health
@@ -25,6 +25,8 @@ SHUTDOWN_CHECK = "shutdown"
 @router.get("/health", response_model=Health, summary="Liveness: the process answers")
 async def health() -> Health:
     # Deliberately touches nothing: a slow store must not make a live process look dead.
+    if faults.health_failing():  # an injected fault (docs/monitoring.md)
+        raise Unavailable("injected fault: /health failing (DHASH_FAULT_HEALTH_FAILING)")
     return Health(status="ok", version=__version__, pid=os.getpid())
 
 
