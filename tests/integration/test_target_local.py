@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from dhash_rollout.environments import Environment, load_environment
-from dhash_rollout.pipeline import migrate_with
 from dhash_rollout.releases import ReleaseSource
+from dhash_rollout.runs.schema import migrate_with
 from dhash_rollout.targets.local import LocalTarget
 from dhash_service.errors import CheckFailed, NotFound, Unavailable
 from tests.support.release_builds import dhash_bin, dhash_env, wheel_for, write_environments

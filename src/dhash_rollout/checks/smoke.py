@@ -29,8 +29,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from dhash_rollout.checks.known_image import KNOWN_DHASH64, KNOWN_IMAGE_NAME, known_image_png
 from dhash_rollout.checks.report import CheckReport, CheckRun
 from dhash_rollout.checks.service import service_client
-from dhash_rollout.environments import Environment
-from dhash_rollout.journal import Journal
+from dhash_rollout.environments import Environment, api_token
+from dhash_rollout.runs.health import probe_health
+from dhash_rollout.runs.journal import Journal
 from dhash_service.client import DhashClient
 from dhash_service.errors import CheckFailed, DhashError
 
@@ -79,13 +80,6 @@ def wait_ready(client: DhashClient, deadline: Deadline) -> str:
             raise CheckFailed(f"not ready within the deadline ({attempts} attempts); last: {last}")
         time.sleep(delay)
         delay = min(delay * 2, 2.0)
-
-
-def check_health(client: DhashClient) -> str:
-    health = client.health()
-    if health.status != "ok":
-        raise CheckFailed(f"/health says {health.status!r}")
-    return f"ok, version {health.version}, pid {health.pid}"
 
 
 def metric_names(text: str) -> set[str]:
@@ -188,6 +182,16 @@ def check_rolled_back_release(env: Environment) -> str:
     return f"{status.current} is current and serving ({run.deploy_id})"
 
 
+def _health(env: Environment, timeout: float) -> str:
+    answer = probe_health(
+        env.url,
+        token=api_token(env),
+        require_ready=False,
+        request_timeout=min(REQUEST_TIMEOUT, timeout),
+    )
+    return answer.summary()
+
+
 def run_smoke(
     env: Environment,
     *,
@@ -204,7 +208,7 @@ def run_smoke(
     image = known_image_png()
     with service_client(env, timeout=min(REQUEST_TIMEOUT, max(timeout, 1.0))) as client:
         checks: dict[str, Callable[[], str]] = {
-            "health": lambda: check_health(client),
+            "health": lambda: _health(env, timeout),
             "metrics": lambda: check_metrics(client),
             "known hash": lambda: check_known_hash(client, image),
             "ingest and match": lambda: check_round_trip(client, image, deadline),
