@@ -129,12 +129,12 @@ def flush(
     as_json: bool = JsonOption,
 ) -> None:
     """Re-send outboxed notifications, oldest first."""
-    from dhash_rollout.notify import Notifier
+    from dhash_rollout.notify import notifier_from_settings
     from dhash_rollout.notify.factory import ALL_CHANNELS
     from dhash_service.config import Settings
 
     _configure_logging()
-    notifier = Notifier.from_settings(Settings().env, channels=list(ALL_CHANNELS))
+    notifier = notifier_from_settings(Settings().env, channels=list(ALL_CHANNELS))
     report = notifier.flush(limit=limit, timeout=timeout, dry_run=dry_run)
     _show_flush(report, as_json)
 
@@ -214,12 +214,12 @@ def _configure_logging() -> None:
 
 
 def _notifier(env_name: str, channels: str | None) -> Notifier:
-    from dhash_rollout.notify import Notifier
+    from dhash_rollout.notify import notifier_from_settings
     from dhash_rollout.notify.factory import parse_channels
 
     names = parse_channels(channels) if channels is not None else None
     _configure_logging()  # after every argument is checked: usage errors log nothing
-    return Notifier.from_settings(env_name, channels=names, strict=True)
+    return notifier_from_settings(env_name, channels=names, strict=True)
 
 
 def _severity(text: str | None) -> Severity | None:

@@ -52,6 +52,21 @@ def parse_channels(text: str) -> list[str]:
     return names
 
 
+def notifier_from_settings(
+    env_name: str,
+    channels: Sequence[str] | None = None,
+    log_dir: Path | None = None,
+    *,
+    strict: bool = False,
+) -> Notifier:
+    """A notifier from the environment's channels and the notification settings.
+
+    Lenient by default: a missing or bad setting makes that channel ``not-configured``
+    instead of raising. ``strict=True`` (the CLI) raises ``ConfigError`` for bad values.
+    """
+    return build_notifier(env_name, channels, log_dir, strict=strict)
+
+
 def build_notifier(
     env_name: str,
     channels: Sequence[str] | None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dhash_rollout.notify import DeliveryReport, Event, Notifier, Severity
+from dhash_rollout.notify import DeliveryReport, Event, Severity, notifier_from_settings
 from dhash_rollout.runs.context import RunContext
 from dhash_service.errors import DhashError
 
@@ -23,7 +23,7 @@ def notify(
 ) -> dict[str, Any]:
     """Tell the environment's channels; delivery problems are reported, never raised."""
     try:
-        notifier = Notifier.from_settings(
+        notifier = notifier_from_settings(
             ctx.env.name, channels=ctx.env.channels, log_dir=ctx.log_dir
         )
         event = Event(
