@@ -32,16 +32,17 @@ from dhash_rollout.checks.service import service_client
 from dhash_rollout.environments import Environment, api_token
 from dhash_rollout.runs.health import probe_health
 from dhash_rollout.runs.journal import Journal
+from dhash_service import metrics
 from dhash_service.client import DhashClient
 from dhash_service.errors import CheckFailed, DhashError
 
 SMOKE_SOURCE = "smoke-test"
 REQUIRED_METRICS = (
-    "dhash_hash_duration_seconds",
-    "dhash_extractions_total",
-    "dhash_low_confidence_queue_length",
-    "dhash_requests_total",
-    "dhash_build_info",
+    metrics.HASH_DURATION,
+    metrics.EXTRACTIONS_TOTAL,
+    metrics.LOW_CONFIDENCE_QUEUE_LENGTH,
+    metrics.REQUESTS_TOTAL,
+    metrics.BUILD_INFO,
 )
 CHECKS = ("health", "metrics", "known hash", "ingest and match", "review queue")
 POST_ROLLBACK_CHECK = "rolled-back release"
@@ -98,7 +99,7 @@ def metric_names(text: str) -> set[str]:
 def build_version(text: str) -> str | None:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "dhash_build_info" and "version" in sample.labels:
+            if sample.name == metrics.BUILD_INFO and "version" in sample.labels:
                 return sample.labels["version"]
     return None
 
