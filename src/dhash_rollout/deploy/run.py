@@ -53,7 +53,6 @@ from dhash_service.errors import CheckFailed, ConfigError, DhashError, Locked, N
 
 INSTALLED = "the installed release"
 DRY_RUN_LOG = "deploy-dryrun.log"
-DEFAULT_BACKUP_MAX_AGE = 3600.0
 
 
 @dataclass(frozen=True)
@@ -157,11 +156,9 @@ def gather_facts(
         current_version=current.version if current else None,
         schema_revision=database_revision(env.database_url),
         latest_backup=_latest_backup(env, backup_dir),
-        backup_max_age_seconds=float(
-            env.extra.get("backup_max_age_seconds", DEFAULT_BACKUP_MAX_AGE)
-        ),
+        backup_max_age_seconds=env.settings.backup_max_age_seconds,
         channels=env.channels,
-        deps=str(env.extra.get("release_deps", "full")),
+        deps=env.settings.release_deps,
         monitor_available=monitor_available,
         no_monitor=request.no_monitor,
         smoke_timeout=request.smoke_timeout,
@@ -446,7 +443,7 @@ class _DeployRunner:
         detail["checks"] = len(report.results)
         if report.ok:
             return
-        policy = str(self.ctx.env.extra.get("preflight", preflight_default(self.ctx.env.name)))
+        policy = self.ctx.env.settings.preflight or preflight_default(self.ctx.env.name)
         if policy == "warn":
             detail["warnings"] = report.summary()
             self.ctx.say(f"    preflight problems (policy: warn): {report.summary()}")

@@ -213,9 +213,7 @@ def _build_email(ns: NotificationSettings, policy: RetryPolicy) -> Channel | Una
 def _min_severities(
     ns: NotificationSettings | None, environment: Environment, strict: bool
 ) -> dict[str, Severity]:
-    table = environment.extra.get("notify_min_severity", {})
-    if not isinstance(table, dict):
-        table = {}
+    table = environment.settings.notify_min_severity
     floors: dict[str, Severity] = {}
     for name in ("slack", "teams", "discord", "email"):
         explicit = getattr(ns, f"min_severity_{name}", None) if ns else None

@@ -104,18 +104,17 @@ class LocalTarget:
     def __init__(self, env: Environment, *, deps: DepsMode | None = None) -> None:
         self.env = env
         self.root = env.root
-        chosen = deps or str(env.extra.get("release_deps", "full"))
+        chosen = deps or env.settings.release_deps
         if chosen not in DEPS_MODES:
             raise ConfigError(
                 f"environment {env.name}: release_deps must be one of {', '.join(DEPS_MODES)}"
             )
         self.deps: DepsMode = chosen
         defaults = Settings.model_fields
-        self.grace = float(
-            env.extra.get("shutdown_grace_seconds", defaults["shutdown_grace_seconds"].default)
-        )
-        self.workers = int(env.extra.get("workers", 1))
-        self.ready_timeout = float(env.extra.get("ready_timeout_seconds", 60.0))
+        grace = env.settings.shutdown_grace_seconds
+        self.grace = float(defaults["shutdown_grace_seconds"].default if grace is None else grace)
+        self.workers = env.settings.workers
+        self.ready_timeout = env.settings.ready_timeout_seconds
 
     # --- layout -------------------------------------------------------------------------------
     @property
