@@ -107,6 +107,25 @@ def test_a_failed_verdict_rolls_back_inside_the_deploy_under_its_lock(in_site: S
     assert ("rollback", "automatic") in kinds
 
 
+def test_a_deploy_that_fails_after_migrating_is_undone_by_a_rollback_plan(in_site: Site) -> None:
+    request = DeployRequest(
+        env="production",
+        source=str(wheel_for("1.5.0", migration="reversible", broken=True)),
+        base=in_site.base,
+    )
+    result = deploy(request, rollback=execute)
+    assert not result.ok
+    run = in_site.journal.run(str(result.run_id))
+    assert run is not None and run.outcome == "failed"
+    assert run.status_of("migrate") == "done" and run.status_of("activate") == "failed"
+    assert run.status_of("undo") == "done"
+    child = in_site.journal.run(str(run.detail_of("undo")["rollback_run"]))
+    assert child is not None and child.outcome == "done"
+    assert (child.params["parent"], child.params["trigger"]) == (result.run_id, "automatic")
+    assert child.status_of("downgrade") == "done"  # the schema went back with 1.5.0's code
+    assert_fully_on(in_site, "1.0.0")
+
+
 def test_an_inconclusive_verdict_deploys_with_a_warning(in_site: Site) -> None:
     result = _deploy(in_site, "3.0.0", FakeMonitor(in_site, Verdict.INCONCLUSIVE))
     assert result.ok, result.error

@@ -62,12 +62,12 @@ def _log_to_file(kind: str, env: str) -> Iterator[Path]:
     so the terminal shows only the progress lines. A run refused before it began (locked,
     nothing to roll back, a bad argument or backup) says why there too."""
 
-    from dhash_rollout.runs.paths import work_dirs
     from dhash_rollout.runs.runlog import run_log_path
+    from dhash_rollout.settings import ToolkitSettings
     from dhash_service.config import Settings
     from dhash_service.logs import configure_logging
 
-    _, log_dir = work_dirs(Path.cwd())
+    _, log_dir = ToolkitSettings.load().work_dirs(Path.cwd())
     path = run_log_path(log_dir, kind, env)
     configure_logging(Settings().log_level, stream=open(os.devnull, "w"), file=path)  # noqa: SIM115
     try:

@@ -43,11 +43,12 @@ from dhash_rollout.runs.monitoring import (
     Verdict,
 )
 from dhash_rollout.runs.notices import notify
-from dhash_rollout.runs.paths import lock_path, work_dirs
+from dhash_rollout.runs.paths import lock_path
 from dhash_rollout.runs.plan import Phase, Plan, Step, render_plan
 from dhash_rollout.runs.recovery import Leftover, RunsRollback, recover_interrupted, undo_deploy
 from dhash_rollout.runs.runlog import open_run_log
 from dhash_rollout.runs.schema import database_exists, database_revision, migrate_with
+from dhash_rollout.settings import ToolkitSettings
 from dhash_rollout.targets import Target, get_target
 from dhash_service.errors import CheckFailed, ConfigError, DhashError, Locked, NotFound
 
@@ -66,6 +67,7 @@ class DeployRequest:
     base: Path = field(default_factory=Path.cwd)
     smoke_timeout: float = 120.0
     log_path: Path | None = None  # default: logs/deploy_<env>_<ts>.log
+    settings: ToolkitSettings = field(default_factory=ToolkitSettings.load)
     monitor_time_scale: float = 1.0  # the monitor's schedule N times faster (demos, tests)
 
 
@@ -143,7 +145,7 @@ def gather_facts(
     *,
     monitor_available: bool = False,
 ) -> DeployFacts:
-    backup_dir, _ = work_dirs(request.base)
+    backup_dir, _ = request.settings.work_dirs(request.base)
     version, source = resolve_release(request, target)
     current = target.current()
     return DeployFacts(
@@ -227,7 +229,7 @@ def deploy(
     progress = say or (lambda _m: None)
     env = load_environment(request.env, request.base)
     target = get_target(env)
-    backup_dir, log_dir = work_dirs(request.base)
+    backup_dir, log_dir = request.settings.work_dirs(request.base)
     journal = Journal.for_root(env.root)
     with hold_lock(lock_path(env), "deploy") as held:
         last = journal.last_run()
@@ -305,7 +307,8 @@ def _take_over(  # noqa: PLR0917 - private, one call site
         if unfinished.params.get("version") == wanted:
             return unfinished
     say(f"the interrupted {unfinished.kind} {unfinished.deploy_id} is undone first")
-    recover_interrupted(unfinished, env, target, journal, request.base, say)
+    dirs = request.settings.work_dirs(request.base)
+    recover_interrupted(unfinished, env, target, journal, request.base, say, dirs)
     return None
 
 
@@ -390,14 +393,9 @@ class _DeployRunner:
     def _failed(self, plan: Plan, log_path: Path, exc: DhashError) -> DeployResult:
         state = self.ctx.journal.run(self.ctx.run_id)
         phase = state.interrupted_phase if state else None
-        if isinstance(exc, GatesFailed) and self.rollback is not None:
+        if isinstance(exc, GatesFailed):
             phase = Phase.MONITOR
-            undo = self._roll_back(exc)
-        else:
-            try:
-                undo = undo_deploy(self.ctx, Leftover.of(self.params, state))
-            except DhashError as undo_error:
-                undo = {"summary": f"UNDO FAILED: {undo_error.message}"}
+        undo = self._undo(exc, state)
         message = f"deploy of {self.version} failed: {exc.message}"
         self.ctx.finish(False, {"error": exc.message, "undo": undo})
         notify(
@@ -411,22 +409,42 @@ class _DeployRunner:
         )
         return self._result(plan, log_path, message)
 
-    def _roll_back(self, failed: GatesFailed) -> dict[str, Any]:
+    def _undo(self, exc: DhashError, state: RunState | None) -> dict[str, Any]:
+        """Put the environment back: a rollback plan (``trigger=automatic``) run under this
+        deploy's lock when there is a release to go back to and one was injected; else (a
+        first deploy, or no rollback given) the deploy's own undo, which can also stop a
+        release that had nothing before it."""
+        left = Leftover.of(self.params, state)
+        gates = isinstance(exc, GatesFailed)
+        touched = left.touched_serving or left.touched_schema
+        if self.rollback is not None and left.from_version and (touched or gates):
+            why = exc.result.reason if isinstance(exc, GatesFailed) else exc.message
+            why = (why.strip().splitlines() or ["the deploy failed"])[0][:300]  # one line
+            return self._roll_back(Phase.AUTO_ROLLBACK if gates else Phase.UNDO, why)
+        try:
+            return undo_deploy(self.ctx, left)
+        except DhashError as undo_error:
+            return {"summary": f"UNDO FAILED: {undo_error.message}"}
+
+    def _roll_back(self, phase: Phase, reason: str) -> dict[str, Any]:
         """The automatic rollback, once, under the lock this deploy holds, journaled as a
-        rollback run inside this one."""
+        rollback run inside this one (its header names this run as ``parent``)."""
         assert self.rollback is not None
-        step = Step(Phase.AUTO_ROLLBACK, "roll back automatically: the quality gates failed")
+        step = Step(phase, f"roll back automatically: {reason}")
         try:
             with self.ctx.phase(step) as detail:
-                outcome = self.rollback(
-                    self.ctx, trigger="automatic", reason=failed.result.reason or failed.message
+                outcome = self.rollback(self.ctx, trigger="automatic", reason=reason)
+                detail.update(
+                    rollback_run=outcome.run_id,
+                    ok=outcome.ok,
+                    error=outcome.error,
+                    summary=outcome.summary,
                 )
-                detail.update(rollback_run=outcome.run_id, ok=outcome.ok, error=outcome.error)
                 if not outcome.ok:
                     raise CheckFailed(f"the automatic rollback failed: {outcome.error}")
         except DhashError as exc:
             return {"rollback_run": None, "summary": f"ROLLBACK FAILED: {exc.message}"}
-        return {"rollback_run": outcome.run_id, "summary": f"rolled back ({outcome.run_id})"}
+        return {"rollback_run": outcome.run_id, "summary": outcome.summary}
 
     # --- phases -------------------------------------------------------------------------------
     def _preflight(self, _step: Step, detail: dict[str, Any]) -> None:

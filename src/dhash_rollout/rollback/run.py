@@ -31,7 +31,7 @@ from dhash_rollout.runs.health import probe_health
 from dhash_rollout.runs.journal import Journal, RunState, new_run_id
 from dhash_rollout.runs.locking import hold_lock
 from dhash_rollout.runs.notices import notify
-from dhash_rollout.runs.paths import lock_path, work_dirs
+from dhash_rollout.runs.paths import lock_path
 from dhash_rollout.runs.plan import Phase, Plan, Step, render_plan
 from dhash_rollout.runs.recovery import TRIGGERS, RollbackOutcome, Trigger
 from dhash_rollout.runs.runlog import open_run_log
@@ -43,11 +43,16 @@ from dhash_rollout.runs.schema import (
     release_head,
     release_revisions,
 )
+from dhash_rollout.settings import ToolkitSettings
 from dhash_rollout.targets import Target, get_target
 from dhash_service.errors import CheckFailed, ConfigError, DhashError, IntegrityError, NotFound
 
 Say = Callable[[str], None]
 __all__ = ["TRIGGERS", "RollbackRequest", "RollbackResult", "execute", "rollback"]
+
+
+class NothingToRollBack(CheckFailed):
+    """The rollback would change nothing: refused before any journal entry or notice."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class RollbackRequest:
     dry_run: bool = False
     smoke_timeout: float = 120.0
     log_path: Path | None = None  # default: logs/rollback_<env>_<ts>.log
+    settings: ToolkitSettings = field(default_factory=ToolkitSettings.load)
 
 
 @dataclass(frozen=True)
@@ -258,7 +264,7 @@ def rollback(request: RollbackRequest, say: Say | None = None) -> RollbackResult
     progress = say or (lambda _m: None)
     env = load_environment(request.env, request.base)
     target = get_target(env)
-    backup_dir, log_dir = work_dirs(request.base)
+    backup_dir, log_dir = request.settings.work_dirs(request.base)
     journal = Journal.for_root(env.root)
     if request.dry_run:
         last = journal.last_run()
@@ -296,15 +302,21 @@ def execute(ctx: RunContext, *, trigger: Trigger, reason: str) -> RollbackOutcom
             trigger=trigger,
             initiator=f"{trigger} ({ctx.run_id})",
             base=ctx.base,
+            settings=ToolkitSettings(backup_dir=ctx.backup_dir, log_dir=ctx.log_dir),
         )
         _validate(request)
         child = ctx.child("rollback", new_run_id("rollback"))
         parent = ctx.journal.run(ctx.run_id)
         try:
             result = _execute(child, request, parent, None, None)
-        except DhashError as exc:  # refused before it began (nothing to roll back to)
-            return RollbackOutcome(None, False, exc.message)
-    return RollbackOutcome(result.run_id, result.ok, result.error)
+        except NothingToRollBack as nothing:
+            return RollbackOutcome(None, True, None, f"nothing had changed ({nothing.message})")
+        except DhashError as exc:  # refused before it began (a backup that does not verify)
+            return RollbackOutcome(None, False, exc.message, f"ROLLBACK REFUSED: {exc.message}")
+    summary = f"rolled back to {result.plan.version} ({result.run_id})"
+    if not result.ok:
+        summary = f"ROLLBACK FAILED: {result.error} ({result.run_id})"
+    return RollbackOutcome(result.run_id, result.ok, result.error, summary)
 
 
 def _execute(
@@ -324,7 +336,7 @@ def _execute(
     if resume is None:  # refused before any journal entry or notice
         empty = _nothing_to_do(plan, choice.facts)
         if empty is not None:
-            raise CheckFailed(empty)
+            raise NothingToRollBack(empty)
         if plan.step(Phase.RESTORE).run and choice.backup is not None:
             _check_backup(choice.backup, env, progress)
     undone = unfinished is not None and unfinished.kind == "deploy"

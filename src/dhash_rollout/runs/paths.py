@@ -1,4 +1,4 @@
-"""Where a run keeps its files: the environment's lock and journal, the backups and logs dirs."""
+"""Where a run keeps its files: the environment's lock and journal."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from pathlib import Path
 
 from dhash_rollout.environments import Environment
 from dhash_rollout.runs.journal import Journal
-from dhash_service.config import Settings
 
 LOCK_NAME = "deploy.lock"  # one lock for deploys and rollbacks: they exclude each other
 
@@ -17,9 +16,3 @@ def lock_path(env: Environment) -> Path:
 
 def journal_for(env: Environment) -> Journal:
     return Journal.for_root(env.root)
-
-
-def work_dirs(base: Path) -> tuple[Path, Path]:
-    """The backups and logs directories (``backups/`` and ``logs/`` under the working dir)."""
-    settings = Settings()
-    return (base / settings.backup_dir).resolve(), (base / settings.log_dir).resolve()

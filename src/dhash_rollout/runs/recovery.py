@@ -15,7 +15,6 @@ from typing import Any, Literal, Protocol
 from dhash_rollout.environments import Environment
 from dhash_rollout.runs.context import RunContext
 from dhash_rollout.runs.journal import Journal, RunState
-from dhash_rollout.runs.paths import work_dirs
 from dhash_rollout.runs.plan import Phase, Step
 from dhash_rollout.runs.runlog import open_run_log
 from dhash_rollout.runs.schema import database_revision, migrate_with
@@ -90,13 +89,15 @@ def recover_interrupted(  # noqa: PLR0917 - the interrupted run and where it ran
     journal: Journal,
     base: Path,
     say: Say,
+    dirs: tuple[Path, Path],
 ) -> None:
-    """Undo an interrupted deploy that will not be resumed, so the environment is fully old."""
+    """Undo an interrupted deploy that will not be resumed, so the environment is fully old
+    (``dirs``: the backups and logs directories)."""
     if run.kind != "deploy":
         raise ConfigError(
             f"the rollback {run.deploy_id} was interrupted: run `dhash rollback` again to finish it"
         )
-    backup_dir, log_dir = work_dirs(base)
+    backup_dir, log_dir = dirs
     _log, handle, logger = open_run_log(log_dir, "deploy", env.name)
     with handle:
         ctx = RunContext(
@@ -116,9 +117,10 @@ TRIGGERS: tuple[Trigger, ...] = ("manual", "automatic")
 
 @dataclass(frozen=True)
 class RollbackOutcome:
-    run_id: str | None
+    run_id: str | None  # None: nothing needed rolling back, or it was refused before it began
     ok: bool
     error: str | None = None
+    summary: str = ""  # one line for the deploy's failure notice
 
 
 class RunsRollback(Protocol):
