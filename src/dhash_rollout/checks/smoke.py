@@ -226,3 +226,20 @@ def run_smoke(
             else:
                 run.check(name, checks[name])
     return run.finish(log_path)
+
+
+def smoke_phase(
+    env: Environment,
+    detail: dict[str, object],
+    *,
+    timeout: float,
+    post_rollback: bool,
+    log_path: Path,
+) -> None:
+    """The smoke tests as a deploy or rollback phase: what ran goes into the phase's journal
+    ``detail``, and a failed check fails the phase."""
+    report = run_smoke(env, timeout=timeout, post_rollback=post_rollback, log_path=log_path)
+    detail.update(checks=len(report.results), log=str(report.log_path))
+    if not report.ok:
+        which = "post-rollback smoke tests" if post_rollback else "smoke tests"
+        raise CheckFailed(f"{which} failed: {report.summary()}")

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from dhash_rollout.backup import create_backup, latest_verified_backup
 from dhash_rollout.checks.preflight import run_preflight
-from dhash_rollout.checks.smoke import run_smoke
+from dhash_rollout.checks.smoke import smoke_phase
 from dhash_rollout.deploy.plan import ONCE_PER_RUN, BackupFact, DeployFacts, plan_deploy
 from dhash_rollout.environments import (
     STRICT_TOKEN_ENVIRONMENTS,
@@ -32,7 +32,7 @@ from dhash_rollout.environments import (
 from dhash_rollout.releases import Release, ReleaseSource, normalize_version, source_version
 from dhash_rollout.runs.context import RunContext, run_steps
 from dhash_rollout.runs.events import RunEvents, stop_on_signals
-from dhash_rollout.runs.health import probe_health
+from dhash_rollout.runs.health import health_phase
 from dhash_rollout.runs.journal import Journal, RunState, new_run_id
 from dhash_rollout.runs.locking import hold_lock
 from dhash_rollout.runs.monitoring import (
@@ -520,19 +520,16 @@ class _DeployRunner:
         )
 
     def _health(self, _step: Step, detail: dict[str, Any]) -> None:
-        answer = probe_health(self.ctx.env.url, token=api_token(self.ctx.env), within=30.0)
-        detail["health"] = answer.to_dict()
+        health_phase(self.ctx.env, detail)
 
     def _smoke(self, _step: Step, detail: dict[str, Any]) -> None:
-        report = run_smoke(
+        smoke_phase(
             self.ctx.env,
+            detail,
             timeout=self.request.smoke_timeout,
             post_rollback=False,
             log_path=self.request.base / "postdeploy-smoketests.log",
         )
-        detail.update(checks=len(report.results), log=str(report.log_path))
-        if not report.ok:
-            raise CheckFailed(f"smoke tests failed: {report.summary()}")
 
     def monitor_request(self) -> MonitorRequest:
         """The window starts at the switch the journal recorded (a resumed run's own one)."""

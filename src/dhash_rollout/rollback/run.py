@@ -16,8 +16,8 @@ from typing import Any
 
 from dhash_rollout.backup import latest_verified_backup, restore_backup, verify_backup
 from dhash_rollout.carryover import export_rows, reapply_rows
-from dhash_rollout.checks.smoke import run_smoke
-from dhash_rollout.environments import Environment, api_token, load_environment
+from dhash_rollout.checks.smoke import smoke_phase
+from dhash_rollout.environments import Environment, load_environment
 from dhash_rollout.releases import Release, normalize_version
 from dhash_rollout.rollback.decision import (
     DeployFootprint,
@@ -27,7 +27,7 @@ from dhash_rollout.rollback.decision import (
     plan_rollback,
 )
 from dhash_rollout.runs.context import RunContext, run_steps
-from dhash_rollout.runs.health import probe_health
+from dhash_rollout.runs.health import health_phase
 from dhash_rollout.runs.journal import Journal, RunState, new_run_id
 from dhash_rollout.runs.locking import hold_lock
 from dhash_rollout.runs.notices import notify
@@ -439,16 +439,11 @@ class _RollbackRunner:
         except DhashError as exc:
             restarted = self._serve_again_if_untouched()
             self.ctx.finish(False, {"error": exc.message, "service": restarted})
-            notify(
-                self.ctx,
+            self._notice(
                 "failure",
                 f"Rollback of {self.ctx.env.name} failed: {exc.message}",
-                severity="CRITICAL",
-                version=self.facts.target_version,
-                initiator=self.request.initiator,
-                reason=self.facts.reason,
-                trigger=self.facts.trigger,
-                phase="rollback_failed",  # its own key: the start notice must not absorb it
+                "CRITICAL",
+                "rollback_failed",  # its own key: the start notice must not absorb it
             )
             return RollbackResult(
                 self.ctx.run_id, self.ctx.env.name, False, plan, log_path, exc.message,
@@ -477,6 +472,19 @@ class _RollbackRunner:
         self.ctx.say("    the service serves again on its unchanged database")
         return "serving again on the unchanged database"
 
+    def _notice(self, kind: str, text: str, severity: str, phase: str) -> dict[str, Any]:
+        return notify(
+            self.ctx,
+            kind,
+            text,
+            severity=severity,
+            version=self.facts.target_version,
+            initiator=self.request.initiator,
+            reason=self.facts.reason,
+            trigger=self.facts.trigger,
+            phase=phase,
+        )
+
     def _lock(self, _step: Step, detail: dict[str, Any]) -> None:
         lock = self.ctx.lock
         detail.update(
@@ -484,20 +492,11 @@ class _RollbackRunner:
         )
 
     def _notify_start(self, _step: Step, detail: dict[str, Any]) -> None:
-        detail.update(
-            notify(
-                self.ctx,
-                "rollback",
-                f"Rolling {self.ctx.env.name} back from {self.facts.current_version} to "
-                f"{self.facts.target_version}",
-                severity="ERROR",
-                version=self.facts.target_version,
-                initiator=self.request.initiator,
-                reason=self.facts.reason,
-                trigger=self.facts.trigger,
-                phase="rollback",
-            )
+        text = (
+            f"Rolling {self.ctx.env.name} back from {self.facts.current_version} to "
+            f"{self.facts.target_version}"
         )
+        detail.update(self._notice("rollback", text, "ERROR", "rollback"))
 
     def _export(self, _step: Step, detail: dict[str, Any]) -> None:
         if self.facts.backup is None:
@@ -563,33 +562,20 @@ class _RollbackRunner:
         detail.update(revision=database_revision(self.ctx.env.database_url))
 
     def _health(self, _step: Step, detail: dict[str, Any]) -> None:
-        env = self.ctx.env
-        detail["health"] = probe_health(env.url, token=api_token(env), within=30.0).to_dict()
+        health_phase(self.ctx.env, detail)
 
     def _smoke(self, _step: Step, detail: dict[str, Any]) -> None:
-        report = run_smoke(
+        smoke_phase(
             self.ctx.env,
+            detail,
             timeout=self.request.smoke_timeout,
             post_rollback=True,
             log_path=self.ctx.base / "postrollback-smoketests.log",
         )
-        detail.update(checks=len(report.results), log=str(report.log_path))
-        if not report.ok:
-            raise CheckFailed(f"post-rollback smoke tests failed: {report.summary()}")
 
     def _notify_result(self, _step: Step, detail: dict[str, Any]) -> None:
         carried = self.ctx.results.get(Phase.REAPPLY_WRITES, {}).get("total_inserted")
         extra = f"; {carried} rows written since the backup kept" if carried is not None else ""
-        detail.update(
-            notify(
-                self.ctx,
-                "rollback",
-                f"Rolled {self.ctx.env.name} back to {self.facts.target_version}{extra}",
-                severity="WARN",
-                version=self.facts.target_version,
-                initiator=self.request.initiator,
-                reason=self.facts.reason,
-                trigger=self.facts.trigger,
-                phase="rolled_back",  # not "complete": that one reads "Deployment succeeded"
-            )
-        )
+        text = f"Rolled {self.ctx.env.name} back to {self.facts.target_version}{extra}"
+        # "rolled_back", not "complete": that one reads "Deployment succeeded"
+        detail.update(self._notice("rollback", text, "WARN", "rolled_back"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from dhash_rollout.environments import Environment, api_token
 from dhash_service.api.models import Health
 from dhash_service.client import DhashClient
 from dhash_service.errors import CheckFailed, DhashError
@@ -68,3 +69,9 @@ def probe_health(
         if time.monotonic() + RETRY_SECONDS > deadline:
             raise CheckFailed(f"{url} is not healthy: {last}")
         time.sleep(RETRY_SECONDS)
+
+
+def health_phase(env: Environment, detail: dict[str, object], within: float = 30.0) -> None:
+    """The ``health`` phase of a deploy or a rollback: the service answers healthy and ready
+    within ``within`` seconds; its ``/health`` answer goes into the journal ``detail``."""
+    detail["health"] = probe_health(env.url, token=api_token(env), within=within).to_dict()
