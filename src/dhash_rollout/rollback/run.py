@@ -344,10 +344,21 @@ def _execute(
         ctx.supersede(unfinished.deploy_id)  # (a parent deploy closes its own run)
     if resume is None:
         ctx.start(_params(request, choice))
+    else:
+        _close_parent(ctx, resume)
     progress(f"rollback {env.name} -> {choice.facts.target_version} [{ctx.run_id}]")
     for warning in plan.warnings:
         progress(f"  warning: {warning}")
     return _RollbackRunner(ctx, request, choice, resume).run(plan, log_path)
+
+
+def _close_parent(ctx: RunContext, resumed: RunState) -> None:
+    """An automatic rollback killed mid-way left its deploy open too: resuming the rollback
+    closes that deploy, so the journal holds no half-run deploy that looks resumable."""
+    parent = resumed.params.get("parent")
+    state = ctx.journal.run(str(parent)) if parent else None
+    if state is not None and not state.finished:
+        ctx.supersede(state.deploy_id)
 
 
 def _params(request: RollbackRequest, choice: _Choice) -> dict[str, Any]:
