@@ -49,7 +49,7 @@ from dhash_rollout.runs.recovery import Leftover, RunsRollback, recover_interrup
 from dhash_rollout.runs.runlog import open_run_log
 from dhash_rollout.runs.schema import database_exists, database_revision, migrate_with
 from dhash_rollout.settings import ToolkitSettings
-from dhash_rollout.targets import Target, get_target
+from dhash_rollout.targets import DeployTarget, get_target
 from dhash_service.errors import CheckFailed, ConfigError, DhashError, Locked, NotFound
 
 INSTALLED = "the installed release"
@@ -97,7 +97,9 @@ class DeployResult:
         }
 
 
-def resolve_release(request: DeployRequest, target: Target) -> tuple[str, ReleaseSource | None]:
+def resolve_release(
+    request: DeployRequest, target: DeployTarget
+) -> tuple[str, ReleaseSource | None]:
     """The version to deploy and where it comes from (None: an installed release)."""
     if request.source:
         source = ReleaseSource.parse(request.source, request.base)
@@ -139,7 +141,7 @@ def _latest_backup(env: Environment, backup_dir: Path) -> BackupFact | None:
 def gather_facts(
     request: DeployRequest,
     env: Environment,
-    target: Target,
+    target: DeployTarget,
     resume: RunState | None,
     lock_holder: str | None = None,
     *,
@@ -296,7 +298,7 @@ def _params(request: DeployRequest, facts: DeployFacts, resume: RunState | None)
 def _take_over(  # noqa: PLR0917 - private, one call site
     unfinished: RunState,
     request: DeployRequest,
-    target: Target,
+    target: DeployTarget,
     env: Environment,
     journal: Journal,
     say: Callable[[str], None],

@@ -44,7 +44,7 @@ from dhash_rollout.runs.schema import (
     release_revisions,
 )
 from dhash_rollout.settings import ToolkitSettings
-from dhash_rollout.targets import Target, get_target
+from dhash_rollout.targets import DeployTarget, get_target
 from dhash_service.errors import CheckFailed, ConfigError, DhashError, IntegrityError, NotFound
 
 Say = Callable[[str], None]
@@ -142,7 +142,7 @@ def _footprint(run: RunState | None) -> DeployFootprint | None:
 def _gather_target_facts(  # noqa: PLR0917 - private, one call site
     request: RollbackRequest,
     env: Environment,
-    target: Target,
+    target: DeployTarget,
     journal: Journal,
     backup_dir: Path,
     unfinished: RunState | None,
@@ -176,7 +176,7 @@ def _gather_target_facts(  # noqa: PLR0917 - private, one call site
 def _choose(  # noqa: PLR0917 - private, one call site
     request: RollbackRequest,
     env: Environment,
-    target: Target,
+    target: DeployTarget,
     journal: Journal,
     backup_dir: Path,
     unfinished: RunState | None,
@@ -381,7 +381,7 @@ def _params(request: RollbackRequest, choice: _Choice) -> dict[str, Any]:
     }
 
 
-def _resume_choice(run: RunState, env: Environment, target: Target) -> _Choice:
+def _resume_choice(run: RunState, env: Environment, target: DeployTarget) -> _Choice:
     """The interrupted rollback's own decisions, from its journal header."""
     p = run.params
     newest = p.get("newest_version") or p.get("from_version")

@@ -14,7 +14,7 @@ from dhash_rollout.environments import Environment
 from dhash_rollout.runs.journal import RUN_PHASE, Journal, Status
 from dhash_rollout.runs.locking import HeldLock
 from dhash_rollout.runs.plan import Phase, Plan, Step
-from dhash_rollout.targets import Target
+from dhash_rollout.targets import DeployTarget
 from dhash_service.errors import DhashError
 
 Progress = Callable[[str], None]
@@ -27,7 +27,7 @@ class RunContext:
 
     kind: str
     env: Environment
-    target: Target
+    target: DeployTarget
     journal: Journal
     run_id: str
     base: Path

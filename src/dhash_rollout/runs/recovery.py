@@ -18,7 +18,7 @@ from dhash_rollout.runs.journal import Journal, RunState
 from dhash_rollout.runs.plan import Phase, Step
 from dhash_rollout.runs.runlog import open_run_log
 from dhash_rollout.runs.schema import database_revision, migrate_with
-from dhash_rollout.targets import Target
+from dhash_rollout.targets import DeployTarget
 from dhash_service.errors import ConfigError, DhashError
 
 Say = Callable[[str], None]
@@ -85,7 +85,7 @@ def undo_deploy(ctx: RunContext, left: Leftover) -> dict[str, Any]:
 def recover_interrupted(  # noqa: PLR0917 - the interrupted run and where it ran
     run: RunState,
     env: Environment,
-    target: Target,
+    target: DeployTarget,
     journal: Journal,
     base: Path,
     say: Say,

@@ -100,10 +100,14 @@ class Serving(Protocol):
         ...
 
 
-class Target(Releases, Serving, Protocol):
-    """A deployment target: its releases, what serves, and the operator's tools."""
+class DeployTarget(Releases, Serving, Protocol):
+    """The narrow side deploy and rollback see: releases and the switch, nothing else."""
 
     env: Environment
+
+
+class Target(DeployTarget, Protocol):
+    """A deployment target: its releases, what serves, and the operator's tools."""
 
     def logs(self, lines: int = 100) -> str: ...
 
