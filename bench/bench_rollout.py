@@ -28,8 +28,8 @@ from tests.support.load import LoadGenerator
 from tests.support.release_builds import dhash_env, wheel_for, write_environments
 
 from dhash_rollout.environments import load_environment
-from dhash_rollout.pipeline import migrate_with
 from dhash_rollout.releases import ReleaseSource, install_release
+from dhash_rollout.runs.schema import migrate_with
 from dhash_rollout.targets.local import LocalTarget
 
 

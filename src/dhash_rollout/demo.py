@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dhash_rollout.samples import realistic_photo
+from dhash_service import metrics
 from dhash_service.client import DhashClient
 from dhash_service.errors import Unavailable
 
@@ -107,11 +108,11 @@ def _wait_ready(client: DhashClient, proc: subprocess.Popen[bytes], timeout: flo
 
 def _metric_lines(text: str) -> list[str]:
     wanted = (
-        "dhash_hash_duration_seconds_count",
-        "dhash_hash_duration_seconds_sum",
-        "dhash_extractions_total",
-        "dhash_low_confidence_queue_length",
-        "dhash_build_info",
+        metrics.HASH_DURATION_COUNT,
+        metrics.HASH_DURATION_SUM,
+        metrics.EXTRACTIONS_TOTAL,
+        metrics.LOW_CONFIDENCE_QUEUE_LENGTH,
+        metrics.BUILD_INFO,
     )
     return [ln for ln in text.splitlines() if ln.startswith(wanted)]
 

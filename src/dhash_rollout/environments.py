@@ -16,16 +16,62 @@ from __future__ import annotations
 import os
 import secrets
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from dhash_rollout.notify.escalation_config import parse_escalation
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
 from dhash_service.errors import ConfigError
 
 KNOWN = ("staging", "production", "canary")
 _DEFAULT_PORTS = {"production": 18080, "staging": 18081, "canary": 18082}
 DEFAULT_FILE = "dhash-environments.toml"
+
+
+class EnvironmentSettings(BaseModel):
+    """One table of ``dhash-environments.toml``: every key the toolkit reads, typed. A key not
+    named here is refused (a typo must not fall back to a default), and so is a value of the
+    wrong type (TOML ``true`` is not a port). docs/deploy.md has one row per field."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    root: str | None = None
+    port: int | None = Field(default=None, gt=0, le=65535)
+    url: str | None = None
+    database_url: str | None = None
+    target: str | None = None
+    channels: tuple[str, ...] | None = None
+    api_token: str | None = None
+    notify_min_severity: dict[str, str] = Field(default_factory=dict)
+    release_deps: str = "full"
+    workers: int = Field(default=1, gt=0)
+    shutdown_grace_seconds: float | None = Field(default=None, gt=0)
+    ready_timeout_seconds: float = Field(default=60.0, gt=0)
+    backup_max_age_seconds: float = 3600.0
+    preflight: Literal["enforce", "warn"] | None = None
+    service_log_dir: str | None = None
+    # Reserved for the fleet and canary work: the hosts a remote target deploys to, and the
+    # canary's own settings. Validated as their shape only; nothing reads them yet.
+    hosts: tuple[str, ...] | None = None
+    canary: dict[str, str | int | float | bool] | None = None
+    # The escalation matrix: its shape is validated where it is read (notify/escalation_config.py,
+    # a layer above this one), and by `dhash notify escalate` / `dhash notify status`.
+    escalation: dict[str, Any] | None = None
+
+    @field_validator("channels", "hosts", mode="before")
+    @classmethod
+    def _a_toml_array(cls, value: object) -> object:
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("shutdown_grace_seconds", "ready_timeout_seconds", "backup_max_age_seconds",
+                     mode="before")  # fmt: skip
+    @classmethod
+    def _a_number(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
 
 
 @dataclass(frozen=True)
@@ -38,7 +84,8 @@ class Environment:
     target: str = "local"
     channels: tuple[str, ...] = ("file",)
     api_token: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # the table's other keys, as written
+    settings: EnvironmentSettings = field(default_factory=EnvironmentSettings)
 
     @property
     def shared_dir(self) -> Path:
@@ -128,49 +175,47 @@ def _default(name: str, base: Path) -> Environment:
     )
 
 
-# The type each setting must have (bool is excluded from the numbers: TOML true is not a port).
-_TYPES: dict[str, tuple[type, ...]] = {
-    "root": (str,),
-    "port": (int,),
-    "url": (str,),
-    "database_url": (str,),
-    "target": (str,),
-    "api_token": (str,),
-    "release_deps": (str,),
-    "preflight": (str,),
-    "service_log_dir": (str,),
-    "workers": (int,),
-    "shutdown_grace_seconds": (int, float),
-    "ready_timeout_seconds": (int, float),
-    "backup_max_age_seconds": (int, float),
+_WANTED = {
+    "int_type": "an integer",
+    "string_type": "text",
+    "float_type": "a number",
+    "dict_type": "a table",
 }
-_POSITIVE = {"port", "workers", "shutdown_grace_seconds", "ready_timeout_seconds"}
 
 
-def _check_types(name: str, path: Path, values: dict[str, Any]) -> None:
-    """Refuse a mistyped setting here, with its name, rather than deep inside a deploy."""
-    for key, value in values.items():
-        where = f"{path}: [{name}] {key}"
-        if key == "channels":
-            if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
-                raise ConfigError(f'{where} must be a list of channel names, e.g. ["file"]')
-            continue
-        kinds = _TYPES.get(key)
-        if kinds is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            names: dict[tuple[type, ...], str] = {(str,): "text", (int,): "an integer"}
-            wanted = names.get(kinds, "a number")
-            raise ConfigError(f"{where} must be {wanted}, not {value!r}")
-        if key in _POSITIVE and isinstance(value, int | float) and value <= 0:
-            raise ConfigError(f"{where} must be greater than 0")
-    port = values.get("port")
-    if isinstance(port, int) and port > 65535:
-        raise ConfigError(f"{path}: [{name}] port must be at most 65535")
-    if values.get("preflight") not in (None, "enforce", "warn"):
-        raise ConfigError(f"{path}: [{name}] preflight must be enforce or warn")
-    if "escalation" in values:  # the escalation matrix, refused here like any other setting
-        parse_escalation(values["escalation"], f"{path}: [{name}] escalation")
+def _problem(error: Mapping[str, Any], values: Mapping[str, Any]) -> str:
+    """One pydantic error as the operator reads it: the key, what it must be, what it was."""
+    loc = error["loc"]
+    key = str(loc[0]) if loc else "?"
+    value = values.get(key)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        known = ", ".join(EnvironmentSettings.model_fields)
+        return f"{key} is not a known setting (known: {known})"
+    if key in ("channels", "hosts") and kind in ("tuple_type", "string_type"):
+        noun = "channel" if key == "channels" else "host"
+        return f'{key} must be a list of {noun} names, e.g. ["file"]'
+    if kind == "greater_than":
+        return f"{key} must be greater than {error['ctx']['gt']}"
+    if kind == "less_than_equal":
+        return f"{key} must be at most {error['ctx']['le']}"
+    if kind == "literal_error":
+        expected = str(error["ctx"]["expected"]).replace("'", "")
+        return f"{key} must be {expected}"
+    if kind in _WANTED and len(loc) == 1:
+        return f"{key} must be {_WANTED[kind]}, not {value!r}"
+    where = ".".join(str(part) for part in loc)
+    return f"{where}: {error['msg']}"
+
+
+def parse_settings(name: str, path: Path, values: Mapping[str, Any]) -> EnvironmentSettings:
+    """The table ``[name]`` of ``path`` as typed settings, or ``ConfigError`` naming the key."""
+    try:
+        settings = EnvironmentSettings.model_validate(dict(values))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"{path}: [{name}] {_problem(first, values)}") from None
+    return settings
 
 
 def environments_file(base: Path | None = None) -> Path:
@@ -197,9 +242,9 @@ def load_environment(name: str, base: Path | None = None) -> Environment:
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: [{name}] must be a table")
     values = dict(section)
-    _check_types(name, path, values)
+    settings = parse_settings(name, path, values)
     if not values:
-        return env
+        return replace(env, settings=settings)
     known_fields = {"root", "port", "url", "database_url", "target", "channels", "api_token"}
     updates: dict[str, Any] = {}
     for key, raw in values.items():
@@ -218,4 +263,4 @@ def load_environment(name: str, base: Path | None = None) -> Environment:
             f"sqlite:///{updates['root'] / 'shared' / 'data' / 'dhash.sqlite3'}"
         )
     extra = {k: v for k, v in values.items() if k not in known_fields}
-    return replace(env, **updates, extra=extra)
+    return replace(env, **updates, extra=extra, settings=settings)

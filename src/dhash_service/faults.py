@@ -16,13 +16,27 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dhash_service.errors import CorruptInput
 
 if TYPE_CHECKING:
-    from dhash_service.config import Settings
     from dhash_service.matching import Decision
+
+
+class FaultSettings(Protocol):
+    """The fault group of the service's settings (a protocol: config imports this module)."""
+
+    @property
+    def fault_hash_latency_seconds(self) -> float: ...
+    @property
+    def fault_extraction_failure_share(self) -> float: ...
+    @property
+    def fault_health_failing(self) -> bool: ...
+    @property
+    def fault_low_confidence(self) -> bool: ...
+    def model_dump(self) -> dict[str, Any]: ...
+
 
 PRODUCTION = "production"
 
@@ -70,7 +84,7 @@ class _Faults:
         self._lock = threading.Lock()
         self._items = 0
 
-    def configure(self, settings: Settings) -> None:
+    def configure(self, settings: FaultSettings) -> None:
         self.plan = _plan_from(settings.model_dump())
         with self._lock:
             self._items = 0
@@ -88,7 +102,7 @@ class _Faults:
 _FAULTS = _Faults()
 
 
-def configure(settings: Settings) -> None:
+def configure(settings: FaultSettings) -> None:
     """Called once per app (each worker): the faults of this release's settings."""
     _FAULTS.configure(settings)
 

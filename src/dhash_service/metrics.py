@@ -38,6 +38,16 @@ from prometheus_client.registry import Collector
 
 from dhash_service.logs import get_logger
 
+# The exposed series names: the contract the smoke tests, the demo and the monitor read.
+HASH_DURATION = "dhash_hash_duration_seconds"
+HASH_DURATION_COUNT = f"{HASH_DURATION}_count"
+HASH_DURATION_SUM = f"{HASH_DURATION}_sum"
+HASH_DURATION_BUCKET = f"{HASH_DURATION}_bucket"
+EXTRACTIONS_TOTAL = "dhash_extractions_total"
+REQUESTS_TOTAL = "dhash_requests_total"
+LOW_CONFIDENCE_QUEUE_LENGTH = "dhash_low_confidence_queue_length"
+BUILD_INFO = "dhash_build_info"
+
 log = get_logger(__name__)
 
 # Fine between 10 ms and 2.5 s, where a P95 of a real hash lands and where the production gate

@@ -42,8 +42,8 @@ from dhash_rollout.backup import create_backup
 from dhash_rollout.checks.report import read_log_summary
 from dhash_rollout.commands.monitor import TIME_SCALE_ENV
 from dhash_rollout.environments import load_environment
-from dhash_rollout.journal import Journal
 from dhash_rollout.releases import source_version
+from dhash_rollout.runs.journal import Journal
 from dhash_rollout.targets import get_target
 from tests.integration.test_notify_receivers import (
     SmtpServer,

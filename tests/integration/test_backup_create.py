@@ -20,7 +20,7 @@ from dhash_rollout.backup import (
     verify_backup,
 )
 from dhash_rollout.backup.naming import lock_path
-from dhash_rollout.locking import hold_lock
+from dhash_rollout.runs.locking import hold_lock
 from dhash_service.errors import IntegrityError, Locked
 from tests.integration.backup_support import (
     PausedRun,

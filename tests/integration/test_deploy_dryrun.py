@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from dhash_rollout.checks.dryrun_logs import check_deploy_dryrun
+from dhash_rollout.deploy.plan import DEPLOY_PHASES
 from dhash_rollout.environments import load_environment
-from dhash_rollout.plan import DEPLOY_PHASES
 from dhash_rollout.releases import source_version
 from tests.support.release_builds import CHECKOUT, run_in, write_environments
 

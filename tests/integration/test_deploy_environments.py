@@ -74,3 +74,25 @@ def test_rollback_to_a_release_that_is_not_installed_names_the_installed_ones(
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "release 7.7.7 is not installed" in done.stderr
     assert "(installed: none; see dhash release list --env canary)" in done.stderr
+
+
+def test_an_unknown_key_is_refused_naming_the_key_and_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "dhash-environments.toml"
+    path.write_text("[staging]\nport = 18999\nbackup_max_age = 60\n")
+    with pytest.raises(
+        ConfigError, match=r"\[staging\] backup_max_age is not a known setting"
+    ) as err:
+        load_environment("staging", tmp_path)
+    assert str(path) in err.value.message
+
+
+def test_hosts_and_canary_tables_are_accepted_and_typed(tmp_path: Path) -> None:
+    (tmp_path / "dhash-environments.toml").write_text(
+        '[canary]\nhosts = ["10.0.0.5", "10.0.0.6"]\ncanary = { weight = 10 }\n'
+    )
+    env = load_environment("canary", tmp_path)
+    assert env.settings.hosts == ("10.0.0.5", "10.0.0.6")
+    assert env.settings.canary == {"weight": 10}
+    (tmp_path / "dhash-environments.toml").write_text("[canary]\nhosts = 5\n")
+    with pytest.raises(ConfigError, match="hosts must be a list of host names"):
+        load_environment("canary", tmp_path)

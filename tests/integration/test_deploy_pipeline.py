@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dhash_rollout.journal import RUN_PHASE
+from dhash_rollout.runs.journal import RUN_PHASE
 from tests.support.release_builds import PROBE_COLUMN, wheel_for
 from tests.support.rollout_site import Site, assert_fully_on
 

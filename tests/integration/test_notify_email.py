@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dhash_rollout.notify import Event, Notifier, Severity, Status
+from dhash_rollout.notify import Event, Notifier, Severity, Status, notifier_from_settings
 from dhash_service.errors import ConfigError
 from dhash_service.logs import configure_logging
 from tests.integration.test_notify_receivers import make_certificate, server_tls, smtp_server
@@ -47,7 +47,7 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, certificate: tuple[Path
 
 def email_notifier(log_dir: Path, port: int, monkeypatch: pytest.MonkeyPatch) -> Notifier:
     monkeypatch.setenv("SMTP_PORT", str(port))
-    return Notifier.from_settings("production", channels=["email"], log_dir=log_dir)
+    return notifier_from_settings("production", channels=["email"], log_dir=log_dir)
 
 
 def rollback_event() -> Event:
@@ -195,8 +195,8 @@ def test_bad_addresses_are_refused_before_anything_is_sent(
     with smtp_server() as srv:
         monkeypatch.setenv("SMTP_PORT", str(srv.port))
         with pytest.raises(ConfigError, match=variable):
-            Notifier.from_settings("production", channels=["email"], log_dir=env, strict=True)
-        lenient = Notifier.from_settings("production", channels=["email"], log_dir=env)
+            notifier_from_settings("production", channels=["email"], log_dir=env, strict=True)
+        lenient = notifier_from_settings("production", channels=["email"], log_dir=env)
         outcome = lenient.send(rollback_event()).outcome("email")
         assert srv.mails == []
     assert outcome.status == Status.NOT_CONFIGURED

@@ -22,12 +22,14 @@ import pytest
 
 from dhash_rollout.cli import main
 from dhash_rollout.environments import load_environment
-from dhash_rollout.journal import Journal
-from dhash_rollout.notify import Event, Notifier, Severity, Status
+from dhash_rollout.notify import Event, Notifier, Severity, Status, notifier_from_settings
 from dhash_rollout.notify.escalator import Escalator
 from dhash_rollout.notify.factory import build_escalator
 from dhash_rollout.notify.store import STORE_FILE, Claim, DeliveryStore
-from dhash_rollout.pipeline import RunContext, notify, open_run_log
+from dhash_rollout.runs.context import RunContext
+from dhash_rollout.runs.journal import Journal
+from dhash_rollout.runs.notices import notify
+from dhash_rollout.runs.runlog import open_run_log
 from dhash_rollout.targets import Target
 from tests.integration.test_notify_receivers import (
     Reply,
@@ -144,7 +146,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def notifier(settings: dict[str, str], clock: FakeClock) -> Notifier:
-    sender = Notifier.from_settings("production", channels=["file"], strict=True)
+    sender = notifier_from_settings("production", channels=["file"], strict=True)
     assert isinstance(sender.escalation, Escalator)
     sender.escalation.clock = clock
     return sender
@@ -620,7 +622,7 @@ def test_a_store_written_before_escalation_keeps_its_outbox(
 
     escalator = build_escalator(log_dir)
     assert escalator.status() == []  # the alert tables are added beside it
-    flushed = Notifier.from_settings("production", channels=["slack"], log_dir=log_dir).flush()
+    flushed = notifier_from_settings("production", channels=["slack"], log_dir=log_dir).flush()
 
     assert [(i.key, i.outcome.status) for i in flushed.items] == [(event.dedupe_key, Status.SENT)]
     with closing(sqlite3.connect(log_dir / STORE_FILE)) as db:

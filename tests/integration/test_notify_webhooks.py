@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from dhash_rollout.notify import Event, Notifier, Severity, Status
+from dhash_rollout.notify import Event, Notifier, Severity, Status, notifier_from_settings
 from dhash_rollout.notify.retry import RetryPolicy
 from dhash_rollout.notify.slack import SlackChannel
 from dhash_rollout.notify.store import STORE_FILE
@@ -65,7 +65,7 @@ def env(monkeypatch: pytest.MonkeyPatch, receiver: WebhookReceiver, tmp_path: Pa
 
 
 def notifier(log_dir: Path, *channels: str) -> Notifier:
-    return Notifier.from_settings("production", channels=list(channels), log_dir=log_dir)
+    return notifier_from_settings("production", channels=list(channels), log_dir=log_dir)
 
 
 def event(message: str = "Deployment of v1.2.3 started", **extra: Any) -> Event:
@@ -527,7 +527,7 @@ def test_the_environment_file_chooses_the_default_channels(
     environments.write_text('[production]\nchannels = ["discord", "file"]\n')
     monkeypatch.setenv("DHASH_ENVIRONMENTS_FILE", str(environments))
 
-    report = Notifier.from_settings("production", log_dir=env).send(event())
+    report = notifier_from_settings("production", log_dir=env).send(event())
 
     assert [(o.channel, o.status) for o in report.outcomes] == [
         ("discord", Status.SENT),

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import cast
 
 from dhash_rollout.environments import load_environment
-from dhash_rollout.journal import Journal
-from dhash_rollout.pipeline import RunContext, notify, open_run_log
+from dhash_rollout.runs.context import RunContext
+from dhash_rollout.runs.journal import Journal
+from dhash_rollout.runs.notices import notify
+from dhash_rollout.runs.runlog import open_run_log
 from dhash_rollout.targets import Target
 
 

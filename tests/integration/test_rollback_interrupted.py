@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dhash_rollout.pipeline import database_revision
+from dhash_rollout.runs.schema import database_revision
 from tests.support.release_builds import checkout_head, wheel_for
 from tests.support.rollout_site import Site, assert_fully_on
 

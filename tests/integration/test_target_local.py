@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from dhash_rollout.environments import Environment, load_environment
-from dhash_rollout.pipeline import migrate_with
 from dhash_rollout.releases import ReleaseSource
+from dhash_rollout.runs.schema import migrate_with
 from dhash_rollout.targets.local import LocalTarget
 from dhash_service.errors import CheckFailed, NotFound, Unavailable
 from tests.support.release_builds import dhash_bin, dhash_env, wheel_for, write_environments
@@ -59,14 +59,14 @@ def test_activation_starts_supervisord_on_a_unix_socket_and_serves_the_release(
     activation = target.activate("1.0.0")
     assert activation.changed and activation.previous is None
     assert _served_version(target.env) == "1.0.0"
-    conf = target.conf_path.read_text()
+    conf = target.layout.conf_path.read_text()
     assert "[unix_http_server]" in conf and "inet_http_server" not in conf
-    assert target.socket_path.is_socket()
-    assert oct(target.socket_path.stat().st_mode & 0o777) == "0o700"
+    assert target.layout.socket_path.is_socket()
+    assert oct(target.layout.socket_path.stat().st_mode & 0o777) == "0o700"
     assert os.readlink(target.root / "current") == "releases/1.0.0"
     assert list(_running(target).values()) == ["1.0.0"]
     # The program file holds the API token: only its owner reads it.
-    (program,) = target.programs_dir.glob("*.conf")
+    (program,) = target.layout.programs_dir.glob("*.conf")
     assert oct(program.stat().st_mode & 0o777) == "0o600"
 
 
@@ -76,7 +76,7 @@ def test_a_switch_serves_the_new_release_and_retires_the_old_slot(target: LocalT
     assert activation.version == "2.0.0" and activation.previous == "1.0.0"
     assert _served_version(target.env) == "2.0.0"
     assert list(_running(target).values()) == ["2.0.0"]
-    assert len(list(target.programs_dir.glob("*.conf"))) == 1
+    assert len(list(target.layout.programs_dir.glob("*.conf"))) == 1
     status = target.status()
     assert (status.current, status.previous) == ("2.0.0", "1.0.0")
 
@@ -94,10 +94,9 @@ def test_a_switch_interrupted_with_both_slots_running_converges(target: LocalTar
     # What a deploy killed after starting the new slot leaves: both running, current = old.
     release = target.release("1.0.0")
     assert release is not None
-    slot = target._idle_slot(target._slots(), target.current())
-    target._write_program(slot, release, "interrupted")
-    target._sync_programs()
-    target._ensure_started(slot)
+    slot = target.idle_slot(target.supervisor.slots(), target.current())
+    target.configure_slot(slot, release, "interrupted")
+    target.supervisor.ensure_started(slot)
     target.wait_ready(slot)
     assert sorted(v or "" for v in _running(target).values()) == ["1.0.0", "2.0.0"]
     assert os.readlink(target.root / "current") == "releases/2.0.0"
@@ -160,7 +159,7 @@ def test_release_start_after_stop_all_starts_supervisord_again(target: LocalTarg
 
     stopped = dhash("stop", "--all")
     assert stopped.returncode == 0, stopped.stderr
-    assert not target.supervisord_running() and not target.socket_path.exists()
+    assert not target.supervisor.running() and not target.layout.socket_path.exists()
     started = dhash("start")
     assert started.returncode == 0, started.stdout + started.stderr
     assert "Traceback" not in started.stderr
@@ -171,7 +170,7 @@ def test_release_start_after_stop_all_starts_supervisord_again(target: LocalTarg
 def test_a_dead_supervisord_is_a_clear_error_not_a_traceback(target: LocalTarget) -> None:
     target.activate("2.0.0")
     target.shutdown()
-    with pytest.raises(Unavailable, match="does not answer"), target._rpc() as rpc:
+    with pytest.raises(Unavailable, match="does not answer"), target.supervisor.rpc() as rpc:
         rpc.getState()
     target.start()
     assert _served_version(target.env) == "2.0.0"
@@ -181,7 +180,7 @@ def test_deactivate_leaves_nothing_serving_and_no_current_release(target: LocalT
     target.activate("2.0.0")
     target.deactivate()
     assert _running(target) == {} and target.current() is None
-    assert list(target.programs_dir.glob("*.conf")) == []
+    assert list(target.layout.programs_dir.glob("*.conf")) == []
     target.activate("2.0.0")  # what a later deploy does
     assert _served_version(target.env) == "2.0.0"
 
@@ -195,7 +194,7 @@ def test_status_reports_the_kernel_handoff_setting(target: LocalTarget) -> None:
 def test_a_deep_root_gets_a_short_stable_supervisor_socket(tmp_path: Path) -> None:
     deep = tmp_path.joinpath(*["a-rather-long-directory-name"] * 5)
     env = Environment("production", deep, 1, "http://127.0.0.1:1", "sqlite:///x.db")
-    first, again = LocalTarget(env).socket_path, LocalTarget(env).socket_path
+    first, again = LocalTarget(env).layout.socket_path, LocalTarget(env).layout.socket_path
     assert first == again and len(str(first).encode()) <= 100
     assert first != deep / "supervisor" / "supervisor.sock"
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dhash_rollout.pipeline import database_revision
+from dhash_rollout.runs.schema import database_revision
 from tests.support.load import LoadGenerator
 from tests.support.release_builds import checkout_head
 from tests.support.rollout_site import TOKEN, Site

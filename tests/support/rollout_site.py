@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 
 from dhash_rollout.environments import Environment, load_environment
-from dhash_rollout.journal import Journal, JournalRecord
-from dhash_rollout.pipeline import database_revision, release_head
+from dhash_rollout.runs.journal import Journal, JournalRecord
+from dhash_rollout.runs.schema import database_revision, release_head
 from dhash_rollout.targets.local import LocalTarget
 from tests.support.load import multipart, unique_png
 from tests.support.release_builds import CHECKOUT, dhash_bin, dhash_env, write_environments

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dhash_rollout.journal import Journal, JournalRecord, new_run_id
+from dhash_rollout.runs.journal import Journal, JournalRecord, new_run_id
 
 
 def _journal(tmp_path: Path) -> Journal:

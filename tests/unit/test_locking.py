@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dhash_rollout.locking import hold_lock
+from dhash_rollout.runs.locking import hold_lock
 from dhash_service.errors import Locked
 
 
@@ -51,3 +51,26 @@ def test_released_lock_leaves_no_holder_record(tmp_path: Path) -> None:
         pass
     with hold_lock(lock, "deploy") as held:
         assert held.took_over is None
+
+
+def test_the_holder_takes_its_own_lock_again_by_passing_it(tmp_path: Path) -> None:
+    lock = tmp_path / "production.lock"
+    with hold_lock(lock, "deploy") as outer:
+        with hold_lock(lock, "rollback", within=outer) as inner:
+            assert inner.nested and inner.holder == outer.holder
+        # leaving the inner block keeps the outer lock: another taker is still refused
+        with pytest.raises(Locked), hold_lock(lock, "backup"):
+            pass
+    with hold_lock(lock, "deploy") as again:
+        assert not again.nested
+
+
+def test_a_lock_not_held_cannot_be_passed_as_held(tmp_path: Path) -> None:
+    lock = tmp_path / "production.lock"
+    with hold_lock(lock, "deploy") as outer:
+        pass
+    with (
+        pytest.raises(Locked, match="not held by this process"),
+        hold_lock(lock, "rollback", within=outer),
+    ):
+        pass

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dhash_rollout.journal import JournalRecord, PhaseState, RunState, Status
 from dhash_rollout.monitor.guard import OpenDeploy, open_deploy, should_guard
 from dhash_rollout.monitor.sources import SampleStore, Scraped
+from dhash_rollout.runs.journal import JournalRecord, PhaseState, RunState, Status
 
 SWITCH = datetime(2026, 12, 2, 6, 0, tzinfo=UTC).timestamp()
 

@@ -7,16 +7,9 @@ from typing import Any
 
 import pytest
 
-from dhash_rollout.plan import (
-    DEPLOY_PHASES,
-    ROLLBACK_PHASES,
-    BackupFact,
-    DeployFacts,
-    RollbackFacts,
-    plan_deploy,
-    plan_rollback,
-    render_plan,
-)
+from dhash_rollout.deploy.plan import DEPLOY_PHASES, BackupFact, DeployFacts, plan_deploy
+from dhash_rollout.rollback.decision import ROLLBACK_PHASES, RollbackFacts, plan_rollback
+from dhash_rollout.runs.plan import render_plan
 
 HOUR = 3600.0
 

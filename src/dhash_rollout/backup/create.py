@@ -40,7 +40,7 @@ from dhash_rollout.backup.manifest import DatabaseInfo, Manifest, MemberDigest
 from dhash_rollout.backup.naming import BackupName, backup_name, checksum_path, lock_path, temp_name
 from dhash_rollout.backup.retention import check_retention_days, prune_env_locked
 from dhash_rollout.environments import Environment
-from dhash_rollout.locking import hold_lock
+from dhash_rollout.runs.locking import hold_lock
 from dhash_service import __version__
 from dhash_service.errors import ConfigError, DhashError, NotFound
 

@@ -35,7 +35,7 @@ from dhash_rollout.backup.loading import (
 from dhash_rollout.backup.naming import TIMESTAMP_FORMAT, lock_path
 from dhash_rollout.backup.verify import verify_backup
 from dhash_rollout.environments import Environment
-from dhash_rollout.locking import hold_lock
+from dhash_rollout.runs.locking import hold_lock
 from dhash_service.errors import ConfigError, DhashError, IntegrityError, NotFound
 
 Progress = Callable[[str, float], None]

@@ -16,7 +16,7 @@ from pathlib import Path
 from dhash_rollout.backup.catalog import BackupInfo, list_backups, remove_backup_files
 from dhash_rollout.backup.failures import reported_failures
 from dhash_rollout.backup.naming import lock_path
-from dhash_rollout.locking import hold_lock
+from dhash_rollout.runs.locking import hold_lock
 from dhash_service.errors import ConfigError, IntegrityError
 
 _AGE_RE = re.compile(r"^\s*(?P<n>\d+)\s*(?P<unit>[mhdw]?)\s*$")

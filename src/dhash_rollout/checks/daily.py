@@ -16,8 +16,8 @@ from pathlib import Path
 from dhash_rollout.backup import list_backups, verify_backup
 from dhash_rollout.checks.paths import backup_dir, log_dir, shown
 from dhash_rollout.checks.report import CheckReport, CheckRun
-from dhash_rollout.checks.service import service_client
-from dhash_rollout.environments import Environment
+from dhash_rollout.environments import Environment, api_token
+from dhash_rollout.runs.health import probe_health
 from dhash_service.errors import CheckFailed
 
 MAX_BACKUP_AGE = timedelta(hours=24)
@@ -26,9 +26,8 @@ WEEKLY_COUNT = 7
 _GIB = 1024**3
 
 
-def check_health(env: Environment, timeout: float = 10.0) -> str:
-    with service_client(env, timeout=timeout) as client:
-        client.health()
+def check_service_health(env: Environment, timeout: float = 10.0) -> str:
+    probe_health(env.url, token=api_token(env), require_ready=False, request_timeout=timeout)
     return f"{env.url}/health is OK"
 
 
@@ -72,7 +71,7 @@ def run_daily(
     env: Environment, *, workdir: Path, log_path: Path | None = None, now: datetime | None = None
 ) -> CheckReport:
     run = CheckRun("daily", meta={"env": env.name, "url": env.url})
-    run.check("service health", lambda: check_health(env))
+    run.check("service health", lambda: check_service_health(env))
     run.check("latest backup age", lambda: check_backup_age(env, workdir, now=now))
     run.check(
         "disk space", lambda: check_disk_space([log_dir(workdir), backup_dir(workdir)], workdir)

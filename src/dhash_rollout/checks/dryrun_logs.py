@@ -1,7 +1,7 @@
 """Reading back the dry-run logs the guide's checklist asks for.
 
 ``deploy-dryrun.log`` is the deploy plan as ``dhash deploy --dry-run`` renders it
-(:func:`dhash_rollout.plan.render_plan`): a header line naming the environment, then the steps.
+(:func:`dhash_rollout.runs.plan.render_plan`): a header line naming the environment, then the steps.
 A file that does not start with that header for this environment is not a dry run of this
 deploy. ``migrate-dryrun.log`` is :func:`dhash_rollout.migrate.write_dry_run_log`'s report:
 ``result: OK`` and ``database unchanged after rollback: yes`` mark a successful dry run.

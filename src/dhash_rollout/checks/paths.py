@@ -9,19 +9,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dhash_service.config import Settings
+from dhash_rollout.settings import ToolkitSettings
 
 
 def _under(workdir: Path, configured: Path) -> Path:
     return configured if configured.is_absolute() else workdir / configured
 
 
-def backup_dir(workdir: Path) -> Path:
-    return _under(workdir, Settings().backup_dir)
+def backup_dir(workdir: Path, settings: ToolkitSettings | None = None) -> Path:
+    return _under(workdir, (settings or ToolkitSettings.load()).backup_dir)
 
 
-def log_dir(workdir: Path) -> Path:
-    return _under(workdir, Settings().log_dir)
+def log_dir(workdir: Path, settings: ToolkitSettings | None = None) -> Path:
+    return _under(workdir, (settings or ToolkitSettings.load()).log_dir)
 
 
 def shown(path: Path, workdir: Path) -> str:

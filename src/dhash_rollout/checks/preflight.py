@@ -25,7 +25,7 @@ from dhash_rollout.checks.dryrun_logs import check_deploy_dryrun, check_migrate_
 from dhash_rollout.checks.paths import backup_dir, shown
 from dhash_rollout.checks.report import CheckReport, CheckRun, read_log_summary
 from dhash_rollout.environments import Environment
-from dhash_rollout.pipeline import database_exists
+from dhash_rollout.runs.schema import database_exists
 from dhash_service.errors import CheckFailed
 
 DEPLOY_DRYRUN_LOG = "deploy-dryrun.log"

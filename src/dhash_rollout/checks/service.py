@@ -22,7 +22,7 @@ def service_client(env: Environment, *, timeout: float = 30.0) -> DhashClient:
 
 
 def service_log_dir(env: Environment) -> Path:
-    configured = env.extra.get("service_log_dir")
+    configured = env.settings.service_log_dir
     if configured:
         return (env.root / str(configured)).resolve()
     return env.shared_dir / "logs"

@@ -29,18 +29,20 @@ from prometheus_client.parser import text_string_to_metric_families
 from dhash_rollout.checks.known_image import KNOWN_DHASH64, KNOWN_IMAGE_NAME, known_image_png
 from dhash_rollout.checks.report import CheckReport, CheckRun
 from dhash_rollout.checks.service import service_client
-from dhash_rollout.environments import Environment
-from dhash_rollout.journal import Journal
+from dhash_rollout.environments import Environment, api_token
+from dhash_rollout.runs.health import probe_health
+from dhash_rollout.runs.journal import Journal
+from dhash_service import metrics
 from dhash_service.client import DhashClient
 from dhash_service.errors import CheckFailed, DhashError
 
 SMOKE_SOURCE = "smoke-test"
 REQUIRED_METRICS = (
-    "dhash_hash_duration_seconds",
-    "dhash_extractions_total",
-    "dhash_low_confidence_queue_length",
-    "dhash_requests_total",
-    "dhash_build_info",
+    metrics.HASH_DURATION,
+    metrics.EXTRACTIONS_TOTAL,
+    metrics.LOW_CONFIDENCE_QUEUE_LENGTH,
+    metrics.REQUESTS_TOTAL,
+    metrics.BUILD_INFO,
 )
 CHECKS = ("health", "metrics", "known hash", "ingest and match", "review queue")
 POST_ROLLBACK_CHECK = "rolled-back release"
@@ -81,13 +83,6 @@ def wait_ready(client: DhashClient, deadline: Deadline) -> str:
         delay = min(delay * 2, 2.0)
 
 
-def check_health(client: DhashClient) -> str:
-    health = client.health()
-    if health.status != "ok":
-        raise CheckFailed(f"/health says {health.status!r}")
-    return f"ok, version {health.version}, pid {health.pid}"
-
-
 def metric_names(text: str) -> set[str]:
     """Every metric family name in an exposition, as written (``_total`` kept on counters)."""
     names: set[str] = set()
@@ -104,7 +99,7 @@ def metric_names(text: str) -> set[str]:
 def build_version(text: str) -> str | None:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "dhash_build_info" and "version" in sample.labels:
+            if sample.name == metrics.BUILD_INFO and "version" in sample.labels:
                 return sample.labels["version"]
     return None
 
@@ -188,6 +183,16 @@ def check_rolled_back_release(env: Environment) -> str:
     return f"{status.current} is current and serving ({run.deploy_id})"
 
 
+def _health(env: Environment, timeout: float) -> str:
+    answer = probe_health(
+        env.url,
+        token=api_token(env),
+        require_ready=False,
+        request_timeout=min(REQUEST_TIMEOUT, timeout),
+    )
+    return answer.summary()
+
+
 def run_smoke(
     env: Environment,
     *,
@@ -204,7 +209,7 @@ def run_smoke(
     image = known_image_png()
     with service_client(env, timeout=min(REQUEST_TIMEOUT, max(timeout, 1.0))) as client:
         checks: dict[str, Callable[[], str]] = {
-            "health": lambda: check_health(client),
+            "health": lambda: _health(env, timeout),
             "metrics": lambda: check_metrics(client),
             "known hash": lambda: check_known_hash(client, image),
             "ingest and match": lambda: check_round_trip(client, image, deadline),
@@ -221,3 +226,20 @@ def run_smoke(
             else:
                 run.check(name, checks[name])
     return run.finish(log_path)
+
+
+def smoke_phase(
+    env: Environment,
+    detail: dict[str, object],
+    *,
+    timeout: float,
+    post_rollback: bool,
+    log_path: Path,
+) -> None:
+    """The smoke tests as a deploy or rollback phase: what ran goes into the phase's journal
+    ``detail``, and a failed check fails the phase."""
+    report = run_smoke(env, timeout=timeout, post_rollback=post_rollback, log_path=log_path)
+    detail.update(checks=len(report.results), log=str(report.log_path))
+    if not report.ok:
+        which = "post-rollback smoke tests" if post_rollback else "smoke tests"
+        raise CheckFailed(f"{which} failed: {report.summary()}")

@@ -13,12 +13,15 @@ import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from dhash_rollout.commands import detach_stdout
 from dhash_service.errors import CheckFailed, ConfigError, DhashError
+
+if TYPE_CHECKING:
+    from dhash_rollout.runs.monitoring import DeployMonitor
 
 EnvOption = typer.Option(..., "--env", help="Environment: staging, production or canary.")
 JsonOption = typer.Option(False, "--json", help="Print the result as JSON.")
@@ -44,18 +47,27 @@ def _printer(as_json: bool) -> Any:
     return say
 
 
+def deploy_monitor() -> DeployMonitor | None:
+    """The post-deploy monitor the deploy runs after the switch (None: its phase is skipped).
+
+    The monitor package (``dhash_rollout.monitor``) is built against
+    :mod:`dhash_rollout.runs.monitoring`; this is where it is plugged in.
+    """
+    return None
+
+
 @contextlib.contextmanager
 def _log_to_file(kind: str, env: str) -> Iterator[Path]:
     """The run's log file; library loggers (notifier, backup) write their JSON lines there too,
     so the terminal shows only the progress lines. A run refused before it began (locked,
     nothing to roll back, a bad argument or backup) says why there too."""
 
-    from dhash_rollout.deploy import work_dirs
-    from dhash_rollout.pipeline import run_log_path
+    from dhash_rollout.runs.runlog import run_log_path
+    from dhash_rollout.settings import ToolkitSettings
     from dhash_service.config import Settings
     from dhash_service.logs import configure_logging
 
-    _, log_dir = work_dirs(Path.cwd())
+    _, log_dir = ToolkitSettings.load().work_dirs(Path.cwd())
     path = run_log_path(log_dir, kind, env)
     configure_logging(Settings().log_level, stream=open(os.devnull, "w"), file=path)  # noqa: SIM115
     try:
@@ -96,7 +108,8 @@ def deploy(
     """Guarded deploy: lock, preflight, backup, install, migrate, switch, health, smoke, notify."""
     from dhash_rollout.deploy import DeployRequest
     from dhash_rollout.deploy import deploy as run_deploy
-    from dhash_rollout.plan import render_plan
+    from dhash_rollout.rollback import execute as rollback_inside
+    from dhash_rollout.runs.plan import render_plan
 
     with contextlib.ExitStack() as stack:
         log_path = None if dry_run else stack.enter_context(_log_to_file("deploy", env))
@@ -111,7 +124,9 @@ def deploy(
         )
         if initiator:
             request = replace(request, initiator=_one_line("--initiator", initiator))
-        result = run_deploy(request, say=_printer(as_json))
+        result = run_deploy(
+            request, say=_printer(as_json), monitor=deploy_monitor(), rollback=rollback_inside
+        )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
     elif dry_run:

@@ -54,12 +54,12 @@ class _CommandEvents:
         self.recorded.append((event, data))
 
     def notify(self, severity: Severity, title: str, message: str) -> None:
-        from dhash_rollout.notify import Event, Notifier
+        from dhash_rollout.notify import Event, notifier_from_settings
 
         if self.quiet_notify:
             return
         try:
-            notifier = Notifier.from_settings(
+            notifier = notifier_from_settings(
                 self.env.name, channels=self.env.channels, log_dir=self.log_dir
             )
             notifier.send(
@@ -162,14 +162,14 @@ def monitor(
     ),
 ) -> None:
     """Watch the quality gates of a deployed environment; roll back when guarding its deploy."""
-    from dhash_rollout.deploy import lock_path
     from dhash_rollout.environments import api_token, load_environment
-    from dhash_rollout.journal import Journal, new_run_id
-    from dhash_rollout.locking import hold_lock
     from dhash_rollout.monitor.gates_config import load_gates_config
     from dhash_rollout.monitor.guard import open_deploy, should_guard
     from dhash_rollout.monitor.runner import GateMonitor, prometheus_source, scrape_source
+    from dhash_rollout.runs.journal import Journal, new_run_id
+    from dhash_rollout.runs.locking import hold_lock
     from dhash_rollout.runs.monitoring import MonitorRequest, SystemClock
+    from dhash_rollout.runs.paths import lock_path
     from dhash_rollout.targets import get_target
 
     if source not in ("scrape", "prometheus"):

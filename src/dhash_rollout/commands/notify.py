@@ -148,12 +148,12 @@ def flush(
     as_json: bool = JsonOption,
 ) -> None:
     """Re-send outboxed notifications, oldest first."""
-    from dhash_rollout.notify import Notifier
+    from dhash_rollout.notify import notifier_from_settings
     from dhash_rollout.notify.factory import ALL_CHANNELS
     from dhash_service.config import Settings
 
     _configure_logging()
-    notifier = Notifier.from_settings(Settings().env, channels=list(ALL_CHANNELS))
+    notifier = notifier_from_settings(Settings().env, channels=list(ALL_CHANNELS))
     escalator = _escalator()  # escalation pages wait in the same outbox, under their contacts
     notifier.channels.update(
         escalator.contact_channels({str(i.event.get("env")) for i in notifier.outbox()})
@@ -339,12 +339,12 @@ def _configure_logging() -> None:
 
 
 def _notifier(env_name: str, channels: str | None) -> Notifier:
-    from dhash_rollout.notify import Notifier
+    from dhash_rollout.notify import notifier_from_settings
     from dhash_rollout.notify.factory import parse_channels
 
     names = parse_channels(channels) if channels is not None else None
     _configure_logging()  # after every argument is checked: usage errors log nothing
-    return Notifier.from_settings(env_name, channels=names, strict=True)
+    return notifier_from_settings(env_name, channels=names, strict=True)
 
 
 def _escalator(*, strict: bool = True) -> Escalator:
@@ -379,7 +379,7 @@ def _occurrence(key: str | None, run_id: str | None) -> str | None:
     never on its words, so two incidents with the same text are two notices."""
     if key or run_id:
         return run_id
-    from dhash_rollout.journal import new_run_id
+    from dhash_rollout.runs.journal import new_run_id
 
     return new_run_id("notify")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from dhash_rollout.journal import JournalRecord, RunState
+from dhash_rollout.runs.journal import JournalRecord, RunState
 
 SWITCH_PHASE = "activate"  # the deploy phase after which the new release serves
 

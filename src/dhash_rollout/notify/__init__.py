@@ -2,9 +2,9 @@
 
 Usage from the rollout code::
 
-    from dhash_rollout.notify import Event, Notifier, Severity
+    from dhash_rollout.notify import Event, Severity, notifier_from_settings
 
-    notifier = Notifier.from_settings("production")
+    notifier = notifier_from_settings("production")
     report = notifier.send(Event(kind="rollback", env="production", message="...",
                                  severity=Severity.ERROR, reason="p95 over budget"))
 
@@ -12,6 +12,7 @@ Usage from the rollout code::
 not get through is in the outbox for ``dhash notify flush`` and in the notification log.
 """
 
+from .factory import notifier_from_settings
 from .model import KINDS, Event, Severity
 from .notifier import ChannelOutcome, DeliveryReport, FlushReport, Notifier, Status
 from .retry import RetryPolicy
@@ -26,4 +27,5 @@ __all__ = [
     "RetryPolicy",
     "Severity",
     "Status",
+    "notifier_from_settings",
 ]

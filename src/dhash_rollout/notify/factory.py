@@ -54,6 +54,21 @@ def parse_channels(text: str) -> list[str]:
     return names
 
 
+def notifier_from_settings(
+    env_name: str,
+    channels: Sequence[str] | None = None,
+    log_dir: Path | None = None,
+    *,
+    strict: bool = False,
+) -> Notifier:
+    """A notifier from the environment's channels and the notification settings.
+
+    Lenient by default: a missing or bad setting makes that channel ``not-configured``
+    instead of raising. ``strict=True`` (the CLI) raises ``ConfigError`` for bad values.
+    """
+    return build_notifier(env_name, channels, log_dir, strict=strict)
+
+
 def build_notifier(
     env_name: str,
     channels: Sequence[str] | None,
@@ -239,9 +254,7 @@ def _build_email(ns: NotificationSettings, policy: RetryPolicy) -> Channel | Una
 def _min_severities(
     ns: NotificationSettings | None, environment: Environment, strict: bool
 ) -> dict[str, Severity]:
-    table = environment.extra.get("notify_min_severity", {})
-    if not isinstance(table, dict):
-        table = {}
+    table = environment.settings.notify_min_severity
     floors: dict[str, Severity] = {}
     for name in ("slack", "teams", "discord", "email"):
         explicit = getattr(ns, f"min_severity_{name}", None) if ns else None

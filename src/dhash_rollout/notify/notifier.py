@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -185,24 +185,6 @@ class Notifier:
             if not isinstance(c, Unavailable)
             for s in c.secret_values()
         )
-
-    @classmethod
-    def from_settings(
-        cls,
-        env_name: str,
-        channels: Sequence[str] | None = None,
-        log_dir: Path | None = None,
-        *,
-        strict: bool = False,
-    ) -> Notifier:
-        """A notifier from the environment's channels and the notification settings.
-
-        Lenient by default: a missing or bad setting makes that channel ``not-configured``
-        instead of raising. ``strict=True`` (the CLI) raises ``ConfigError`` for bad values.
-        """
-        from .factory import build_notifier
-
-        return build_notifier(env_name, channels, log_dir, strict=strict)
 
     # --- sending ----------------------------------------------------------------------------
 

@@ -58,10 +58,8 @@ class TargetStatus:
         }
 
 
-class Target(Protocol):
-    """What every deployment target provides."""
-
-    env: Environment
+class Releases(Protocol):
+    """The releases a target holds: installing one changes nothing that serves."""
 
     def install(
         self, source: ReleaseSource, *, version: str | None = None, progress: Progress | None = None
@@ -75,17 +73,19 @@ class Target(Protocol):
 
     def releases(self) -> list[Release]: ...
 
-    def activate(self, version: str, *, progress: Progress | None = None) -> Activation:
-        """Switch serving to ``version`` with no failed request; converge when re-run."""
-        ...
-
     def current(self) -> Release | None: ...
 
     def previous(self) -> Release | None: ...
 
-    def status(self) -> TargetStatus: ...
 
-    def logs(self, lines: int = 100) -> str: ...
+class Serving(Protocol):
+    """What serves, and the switch: all a deploy or a rollback asks of a target."""
+
+    def activate(self, version: str, *, progress: Progress | None = None) -> Activation:
+        """Switch serving to ``version`` with no failed request; converge when re-run."""
+        ...
+
+    def status(self) -> TargetStatus: ...
 
     def start(self, *, progress: Progress | None = None) -> Activation:
         """Serve the current release again (after :meth:`stop`, a crash or a reboot)."""
@@ -99,15 +99,41 @@ class Target(Protocol):
         """Stop serving and leave no current release (undoing a failed first deploy)."""
         ...
 
+
+class DeployTarget(Releases, Serving, Protocol):
+    """The narrow side deploy and rollback see: releases and the switch, nothing else."""
+
+    env: Environment
+
+
+class Target(DeployTarget, Protocol):
+    """A deployment target: its releases, what serves, and the operator's tools."""
+
+    def logs(self, lines: int = 100) -> str: ...
+
     def shutdown(self) -> None:
         """Stop serving and the target's own machinery (process manager)."""
         ...
 
 
-def get_target(env: Environment, *, deps: DepsMode | None = None) -> Target:
-    """The target named by the environment (``target = "local"`` is the only one today)."""
-    if env.target == "local":
-        from dhash_rollout.targets.local import LocalTarget
+TargetFactory = Callable[[Environment, "DepsMode | None"], Target]
 
-        return LocalTarget(env, deps=deps)
-    raise ConfigError(f"environment {env.name}: unknown target {env.target!r} (known: local)")
+
+def _local(env: Environment, deps: DepsMode | None) -> Target:
+    from dhash_rollout.targets.local import LocalTarget
+
+    return LocalTarget(env, deps=deps)
+
+
+# The seam for other targets: a remote-host (fleet) target registers its factory here under
+# the name an environment's ``target`` key gives, and deploy and rollback use it unchanged.
+FACTORIES: dict[str, TargetFactory] = {"local": _local}
+
+
+def get_target(env: Environment, *, deps: DepsMode | None = None) -> Target:
+    """The target named by the environment's ``target`` (``local`` by default)."""
+    factory = FACTORIES.get(env.target)
+    if factory is None:
+        known = ", ".join(sorted(FACTORIES))
+        raise ConfigError(f"environment {env.name}: unknown target {env.target!r} (known: {known})")
+    return factory(env, deps)

@@ -3,6 +3,12 @@
 The lock is a kernel ``flock`` on a small file that also names its holder (pid, host, time).
 The kernel drops the lock when the holder dies, so a lock left by a dead process is taken over
 without guessing from pids; the stale holder's record is reported so the journal can say so.
+
+The lock is reentrant for its holder: a rollback that the deploy holding the lock runs (the
+monitor's automatic rollback) passes the :class:`HeldLock` it runs under as ``within`` and takes
+the same path again without waiting for itself (``flock`` alone would refuse it, a second
+``open`` being a second owner). Reentry is explicit: any other taker, in this process or
+another, is refused as before, so two runs of one process still exclude each other.
 """
 
 from __future__ import annotations
@@ -11,9 +17,10 @@ import fcntl
 import json
 import os
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,6 +40,18 @@ class HeldLock:
     path: Path
     holder: LockHolder
     took_over: LockHolder | None  # the record a dead holder left behind, if any
+    nested: bool = False  # taken again by the process that already held it
+
+
+@dataclass(eq=False)
+class _Owned:
+    lock: HeldLock
+    depth: int
+    pid: int
+
+
+_owned: dict[Path, _Owned] = {}
+_owned_guard = threading.Lock()
 
 
 def _read_holder(fd: int) -> LockHolder | None:
@@ -44,10 +63,38 @@ def _read_holder(fd: int) -> LockHolder | None:
         return None
 
 
+def _key(path: Path) -> Path:
+    return path.resolve()
+
+
 @contextmanager
-def hold_lock(path: Path, purpose: str) -> Iterator[HeldLock]:
-    """Hold ``path`` exclusively or raise :class:`Locked` naming the current holder."""
+def _reenter(key: Path, within: HeldLock) -> Iterator[HeldLock]:
+    """``within`` again, when it is this process's live lock on ``key``."""
+    with _owned_guard:
+        owned = _owned.get(key)
+        live = owned is not None and owned.pid == os.getpid() and owned.lock == within
+        if not live or owned is None:
+            raise Locked(f"{within.path}: the lock passed as held is not held by this process")
+        owned.depth += 1
+    try:
+        yield replace(within, took_over=None, nested=True)
+    finally:
+        with _owned_guard:
+            owned.depth -= 1
+
+
+@contextmanager
+def hold_lock(path: Path, purpose: str, *, within: HeldLock | None = None) -> Iterator[HeldLock]:
+    """Hold ``path`` exclusively or raise :class:`Locked` naming the current holder.
+
+    ``within``: the lock on ``path`` the caller already holds; the body runs under it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    key = _key(path)
+    if within is not None:
+        with _reenter(key, within) as again:
+            yield again
+        return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -70,9 +117,14 @@ def hold_lock(path: Path, purpose: str) -> Iterator[HeldLock]:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(asdict(me)).encode("utf-8"), 0)
         os.fsync(fd)
+        held = HeldLock(path=path, holder=me, took_over=stale)
+        with _owned_guard:
+            _owned[key] = _Owned(held, 1, os.getpid())
         try:
-            yield HeldLock(path=path, holder=me, took_over=stale)
+            yield held
         finally:
+            with _owned_guard:
+                _owned.pop(key, None)
             os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:

@@ -118,10 +118,11 @@ class Journal:
     def append(
         self, deploy_id: str, phase: str, status: Status, detail: Mapping[str, Any] | None = None
     ) -> JournalRecord:
+        """Only the run context writes (:class:`dhash_rollout.runs.context.RunContext`)."""
         record = JournalRecord(
             ts=datetime.now(UTC).isoformat(timespec="milliseconds"),
             deploy_id=deploy_id,
-            phase=phase,
+            phase=str(phase),
             status=status,
             detail=dict(detail or {}),
         )

@@ -14,29 +14,45 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dhash_rollout.backup import latest_verified_backup, restore_backup, verify_backup
 from dhash_rollout.carryover import export_rows, reapply_rows
+from dhash_rollout.checks.smoke import smoke_phase
 from dhash_rollout.environments import Environment, load_environment
-from dhash_rollout.journal import Journal, RunState, new_run_id
-from dhash_rollout.locking import hold_lock
-from dhash_rollout.pipeline import (
-    RunContext,
-    check_health,
+from dhash_rollout.releases import Release, normalize_version
+from dhash_rollout.rollback.decision import (
+    DeployFootprint,
+    RollbackFacts,
+    TargetFacts,
+    choose_target,
+    plan_rollback,
+)
+from dhash_rollout.runs.context import RunContext, run_steps
+from dhash_rollout.runs.health import health_phase
+from dhash_rollout.runs.journal import Journal, RunState, new_run_id
+from dhash_rollout.runs.locking import hold_lock
+from dhash_rollout.runs.notices import notify
+from dhash_rollout.runs.paths import lock_path
+from dhash_rollout.runs.plan import Phase, Plan, Step, render_plan
+from dhash_rollout.runs.recovery import TRIGGERS, RollbackOutcome, Trigger
+from dhash_rollout.runs.runlog import open_run_log
+from dhash_rollout.runs.schema import (
     database_readable,
     database_revision,
     downgrade_reversible,
     migrate_with,
-    notify,
-    open_run_log,
+    release_head,
     release_revisions,
-    run_steps,
 )
-from dhash_rollout.plan import Plan, RollbackFacts, Step, plan_rollback, render_plan
-from dhash_rollout.releases import Release, normalize_version
-from dhash_rollout.targets import Target, get_target
+from dhash_rollout.settings import ToolkitSettings
+from dhash_rollout.targets import DeployTarget, get_target
 from dhash_service.errors import CheckFailed, ConfigError, DhashError, IntegrityError, NotFound
 
 Say = Callable[[str], None]
-TRIGGERS = ("manual", "automatic")
+__all__ = ["TRIGGERS", "RollbackRequest", "RollbackResult", "execute", "rollback"]
+
+
+class NothingToRollBack(CheckFailed):
+    """The rollback would change nothing: refused before any journal entry or notice."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +67,7 @@ class RollbackRequest:
     dry_run: bool = False
     smoke_timeout: float = 120.0
     log_path: Path | None = None  # default: logs/rollback_<env>_<ts>.log
+    settings: ToolkitSettings = field(default_factory=ToolkitSettings.load)
 
 
 @dataclass(frozen=True)
@@ -90,7 +107,7 @@ def _deploy_that_made(journal: Journal, version: str) -> RunState | None:
 def _bound_backup(run: RunState | None) -> str | None:
     if run is None:
         return None
-    path = run.detail_of("backup").get("path")
+    path = run.detail_of(Phase.BACKUP).get("path")
     return str(path) if path else None
 
 
@@ -110,83 +127,93 @@ class _Choice:
     facts: RollbackFacts
 
 
+def _footprint(run: RunState | None) -> DeployFootprint | None:
+    if run is None:
+        return None
+    bound = _bound_backup(run)
+    version, was = run.params.get("version"), run.params.get("from_version")
+    return DeployFootprint(
+        version=str(version) if version else None,
+        from_version=str(was) if was else None,
+        backup=bound if bound and Path(bound).is_file() else None,
+    )
+
+
+def _gather_target_facts(  # noqa: PLR0917 - private, one call site
+    request: RollbackRequest,
+    env: Environment,
+    target: DeployTarget,
+    journal: Journal,
+    backup_dir: Path,
+    unfinished: RunState | None,
+) -> TargetFacts:
+    current = target.current()
+    installed = frozenset(r.version for r in target.releases())
+    to_release = normalize_version(request.to_release) if request.to_release else None
+    if to_release is not None and to_release not in installed:
+        raise NotFound(
+            f"release {request.to_release} is not installed in {env.root} "
+            f"(installed: {', '.join(sorted(installed)) or 'none'}; "
+            f"see dhash release list --env {env.name})"
+        )
+    interrupted = unfinished if unfinished is not None and unfinished.kind == "deploy" else None
+    made = _deploy_that_made(journal, current.version) if current and not interrupted else None
+    undone = _footprint(interrupted or made)
+    bound = undone.backup if undone else None  # verifying the others is only done when needed
+    latest = None if request.backup or bound else latest_verified_backup(backup_dir, env.name)
+    return TargetFacts(
+        current_version=current.version if current else None,
+        installed=installed,
+        to_release=to_release,
+        backup_named=str(_resolve_backup(request.backup, request.base)) if request.backup else None,
+        interrupted=undone if interrupted else None,
+        made_current=undone if made else None,
+        database_ok=database_readable(env.database_url),
+        latest_backup=str(latest.path) if latest else None,
+    )
+
+
 def _choose(  # noqa: PLR0917 - private, one call site
     request: RollbackRequest,
     env: Environment,
-    target: Target,
+    target: DeployTarget,
     journal: Journal,
     backup_dir: Path,
     unfinished: RunState | None,
 ) -> _Choice:
-    current = target.current()
-    if request.to_release:
-        wanted = target.release(normalize_version(request.to_release))
-        if wanted is None:
-            installed = ", ".join(r.version for r in target.releases()) or "none"
-            raise NotFound(
-                f"release {request.to_release} is not installed in {env.root} "
-                f"(installed: {installed}; see dhash release list --env {env.name})"
-            )
-    elif unfinished is not None and unfinished.kind == "deploy":
-        old = unfinished.params.get("from_version")
-        wanted = target.release(str(old)) if old else None
-    elif current is not None:
-        made = _deploy_that_made(journal, current.version)
-        old = made.params.get("from_version") if made else None
-        wanted = target.release(str(old)) if old else None
-    else:
-        wanted = None
-    damaged = not database_readable(env.database_url)
-    if wanted is None and (request.backup or damaged) and current is not None:
-        wanted = current  # restore data under the release that serves now
-    backup: Path | None = None
-    if request.backup:
-        backup = _resolve_backup(request.backup, request.base)
-    else:
-        bound_run = unfinished if unfinished and unfinished.kind == "deploy" else None
-        if bound_run is None and current is not None:
-            bound_run = _deploy_that_made(journal, current.version)
-        bound = _bound_backup(bound_run)
-        if bound and Path(bound).is_file():
-            backup = Path(bound)
-        else:
-            from dhash_rollout.backup import latest_verified_backup
-
-            info = latest_verified_backup(backup_dir, env.name)
-            backup = Path(info.path) if info else None
-    # An interrupted deploy may have migrated before it switched: its release holds the
-    # newest migrations, whatever ``current`` says.
-    interrupted = (
-        unfinished.params.get("version") if unfinished and unfinished.kind == "deploy" else None
-    )
-    newest = (target.release(str(interrupted)) if interrupted else None) or current or wanted
+    """Gather the facts, let the pure decision choose, then read the schema facts of that
+    choice for the plan."""
+    gathered = _gather_target_facts(request, env, target, journal, backup_dir, unfinished)
+    choice = choose_target(gathered)
+    wanted = target.release(choice.target_version) if choice.target_version else None
+    newest = target.release(choice.newest_version) if choice.newest_version else None
     current_revision = database_revision(env.database_url)
     target_revision = None
     reversible = True
     if wanted is not None:
-        from dhash_rollout.pipeline import release_head
-
         target_revision = release_head(wanted)
         assert newest is not None
         reversible = downgrade_reversible(newest, current_revision, target_revision)
+    current = gathered.current_version
     serving = {p.release for p in target.status().serving}
     facts = RollbackFacts(
         env=env.name,
         url=env.url,
-        current_version=current.version if current else None,
-        target_version=wanted.version if wanted else None,
+        current_version=current,
+        target_version=choice.target_version,
         current_revision=current_revision,
         target_revision=target_revision,
         downgrade_reversible=reversible,
-        database_ok=not damaged,
-        backup=str(backup) if backup else None,
+        database_ok=gathered.database_ok,
+        backup=choice.backup,
         backup_requested=request.backup is not None,
         channels=env.channels,
         reason=request.reason,
         trigger=request.trigger,
-        others_serving=bool(serving - {current.version if current else None}),
-        newest_version=newest.version if newest else None,
+        others_serving=bool(serving - {current}),
+        newest_version=choice.newest_version,
     )
+    backup = Path(choice.backup) if choice.backup else None
     return _Choice(newest, wanted, backup, facts)
 
 
@@ -195,7 +222,7 @@ def _nothing_to_do(plan: Plan, facts: RollbackFacts) -> str | None:
     current = facts.current_version
     if current is None and facts.target_version is None:
         return f"nothing to roll back to: no release is deployed to {facts.env}"
-    if any(plan.step(phase).run for phase in ("restore", "activate", "downgrade")):
+    if any(plan.step(p).run for p in (Phase.RESTORE, Phase.ACTIVATE, Phase.DOWNGRADE)):
         return None
     if current is None:
         return f"nothing to roll back to: no release is deployed to {facts.env}"
@@ -212,8 +239,6 @@ def _nothing_to_do(plan: Plan, facts: RollbackFacts) -> str | None:
 def _check_backup(path: Path, env: Environment, say: Say) -> None:
     """The backup to restore verifies and is this environment's, checked while the service
     still serves: a bad file must not cost an outage."""
-    from dhash_rollout.backup import verify_backup
-
     say(f"verifying {path.name} before anything changes")
     others = f"nothing was changed; the backups of {env.name}: dhash backup list --env {env.name}"
     try:
@@ -235,13 +260,11 @@ def _validate(request: RollbackRequest) -> None:
 
 def rollback(request: RollbackRequest, say: Say | None = None) -> RollbackResult:
     """Roll the environment back; ``Locked`` (exit 3) when a deploy or rollback holds it."""
-    from dhash_rollout.deploy import lock_path, work_dirs
-
     _validate(request)
     progress = say or (lambda _m: None)
     env = load_environment(request.env, request.base)
     target = get_target(env)
-    backup_dir, log_dir = work_dirs(request.base)
+    backup_dir, log_dir = request.settings.work_dirs(request.base)
     journal = Journal.for_root(env.root)
     if request.dry_run:
         last = journal.last_run()
@@ -253,39 +276,89 @@ def rollback(request: RollbackRequest, say: Say | None = None) -> RollbackResult
             plan = plan.refused("nothing to roll back to")
         progress(render_plan(plan).rstrip())
         return RollbackResult(None, env.name, empty is None, plan, None, empty)
-    with hold_lock(lock_path(env), "rollback"):
+    with hold_lock(lock_path(env), "rollback") as held:
         last = journal.last_run()
         unfinished = last if last and not last.finished else None
         resume = unfinished if unfinished and unfinished.kind == "rollback" else None
         run_id = resume.deploy_id if resume else new_run_id("rollback")
-        if resume is not None:
-            choice = _resume_choice(resume, env, target)
-        else:
-            choice = _choose(request, env, target, journal, backup_dir, unfinished)
-        plan = plan_rollback(choice.facts)
-        if resume is None:  # refused before any journal entry or notice
-            empty = _nothing_to_do(plan, choice.facts)
-            if empty is not None:
-                raise CheckFailed(empty)
-            if plan.step("restore").run and choice.backup is not None:
-                _check_backup(choice.backup, env, progress)
         log_path, handle, logger = open_run_log(log_dir, "rollback", env.name, request.log_path)
         with handle:
             ctx = RunContext(
                 "rollback", env, target, journal, run_id, request.base, log_dir, backup_dir,
-                logger, progress,
+                logger, progress, lock=held,
             )  # fmt: skip
-            if unfinished is not None and unfinished.kind == "deploy":
-                journal.append(
-                    unfinished.deploy_id, "run", "failed", {"error": f"superseded by {run_id}"}
-                )
-            if resume is None:
-                ctx.start(_params(request, choice))
-            progress(f"rollback {env.name} -> {choice.facts.target_version} [{run_id}]")
-            for warning in plan.warnings:
-                progress(f"  warning: {warning}")
-            runner = _RollbackRunner(ctx, request, choice, resume)
-            return runner.run(plan, log_path)
+            return _execute(ctx, request, unfinished, resume, log_path)
+
+
+def execute(ctx: RunContext, *, trigger: Trigger, reason: str) -> RollbackOutcome:
+    """Roll back from inside the run ``ctx`` (a deploy whose monitor failed), under the lock it
+    holds: a rollback run of its own in the same journal and log, naming ``ctx`` its parent."""
+    if ctx.lock is None:
+        raise ConfigError("a rollback inside a run needs the environment's lock held by that run")
+    with hold_lock(lock_path(ctx.env), "rollback", within=ctx.lock):
+        request = RollbackRequest(
+            env=ctx.env.name,
+            reason=reason,
+            trigger=trigger,
+            initiator=f"{trigger} ({ctx.run_id})",
+            base=ctx.base,
+            settings=ToolkitSettings(backup_dir=ctx.backup_dir, log_dir=ctx.log_dir),
+        )
+        _validate(request)
+        child = ctx.child("rollback", new_run_id("rollback"))
+        parent = ctx.journal.run(ctx.run_id)
+        try:
+            result = _execute(child, request, parent, None, None)
+        except NothingToRollBack as nothing:
+            return RollbackOutcome(None, True, None, f"nothing had changed ({nothing.message})")
+        except DhashError as exc:  # refused before it began (a backup that does not verify)
+            return RollbackOutcome(None, False, exc.message, f"ROLLBACK REFUSED: {exc.message}")
+    summary = f"rolled back to {result.plan.version} ({result.run_id})"
+    if not result.ok:
+        summary = f"ROLLBACK FAILED: {result.error} ({result.run_id})"
+    return RollbackOutcome(result.run_id, result.ok, result.error, summary)
+
+
+def _execute(
+    ctx: RunContext,
+    request: RollbackRequest,
+    unfinished: RunState | None,
+    resume: RunState | None,
+    log_path: Path | None,
+) -> RollbackResult:
+    """Choose, plan and run the rollback of ``ctx`` (the environment's lock is held)."""
+    env, target, journal, progress = ctx.env, ctx.target, ctx.journal, ctx.say
+    if resume is not None:
+        choice = _resume_choice(resume, env, target)
+    else:
+        choice = _choose(request, env, target, journal, ctx.backup_dir, unfinished)
+    plan = plan_rollback(choice.facts)
+    if resume is None:  # refused before any journal entry or notice
+        empty = _nothing_to_do(plan, choice.facts)
+        if empty is not None:
+            raise NothingToRollBack(empty)
+        if plan.step(Phase.RESTORE).run and choice.backup is not None:
+            _check_backup(choice.backup, env, progress)
+    undone = unfinished is not None and unfinished.kind == "deploy"
+    if undone and unfinished is not None and unfinished.deploy_id != ctx.parent:
+        ctx.supersede(unfinished.deploy_id)  # (a parent deploy closes its own run)
+    if resume is None:
+        ctx.start(_params(request, choice))
+    else:
+        _close_parent(ctx, resume)
+    progress(f"rollback {env.name} -> {choice.facts.target_version} [{ctx.run_id}]")
+    for warning in plan.warnings:
+        progress(f"  warning: {warning}")
+    return _RollbackRunner(ctx, request, choice, resume).run(plan, log_path)
+
+
+def _close_parent(ctx: RunContext, resumed: RunState) -> None:
+    """An automatic rollback killed mid-way left its deploy open too: resuming the rollback
+    closes that deploy, so the journal holds no half-run deploy that looks resumable."""
+    parent = resumed.params.get("parent")
+    state = ctx.journal.run(str(parent)) if parent else None
+    if state is not None and not state.finished:
+        ctx.supersede(state.deploy_id)
 
 
 def _params(request: RollbackRequest, choice: _Choice) -> dict[str, Any]:
@@ -308,7 +381,7 @@ def _params(request: RollbackRequest, choice: _Choice) -> dict[str, Any]:
     }
 
 
-def _resume_choice(run: RunState, env: Environment, target: Target) -> _Choice:
+def _resume_choice(run: RunState, env: Environment, target: DeployTarget) -> _Choice:
     """The interrupted rollback's own decisions, from its journal header."""
     p = run.params
     newest = p.get("newest_version") or p.get("from_version")
@@ -351,23 +424,23 @@ class _RollbackRunner:
         self.rows_file = ctx.env.root / "rollback" / ctx.run_id / "live-rows.jsonl"
         self.swapped = False  # this run replaced the live database with the backup
 
-    def run(self, plan: Plan, log_path: Path) -> RollbackResult:
+    def run(self, plan: Plan, log_path: Path | None) -> RollbackResult:
         handlers = {
-            "lock": lambda _s, d: d.update(holder="this run"),
-            "notify_start": self._notify_start,
-            "export_writes": self._export,
-            "restore": self._restore,
-            "reapply_writes": self._reapply,
-            "activate": self._activate,
-            "downgrade": self._downgrade,
-            "health": self._health,
-            "smoke": self._smoke,
-            "notify_result": self._notify_result,
+            Phase.LOCK: self._lock,
+            Phase.NOTIFY_START: self._notify_start,
+            Phase.EXPORT_WRITES: self._export,
+            Phase.RESTORE: self._restore,
+            Phase.REAPPLY_WRITES: self._reapply,
+            Phase.ACTIVATE: self._activate,
+            Phase.DOWNGRADE: self._downgrade,
+            Phase.HEALTH: self._health,
+            Phase.SMOKE: self._smoke,
+            Phase.NOTIFY_RESULT: self._notify_result,
         }
-        if self.resume is not None and self.resume.status_of("notify_start") == "done":
+        if self.resume is not None and self.resume.status_of(Phase.NOTIFY_START) == "done":
             steps = tuple(
                 Step(s.phase, s.action, False, "already done by the interrupted run")
-                if s.phase == "notify_start"
+                if s.phase == Phase.NOTIFY_START
                 else s
                 for s in plan.steps
             )
@@ -377,16 +450,11 @@ class _RollbackRunner:
         except DhashError as exc:
             restarted = self._serve_again_if_untouched()
             self.ctx.finish(False, {"error": exc.message, "service": restarted})
-            notify(
-                self.ctx,
+            self._notice(
                 "failure",
                 f"Rollback of {self.ctx.env.name} failed: {exc.message}",
-                severity="CRITICAL",
-                version=self.facts.target_version,
-                initiator=self.request.initiator,
-                reason=self.facts.reason,
-                trigger=self.facts.trigger,
-                phase="rollback_failed",  # its own key: the start notice must not absorb it
+                "CRITICAL",
+                "rollback_failed",  # its own key: the start notice must not absorb it
             )
             return RollbackResult(
                 self.ctx.run_id, self.ctx.env.name, False, plan, log_path, exc.message,
@@ -401,11 +469,11 @@ class _RollbackRunner:
         """After a failure between stopping the service and replacing the database, the live
         database is as the service left it: serve it again rather than stay down."""
         run = self.ctx.journal.run(self.ctx.run_id)
-        stopped = run is not None and run.status_of("export_writes") is not None
+        stopped = run is not None and run.status_of(Phase.EXPORT_WRITES) is not None
         replaced = self.swapped or (
-            self.resume is not None and self.resume.status_of("restore") is not None
+            self.resume is not None and self.resume.status_of(Phase.RESTORE) is not None
         )
-        if not stopped or replaced or (run is not None and run.status_of("reapply_writes")):
+        if not stopped or replaced or (run is not None and run.status_of(Phase.REAPPLY_WRITES)):
             return None
         try:
             self.ctx.target.start(progress=lambda m: self.ctx.say(f"    {m}"))
@@ -415,27 +483,37 @@ class _RollbackRunner:
         self.ctx.say("    the service serves again on its unchanged database")
         return "serving again on the unchanged database"
 
-    def _notify_start(self, _step: Step, detail: dict[str, Any]) -> None:
-        detail.update(
-            notify(
-                self.ctx,
-                "rollback",
-                f"Rolling {self.ctx.env.name} back from {self.facts.current_version} to "
-                f"{self.facts.target_version}",
-                severity="ERROR",
-                version=self.facts.target_version,
-                initiator=self.request.initiator,
-                reason=self.facts.reason,
-                trigger=self.facts.trigger,
-                phase="rollback",
-            )
+    def _notice(self, kind: str, text: str, severity: str, phase: str) -> dict[str, Any]:
+        return notify(
+            self.ctx,
+            kind,
+            text,
+            severity=severity,
+            version=self.facts.target_version,
+            initiator=self.request.initiator,
+            reason=self.facts.reason,
+            trigger=self.facts.trigger,
+            phase=phase,
         )
+
+    def _lock(self, _step: Step, detail: dict[str, Any]) -> None:
+        lock = self.ctx.lock
+        detail.update(
+            holder="the parent run" if lock is not None and self.ctx.parent else "this run"
+        )
+
+    def _notify_start(self, _step: Step, detail: dict[str, Any]) -> None:
+        text = (
+            f"Rolling {self.ctx.env.name} back from {self.facts.current_version} to "
+            f"{self.facts.target_version}"
+        )
+        detail.update(self._notice("rollback", text, "ERROR", "rollback"))
 
     def _export(self, _step: Step, detail: dict[str, Any]) -> None:
         if self.facts.backup is None:
             raise CheckFailed("a data restore is needed but no backup is available")
         exported_before = (
-            self.resume is not None and self.resume.status_of("export_writes") == "done"
+            self.resume is not None and self.resume.status_of(Phase.EXPORT_WRITES) == "done"
         )
         if exported_before and self.rows_file.is_file():
             detail.update(path=str(self.rows_file), reused=True)
@@ -446,8 +524,6 @@ class _RollbackRunner:
         detail.update(exported.to_dict())
 
     def _restore(self, _step: Step, detail: dict[str, Any]) -> None:
-        from dhash_rollout.backup import restore_backup
-
         assert self.facts.backup is not None
         result = restore_backup(Path(self.facts.backup), self.ctx.env)
         self.swapped = True
@@ -497,63 +573,20 @@ class _RollbackRunner:
         detail.update(revision=database_revision(self.ctx.env.database_url))
 
     def _health(self, _step: Step, detail: dict[str, Any]) -> None:
-        detail["health"] = check_health(self.ctx.env.url).get("health")
+        health_phase(self.ctx.env, detail)
 
     def _smoke(self, _step: Step, detail: dict[str, Any]) -> None:
-        from dhash_rollout.checks.smoke import run_smoke
-
-        report = run_smoke(
+        smoke_phase(
             self.ctx.env,
+            detail,
             timeout=self.request.smoke_timeout,
             post_rollback=True,
             log_path=self.ctx.base / "postrollback-smoketests.log",
         )
-        detail.update(checks=len(report.results), log=str(report.log_path))
-        if not report.ok:
-            raise CheckFailed(f"post-rollback smoke tests failed: {report.summary()}")
 
     def _notify_result(self, _step: Step, detail: dict[str, Any]) -> None:
-        carried = self.ctx.results.get("reapply_writes", {}).get("total_inserted")
+        carried = self.ctx.results.get(Phase.REAPPLY_WRITES, {}).get("total_inserted")
         extra = f"; {carried} rows written since the backup kept" if carried is not None else ""
-        detail.update(
-            notify(
-                self.ctx,
-                "rollback",
-                f"Rolled {self.ctx.env.name} back to {self.facts.target_version}{extra}",
-                severity="WARN",
-                version=self.facts.target_version,
-                initiator=self.request.initiator,
-                reason=self.facts.reason,
-                trigger=self.facts.trigger,
-                phase="rolled_back",  # not "complete": that one reads "Deployment succeeded"
-            )
-        )
-
-
-def recover_interrupted(  # noqa: PLR0917 - one call site, all needed
-    run: RunState,
-    env: Environment,
-    target: Target,
-    journal: Journal,
-    base: Path,
-    say: Say,
-) -> None:
-    """Undo an interrupted run that will not be resumed, so the environment is fully old."""
-    from dhash_rollout.deploy import compensate_deploy, work_dirs
-
-    if run.kind != "deploy":
-        raise ConfigError(
-            f"the rollback {run.deploy_id} was interrupted: run `dhash rollback` again to finish it"
-        )
-    backup_dir, log_dir = work_dirs(base)
-    _log, handle, logger = open_run_log(log_dir, "deploy", env.name)
-    with handle:
-        ctx = RunContext(
-            "deploy", env, target, journal, run.deploy_id, base, log_dir, backup_dir, logger, say
-        )
-        try:
-            undo = compensate_deploy(ctx, run.params, say, run)
-        except DhashError as exc:
-            ctx.finish(False, {"error": f"interrupted; undo failed: {exc.message}"})
-            raise
-        ctx.finish(False, {"error": "interrupted and superseded", "undo": undo})
+        text = f"Rolled {self.ctx.env.name} back to {self.facts.target_version}{extra}"
+        # "rolled_back", not "complete": that one reads "Deployment succeeded"
+        detail.update(self._notice("rollback", text, "WARN", "rolled_back"))

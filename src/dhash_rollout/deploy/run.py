@@ -1,59 +1,59 @@
 """The guarded deploy as a resumable state machine.
 
-``deploy()`` gathers facts, asks :mod:`dhash_rollout.plan` for the steps and runs them under the
-environment's lock, journaling each phase before and after. Every phase is idempotent, so a
-deploy killed anywhere is finished by running it again: the re-run finds the unfinished run in
-the journal and continues it with the same parameters. When a phase fails after the schema or
-the serving release changed, the run compensates (previous release back, schema back down) so
-the environment ends fully old or fully new, never mixed.
+``deploy()`` gathers facts, asks :mod:`dhash_rollout.deploy.plan` for the steps and runs them
+under the environment's lock, journaling each phase before and after. Every phase is
+idempotent, so a deploy killed anywhere is finished by running it again: the re-run finds the
+unfinished run in the journal and continues it with the same parameters. When a phase fails
+after the schema or the serving release changed, the run undoes it (:mod:`.runs.recovery`:
+previous release back, schema back down) so the environment ends fully old or fully new, never
+mixed. When the monitor's verdict is FAILED, the injected rollback runs under this lock.
 """
 
 from __future__ import annotations
 
 import getpass
-import importlib.util
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from dhash_rollout.backup import create_backup, latest_verified_backup
+from dhash_rollout.checks.preflight import run_preflight
+from dhash_rollout.checks.smoke import smoke_phase
+from dhash_rollout.deploy.plan import ONCE_PER_RUN, BackupFact, DeployFacts, plan_deploy
 from dhash_rollout.environments import (
     STRICT_TOKEN_ENVIRONMENTS,
     Environment,
     api_token,
     load_environment,
 )
-from dhash_rollout.journal import Journal, RunState, new_run_id
-from dhash_rollout.locking import hold_lock
-from dhash_rollout.pipeline import (
-    RunContext,
-    check_health,
-    database_exists,
-    database_revision,
-    migrate_with,
-    notify,
-    open_run_log,
-    run_steps,
-)
-from dhash_rollout.plan import (
-    ONCE_PER_RUN,
-    BackupFact,
-    DeployFacts,
-    Plan,
-    Step,
-    plan_deploy,
-    render_plan,
-)
 from dhash_rollout.releases import Release, ReleaseSource, normalize_version, source_version
-from dhash_rollout.targets import Target, get_target
-from dhash_service.config import Settings
-from dhash_service.errors import CheckFailed, ConfigError, DhashError, NotFound
+from dhash_rollout.runs.context import RunContext, run_steps
+from dhash_rollout.runs.events import RunEvents, stop_on_signals
+from dhash_rollout.runs.health import health_phase
+from dhash_rollout.runs.journal import Journal, RunState, new_run_id
+from dhash_rollout.runs.locking import hold_lock
+from dhash_rollout.runs.monitoring import (
+    DeployMonitor,
+    MonitorRequest,
+    MonitorResult,
+    SystemClock,
+    Verdict,
+)
+from dhash_rollout.runs.notices import notify
+from dhash_rollout.runs.paths import lock_path
+from dhash_rollout.runs.plan import Phase, Plan, Step, render_plan
+from dhash_rollout.runs.recovery import Leftover, RunsRollback, recover_interrupted, undo_deploy
+from dhash_rollout.runs.runlog import open_run_log
+from dhash_rollout.runs.schema import database_exists, database_revision, migrate_with
+from dhash_rollout.settings import ToolkitSettings
+from dhash_rollout.targets import DeployTarget, get_target
+from dhash_service.errors import CheckFailed, ConfigError, DhashError, Locked, NotFound
 
 INSTALLED = "the installed release"
 DRY_RUN_LOG = "deploy-dryrun.log"
-LOCK_NAME = "deploy.lock"
-DEFAULT_BACKUP_MAX_AGE = 3600.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,8 @@ class DeployRequest:
     base: Path = field(default_factory=Path.cwd)
     smoke_timeout: float = 120.0
     log_path: Path | None = None  # default: logs/deploy_<env>_<ts>.log
+    settings: ToolkitSettings = field(default_factory=ToolkitSettings.load)
+    monitor_time_scale: float = 1.0  # the monitor's schedule N times faster (demos, tests)
 
 
 @dataclass(frozen=True)
@@ -95,17 +97,9 @@ class DeployResult:
         }
 
 
-def work_dirs(base: Path) -> tuple[Path, Path]:
-    """The backups and logs directories (``backups/`` and ``logs/`` under the working dir)."""
-    settings = Settings()
-    return (base / settings.backup_dir).resolve(), (base / settings.log_dir).resolve()
-
-
-def lock_path(env: Environment) -> Path:
-    return env.root / LOCK_NAME
-
-
-def resolve_release(request: DeployRequest, target: Target) -> tuple[str, ReleaseSource | None]:
+def resolve_release(
+    request: DeployRequest, target: DeployTarget
+) -> tuple[str, ReleaseSource | None]:
     """The version to deploy and where it comes from (None: an installed release)."""
     if request.source:
         source = ReleaseSource.parse(request.source, request.base)
@@ -136,18 +130,7 @@ def preflight_default(env_name: str) -> str:
     return "enforce" if env_name == "production" else "warn"
 
 
-def monitor_hook() -> Callable[..., Any] | None:
-    """The monitor's entry point once it exists (``dhash_rollout.monitor.monitor_deploy``)."""
-    if importlib.util.find_spec("dhash_rollout.monitor") is None:
-        return None
-    module = importlib.import_module("dhash_rollout.monitor")
-    hook = getattr(module, "monitor_deploy", None)
-    return hook if callable(hook) else None
-
-
 def _latest_backup(env: Environment, backup_dir: Path) -> BackupFact | None:
-    from dhash_rollout.backup import latest_verified_backup
-
     info = latest_verified_backup(backup_dir, env.name)
     if info is None:
         return None
@@ -158,11 +141,13 @@ def _latest_backup(env: Environment, backup_dir: Path) -> BackupFact | None:
 def gather_facts(
     request: DeployRequest,
     env: Environment,
-    target: Target,
+    target: DeployTarget,
     resume: RunState | None,
     lock_holder: str | None = None,
+    *,
+    monitor_available: bool = False,
 ) -> DeployFacts:
-    backup_dir, _ = work_dirs(request.base)
+    backup_dir, _ = request.settings.work_dirs(request.base)
     version, source = resolve_release(request, target)
     current = target.current()
     return DeployFacts(
@@ -175,12 +160,10 @@ def gather_facts(
         current_version=current.version if current else None,
         schema_revision=database_revision(env.database_url),
         latest_backup=_latest_backup(env, backup_dir),
-        backup_max_age_seconds=float(
-            env.extra.get("backup_max_age_seconds", DEFAULT_BACKUP_MAX_AGE)
-        ),
+        backup_max_age_seconds=env.settings.backup_max_age_seconds,
         channels=env.channels,
-        deps=str(env.extra.get("release_deps", "full")),
-        monitor_available=monitor_hook() is not None,
+        deps=env.settings.release_deps,
+        monitor_available=monitor_available,
         no_monitor=request.no_monitor,
         smoke_timeout=request.smoke_timeout,
         resumed_from=resume.deploy_id if resume else None,
@@ -199,7 +182,7 @@ def _token_fact(env: Environment) -> Literal["configured", "generate", "missing"
     return "missing" if env.name in STRICT_TOKEN_ENVIRONMENTS else "generate"
 
 
-def dry_run(request: DeployRequest) -> DeployResult:
+def dry_run(request: DeployRequest, monitor: DeployMonitor | None = None) -> DeployResult:
     """Plan every phase, execute none, and write the plan to ``deploy-dryrun.log``."""
     env = load_environment(request.env, request.base)
     target = get_target(env)
@@ -207,7 +190,7 @@ def dry_run(request: DeployRequest) -> DeployResult:
     last = journal.last_run("deploy")
     resume = last if last and not last.finished else None
     holder = _lock_holder(env)
-    facts = gather_facts(request, env, target, resume, holder)
+    facts = gather_facts(request, env, target, resume, holder, monitor_available=bool(monitor))
     plan = plan_deploy(facts)
     log_path = request.base / DRY_RUN_LOG
     footer = (
@@ -220,8 +203,6 @@ def dry_run(request: DeployRequest) -> DeployResult:
 
 def _lock_holder(env: Environment) -> str | None:
     """Who holds the deploy lock right now (for the dry-run), without keeping it."""
-    from dhash_service.errors import Locked
-
     path = lock_path(env)
     if not path.exists():
         return None
@@ -232,14 +213,25 @@ def _lock_holder(env: Environment) -> str | None:
         return exc.message.split(" is held by ", 1)[-1]
 
 
-def deploy(request: DeployRequest, say: Callable[[str], None] | None = None) -> DeployResult:
-    """Run (or resume) a deploy. Raises ``Locked`` (exit 3) when another run holds the env."""
+def deploy(
+    request: DeployRequest,
+    say: Callable[[str], None] | None = None,
+    *,
+    monitor: DeployMonitor | None = None,
+    rollback: RunsRollback | None = None,
+) -> DeployResult:
+    """Run (or resume) a deploy. Raises ``Locked`` (exit 3) when another run holds the env.
+
+    ``monitor`` watches the quality gates after the switch (None: the phase is skipped);
+    ``rollback`` is what runs, under this deploy's lock, when the monitor's verdict is FAILED
+    (None: the deploy's own undo puts the previous release back).
+    """
     if request.dry_run:
-        return dry_run(request)
+        return dry_run(request, monitor)
     progress = say or (lambda _m: None)
     env = load_environment(request.env, request.base)
     target = get_target(env)
-    backup_dir, log_dir = work_dirs(request.base)
+    backup_dir, log_dir = request.settings.work_dirs(request.base)
     journal = Journal.for_root(env.root)
     with hold_lock(lock_path(env), "deploy") as held:
         last = journal.last_run()
@@ -261,8 +253,9 @@ def deploy(request: DeployRequest, say: Callable[[str], None] | None = None) -> 
                 backup_dir=backup_dir,
                 logger=logger,
                 say=progress,
+                lock=held,
             )
-            facts = gather_facts(request, env, target, resume)
+            facts = gather_facts(request, env, target, resume, monitor_available=bool(monitor))
             plan = plan_deploy(facts)
             params = _params(request, facts, resume)
             if resume is None:
@@ -272,13 +265,13 @@ def deploy(request: DeployRequest, say: Callable[[str], None] | None = None) -> 
                 progress(f"  resuming the interrupted run (stopped in {resume.interrupted_phase})")
             for warning in plan.warnings:
                 progress(f"  warning: {warning}")
-            ctx.journal.append(
-                run_id,
-                "lock",
+            ctx.record(
+                Phase.LOCK,
                 "done",
                 {"took_over": held.took_over.__dict__ if held.took_over else None},
             )
-            runner = _DeployRunner(ctx, request, facts, params, resume, release_source(request))
+            runner = _DeployRunner(ctx, request, facts, params, release_source(request))
+            runner.monitor, runner.rollback = monitor, rollback
             return runner.run(plan, log_path)
 
 
@@ -305,7 +298,7 @@ def _params(request: DeployRequest, facts: DeployFacts, resume: RunState | None)
 def _take_over(  # noqa: PLR0917 - private, one call site
     unfinished: RunState,
     request: DeployRequest,
-    target: Target,
+    target: DeployTarget,
     env: Environment,
     journal: Journal,
     say: Callable[[str], None],
@@ -316,99 +309,147 @@ def _take_over(  # noqa: PLR0917 - private, one call site
         if unfinished.params.get("version") == wanted:
             return unfinished
     say(f"the interrupted {unfinished.kind} {unfinished.deploy_id} is undone first")
-    from dhash_rollout.rollback import recover_interrupted
-
-    recover_interrupted(unfinished, env, target, journal, request.base, say)
+    dirs = request.settings.work_dirs(request.base)
+    recover_interrupted(unfinished, env, target, journal, request.base, say, dirs)
     return None
 
 
+class MonitorInterrupted(Exception):
+    """The monitoring window was cut short (SIGTERM/SIGINT). Not a ``DhashError`` on purpose:
+    the phase runner leaves the monitor phase ``started``, so the run is resumed, not undone."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class GatesFailed(CheckFailed):
+    """The monitor's verdict was FAILED: the deploy rolls back instead of undoing itself."""
+
+    def __init__(self, message: str, result: MonitorResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 class _DeployRunner:
-    def __init__(  # noqa: PLR0917 - private, one call site
+    monitor: DeployMonitor | None = None
+    rollback: RunsRollback | None = None
+
+    def __init__(
         self,
         ctx: RunContext,
         request: DeployRequest,
         facts: DeployFacts,
         params: dict[str, Any],
-        resume: RunState | None,
         source: ReleaseSource | None,
     ) -> None:
         self.ctx = ctx
         self.request = request
         self.facts = facts
         self.params = params
-        self.resume = resume
         self.source = source
         if source is None and facts.source != INSTALLED:
             self.source = ReleaseSource("dir", str(request.base.resolve()))
         self.version: str = facts.version
         self.release: Release | None = ctx.target.release(self.version)
+        self.inconclusive: str | None = None  # the monitor's reason, for a WARN success notice
 
     def run(self, plan: Plan, log_path: Path) -> DeployResult:
         handlers = {
-            "lock": lambda _s, d: d.update(holder="this run"),
-            "preflight": self._preflight,
-            "notify_start": self._notify_start,
-            "backup": self._backup,
-            "install": self._install,
-            "migrate": self._migrate,
-            "activate": self._activate,
-            "health": self._health,
-            "smoke": self._smoke,
-            "monitor": self._monitor,
-            "notify_result": self._notify_result,
+            Phase.PREFLIGHT: self._preflight,
+            Phase.NOTIFY_START: self._notify_start,
+            Phase.BACKUP: self._backup,
+            Phase.INSTALL: self._install,
+            Phase.MIGRATE: self._migrate,
+            Phase.ACTIVATE: self._activate,
+            Phase.HEALTH: self._health,
+            Phase.SMOKE: self._smoke,
+            Phase.MONITOR: self._monitor,
+            Phase.NOTIFY_RESULT: self._notify_result,
         }
-        steps = tuple(s for s in plan.steps if s.phase != "lock")
-        body = replace(plan, steps=steps)
+        body = replace(plan, steps=tuple(s for s in plan.steps if s.phase != Phase.LOCK))
         try:
             run_steps(self.ctx, body, handlers)
+        except MonitorInterrupted as stopped:
+            message = f"deploy of {self.version} stopped while monitoring: {stopped.message}"
+            self.ctx.say(f"  {message}")
+            return self._result(plan, log_path, message)
         except DhashError as exc:
-            failed_phase = self.ctx.journal.run(self.ctx.run_id)
-            phase = failed_phase.interrupted_phase if failed_phase else None
-            try:
-                undo = compensate_deploy(
-                    self.ctx, self.params, self.ctx.say, self.ctx.journal.run(self.ctx.run_id)
-                )
-            except DhashError as undo_error:
-                undo = {"summary": f"UNDO FAILED: {undo_error.message}"}
-            message = f"deploy of {self.version} failed: {exc.message}"
-            self.ctx.finish(False, {"error": exc.message, "undo": undo})
-            notify(
-                self.ctx,
-                "failure",
-                f"{message}; {undo.get('summary', '')}",
-                severity="ERROR",
-                version=self.version,
-                initiator=self.params.get("initiator"),
-                phase=phase or "deploy",
-            )
-            return DeployResult(
-                self.ctx.run_id,
-                self.ctx.env.name,
-                self.version,
-                False,
-                plan,
-                log_path,
-                self.facts.resumed_from,
-                message,
-                self.ctx.results,
-            )
+            return self._failed(plan, log_path, exc)
         self.ctx.finish(True, {"version": self.version})
+        return self._result(plan, log_path, None)
+
+    def _result(self, plan: Plan, log_path: Path, error: str | None) -> DeployResult:
         return DeployResult(
             self.ctx.run_id,
             self.ctx.env.name,
             self.version,
-            True,
+            error is None,
             plan,
             log_path,
             self.facts.resumed_from,
-            None,
+            error,
             self.ctx.results,
         )
 
+    def _failed(self, plan: Plan, log_path: Path, exc: DhashError) -> DeployResult:
+        state = self.ctx.journal.run(self.ctx.run_id)
+        phase = state.interrupted_phase if state else None
+        if isinstance(exc, GatesFailed):
+            phase = Phase.MONITOR
+        undo = self._undo(exc, state)
+        message = f"deploy of {self.version} failed: {exc.message}"
+        self.ctx.finish(False, {"error": exc.message, "undo": undo})
+        notify(
+            self.ctx,
+            "failure",
+            f"{message}; {undo.get('summary', '')}",
+            severity="ERROR",
+            version=self.version,
+            initiator=self.params.get("initiator"),
+            phase=phase or "deploy",
+        )
+        return self._result(plan, log_path, message)
+
+    def _undo(self, exc: DhashError, state: RunState | None) -> dict[str, Any]:
+        """Put the environment back: a rollback plan (``trigger=automatic``) run under this
+        deploy's lock when there is a release to go back to and one was injected; else (a
+        first deploy, or no rollback given) the deploy's own undo, which can also stop a
+        release that had nothing before it."""
+        left = Leftover.of(self.params, state)
+        gates = isinstance(exc, GatesFailed)
+        touched = left.touched_serving or left.touched_schema
+        if self.rollback is not None and left.from_version and (touched or gates):
+            why = exc.result.reason if isinstance(exc, GatesFailed) else exc.message
+            why = (why.strip().splitlines() or ["the deploy failed"])[0][:300]  # one line
+            return self._roll_back(Phase.AUTO_ROLLBACK if gates else Phase.UNDO, why)
+        try:
+            return undo_deploy(self.ctx, left)
+        except DhashError as undo_error:
+            return {"summary": f"UNDO FAILED: {undo_error.message}"}
+
+    def _roll_back(self, phase: Phase, reason: str) -> dict[str, Any]:
+        """The automatic rollback, once, under the lock this deploy holds, journaled as a
+        rollback run inside this one (its header names this run as ``parent``)."""
+        assert self.rollback is not None
+        step = Step(phase, f"roll back automatically: {reason}")
+        try:
+            with self.ctx.phase(step) as detail:
+                outcome = self.rollback(self.ctx, trigger="automatic", reason=reason)
+                detail.update(
+                    rollback_run=outcome.run_id,
+                    ok=outcome.ok,
+                    error=outcome.error,
+                    summary=outcome.summary,
+                )
+                if not outcome.ok:
+                    raise CheckFailed(f"the automatic rollback failed: {outcome.error}")
+        except DhashError as exc:
+            return {"rollback_run": None, "summary": f"ROLLBACK FAILED: {exc.message}"}
+        return {"rollback_run": outcome.run_id, "summary": outcome.summary}
+
     # --- phases -------------------------------------------------------------------------------
     def _preflight(self, _step: Step, detail: dict[str, Any]) -> None:
-        from dhash_rollout.checks.preflight import run_preflight
-
         env = self.ctx.env
         if _token_fact(env) == "missing":  # whatever the checklist policy: never made up
             raise CheckFailed(
@@ -422,7 +463,7 @@ class _DeployRunner:
         detail["checks"] = len(report.results)
         if report.ok:
             return
-        policy = str(self.ctx.env.extra.get("preflight", preflight_default(self.ctx.env.name)))
+        policy = self.ctx.env.settings.preflight or preflight_default(self.ctx.env.name)
         if policy == "warn":
             detail["warnings"] = report.summary()
             self.ctx.say(f"    preflight problems (policy: warn): {report.summary()}")
@@ -443,8 +484,6 @@ class _DeployRunner:
         )
 
     def _backup(self, _step: Step, detail: dict[str, Any]) -> None:
-        from dhash_rollout.backup import create_backup
-
         info = create_backup(self.ctx.env, self.ctx.backup_dir)  # verifies before returning
         detail.update(
             path=str(info.path), sha256=info.sha256, schema=info.schema_revision, state=info.state
@@ -479,89 +518,71 @@ class _DeployRunner:
             previous=result.previous,
             changed=result.changed,
             steered=result.steered,
+            switched_at=time.time(),  # the monitor's window starts here
         )
 
     def _health(self, _step: Step, detail: dict[str, Any]) -> None:
-        answers = check_health(self.ctx.env.url)
-        detail["health"] = answers.get("health")
+        health_phase(self.ctx.env, detail)
 
     def _smoke(self, _step: Step, detail: dict[str, Any]) -> None:
-        from dhash_rollout.checks.smoke import run_smoke
-
-        report = run_smoke(
+        smoke_phase(
             self.ctx.env,
+            detail,
             timeout=self.request.smoke_timeout,
             post_rollback=False,
             log_path=self.request.base / "postdeploy-smoketests.log",
         )
-        detail.update(checks=len(report.results), log=str(report.log_path))
-        if not report.ok:
-            raise CheckFailed(f"smoke tests failed: {report.summary()}")
+
+    def monitor_request(self) -> MonitorRequest:
+        """The window starts at the switch the journal recorded (a resumed run's own one)."""
+        state = self.ctx.journal.run(self.ctx.run_id)
+        switched = state.detail_of(Phase.ACTIVATE).get("switched_at") if state else None
+        env = self.ctx.env
+        return MonitorRequest(
+            environment=env.name,
+            version=self.version,
+            previous_version=self.params.get("from_version"),
+            base_url=env.url,
+            window_start=float(switched) if switched is not None else time.time(),
+            run_id=self.ctx.run_id,
+            log_dir=self.ctx.log_dir,
+            time_scale=self.request.monitor_time_scale,
+            api_token=api_token(env),
+        )
 
     def _monitor(self, _step: Step, detail: dict[str, Any]) -> None:
-        hook = monitor_hook()
-        if hook is None:
+        if self.monitor is None:
             raise CheckFailed("the monitor is not available")
-        verdict = hook(
-            self.ctx.env, deploy_id=self.ctx.run_id, version=self.version, log_dir=self.ctx.log_dir
-        )
-        detail["verdict"] = str(getattr(verdict, "summary", lambda: verdict)())
-        if not getattr(verdict, "ok", False):
-            raise CheckFailed(f"quality gates failed: {detail['verdict']}")
+        with stop_on_signals(self.ctx.stop):
+            result = self.monitor.watch(self.monitor_request(), RunEvents(self.ctx), SystemClock())
+        detail.update(verdict=str(result.verdict), reason=result.reason, polls=result.polls)
+        if result.failed_gate:
+            detail["failed_gate"] = result.failed_gate
+        if result.report_path:
+            detail["report"] = str(result.report_path)
+        if result.verdict is Verdict.FAILED:
+            raise GatesFailed(f"quality gates failed: {result.reason}", result)
+        if result.verdict is Verdict.INTERRUPTED:
+            self.ctx.record(Phase.MONITOR, "started", {"interrupted": result.reason})
+            raise MonitorInterrupted(
+                f"{result.reason}; the run stays open: `dhash deploy --env {self.ctx.env.name} "
+                f"--version {self.version}` resumes it"
+            )
+        if result.verdict is Verdict.INCONCLUSIVE:
+            self.inconclusive = result.reason
 
     def _notify_result(self, _step: Step, detail: dict[str, Any]) -> None:
+        text = f"Deployed {self.version} to {self.ctx.env.name}"
+        if self.inconclusive is not None:
+            text += f"; the monitoring was inconclusive: {self.inconclusive}"
         detail.update(
             notify(
                 self.ctx,
                 "success",
-                f"Deployed {self.version} to {self.ctx.env.name}",
+                text,
+                severity="WARN" if self.inconclusive is not None else "INFO",
                 version=self.version,
                 initiator=self.params.get("initiator"),
                 phase="complete",
             )
         )
-
-
-def compensate_deploy(
-    ctx: RunContext,
-    params: dict[str, Any],
-    say: Callable[[str], None],
-    run: RunState | None,
-) -> dict[str, Any]:
-    """Take the environment back to what it was before the deploy (``params`` from its header).
-
-    Only what the run touched is undone (the journal says whether ``activate`` and ``migrate``
-    started). The serving release goes back first (zero-downtime switch), then the schema goes
-    back down with the new release's migrations, the only ones that know its revisions.
-    """
-    target, env = ctx.target, ctx.env
-    version = str(params.get("version"))
-    from_version = params.get("from_version")
-    from_revision = params.get("from_revision")
-    touched_serving = run is not None and run.status_of("activate") is not None
-    touched_schema = run is not None and run.status_of("migrate") is not None
-    steps: list[str] = []
-    with ctx.phase(Step("undo", "put the environment back as it was before the deploy")) as d:
-        if touched_serving:
-            serving = {p.release for p in target.status().serving}
-            current = target.current()
-            if from_version and (
-                serving != {from_version} or current is None or current.version != from_version
-            ):
-                say(f"    switching back to {from_version}")
-                target.activate(str(from_version), progress=lambda m: say(f"    {m}"))
-                steps.append(f"switched back to {from_version}")
-            elif not from_version and (serving or current is not None):
-                target.deactivate()
-                steps.append("stopped the new release and unset current (there was none before)")
-        new_release = target.release(version)
-        revision_now = database_revision(env.database_url)
-        if touched_schema and new_release is not None and from_revision != revision_now:
-            if from_revision:
-                say(f"    downgrading the schema {revision_now} -> {from_revision}")
-                migrate_with(new_release, env, ctx.base, str(from_revision))
-                steps.append(f"schema {revision_now} -> {from_revision}")
-            else:
-                steps.append(f"schema left at {revision_now} (the database was new)")
-        d.update(steps=steps)
-    return {"steps": steps, "summary": "; ".join(steps) or "nothing had changed"}

@@ -1,0 +1,50 @@
+"""The run's notices: a deploy or rollback event to the environment's channels, never raising."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dhash_rollout.notify import DeliveryReport, Event, Severity, notifier_from_settings
+from dhash_rollout.runs.context import RunContext
+from dhash_service.errors import DhashError
+
+
+def notify(
+    ctx: RunContext,
+    kind: str,
+    message: str,
+    *,
+    severity: str = "INFO",
+    version: str | None = None,
+    initiator: str | None = None,
+    reason: str | None = None,
+    trigger: str | None = None,
+    phase: str | None = None,
+) -> dict[str, Any]:
+    """Tell the environment's channels; delivery problems are reported, never raised."""
+    try:
+        notifier = notifier_from_settings(
+            ctx.env.name, channels=ctx.env.channels, log_dir=ctx.log_dir
+        )
+        event = Event(
+            kind=kind,
+            env=ctx.env.name,
+            message=message,
+            severity=Severity.parse(severity),
+            version=version,
+            initiator=initiator,
+            reason=reason,
+            trigger=trigger,
+            phase=phase,
+            run_id=ctx.run_id,  # the key is run id and phase; alerts learn their run
+        )
+        report = notifier.send(event)
+    except DhashError as err:  # bad channel settings or event fields: the run goes on
+        ctx.logger.error("notification_not_sent", request_id=ctx.run_id, error=err.message)
+        ctx.say(f"notification not sent: {err.message}")
+        return {"notification": {"error": err.message}}
+    return {"notification": _delivery_summary(report)}
+
+
+def _delivery_summary(report: DeliveryReport) -> dict[str, str]:
+    return {outcome.channel: str(outcome.status) for outcome in report.outcomes}
