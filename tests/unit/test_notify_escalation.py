@@ -178,17 +178,20 @@ def test_an_environment_without_an_escalation_table_pages_nobody() -> None:
     assert escalation_of({"escalation": {}}, "x") == EscalationConfig()
 
 
-def test_the_environments_file_refuses_a_bad_matrix_when_it_loads(
+def test_a_bad_matrix_in_the_environments_file_is_refused_where_it_is_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from dhash_rollout.notify.factory import environment_escalation
+
     monkeypatch.delenv("DHASH_ENVIRONMENTS_FILE", raising=False)
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "dhash-environments.toml").write_text(
         '[production.escalation]\nseverities = ["ERROR"]\n'
         '[[production.escalation.levels]]\nname = "L1"\nafter_minutes = "soon"\n'
         'contacts = [{ channel = "slack", to = "@oncall-dhash" }]\n'
     )
     with pytest.raises(ConfigError, match=r"\[production\] escalation\.levels\.0\.after_minutes"):
-        load_environment("production", tmp_path)
+        environment_escalation("production")
     (tmp_path / "dhash-environments.toml").write_text(
         '[production.escalation]\nseverities = ["ERROR"]\n'
     )
