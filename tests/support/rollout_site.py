@@ -33,7 +33,7 @@ class Site:
         """A working directory laid out like the checkout, so the guide's ``./scripts/*.sh``
         run verbatim from it (their sources, the venv they resolve, the project files)."""
         base.mkdir(parents=True, exist_ok=True)
-        for name in ("scripts", ".venv", "src", "pyproject.toml", "README.md"):
+        for name in ("scripts", ".venv", "src", "requirements", "pyproject.toml", "README.md"):
             (base / name).symlink_to(CHECKOUT / name)
         write_environments(base, api_token=TOKEN, **extra)
         return cls(base)
