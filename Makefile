@@ -48,8 +48,13 @@ fmt: $(STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
+# make test samples the heaviest matrices (tests/support/matrix_sampling.py: a new seed per run,
+# printed; DHASH_TEST_SAMPLE=<seed> repeats one); make test-full runs every case.
 test: $(STAMP) system-deps lint
-	$(BIN)/pytest -p no:cacheprovider
+	DHASH_TEST_SAMPLE=$${DHASH_TEST_SAMPLE:-auto} $(BIN)/pytest -p no:cacheprovider
+
+test-full: $(STAMP) system-deps lint
+	DHASH_TEST_SAMPLE=all $(BIN)/pytest -p no:cacheprovider
 
 serve: $(STAMP)
 	$(BIN)/dhash serve
