@@ -35,7 +35,7 @@ class Site:
         base.mkdir(parents=True, exist_ok=True)
         for name in ("scripts", ".venv", "src", "requirements", "pyproject.toml", "README.md"):
             (base / name).symlink_to(CHECKOUT / name)
-        write_environments(base, api_token=TOKEN, **extra)
+        write_environments(base, **{"api_token": TOKEN, **extra})
         return cls(base)
 
     def script(
