@@ -97,7 +97,7 @@ def test_postgres_stopped_under_load_answers_503_with_retry_after_and_loses_noth
     unavailable = [a for a in answers if a.status == 503]
     assert unavailable, "the outage was not seen by any upload"
     assert all(a.retry_after and a.retry_after.isdigit() for a in unavailable), unavailable[:3]
-    assert all(a.status == 503 for a in _between(answers, stopped + 0.5, restarted)), (
+    assert all(a.status == 503 for a in _between(answers, stopped + 2.0, restarted)), (
         "201 while down"
     )
     first_back = min(a.at for a in answers if a.status == 201 and a.at > restarted)
@@ -106,7 +106,7 @@ def test_postgres_stopped_under_load_answers_503_with_retry_after_and_loses_noth
     assert probe.health and all(a.status == 200 for a in probe.health), [
         a for a in probe.health if a.status != 200
     ][:3]
-    down_ready = _between(probe.ready, stopped + 0.5, restarted)
+    down_ready = _between(probe.ready, stopped + 2.0, restarted)
     assert down_ready and all(a.status == 503 for a in down_ready), down_ready[:3]
     assert "unreachable" in down_ready[-1].detail, down_ready[-1].detail  # and says why
     assert probe.ready[-1].status == 200, probe.ready[-1]
