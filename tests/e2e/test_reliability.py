@@ -74,6 +74,7 @@ def test_postgres_stopped_under_load_answers_503_with_retry_after_and_loses_noth
             private_postgres.stop()
             stopped = load.now()
             time.sleep(OUTAGE_SECONDS)
+            restarting = load.now()  # it may serve before start() returns: judge until here
             private_postgres.start()
             restarted = load.now()
             recovered = _wait_until(
@@ -97,7 +98,7 @@ def test_postgres_stopped_under_load_answers_503_with_retry_after_and_loses_noth
     unavailable = [a for a in answers if a.status == 503]
     assert unavailable, "the outage was not seen by any upload"
     assert all(a.retry_after and a.retry_after.isdigit() for a in unavailable), unavailable[:3]
-    assert all(a.status == 503 for a in _between(answers, stopped + 2.0, restarted)), (
+    assert all(a.status == 503 for a in _between(answers, stopped + 2.0, restarting)), (
         "201 while down"
     )
     first_back = min(a.at for a in answers if a.status == 201 and a.at > restarted)
@@ -106,7 +107,7 @@ def test_postgres_stopped_under_load_answers_503_with_retry_after_and_loses_noth
     assert probe.health and all(a.status == 200 for a in probe.health), [
         a for a in probe.health if a.status != 200
     ][:3]
-    down_ready = _between(probe.ready, stopped + 2.0, restarted)
+    down_ready = _between(probe.ready, stopped + 2.0, restarting)
     assert down_ready and all(a.status == 503 for a in down_ready), down_ready[:3]
     assert "unreachable" in down_ready[-1].detail, down_ready[-1].detail  # and says why
     assert probe.ready[-1].status == 200, probe.ready[-1]
@@ -171,9 +172,12 @@ def test_a_worker_killed_with_sigkill_under_load_is_replaced_and_loses_no_acknow
     assert '"worker.replaced"' in log or "worker.replaced" in log
     answers = load.answers
     assert not [a for a in answers if a.status >= 500], [a for a in answers if a.status >= 500]
-    # Only what the killed worker held can fail: at most one request per client thread, at once.
+    # Only connections the killed worker held can fail (in flight, or queued on its listener as
+    # it died: SO_REUSEPORT gives each worker its own queue), never with an HTTP error, and only
+    # around the kill: each client thread at most twice.
     lost = [a for a in answers if a.status != 201]
-    assert len(lost) <= load.threads, lost
+    assert all(a.status == 0 for a in lost), lost
+    assert len(lost) <= 2 * load.threads, lost
     assert all(killed - 0.5 <= a.at <= killed + 2.0 for a in lost), (killed, lost)
     assert all(a.status == 200 for a in probe.health if a.at > killed + 2.0)
 
