@@ -18,7 +18,6 @@ import time
 import zipfile
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.integration.test_notify_receivers import (
@@ -27,7 +26,6 @@ from tests.integration.test_notify_receivers import (
     smtp_server,
     webhook_receiver,
 )
-from tests.support.load import multipart, unique_png
 from tests.support.release_builds import dhash_bin, dhash_env, wheel_for
 from tests.support.rollout_site import Site
 
@@ -127,14 +125,7 @@ def test_no_secret_appears_in_anything_a_deploy_and_a_rollback_leave_or_say(
         try:
             for wheel in (wheel_for("0.0.9"), wheel_for("0.0.10")):
                 outputs.append(run("deploy", "--env", "production", "--source", str(wheel)))
-            body, ctype = multipart(unique_png(1), "canary.png")  # the API token in use
-            answer = httpx.post(
-                f"{site.env.url}/v1/images",
-                content=body,
-                headers={"Content-Type": ctype, "Authorization": f"Bearer {CANARIES['api token']}"},
-                timeout=30,
-            )
-            assert answer.status_code == 201, answer.text
+            site.ingest(1, token=CANARIES["api token"])  # the API token in use
             outputs.append(run("rollback", "--env", "production", "--reason", "canary check"))
             outputs.append(run("release", "status", "--env", "production"))
             outputs.append(run("release", "logs", "--env", "production"))

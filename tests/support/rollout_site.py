@@ -52,13 +52,13 @@ class Site:
             check=False,
         )
 
-    def ingest(self, seed: int) -> list[int]:
+    def ingest(self, seed: int, token: str = TOKEN) -> list[int]:
         """Store one new image through the API; the ids the service acknowledged."""
         body, ctype = multipart(unique_png(seed), f"img-{seed}.png")
         response = httpx.post(
             f"{self.env.url}/v1/images",
             content=body,
-            headers={"Content-Type": ctype, "Authorization": f"Bearer {TOKEN}"},
+            headers={"Content-Type": ctype, "Authorization": f"Bearer {token}"},
             timeout=30,
         )
         assert response.status_code == 201, response.text
