@@ -3,15 +3,34 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/dev.lock | sha256sum | cut -c1-12)
+# Locks: exact versions with hashes (pip-compile --generate-hashes). runtime.lock is what a
+# release venv needs; dev.lock adds the dev and bench extras at the same versions.
+LOCK_VENV := .venv-lock
+LOCK_FLAGS := --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	--no-emit-find-links --quiet -c requirements/pins.txt
 
-.PHONY: demo test lint fmt bench bench-hash bench-search bench-service bench-bounded bench-monitor bench-backup serve system-deps clean
+.PHONY: demo test test-full lint fmt lock lock-upgrade bench bench-hash bench-search bench-service bench-bounded bench-monitor bench-backup serve system-deps clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	$(BIN)/python -m pip install -q --require-hashes -r requirements/dev.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.installed-*; touch $@
+
+# Re-resolve the locks after pyproject.toml changed, keeping every pin that still fits;
+# `make lock-upgrade` moves everything to the newest versions (within requirements/pins.txt).
+lock: $(LOCK_VENV)/bin/pip-compile
+	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) -o requirements/runtime.lock pyproject.toml
+	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) --extra dev --extra bench \
+		-o requirements/dev.lock pyproject.toml requirements/dev.in
+
+lock-upgrade:
+	$(MAKE) lock LOCK_ARGS=--upgrade
+
+$(LOCK_VENV)/bin/pip-compile:
+	@test -x $(LOCK_VENV)/bin/python || $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q pip-tools==7.6.2
 
 system-deps:
 	@bash scripts/dev/system-deps.sh
@@ -29,8 +48,13 @@ fmt: $(STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
+# make test samples the heaviest matrices (tests/support/matrix_sampling.py: a new seed per run,
+# printed; DHASH_TEST_SAMPLE=<seed> repeats one); make test-full runs every case.
 test: $(STAMP) system-deps lint
-	$(BIN)/pytest -p no:cacheprovider
+	DHASH_TEST_SAMPLE=$${DHASH_TEST_SAMPLE:-auto} $(BIN)/pytest -p no:cacheprovider
+
+test-full: $(STAMP) system-deps lint
+	DHASH_TEST_SAMPLE=all $(BIN)/pytest -p no:cacheprovider
 
 serve: $(STAMP)
 	$(BIN)/dhash serve

@@ -8,6 +8,8 @@ import pytest
 
 from tests.support.postgres import PostgresServer, running_postgres
 
+pytest_plugins = ["tests.support.matrix_sampling"]  # make test samples marked matrices
+
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:

@@ -33,17 +33,27 @@ COMMAND_MODULES: list[str] = [
 ]
 
 
-@app.callback()
-def _root() -> None:
-    """dhash: perceptual image hashing service and its guarded rollout toolkit."""
-
-
 @app.command()
 def version() -> None:
     """Print the installed dhash version."""
     from dhash_service import __version__
 
     typer.echo(__version__)
+
+
+def _version_option(wanted: bool) -> None:
+    if wanted:
+        version()
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    _version: bool = typer.Option(
+        False, "--version", callback=_version_option, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """dhash: perceptual image hashing service and its guarded rollout toolkit."""
 
 
 def _load_commands() -> None:

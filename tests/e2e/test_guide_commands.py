@@ -266,7 +266,7 @@ def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsDir]:
     if NODE is None:
         pytest.fail("node is needed to run the guide's node scripts")
     path = tmp_path_factory.mktemp("ops")
-    for name in ("scripts", "src", "pyproject.toml", "README.md", ".venv"):
+    for name in ("scripts", "src", "requirements", "pyproject.toml", "README.md", ".venv"):
         (path / name).symlink_to(REPO / name)
     shutil.copy2(REPO / "quality-gates-config.json", path / "quality-gates-config.json")
     ports = (free_port(), free_port())

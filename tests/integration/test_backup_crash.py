@@ -32,6 +32,7 @@ def guide_check(cwd: Path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.matrix(keep=2)  # make test: 2 kill points a run, rotating; make test-full: all 6
 @pytest.mark.parametrize(
     "point",
     [

@@ -55,7 +55,7 @@ def _passed_log(path: Path, run: str) -> None:
 
 def _ready_for_production(workdir: Path) -> Environment:
     """Every artifact the guide's checklist names, each made by the code that makes it."""
-    for name in ("scripts", "src", "pyproject.toml", "README.md"):
+    for name in ("scripts", "src", "requirements", "pyproject.toml", "README.md"):
         (workdir / name).symlink_to(CHECKOUT / name)
     env = _environment(workdir)
     _backup(env, workdir, timedelta(days=2))

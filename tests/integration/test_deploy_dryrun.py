@@ -15,7 +15,7 @@ def _checkout_view(tmp_path: Path) -> Path:
     """A working directory that looks like the checkout (its scripts, sources and project)."""
     view = tmp_path / "checkout"
     view.mkdir()
-    for name in ("scripts", "src", "pyproject.toml", "README.md", ".venv"):
+    for name in ("scripts", "src", "requirements", "pyproject.toml", "README.md", ".venv"):
         (view / name).symlink_to(CHECKOUT / name)
     return view
 

@@ -63,9 +63,34 @@ class PostgresServer:
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: clients are disconnected), as an outage would."""
+        _pg_ctl(self.bin_dir, self.data_dir, "-m", "fast", "-w", "stop")
+
+    def start(self) -> None:
+        """Start it again on the same port and data (after ``stop``)."""
+        _start(self.bin_dir, self.data_dir, self.port)
+
 
 def _as_owner(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def _pg_ctl(bin_dir: Path, data: Path, *args: str) -> None:
+    subprocess.run(
+        _as_owner([str(bin_dir / "pg_ctl"), "-D", str(data), *args]),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def _start(bin_dir: Path, data: Path, port: int) -> None:
+    base = data.parent
+    opts = (
+        f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={base} "
+        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    )
+    _pg_ctl(bin_dir, data, "-o", opts, "-l", str(base / "server.log"), "-w", "-t", "60", "start")
 
 
 @contextmanager
@@ -97,29 +122,7 @@ def running_postgres() -> Iterator[PostgresServer]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    opts = (
-        f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={base} "
-        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-    )
-    subprocess.run(
-        _as_owner(
-            [
-                str(bin_dir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-o",
-                opts,
-                "-l",
-                str(base / "server.log"),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ]
-        ),
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    _start(bin_dir, data, port)
     server = PostgresServer(bin_dir=bin_dir, data_dir=data, port=port, user=user)
     try:
         deadline = time.monotonic() + 30

@@ -88,7 +88,8 @@ def wheel_for(version: str, migration: str = "", *, broken: bool = False) -> Pat
         shutil.copytree(
             CHECKOUT / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__")
         )
-        for name in ("pyproject.toml", "README.md"):
+        for name in ("pyproject.toml", "README.md", "requirements/runtime.lock"):
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(CHECKOUT / name, tree / name)
         init = tree / "src/dhash_service/__init__.py"
         init.write_text(

@@ -33,9 +33,9 @@ class Site:
         """A working directory laid out like the checkout, so the guide's ``./scripts/*.sh``
         run verbatim from it (their sources, the venv they resolve, the project files)."""
         base.mkdir(parents=True, exist_ok=True)
-        for name in ("scripts", ".venv", "src", "pyproject.toml", "README.md"):
+        for name in ("scripts", ".venv", "src", "requirements", "pyproject.toml", "README.md"):
             (base / name).symlink_to(CHECKOUT / name)
-        write_environments(base, api_token=TOKEN, **extra)
+        write_environments(base, **{"api_token": TOKEN, **extra})
         return cls(base)
 
     def script(
@@ -52,13 +52,13 @@ class Site:
             check=False,
         )
 
-    def ingest(self, seed: int) -> list[int]:
+    def ingest(self, seed: int, token: str = TOKEN) -> list[int]:
         """Store one new image through the API; the ids the service acknowledged."""
         body, ctype = multipart(unique_png(seed), f"img-{seed}.png")
         response = httpx.post(
             f"{self.env.url}/v1/images",
             content=body,
-            headers={"Content-Type": ctype, "Authorization": f"Bearer {TOKEN}"},
+            headers={"Content-Type": ctype, "Authorization": f"Bearer {token}"},
             timeout=30,
         )
         assert response.status_code == 201, response.text

@@ -1,0 +1,153 @@
+"""Matrix sampling: ``make test`` runs a per-run sample of the heaviest parametrized matrices,
+``make test-full`` (and a plain ``pytest``) runs every case.
+
+A test marked ``@pytest.mark.matrix(keep=N)`` is one *matrix*: all its parametrized cases share
+one group (the node id without its ``[...]``). With ``DHASH_TEST_SAMPLE`` set, each matrix keeps
+``N`` of its cases, chosen from the seed, and the rest are deselected and listed in the summary;
+every case is still in the full run, and which ones run changes from run to run, so coverage
+accumulates instead of shrinking. The seed is printed in the header; ``DHASH_TEST_SAMPLE=<seed>``
+runs the same sample again (to reproduce a failure seen in one).
+
+``DHASH_TEST_SAMPLE``: unset, empty or ``all``: everything runs; ``auto``: a new seed per run;
+an integer: that seed. A case named on the command line (``file.py::test[case]``) always runs.
+
+It never empties a run: each matrix keeps at least one case, so a collection that had a test still
+has one (pytest's exit 5, "no tests collected", stays visible to make and CI).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+import pytest
+
+ENV = "DHASH_TEST_SAMPLE"
+_SEED_KEY = pytest.StashKey[int | None]()
+_DESELECTED_KEY = pytest.StashKey[list[str]]()
+
+
+def parse_sample(value: str | None) -> int | None:
+    """The seed ``DHASH_TEST_SAMPLE`` asks for, or None for the full run."""
+    text = (value or "").strip().lower()
+    if text in ("", "all"):
+        return None
+    if text == "auto":
+        return 1 + secrets.randbelow(2**31 - 1)
+    if not text.isdigit():
+        raise pytest.UsageError(
+            f"{ENV} must be all, auto or a positive integer seed, not {value!r}"
+        )
+    return int(text)
+
+
+def matrix_group(nodeid: str) -> str:
+    """One matrix per test function: its node id without the parametrization."""
+    return nodeid.split("[", 1)[0]
+
+
+def choose(cases: Sequence[str], keep: int, seed: int, group: str) -> set[str]:
+    """``keep`` of ``cases`` (at least one), the same for the same seed and group."""
+    ordered = sorted(cases)
+    count = max(1, min(keep, len(ordered)))
+    return set(random.Random(f"{seed}:{group}").sample(ordered, count))
+
+
+def sample(
+    items: Iterable[tuple[str, int]], seed: int, named: Iterable[str] = ()
+) -> tuple[set[str], list[str]]:
+    """``(kept, deselected)`` node ids of the ``(nodeid, keep)`` matrix cases; ``named`` ones
+    (given on the command line) are always kept."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    keeps: dict[str, int] = {}
+    for nodeid, keep in items:
+        group = matrix_group(nodeid)
+        groups[group].append(nodeid)
+        keeps[group] = min(keep, keeps.get(group, keep))
+    named_ids = set(named)
+    kept: set[str] = set()
+    for group, cases in groups.items():
+        kept |= choose(cases, keeps[group], seed, group)
+        kept |= named_ids & set(cases)
+    deselected = sorted(
+        nodeid for cases in groups.values() for nodeid in cases if nodeid not in kept
+    )
+    return kept, deselected
+
+
+def _keep(item: pytest.Item) -> int | None:
+    marker = item.get_closest_marker("matrix")
+    if marker is None:
+        return None
+    keep = marker.kwargs.get("keep", marker.args[0] if marker.args else 1)
+    if not isinstance(keep, int) or keep < 1:
+        raise pytest.UsageError(f"{item.nodeid}: matrix(keep=...) must be a positive integer")
+    return keep
+
+
+def _named_on_command_line(config: pytest.Config) -> set[str]:
+    root = config.rootpath
+    named = set()
+    for arg in config.args:
+        if "::" not in arg or "[" not in arg:
+            continue
+        path, _, rest = arg.partition("::")
+        try:
+            relative = os.path.relpath(os.path.abspath(path), root)
+        except ValueError:
+            continue
+        named.add(f"{relative}::{rest}")
+    return named
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "matrix(keep=1): a parametrized matrix that make test samples (keep cases per run) "
+        "and make test-full runs whole",
+    )
+    config.stash[_SEED_KEY] = parse_sample(os.environ.get(ENV))
+    config.stash[_DESELECTED_KEY] = []
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    seed = config.stash[_SEED_KEY]
+    if seed is None:
+        return f"matrix sample: off, every case runs ({ENV}=auto to sample)"
+    return f"matrix sample: seed {seed} (again: {ENV}={seed}; every case: make test-full)"
+
+
+@pytest.hookimpl(trylast=True)  # after -m/-k deselection: sample what would really run
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    seed = config.stash[_SEED_KEY]
+    if seed is None or not items:
+        return
+    matrix = [(item.nodeid, keep) for item in items if (keep := _keep(item)) is not None]
+    if not matrix:
+        return
+    _kept, deselected = sample(matrix, seed, _named_on_command_line(config))
+    if not deselected:
+        return
+    dropped = set(deselected)
+    remaining = [item for item in items if item.nodeid not in dropped]
+    if not remaining:  # cannot happen (each matrix keeps one case); never hide exit 5 anyway
+        raise pytest.UsageError("matrix sampling would deselect every collected test")
+    config.hook.pytest_deselected(items=[item for item in items if item.nodeid in dropped])
+    items[:] = remaining
+    config.stash[_DESELECTED_KEY] = deselected
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    deselected = terminalreporter.config.stash[_DESELECTED_KEY]
+    if not deselected:
+        return
+    seed = terminalreporter.config.stash[_SEED_KEY]
+    terminalreporter.section(f"matrix sample (seed {seed}): {len(deselected)} cases not run")
+    by_group: dict[str, list[str]] = defaultdict(list)
+    for nodeid in deselected:
+        by_group[matrix_group(nodeid)].append(nodeid[len(matrix_group(nodeid)) :])
+    for group, cases in sorted(by_group.items()):
+        terminalreporter.write_line(f"{group} {' '.join(cases)}")
