@@ -9,11 +9,11 @@ import pytest
 
 from dhash_rollout.cli import main
 from dhash_rollout.commands import monitor as command
-from dhash_rollout.deploy import lock_path
 from dhash_rollout.environments import load_environment
 from dhash_rollout.monitor.guard import RollbackOutcome
 from dhash_rollout.runs.journal import Journal
 from dhash_rollout.runs.locking import hold_lock
+from dhash_rollout.runs.paths import lock_path
 from dhash_service import __version__
 from tests.integration.monitor_support import gates_file, service
 
