@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +70,30 @@ def wait_ready(base_url: str, timeout: float = 30.0) -> None:
             last = repr(exc)
         time.sleep(0.05)
     raise RuntimeError(f"{base_url} not ready after {timeout}s: {last}")
+
+
+def wait_for_process(
+    process: subprocess.Popen[bytes],
+    ready: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    log: Callable[[], str],
+) -> None:
+    """Until ``ready()`` holds (a refused connection counts as not yet); the process exiting or
+    the deadline passing is an error carrying its log."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited {process.returncode}:\n{log()}")
+        try:
+            if ready():
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not ready:\n{log()}")
+        time.sleep(0.1)
 
 
 @dataclass
@@ -139,20 +163,16 @@ def dhash_serve(
         )
     run = ServeProcess(process, port, log_path, env)
     try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"dhash serve exited {process.returncode}:\n{run.log_text()}")
-            try:
-                if httpx.get(f"{run.url}/ready", timeout=5).status_code == 200 and (
-                    workers == 1 or len(_pids_answering(run.url)) >= workers
-                ):
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"dhash serve not ready:\n{run.log_text()}")
-            time.sleep(0.1)
+        wait_for_process(
+            process,
+            lambda: (
+                httpx.get(f"{run.url}/ready", timeout=5).status_code == 200
+                and (workers == 1 or len(_pids_answering(run.url)) >= workers)
+            ),
+            timeout=ready_timeout,
+            what="dhash serve",
+            log=run.log_text,
+        )
         yield run
     finally:
         if process.poll() is None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.live_server import free_port
+from tests.support.live_server import free_port, wait_for_process
 from tests.support.prometheus_bin import need
 
 
@@ -64,18 +64,13 @@ def running_prometheus(
         )  # fmt: skip
     server = PrometheusServer(f"http://127.0.0.1:{port}", log_path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"prometheus exited:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{server.url}/-/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"prometheus not ready:\n{log_path.read_text()}")
-            time.sleep(0.1)
+        wait_for_process(
+            process,
+            lambda: httpx.get(f"{server.url}/-/ready", timeout=2).status_code == 200,
+            timeout=30,
+            what="prometheus",
+            log=log_path.read_text,
+        )
         yield server
     finally:
         process.terminate()
