@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from dhash_rollout.commands import log_to_stderr
 from dhash_service.errors import ConfigError, DhashError
 
 if TYPE_CHECKING:
@@ -114,17 +115,6 @@ def _time_scale(given: float | None) -> float:
     return value
 
 
-def _log_to_stderr() -> None:
-    """Log lines (a notice sent, a retry) go to stderr: stdout is the view or clean ``--json``."""
-    import sys
-
-    from dhash_service.config import Settings
-    from dhash_service.logs import configure_logging
-
-    level = Settings().log_level.upper()
-    configure_logging("WARNING" if level == "INFO" else level, stream=sys.stderr)
-
-
 def _exit_code(result: MonitorResult) -> int:
     from dhash_rollout.runs.monitoring import Verdict
 
@@ -177,7 +167,7 @@ def monitor(
     if source == "prometheus" and not prometheus_url:
         raise ConfigError("--source prometheus needs --prometheus-url")
     scale = _time_scale(time_scale)
-    _log_to_stderr()
+    log_to_stderr()
     gates = load_gates_config(config, environment=env)
     environment = load_environment(env)
     nominal_s = (duration or gates.monitoring.duration_minutes) * 60

@@ -8,12 +8,12 @@ message is outboxed and logged, and a notification never fails the step that sen
 from __future__ import annotations
 
 import json
-import sys
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import typer
 
+from dhash_rollout.commands import log_to_stderr
 from dhash_service.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ def flush(
     from dhash_rollout.notify.factory import ALL_CHANNELS
     from dhash_service.config import Settings
 
-    _configure_logging()
+    log_to_stderr()
     notifier = notifier_from_settings(Settings().env, channels=list(ALL_CHANNELS))
     escalator = _escalator()  # escalation pages wait in the same outbox, under their contacts
     notifier.channels.update(
@@ -326,31 +326,19 @@ def _environment(env: str | None) -> tuple[str, Environment | None]:
         return name, None
 
 
-def _configure_logging() -> None:
-    """Log lines go to stderr so stdout stays the summary (or clean ``--json``). The summary
-    names every outcome and the notification log records each one, so at the default level
-    only warnings (a retry, an outboxed channel) reach the operator's terminal;
-    ``DHASH_LOG_LEVEL=DEBUG`` shows everything."""
-    from dhash_service.config import Settings
-    from dhash_service.logs import configure_logging
-
-    level = Settings().log_level.upper()
-    configure_logging("WARNING" if level == "INFO" else level, stream=sys.stderr)
-
-
 def _notifier(env_name: str, channels: str | None) -> Notifier:
     from dhash_rollout.notify import notifier_from_settings
     from dhash_rollout.notify.factory import parse_channels
 
     names = parse_channels(channels) if channels is not None else None
-    _configure_logging()  # after every argument is checked: usage errors log nothing
+    log_to_stderr()  # after every argument is checked: usage errors log nothing
     return notifier_from_settings(env_name, channels=names, strict=True)
 
 
 def _escalator(*, strict: bool = True) -> Escalator:
     from dhash_rollout.notify.factory import build_escalator
 
-    _configure_logging()
+    log_to_stderr()
     return build_escalator(strict=strict)
 
 
