@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -9,6 +10,19 @@ import pytest
 from tests.support.postgres import PostgresServer, running_postgres
 
 pytest_plugins = ["tests.support.matrix_sampling"]  # make test samples marked matrices
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_as_found() -> Iterator[None]:
+    """Each test starts from the root logger as the session had it. A CLI command run in-process
+    points the root handler at the sys.stderr of that moment (a capture stream closed when the
+    test ends) and may leave the level at DEBUG; the next test's library debug line then fails
+    inside the closed stream and prints a logging-error traceback into its own output."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
