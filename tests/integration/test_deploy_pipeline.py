@@ -63,11 +63,15 @@ def test_a_second_deploy_at_the_same_time_is_refused_with_exit_3(site: Site) -> 
             lambda r: r.phase == "preflight" and r.status == "started", holder, after=lines
         )
         assert started is not None
+        # Frozen while it holds the lock: a deploy of the installed release finishes in less
+        # time than the second command takes to start, which made this test a race.
+        os.kill(holder.pid, signal.SIGSTOP)
         second = site.run("deploy", "--env", "production", "--source", str(wheel_for("1.0.0")))
         assert second.returncode == 3, second.stderr
         assert f"pid {holder.pid}" in second.stderr
         assert "Traceback" not in second.stderr
     finally:
+        os.kill(holder.pid, signal.SIGCONT)
         assert holder.wait(240) == 0
     assert_fully_on(site, "1.0.0")
 
