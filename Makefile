@@ -50,11 +50,20 @@ fmt: $(STAMP)
 
 # make test samples the heaviest matrices (tests/support/matrix_sampling.py: a new seed per run,
 # printed; DHASH_TEST_SAMPLE=<seed> repeats one); make test-full runs every case.
+# Two pytest-xdist workers (TEST_WORKERS), a module per worker in file order (--dist loadfile:
+# a module's shared site and its ordered scenario stay on one worker); the tests marked serial
+# (latency ratios) then run alone. Each invocation fails on its own, exit 5 included.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL = $(BIN)/pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile -m "not serial"
+PYTEST_SERIAL = $(BIN)/pytest -p no:cacheprovider -m serial
+
 test: $(STAMP) system-deps lint
-	DHASH_TEST_SAMPLE=$${DHASH_TEST_SAMPLE:-auto} $(BIN)/pytest -p no:cacheprovider
+	DHASH_TEST_SAMPLE=$${DHASH_TEST_SAMPLE:-auto} $(PYTEST_PARALLEL)
+	DHASH_TEST_SAMPLE=$${DHASH_TEST_SAMPLE:-auto} $(PYTEST_SERIAL)
 
 test-full: $(STAMP) system-deps lint
-	DHASH_TEST_SAMPLE=all $(BIN)/pytest -p no:cacheprovider
+	DHASH_TEST_SAMPLE=all $(PYTEST_PARALLEL)
+	DHASH_TEST_SAMPLE=all $(PYTEST_SERIAL)
 
 serve: $(STAMP)
 	$(BIN)/dhash serve

@@ -109,7 +109,12 @@ def pytest_configure(config: pytest.Config) -> None:
         "matrix(keep=1): a parametrized matrix that make test samples (keep cases per run) "
         "and make test-full runs whole",
     )
-    config.stash[_SEED_KEY] = parse_sample(os.environ.get(ENV))
+    seed = parse_sample(os.environ.get(ENV))
+    if seed is not None and not hasattr(config, "workerinput"):
+        # pytest-xdist's workers start after this and inherit the environment: every worker
+        # must draw the same sample, or xdist refuses the differing collections.
+        os.environ[ENV] = str(seed)
+    config.stash[_SEED_KEY] = seed
     config.stash[_DESELECTED_KEY] = []
 
 
