@@ -78,6 +78,19 @@ def sample(
     return kept, deselected
 
 
+def subset(group: str, cases: Sequence[str], keep: int, always: Iterable[str] = ()) -> list[str]:
+    """For a scenario that walks its cases in one test (each step builds on the last, so they
+    cannot be parametrized): the ``always`` cases plus ``keep`` of the others, in their order,
+    drawn from the run's seed like a matrix; every case when the run is not sampled."""
+    value = os.environ.get(ENV, "")  # pytest_configure has turned "auto" into its seed
+    if not value.isdigit():
+        return list(cases)
+    seed, fixed = int(value), set(always)
+    optional = [case for case in cases if case not in fixed]
+    chosen = choose(optional, keep, seed, group) if optional else set()
+    return [case for case in cases if case in fixed or case in chosen]
+
+
 def _keep(item: pytest.Item) -> int | None:
     marker = item.get_closest_marker("matrix")
     if marker is None:
