@@ -40,6 +40,12 @@ from dhash_rollout.rollback.decision import (
 )
 from dhash_rollout.runs.context import RunContext, run_steps
 from dhash_rollout.runs.health import health_phase
+from dhash_rollout.runs.interrupt import (
+    RunInterrupted,
+    interruptible,
+    report_interrupted,
+    stopped_in,
+)
 from dhash_rollout.runs.journal import Journal, RunState, new_run_id
 from dhash_rollout.runs.locking import hold_lock
 from dhash_rollout.runs.notices import notify
@@ -91,12 +97,14 @@ class RollbackResult:
     log_path: Path | None
     error: str | None = None
     phases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    interrupted: bool = False  # stopped by SIGTERM/SIGINT: the run stays open (exit 130)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
             "env": self.env,
             "ok": self.ok,
+            "interrupted": self.interrupted,
             "error": self.error,
             "log": str(self.log_path) if self.log_path else None,
             "plan": self.plan.to_dict(),
@@ -514,31 +522,46 @@ class _RollbackRunner:
             )
             plan = Plan(plan.kind, plan.env, plan.version, steps, plan.warnings)
         try:
-            run_steps(self.ctx, plan, handlers)
-        except DhashError as exc:
-            restarted = self._serve_again_if_untouched()
-            recovered: dict[str, Any] = {}
-            if restarted is None:
-                recovered = self._put_back_if_restored()
-                restarted = recovered.get("service")
-            self.ctx.finish(False, {"error": exc.message, "service": restarted, **recovered})
-            where = recovered.get("preserved")
-            self._notice(
-                "failure",
-                f"Rollback of {self.ctx.env.name} failed: {exc.message}"
-                + (f"; {restarted}" if restarted else "")
-                + (f"; kept: {', '.join(where)}" if where else ""),
-                "CRITICAL",
-                "rollback_failed",  # its own key: the start notice must not absorb it
+            with interruptible(self.ctx):
+                run_steps(self.ctx, plan, handlers)
+        except (RunInterrupted, DhashError) as caught:
+            if isinstance(caught, DhashError) and not self.ctx.stop.is_set():
+                return self._failed(plan, log_path, caught)
+            stop = caught if isinstance(caught, RunInterrupted) else stopped_in(self.ctx, caught)
+            message = report_interrupted(
+                self.ctx,
+                stop,
+                f"`dhash rollback --env {self.ctx.env.name} --reason ...` resumes it",
             )
             return RollbackResult(
-                self.ctx.run_id, self.ctx.env.name, False, plan, log_path, exc.message,
-                self.ctx.results,
+                self.ctx.run_id, self.ctx.env.name, False, plan, log_path, message,
+                self.ctx.results, interrupted=True,
             )  # fmt: skip
         self.ctx.finish(True, {"version": self.facts.target_version})
         return RollbackResult(
             self.ctx.run_id, self.ctx.env.name, True, plan, log_path, None, self.ctx.results
         )
+
+    def _failed(self, plan: Plan, log_path: Path | None, exc: DhashError) -> RollbackResult:
+        restarted = self._serve_again_if_untouched()
+        recovered: dict[str, Any] = {}
+        if restarted is None:
+            recovered = self._put_back_if_restored()
+            restarted = recovered.get("service")
+        self.ctx.finish(False, {"error": exc.message, "service": restarted, **recovered})
+        where = recovered.get("preserved")
+        self._notice(
+            "failure",
+            f"Rollback of {self.ctx.env.name} failed: {exc.message}"
+            + (f"; {restarted}" if restarted else "")
+            + (f"; kept: {', '.join(where)}" if where else ""),
+            "CRITICAL",
+            "rollback_failed",  # its own key: the start notice must not absorb it
+        )
+        return RollbackResult(
+            self.ctx.run_id, self.ctx.env.name, False, plan, log_path, exc.message,
+            self.ctx.results,
+        )  # fmt: skip
 
     def _serve_again_if_untouched(self) -> str | None:
         """After a failure between stopping the service and replacing the database, the live
