@@ -224,3 +224,64 @@ def test_restore_is_refused_while_the_environment_serves(target: LocalTarget) ->
     assert database.stat().st_ino == before  # not swapped
     assert not list(target.env.data_dir.glob("*.prerestore-*"))
     assert _served_version(target.env) == "1.0.0"
+
+
+def _leave_steering_like_a_killed_run(port: int, index: int) -> None:
+    """What a controller SIGKILLed inside a switch leaves: its socket is gone (the kernel closed
+    it) but the program it attached stays on the port group."""
+    import socket
+
+    from dhash_rollout.targets.steering import SO_ATTACH_REUSEPORT_CBPF, _return_program
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(1)
+        fprog, _keep = _return_program(index)
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+    finally:
+        sock.close()
+
+
+def test_going_back_beside_a_killed_switch_clears_its_steering_and_serves_only_the_old(
+    target: LocalTarget,
+) -> None:
+    """Issue 12 item 1: a deploy killed right after its new slot started left both slots running,
+    ``current`` on the old release and its steering program sending every new connection to the
+    new slot; going back to the old release must clear it (not wait for the old one's readiness
+    in vain, abandon it and leave only the new one serving)."""
+    target.activate("1.0.0")
+    target.activate("2.0.0")
+    release = target.release("1.0.0")
+    assert release is not None
+    slot = target.idle_slot(target.supervisor.slots(), target.current())
+    target.configure_slot(slot, release, "killed-deploy")
+    target.supervisor.ensure_started(slot)
+    new_pid = target.wait_ready(slot)
+    _leave_steering_like_a_killed_run(target.env.port, 1)
+    assert target.readiness.all_reach(new_pid, probes=6)  # the leftover steers to the new slot
+    kept = target.readiness.ready_timeout
+    target.readiness.ready_timeout = 8.0  # the 60 s default is what the operator waited
+    said: list[str] = []
+    try:
+        target.activate("2.0.0", progress=said.append)
+    finally:
+        target.readiness.ready_timeout = kept
+    assert list(_running(target).values()) == ["2.0.0"]
+    assert os.readlink(target.root / "current") == "releases/2.0.0"
+    assert any("steering" in line and "killed run" in line for line in said), said
+    old_pid = next(p.pid for p in target.status().processes if p.state == "RUNNING")
+    assert target.readiness.all_reach(old_pid, probes=6)
+
+
+def test_a_finished_switch_leaves_no_steering_on_the_port(target: LocalTarget) -> None:
+    """A program left on the group after a switch would send the next deploy's new slot every
+    connection the moment it listens, before anyone checked it is ready."""
+    from dhash_rollout.targets.steering import clear_steering
+
+    target.activate("1.0.0")
+    activation = target.activate("2.0.0")
+    assert activation.steered
+    assert clear_steering("127.0.0.1", target.env.port) is False

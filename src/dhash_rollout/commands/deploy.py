@@ -137,8 +137,18 @@ def deploy(
         typer.echo(f"{verdict}: {result.env} {result.version} [{result.run_id}]")
         if result.log_path:
             typer.echo(f"log: {result.log_path}")
+    _exit_if_interrupted(result.interrupted, result.error)
     if not result.ok:
         raise CheckFailed(result.error or "deploy failed")
+
+
+def _exit_if_interrupted(interrupted: bool, message: str | None) -> None:
+    """A run stopped by SIGTERM/SIGINT says so and exits 130 (the run stays open)."""
+    from dhash_rollout.runs.interrupt import EXIT_INTERRUPTED
+
+    if interrupted:
+        typer.echo(f"dhash: interrupted: {message}", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def _one_line(flag: str, value: str) -> str:
@@ -194,6 +204,7 @@ def rollback(
         typer.echo(f"{verdict}: {result.env} -> {result.plan.version} [{result.run_id}]")
         if result.log_path:
             typer.echo(f"log: {result.log_path}")
+    _exit_if_interrupted(result.interrupted, result.error)
     if not result.ok:
         raise CheckFailed(result.error or "rollback failed")
 

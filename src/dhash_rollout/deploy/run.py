@@ -33,6 +33,12 @@ from dhash_rollout.releases import Release, ReleaseSource, normalize_version, so
 from dhash_rollout.runs.context import RunContext, run_steps
 from dhash_rollout.runs.events import RunEvents, stop_on_signals
 from dhash_rollout.runs.health import health_phase
+from dhash_rollout.runs.interrupt import (
+    RunInterrupted,
+    interruptible,
+    report_interrupted,
+    stopped_in,
+)
 from dhash_rollout.runs.journal import Journal, RunState, new_run_id
 from dhash_rollout.runs.locking import hold_lock
 from dhash_rollout.runs.monitoring import (
@@ -82,6 +88,7 @@ class DeployResult:
     resumed_from: str | None = None
     error: str | None = None
     phases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    interrupted: bool = False  # stopped by SIGTERM/SIGINT: the run stays open (exit 130)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +96,7 @@ class DeployResult:
             "env": self.env,
             "version": self.version,
             "ok": self.ok,
+            "interrupted": self.interrupted,
             "resumed_from": self.resumed_from,
             "error": self.error,
             "log": str(self.log_path) if self.log_path else None,
@@ -369,15 +377,30 @@ class _DeployRunner:
         }
         body = replace(plan, steps=tuple(s for s in plan.steps if s.phase != Phase.LOCK))
         try:
-            run_steps(self.ctx, body, handlers)
+            with interruptible(self.ctx):
+                run_steps(self.ctx, body, handlers)
+        except RunInterrupted as stop:
+            return self.run_interrupted(plan, log_path, stop)
         except MonitorInterrupted as stopped:
             message = f"deploy of {self.version} stopped while monitoring: {stopped.message}"
             self.ctx.say(f"  {message}")
             return self._result(plan, log_path, message)
         except DhashError as exc:
+            if self.ctx.stop.is_set():  # the signal killed the phase's child (a Ctrl-C)
+                return self.run_interrupted(plan, log_path, stopped_in(self.ctx, exc))
             return self._failed(plan, log_path, exc)
         self.ctx.finish(True, {"version": self.version})
         return self._result(plan, log_path, None)
+
+    def run_interrupted(self, plan: Plan, log_path: Path, stop: RunInterrupted) -> DeployResult:
+        env = self.ctx.env.name
+        message = report_interrupted(
+            self.ctx,
+            stop,
+            f"`dhash deploy --env {env} --version {self.version}` resumes it; "
+            f"`dhash rollback --env {env} --reason ...` undoes it",
+        )
+        return replace(self._result(plan, log_path, message), interrupted=True)
 
     def _result(self, plan: Plan, log_path: Path, error: str | None) -> DeployResult:
         return DeployResult(

@@ -150,6 +150,9 @@ def release_cli(
             text=True,
             timeout=timeout,
             check=False,
+            # Its own session: a Ctrl-C at the operator's terminal stops the run at the next
+            # phase boundary (runs/interrupt.py) instead of killing a migration half-way.
+            start_new_session=True,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise CheckFailed(f"release {release.version}: `dhash {' '.join(args)}`: {exc}") from exc

@@ -17,6 +17,15 @@ all reach it, else index 0 is tried, else the program is detached.
 
 Where any of this is unavailable, steering is skipped and the switch relies on the drain (and on
 ``net.ipv4.tcp_migrate_req``).
+
+The program belongs to the group, not to the socket that attached it: it outlives that socket,
+and a controller killed inside a switch leaves it behind (issue 12). Left there, ``return 1``
+sends every new connection to whichever process joined second: the next switch's new, unchecked
+slot, or, after a killed deploy, the new slot rather than the old release the rollback waits
+for. So a switch detaches its program when done, and :func:`clear_steering` removes one that a
+killed run left before anything waits for readiness. Detaching needs a member of the group: for
+the few microseconds between joining and closing, the kernel may hand our socket a new
+connection (reset on close, or handed to a peer with ``tcp_migrate_req``).
 """
 
 from __future__ import annotations
@@ -40,6 +49,43 @@ def _return_program(index: int) -> tuple[bytes, ctypes.Array[ctypes.c_char]]:
     return fprog, instruction  # the caller keeps the instruction alive across setsockopt
 
 
+def _group_member(host: str, port: int) -> socket.socket:
+    """A listening socket of our own in the port's SO_REUSEPORT group."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(1)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _detach(sock: socket.socket) -> bool:
+    """Detach the group's program through ``sock``; False when there was none (ENOENT)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, 0)
+    except OSError:
+        return False
+    return True
+
+
+def clear_steering(host: str, port: int) -> bool:
+    """Remove a steering program left on ``host:port``'s group; True when there was one.
+
+    Never raises: off Linux, or when the port cannot be joined, there is nothing to clear."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        sock = _group_member(host, port)
+    except OSError:
+        return False
+    with sock:
+        return _detach(sock)
+
+
 @contextlib.contextmanager
 def steer_new_connections(host: str, port: int, reaches_new: Callable[[], bool]) -> Iterator[bool]:
     """Steer new connections on ``host:port`` to the new process while inside.
@@ -51,14 +97,14 @@ def steer_new_connections(host: str, port: int, reaches_new: Callable[[], bool])
     if not sys.platform.startswith("linux"):
         yield False
         return
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock = _group_member(host, port)
+    except OSError:
+        yield False
+        return
     steering = False
     try:
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((host, port))
-            sock.listen(1)
             for index in (1, 0):
                 fprog, _keep = _return_program(index)
                 sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
@@ -66,13 +112,13 @@ def steer_new_connections(host: str, port: int, reaches_new: Callable[[], bool])
                     steering = True
                     break
             if not steering:
-                sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, 0)
+                _detach(sock)
         except OSError:
             steering = False
         yield steering
     finally:
-        # Closed with the program still attached: it never picks our socket, so nothing is
-        # queued on it, and detaching first would open a moment where the kernel could.
-        # Left on the group, the program is harmless: with one member its index 1 does not
-        # exist (the kernel falls back to its own choice); the next switch attaches its own.
+        # Detached before closing: a program left on the group would steer the next switch's
+        # new slot every connection the moment it listens (see the module's docstring).
+        if steering:
+            _detach(sock)
         sock.close()

@@ -45,7 +45,7 @@ from dhash_rollout.targets.local.supervisor import (
     Slot,
     Supervisor,
 )
-from dhash_rollout.targets.steering import steer_new_connections
+from dhash_rollout.targets.steering import clear_steering, steer_new_connections
 from dhash_service.config import Settings
 from dhash_service.errors import CheckFailed, ConfigError, NotFound, Unavailable
 
@@ -158,6 +158,11 @@ class LocalTarget:
         if release is None:
             raise NotFound(f"release {version} is not installed in {self.root}")
         self.supervisor.ensure()
+        if clear_steering("127.0.0.1", self.env.port):
+            say(
+                f"cleared the connection steering a killed run left on port {self.env.port} "
+                "(it sent every new connection to one process)"
+            )
         before = self.current()
         slots = self.supervisor.slots()
         serving = [s for s in slots if s.release == version and s.state == "RUNNING"]
