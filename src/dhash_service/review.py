@@ -7,6 +7,7 @@ not. The queue length is read from the store, so every worker reports the same n
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal, cast
 
 from dhash_service.errors import InputError
@@ -67,6 +68,7 @@ class ReviewQueue:
         *,
         via: str = "api",
         claimant: str | None = None,
+        now: datetime | None = None,
     ) -> ReviewItemOut:
         """Raises NotFound for an unknown id and Conflict when it was already resolved (or, with
         ``claimant``, when another reviewer holds a live claim on it). The one audited path
@@ -80,7 +82,9 @@ class ReviewQueue:
         if not name or len(name) > MAX_REVIEWER_LENGTH:
             raise InputError(f"reviewer must be 1..{MAX_REVIEWER_LENGTH} characters")
         return review_out(
-            self._repository.resolve_review(item_id, action, name, via=via, claimant=claimant)
+            self._repository.resolve_review(
+                item_id, action, name, via=via, claimant=claimant, now=now
+            )
         )
 
     def pending_count(self) -> int:

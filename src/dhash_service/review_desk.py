@@ -14,10 +14,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import get_args
 
+import sqlalchemy as sa
+
+from dhash_service.config import Settings
 from dhash_service.errors import Conflict, InputError, NotFound
+from dhash_service.hashing import configured_algorithm
 from dhash_service.review import ReviewAction, ReviewQueue
+from dhash_service.review_exchange import ImportedDecision
 from dhash_service.review_stats import DecisionStats, decision_stats
 from dhash_service.schemas import ReviewItemOut, ReviewReason
+from dhash_service.store import schema
 from dhash_service.store.console import (
     ClaimResult,
     ConsoleStore,
@@ -135,7 +141,9 @@ class ReviewDesk:
         return MatchRecord(image_id, distance or 0, 0.0, other.hash, other.source, other.locator)
 
     def decide(self, review_id: int, action: ReviewAction, reviewer: str) -> ReviewItemOut:
-        return self._queue.resolve(review_id, action, reviewer, via="console", claimant=reviewer)
+        return self._queue.resolve(
+            review_id, action, reviewer, via="console", claimant=reviewer, now=self._clock()
+        )
 
     def skip(self, review_id: int, reviewer: str) -> None:
         self._queue.get(review_id)  # NotFound for an unknown id
@@ -154,7 +162,9 @@ class ReviewDesk:
         result = BulkResult()
         for review_id in dict.fromkeys(ids):
             try:
-                self._queue.resolve(review_id, action, reviewer, via="bulk", claimant=reviewer)
+                self._queue.resolve(
+                    review_id, action, reviewer, via="bulk", claimant=reviewer, now=self._clock()
+                )
                 result.decided.append(review_id)
             except (Conflict, NotFound) as err:
                 result.refused[review_id] = err.message
@@ -178,3 +188,49 @@ class ReviewDesk:
 
     def stats(self) -> DecisionStats:
         return decision_stats(self._store.counts_by_distance())
+
+    def pending_rows(
+        self, where: QueueFilter | None = None, batch: int = 500
+    ) -> Iterator[QueueRow]:
+        """Every pending item of the filter, oldest first, read in batches (offline export)."""
+        offset = 0
+        now = self._clock()
+        while True:
+            rows = self._store.queue(where or QueueFilter(), batch, offset, now)
+            yield from rows
+            if len(rows) < batch:
+                return
+            offset += batch
+
+    def apply(self, decisions: Sequence[ImportedDecision], reviewer: str) -> BulkResult:
+        """Apply a reviewed file (``dhash review import``): one audited decision per row."""
+        result = BulkResult()
+        for decision in decisions:
+            try:
+                self._queue.resolve(
+                    decision.review_id,
+                    decision.action,
+                    reviewer,
+                    via="import",
+                    claimant=reviewer,
+                    now=self._clock(),
+                )
+                result.decided.append(decision.review_id)
+            except (Conflict, NotFound) as err:
+                result.refused[decision.review_id] = err.message
+        return result
+
+
+def open_desk(settings: Settings) -> tuple[ReviewDesk, sa.Engine]:
+    """A desk on the configured store, without a running service (the ``dhash review`` CLI).
+    The caller disposes of the engine."""
+    engine = schema.create_engine_for(settings.effective_database_url)
+    repository = Repository(engine)
+    desk = ReviewDesk(
+        ReviewQueue(repository),
+        repository,
+        ConsoleStore(engine),
+        algorithm=configured_algorithm(settings.hash_algorithm, settings.hash_size),
+        claim_seconds=settings.review_claim_seconds,
+    )
+    return desk, engine

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image
 
 MEDIA_TYPE = "image/webp"
@@ -46,6 +47,8 @@ def thumbnail_of(image: Image.Image, side: int) -> Thumbnail | None:
     """
     if side <= 0:
         return None
+    if image.mode.startswith("I;16"):
+        image = image.convert("I")  # Pillow resizes 32-bit integers, not 16-bit ones
     image.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=1.0)
     preview = _displayable(image)
     for quality in _QUALITIES:
@@ -60,6 +63,11 @@ def _displayable(image: Image.Image) -> Image.Image:
     """8-bit grayscale or RGB; transparency composited on white (as a browser shows it)."""
     if image.mode in ("L", "RGB"):
         return image
+    if image.mode in ("I", "F"):  # high bit depth: stretch what is there over 8 bits
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) * (255.0 / (high - low or 1.0))
+        return Image.fromarray(scaled.clip(0, 255).astype(np.uint8), "L")
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))

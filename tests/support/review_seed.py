@@ -9,6 +9,7 @@ same rows ingest writes, thumbnails made by ``thumbnail_of`` from photos, cycled
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Iterable, Iterator
 
@@ -37,6 +38,7 @@ def _hash(data: bytes) -> int:
         return hash_image(image).value
 
 
+@functools.cache
 def review_band_pair(seed: int) -> tuple[bytes, bytes, int] | None:
     """(library photo, a crop of it 5..10 bits away, the distance); None for a photo no crop
     of which lands in the band."""
@@ -126,7 +128,9 @@ def seed_store(database_url: str, items: int, candidates: int = 10, pool: int = 
     with engine.connect() as connection:
         library_ids = [
             int(i)
-            for i in connection.exec_driver_sql("SELECT image_id FROM library_members ORDER BY id")
+            for i in connection.exec_driver_sql(
+                "SELECT image_id FROM library_members ORDER BY id"
+            ).scalars()
         ]
     previews = [_preview(copy) for _, copy, _ in pairs]
     hashes = [_hash(copy) for _, copy, _ in pairs]

@@ -11,10 +11,7 @@ inline script, no off-site request. Decisions go through the same audited use ca
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path as FsPath
@@ -38,8 +35,9 @@ from dhash_service.api.reviewers import (
 from dhash_service.errors import Conflict, DhashError, Forbidden
 from dhash_service.logs import get_logger
 from dhash_service.review_desk import AGES, REASONS, ReviewDesk, queue_filter
+from dhash_service.review_exchange import DECISION_FIELDS, decision_record, export
 from dhash_service.service import DhashService
-from dhash_service.store.console import DecisionRow, QueueFilter
+from dhash_service.store.console import QueueFilter
 from dhash_service.store.models import utcnow
 
 log = get_logger(__name__)
@@ -384,68 +382,12 @@ def decisions_page(
     )
 
 
-DECISION_FIELDS = (
-    "event_id",
-    "at",
-    "reviewer",
-    "action",
-    "review_id",
-    "via",
-    "image_id",
-    "candidate_image_id",
-    "distance",
-    "reason",
-)
-
-
-def decision_record(row: DecisionRow) -> dict[str, Any]:
-    return {
-        "event_id": row.event_id,
-        "at": row.at.isoformat(),
-        "reviewer": row.reviewer,
-        "action": row.action,
-        "review_id": row.review_id,
-        "via": row.via,
-        "image_id": row.image_id,
-        "candidate_image_id": row.candidate_image_id,
-        "distance": row.distance,
-        "reason": row.reason,
-    }
-
-
-def csv_cell(value: Any) -> Any:
-    """A spreadsheet must not run a cell as a formula (CSV injection)."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
-def decisions_csv(rows: Iterator[DecisionRow]) -> Iterator[str]:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=DECISION_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: csv_cell(v) for k, v in decision_record(row).items()})
-        if out.tell() > 64 * 1024:
-            yield out.getvalue()
-            out.seek(0)
-            out.truncate()
-    yield out.getvalue()
-
-
-def decisions_json(rows: Iterator[DecisionRow]) -> Iterator[str]:
-    yield "["
-    for index, row in enumerate(rows):
-        yield ("," if index else "") + json.dumps(decision_record(row))
-    yield "]\n"
-
-
 @router.get("/review/decisions.{fmt}")
 def export_decisions(request: Request, fmt: Literal["csv", "json"]) -> Response:
     _session(request)
-    rows = _desk(request).all_decisions()
+    records = (decision_record(row) for row in _desk(request).all_decisions())
     media = "text/csv; charset=utf-8" if fmt == "csv" else "application/json"
-    body = decisions_csv(rows) if fmt == "csv" else decisions_json(rows)
+    body = export(records, DECISION_FIELDS, fmt)
     headers = {
         "Content-Disposition": f'attachment; filename="dhash-review-decisions.{fmt}"',
         "Cache-Control": "no-store",

@@ -214,8 +214,9 @@ class ConsoleStore:
                 set_={"reviewer": reviewer, "claimed_at": now, "expires_at": expires_at},
                 where=(claims.c.expires_at <= now) | (claims.c.reviewer == reviewer),
             )
+            .returning(claims.c.review_id)  # a row only when inserted or taken over
         )
-        return connection.execute(statement).rowcount == 1
+        return connection.execute(statement).scalar_one_or_none() is not None
 
     def claim_next(
         self, reviewer: str, where: QueueFilter, now: datetime, expires_at: datetime

@@ -653,6 +653,7 @@ class Repository:
         *,
         via: str = "api",
         claimant: str | None = None,
+        now: datetime | None = None,
     ) -> ReviewRecord:
         """pending → confirmed/rejected, once; a second resolution is a Conflict.
 
@@ -666,7 +667,7 @@ class Repository:
                 holder = connection.execute(
                     sa.select(claims.c.reviewer).where(
                         (claims.c.review_id == item_id)
-                        & (claims.c.expires_at > utcnow())
+                        & (claims.c.expires_at > (now or utcnow()))
                         & (claims.c.reviewer != claimant)
                     )
                 ).scalar_one_or_none()
