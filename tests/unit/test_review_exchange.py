@@ -25,7 +25,10 @@ HEADER = ",".join(QUEUE_FIELDS)
 
 
 def test_blank_decisions_are_left_out_and_the_rest_kept_with_their_lines() -> None:
-    text = f"{HEADER}\n1,10,,5,0.5,review_band,t,s,,confirm\n2,11,,6,0.4,ambiguous,t,s,,\n3,12,,7,0.3,review_band,t,s,, Reject \n"
+    text = (
+        f"{HEADER}\n1,10,,5,0.5,review_band,t,s,,confirm\n"
+        "2,11,,6,0.4,ambiguous,t,s,,\n3,12,,7,0.3,review_band,t,s,, Reject \n"
+    )
     assert parse_decisions(text, "csv") == [
         ImportedDecision(2, 1, "confirm"),
         ImportedDecision(4, 3, "reject"),
