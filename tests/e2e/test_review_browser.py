@@ -42,7 +42,9 @@ CHROMIUM_FLAGS = [
 ALICE = ("alice", "alice-token-7f3a9c")
 BOB = ("bob", "bob-token-51e08d")
 IMG = REPO / "docs" / "img"
-SOURCES = {"click": 3, "keys": 3, "pair": 4, "bulk": 3, "csrf": 1, "look": 2}
+CAROL = ("carol", "carol-token-c4e2b6")
+HOSTILE = 'look <script>alert("x")</script> & <img src=x onerror=alert(1)>'
+SOURCES = {"click": 2, "keys": 3, "pair": 4, "bulk": 2, "csrf": 1, HOSTILE: 1}
 
 
 @dataclass
@@ -90,7 +92,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     settings = settings_for(
         database,
         tmp,
-        reviewer_tokens=[":".join(ALICE), ":".join(BOB)],
+        reviewer_tokens=[":".join(ALICE), ":".join(BOB), ":".join(CAROL)],
         decoder_processes=0,
     )
     with running_app(create_app(settings)) as url:
@@ -99,6 +101,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         pairs = review_band_pairs(sum(SOURCES.values()))
         for source, count in SOURCES.items():
             ids[source] = seed_via_api(url, (next(pairs) for _ in range(count)), source)
+        ids["look"] = ids.pop(HOSTILE)
         yield Console(url, database, ids)
 
 
@@ -110,6 +113,20 @@ def browser() -> Iterator[Browser]:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
         yield launched
         launched.close()
+
+
+@pytest.fixture(scope="module")
+def alice(browser: Browser, console: Console) -> Iterator[BrowserContext]:
+    context = logged_in(browser, console, ALICE)
+    yield context
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def bob(browser: Browser, console: Console) -> Iterator[BrowserContext]:
+    context = logged_in(browser, console, BOB)
+    yield context
+    context.close()
 
 
 def logged_in(browser: Browser, console: Console, who: tuple[str, str]) -> BrowserContext:
@@ -147,25 +164,24 @@ def test_a_page_or_thumbnail_without_a_session_goes_to_login(
     context.close()
 
 
-def test_session_cookie_is_httponly_strict_and_expires(browser: Browser, console: Console) -> None:
-    context = logged_in(browser, console, ALICE)
-    [cookie] = [c for c in context.cookies() if c["name"] == SESSION_COOKIE]
+def test_session_cookie_is_httponly_strict_and_expires(alice: BrowserContext) -> None:
+    [cookie] = [c for c in alice.cookies() if c["name"] == SESSION_COOKIE]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["expires"] > 0
     assert not cookie["secure"]  # plain HTTP here; over TLS it is Secure
-    context.close()
 
 
 def test_queue_lists_pending_items_oldest_first_with_what_they_wait_for(
-    browser: Browser, console: Console
+    alice: BrowserContext, console: Console
 ) -> None:
-    context = logged_in(browser, console, ALICE)
-    page = context.new_page()
+    page = alice.new_page()
     page.goto("/review?source=look")
-    expect(page.get_by_test_id("queue-count")).to_have_text("2")
+    expect(page.get_by_test_id("queue-count")).to_have_text("1")
     rows = page.get_by_test_id("queue-row")
     assert [int(r.get_attribute("data-id") or 0) for r in rows.all()] == console.ids["look"]
     expect(rows.first).to_contain_text("review band")
     expect(rows.first).to_contain_text("a reviewer")
+    expect(rows.first.locator("td.source")).to_have_text(HOSTILE)  # shown as text, not markup
+    assert page.locator("td.source script, td.source img").count() == 0
     page.goto("/review")
     page.screenshot(path=str(IMG / "review-queue.png"))
     page.goto(f"/review/{console.ids['look'][0]}?source=look")
@@ -176,31 +192,30 @@ def test_queue_lists_pending_items_oldest_first_with_what_they_wait_for(
     page.keyboard.press("d")
     expect(page.locator("#compare")).to_have_attribute("data-mode", "difference")
     page.screenshot(path=str(IMG / "review-item-difference.png"))
-    context.close()
+    page.close()
 
 
-def test_decide_by_click_then_the_next_item_opens(browser: Browser, console: Console) -> None:
-    context = logged_in(browser, console, ALICE)
-    page = context.new_page()
-    first, second, _ = console.ids["click"]
+def test_decide_by_click_then_the_next_item_opens(alice: BrowserContext, console: Console) -> None:
+    page = alice.new_page()
+    first, second = console.ids["click"]
     page.goto("/review/next?source=click")
     assert item_id(page) == first
     page.get_by_role("button", name="Confirm match").click()
     page.wait_for_url(re.compile(rf"/review/{second}\?source=click$"))
     page.get_by_role("button", name="Not a match").click()
-    page.wait_for_url(re.compile(r"/review/\d+\?source=click$"))
+    page.wait_for_url(re.compile(r"/review\?source=click&done=1$"))
+    expect(page.get_by_role("status")).to_have_text("Nothing left to review in this selection.")
     assert console.status(first) == ("confirmed", "alice")
     assert console.status(second) == ("rejected", "alice")
     assert console.audit(first) == [
         ("alice", "review_confirm", {"status": "confirmed", "via": "console"})
     ]
     assert console.queue_gauge() == console.pending()
-    context.close()
+    page.close()
 
 
-def test_decide_by_keyboard_with_the_keys_shown(browser: Browser, console: Console) -> None:
-    context = logged_in(browser, console, BOB)
-    page = context.new_page()
+def test_decide_by_keyboard_with_the_keys_shown(bob: BrowserContext, console: Console) -> None:
+    page = bob.new_page()
     first, second, third = console.ids["keys"]
     page.goto("/review/next?source=keys")
     expect(page.locator(".keys")).to_contain_text("C confirm match")
@@ -215,11 +230,12 @@ def test_decide_by_keyboard_with_the_keys_shown(browser: Browser, console: Conso
     assert console.status(second) == ("pending", None)
     assert console.status(third) == ("confirmed", "bob")
     assert console.queue_gauge() == before - 2 == console.pending()
-    context.close()
+    page.close()
 
 
-def test_two_reviewers_never_get_the_same_item(browser: Browser, console: Console) -> None:
-    alice, bob = logged_in(browser, console, ALICE), logged_in(browser, console, BOB)
+def test_two_reviewers_never_get_the_same_item(
+    alice: BrowserContext, bob: BrowserContext, console: Console
+) -> None:
     a, b = alice.new_page(), bob.new_page()
     seen: list[tuple[int, int]] = []
     a.goto("/review/next?source=pair")
@@ -239,38 +255,40 @@ def test_two_reviewers_never_get_the_same_item(browser: Browser, console: Consol
     assert len({i for pair in seen for i in pair}) == 4 == len(console.ids["pair"])
     claims = console.rows("SELECT review_id, reviewer FROM review_claims")
     assert sorted(str(r[1]) for r in claims if r[0] in console.ids["pair"]) == ["alice", "bob"]
-    alice.close()
-    bob.close()
+    a.close()
+    b.close()
 
 
 def test_a_forged_post_without_the_csrf_token_is_refused(
-    browser: Browser, console: Console
+    alice: BrowserContext, console: Console
 ) -> None:
-    context = logged_in(browser, console, ALICE)
     [review_id] = console.ids["csrf"]
-    forged = context.request.post(
+    forged = alice.request.post(
         f"/review/{review_id}/decide", form={"action": "confirm"}, max_redirects=0
     )
     assert forged.status == 403 and "CSRF" in forged.text()
-    wrong = context.request.post(
+    wrong = alice.request.post(
         f"/review/{review_id}/decide", form={"action": "confirm", "csrf": "x" * 43}
     )
     assert wrong.status == 403
     assert console.status(review_id) == ("pending", None) and console.audit(review_id) == []
-    context.close()
+    too_big = alice.request.post(
+        f"/review/{review_id}/decide", form={"action": "confirm", "query": "x" * 100_000}
+    )
+    assert too_big.status == 413  # bodies are bounded before any route reads them
 
 
 def test_bulk_action_on_a_filtered_selection_and_the_exports(
-    browser: Browser, console: Console
+    alice: BrowserContext, console: Console
 ) -> None:
-    context = logged_in(browser, console, ALICE)
+    context = alice
     page = context.new_page()
     page.on("dialog", lambda dialog: dialog.accept())
     page.goto("/review?source=bulk")
-    expect(page.get_by_test_id("queue-count")).to_have_text("3")
+    expect(page.get_by_test_id("queue-count")).to_have_text("2")
     page.get_by_label("tick all on this page").check()
     page.get_by_role("button", name="Not a match").click()
-    expect(page.get_by_test_id("bulk-result")).to_have_text("reject: 3 decided")
+    expect(page.get_by_test_id("bulk-result")).to_have_text("reject: 2 decided")
     for review_id in console.ids["bulk"]:
         assert console.status(review_id) == ("rejected", "alice")
         assert console.audit(review_id)[-1][2]["via"] == "bulk"
@@ -287,11 +305,35 @@ def test_bulk_action_on_a_filtered_selection_and_the_exports(
     }
     page.goto("/review/stats")
     expect(page.get_by_test_id("stats-row").first).to_be_visible()
-    context.close()
+    page.close()
+
+
+def test_login_never_redirects_off_the_console(console: Console) -> None:
+    with httpx.Client(base_url=console.url, timeout=10) as client:
+        form = client.get("/login", params={"next": "//evil.example/x"}).text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+        assert csrf is not None
+        answer = client.post(
+            "/login",
+            data={
+                "name": CAROL[0],
+                "token": CAROL[1],
+                "csrf": csrf.group(1),
+                "next": "//evil.example/x",
+            },
+        )
+        assert answer.status_code == 303 and answer.headers["location"] == "/review"
+        page = client.get("/review")
+        assert page.status_code == 200
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+        forged = client.post("/login", data={"name": CAROL[0], "token": CAROL[1]})
+        assert forged.status_code == 200 and SESSION_COOKIE not in forged.headers.get(
+            "set-cookie", ""
+        )  # no login CSRF token: a fresh form, nobody logged in
 
 
 def test_logout_ends_the_session_on_the_server(browser: Browser, console: Console) -> None:
-    context = logged_in(browser, console, BOB)
+    context = logged_in(browser, console, CAROL)
     [cookie] = [c for c in context.cookies() if c["name"] == SESSION_COOKIE]
     page = context.new_page()
     page.goto("/review")

@@ -23,7 +23,7 @@ from dhash_service.store.repository import Repository
 from tests.support.postgres import PostgresServer
 from tests.support.review_seed import seed_store
 
-ITEMS = 24
+ITEMS = 12
 
 
 class Clock:
@@ -54,7 +54,7 @@ def store_url(
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('claims') / 'dhash.sqlite3'}"
         schema.upgrade(url)
-        seed_store(url, ITEMS, candidates=3, pool=4)
+        seed_store(url, ITEMS, candidates=3, pool=3)
         yield url
         return
     server: PostgresServer = request.getfixturevalue("postgres_server")
@@ -62,7 +62,7 @@ def store_url(
     url = server.url(database)
     try:
         schema.upgrade(url)
-        seed_store(url, ITEMS, candidates=3, pool=4)
+        seed_store(url, ITEMS, candidates=3, pool=3)
         yield url
     finally:
         server.drop_database(database)

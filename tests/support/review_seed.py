@@ -28,7 +28,8 @@ from dhash_service.store.repository import (
     StoredHash,
 )
 from dhash_service.thumbnails import thumbnail_of
-from tests.support.api import AUTH, photo
+from tests.support.api import AUTH
+from tests.support.corpus import encode, realistic_photo
 
 CROPS = (0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.1, 0.12)
 
@@ -41,11 +42,14 @@ def _hash(data: bytes) -> int:
 @functools.cache
 def review_band_pair(seed: int) -> tuple[bytes, bytes, int] | None:
     """(library photo, a crop of it 5..10 bits away, the distance); None for a photo no crop
-    of which lands in the band."""
-    original = photo(seed)
+    of which lands in the band. The pictures of ``tests.support.api.photo``, at 320x240."""
+    base = realistic_photo(320, 240, seed)
+    original = encode(base, "JPEG", quality=90)
     reference = _hash(original)
+    w, h = base.size
     for crop in CROPS:
-        candidate = photo(seed, crop=crop)
+        cropped = base.crop((int(w * crop), int(h * crop), w, h)).resize((w, h), Image.BICUBIC)
+        candidate = encode(cropped, "JPEG", quality=90)
         distance = (_hash(candidate) ^ reference).bit_count()
         if 4 < distance <= 10:
             return original, candidate, distance
