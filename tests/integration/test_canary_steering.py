@@ -84,12 +84,11 @@ def test_each_release_spreads_its_share_over_its_own_workers() -> None:
 
 
 def test_weight_zero_and_always_stable_take_the_canary_out_of_rotation() -> None:
-    with listeners(2) as (port, socks):
-        with group_member("127.0.0.1", port) as member:
-            attach(member, weighted_program(0, canary=(1,), stable=(0,)))
-            assert spread(port, socks, 300) == [300, 0]
-            attach(member, always(1))
-            assert spread(port, socks, 300) == [0, 300]
+    with listeners(2) as (port, socks), group_member("127.0.0.1", port) as member:
+        attach(member, weighted_program(0, canary=(1,), stable=(0,)))
+        assert spread(port, socks, 300) == [300, 0]
+        attach(member, always(1))
+        assert spread(port, socks, 300) == [0, 300]
 
 
 @pytest.mark.parametrize(
