@@ -158,3 +158,8 @@ def attach(sock: socket.socket, instructions: list[tuple[int, int, int, int]]) -
 
 def always(index: int) -> list[tuple[int, int, int, int]]:
     return [(_BPF_RET_K, 0, 0, index)]
+
+
+def detach(sock: socket.socket) -> None:
+    """Remove the group's program: the kernel spreads new connections itself again."""
+    sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, 0)
