@@ -220,10 +220,17 @@ def calibrate(
 
 
 def summary(name: str, polls_to_abort: list[int | None]) -> str:
+    """Aborts, the median poll of the aborted streams, and the median over every stream with a
+    miss counted as never (``> POLLS``): the figure that compares judges of different power."""
     hits = [p for p in polls_to_abort if p is not None]
     rate = 100.0 * len(hits) / len(polls_to_abort)
     med = f"{statistics.median(hits):.1f}" if hits else "—"
-    return f"{name}: {len(hits)}/{len(polls_to_abort)} aborted ({rate:.1f}%), median polls {med}"
+    every = statistics.median_low([math.inf if p is None else p for p in polls_to_abort])
+    every_s = f"> {POLLS}" if math.isinf(every) else f"{every}"
+    return (
+        f"{name}: {len(hits)}/{len(polls_to_abort)} aborted ({rate:.1f}%), median polls "
+        f"{med} of the aborted, {every_s} over all"
+    )
 
 
 def main() -> None:
