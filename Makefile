@@ -10,7 +10,7 @@ LOCK_VENV := .venv-lock
 LOCK_FLAGS := --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
 	--no-emit-find-links --quiet -c requirements/pins.txt
 
-.PHONY: demo test test-full lint fmt lock lock-upgrade bench bench-hash bench-search bench-service bench-bounded bench-monitor bench-backup serve system-deps clean
+.PHONY: demo test test-full lint fmt lock lock-upgrade bench bench-hash bench-search bench-service bench-bounded bench-monitor bench-canary bench-backup serve system-deps clean
 
 $(STAMP): pyproject.toml requirements/dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -87,6 +87,9 @@ bench-backup: $(STAMP) system-deps
 
 bench-monitor: $(STAMP) system-deps
 	$(BIN)/python bench/bench_monitor.py
+
+bench-canary: $(STAMP)
+	nice -n 10 $(BIN)/python bench/bench_canary.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -218,6 +218,56 @@ class LocalTarget:
             steered=bool(steering),
         )
 
+    # --- a second release beside the current one (the canary) ------------------------------
+    def start_beside(self, version: str, *, progress: Progress | None = None) -> tuple[str, int]:
+        """Start ``version`` in the idle slot on the same port, beside the current release,
+        and wait until it answers ``/ready`` itself; ``current`` does not move. The caller
+        decides its share of connections (docs/canary.md). Returns its slot and pid."""
+        say = progress or _silent
+        version = normalize_version(version)
+        release = self.release(version)
+        if release is None:
+            raise NotFound(f"release {version} is not installed in {self.root}")
+        current = self.current()
+        if current is None:
+            raise NotFound(f"no current release in {self.root}: a canary runs beside one")
+        if current.version == version:
+            raise ConfigError(f"{version} is already the stable release of {self.env.name}")
+        self.supervisor.ensure()
+        slots = self.supervisor.slots()
+        mine = [s for s in slots if s.release == version and s.state == "RUNNING"]
+        if mine:
+            slot = mine[0].name
+            say(f"{slot} already runs {version}")
+        else:
+            busy = [s for s in slots if s.state in ACTIVE_STATES and s.release != current.version]
+            if busy:
+                raise CheckFailed(
+                    f"{busy[0].name} runs {busy[0].release}: one release beside stable at a time"
+                )
+            slot = self.idle_slot(slots, current)
+            instance = f"{slot}-{version}-{secrets.token_hex(3)}"
+            say(f"starting {version} in {slot} beside {current.version} on port {self.env.port}")
+            self.configure_slot(slot, release, instance)
+            try:
+                self.supervisor.ensure_started(slot)
+            except Unavailable as exc:
+                self._abandon(slot, say)
+                raise CheckFailed(
+                    f"{slot} did not start: {exc}; {self.process_logs.why(slot)}"
+                ) from exc
+        try:
+            pid = self.wait_ready(slot)
+        except CheckFailed:
+            self._abandon(slot, say)
+            raise
+        slot_pid = self.supervisor.slot(slot).pid
+        return slot, slot_pid or pid
+
+    def retire_slot(self, slot: str, *, progress: Progress | None = None) -> None:
+        """Stop one slot (it drains on SIGTERM) and drop its program; the other keeps serving."""
+        self.supervisor.retire(slot, self.grace, progress or _silent)
+
     @staticmethod
     def idle_slot(slots: list[Slot], current: Release | None) -> str:
         running = [s for s in slots if s.state in ACTIVE_STATES]
