@@ -79,7 +79,7 @@ def test_preflight_passes_with_every_artifact_and_names_each_one_missing(tmp_pat
     env = _ready_for_production(tmp_path)
     report = run_preflight(env, workdir=tmp_path)
     assert report.ok, report.summary()
-    assert len(report.results) == 8
+    assert len(report.results) == 9  # the eight artefacts and who listens on the port
     missing = {
         "deploy-dryrun.log": ("deploy dry-run log", "deploy-dryrun.log is missing"),
         "migrate-dryrun.log": ("migrate dry-run log", "migrate-dryrun.log is missing"),

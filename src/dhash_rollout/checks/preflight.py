@@ -21,6 +21,7 @@ from pathlib import Path
 
 from dhash_rollout.backup import list_backups, verify_backup
 from dhash_rollout.checks.approvals import check_approvals_file
+from dhash_rollout.checks.daily import check_listeners
 from dhash_rollout.checks.dryrun_logs import check_deploy_dryrun, check_migrate_dryrun
 from dhash_rollout.checks.paths import backup_dir, shown
 from dhash_rollout.checks.report import CheckReport, CheckRun, read_log_summary
@@ -98,4 +99,7 @@ def run_preflight(
     run.check("CI artifacts", lambda: check_bundle(workdir / PREMERGE_DIR))
     run.check("monitor logs", lambda: check_bundle(workdir / MONITOR_DIR, optional=True))
     run.check("approvals", lambda: check_approvals_file(workdir / APPROVALS, env.name))
+    # A foreign listener would take a share of the new release's traffic (the switch refuses
+    # it whatever the policy; this names it before anything changes).
+    run.check("who listens on the port", lambda: check_listeners(env))
     return run.finish(log_path)

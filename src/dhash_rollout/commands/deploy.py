@@ -124,9 +124,10 @@ def deploy(
         )
         if initiator:
             request = replace(request, initiator=_one_line("--initiator", initiator))
-        result = run_deploy(
-            request, say=_printer(as_json), monitor=deploy_monitor(), rollback=rollback_inside
-        )
+        with _json_refusal(as_json):
+            result = run_deploy(
+                request, say=_printer(as_json), monitor=deploy_monitor(), rollback=rollback_inside
+            )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
     elif dry_run:
@@ -140,6 +141,21 @@ def deploy(
     _exit_if_interrupted(result.interrupted, result.error)
     if not result.ok:
         raise CheckFailed(result.error or "deploy failed")
+
+
+@contextlib.contextmanager
+def _json_refusal(as_json: bool) -> Iterator[None]:
+    """With ``--json`` a refusal (lock held, nothing to roll back, database down) is a JSON
+    object on stdout too, with the same exit code, not only a line on stderr."""
+    try:
+        yield
+    except DhashError as err:
+        if not as_json:
+            raise
+        answer = {"ok": False, "refused": True, "error": err.message, "exit_code": err.exit_code}
+        typer.echo(json.dumps(answer, indent=2))
+        typer.echo(f"dhash: error: {err.message}", err=True)
+        raise typer.Exit(err.exit_code) from None
 
 
 def _exit_if_interrupted(interrupted: bool, message: str | None) -> None:
@@ -196,7 +212,8 @@ def rollback(
         )
         if initiator:
             request = replace(request, initiator=_one_line("--initiator", initiator))
-        result = run_rollback(request, say=_printer(as_json))
+        with _json_refusal(as_json):
+            result = run_rollback(request, say=_printer(as_json))
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
     elif not dry_run:
