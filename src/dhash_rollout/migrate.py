@@ -29,6 +29,7 @@ from alembic.util import CommandError
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from dhash_service import __version__
 from dhash_service.errors import ConfigError, DhashError, Unavailable
 from dhash_service.logs import redact_text
 from dhash_service.store import schema as store_schema
@@ -455,6 +456,7 @@ def write_dry_run_log(report: DryRunReport, path: Path) -> None:
         f"# dhash migrate dry-run ({report.direction}) at "
         f"{datetime.now(UTC).isoformat(timespec='seconds')}",
         f"database: {report.database}",
+        f"version: {__version__}",  # whose migrations ran: preflight matches the deploy's
         f"current revision: {report.start or '(none)'}",
         f"target: {report.target}",
         f"result: {'OK' if report.ok else 'FAILED'}"
