@@ -34,12 +34,15 @@ def check_service_health(env: Environment, timeout: float = 10.0) -> str:
     return f"{env.url}/health is OK"
 
 
-def check_listeners(env: Environment) -> str:
-    """Who really listens on the port (the kernel's socket table, via the target's status)."""
+def check_listeners(env: Environment, *, orphans_ok: bool = False) -> str:
+    """Who really listens on the port (the kernel's socket table, via the target's status).
+    ``orphans_ok``: a deploy's preflight, whose switch stops the orphans of a dead supervisord
+    itself; a foreign listener always fails."""
     status = get_target(env).status()
     if "listeners" not in status.extra:
         return f"who listens on port {env.port} is not known for the {env.target} target"
-    strays = [p for p in status.processes if p.state in ("ORPHAN", "FOREIGN")]
+    kinds = ("FOREIGN",) if orphans_ok else ("ORPHAN", "FOREIGN")
+    strays = [p for p in status.processes if p.state in kinds]
     if strays:
         who = "; ".join(f"{p.state.lower()} pid {p.pid} ({p.release or '-'})" for p in strays)
         raise CheckFailed(
@@ -47,6 +50,9 @@ def check_listeners(env: Environment) -> str:
             f"(`dhash release start --env {env.name}` stops orphans; stop foreign ones)"
         )
     serving = [f"{p.name} ({p.release})" for p in status.serving]
+    orphans = [f"orphan pid {p.pid} ({p.release})" for p in status.processes if p.state == "ORPHAN"]
+    if orphans:  # only with orphans_ok
+        serving.append(f"{', '.join(orphans)}, which the switch stops")
     if not serving:
         if not status.extra["listeners"]:  # down: the health check says so already
             return f"nothing listens on port {env.port}"
