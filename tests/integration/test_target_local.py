@@ -357,3 +357,18 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_stopped_environment_stays_stopped_when_supervisord_starts_again(
+    target: LocalTarget,
+) -> None:
+    """Issue 12 item 9: ``release stop`` came back by itself after a supervisord restart (the
+    program files still said autostart)."""
+    target.activate("2.0.0")
+    target.stop()
+    target.shutdown()
+    target.supervisor.ensure()  # a reboot, or anything that starts supervisord again
+    time.sleep(2.0)  # startsecs=1: an autostarted slot would be RUNNING by now
+    assert _running(target) == {}
+    target.start()
+    assert _served_version(target.env) == "2.0.0"
