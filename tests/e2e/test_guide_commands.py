@@ -256,6 +256,8 @@ def _prepare_production(ops: OpsDir) -> None:
     (ops.path / "premerge_artifacts" / "junit-ubuntu.xml").write_text("<testsuites/>\n")
     approvals = {
         "env": "production",
+        "version": source_version(REPO),  # the release the guide's deploy rolls out
+        "date": datetime.now(UTC).date().isoformat(),
         "approvers": [{"name": "alice", "role": "SRE"}, {"name": "bob", "role": "developer"}],
         "deployOperator": {"name": "carol", "signedOff": True},
     }

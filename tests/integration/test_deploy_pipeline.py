@@ -95,6 +95,12 @@ def test_a_release_that_cannot_serve_leaves_the_old_release_and_schema(site: Sit
     assert run.status_of("undo") == "done"  # ... and was put back
     assert_fully_on(site, "1.0.0")
     assert site.image_ids() == before
+    # Issue 12 item 7: the release's own exception, on the console and in the notice (not
+    # "see the log lines above").
+    why = "RuntimeError: this build cannot serve (rollout test)"
+    assert why in done.stdout + done.stderr, done.stdout + done.stderr
+    notices = "\n".join(p.read_text() for p in (site.base / "logs").glob("notifications_*.log"))
+    assert any(why in line for line in notices.splitlines() if run.deploy_id in line)
 
 
 def test_a_deploy_killed_at_every_phase_converges_when_run_again(site: Site) -> None:

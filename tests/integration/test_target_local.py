@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -285,3 +286,89 @@ def test_a_finished_switch_leaves_no_steering_on_the_port(target: LocalTarget) -
     activation = target.activate("2.0.0")
     assert activation.steered
     assert clear_steering("127.0.0.1", target.env.port) is False
+
+
+_STRAY = """
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(8)
+print("listening", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_foreign_listener_on_the_port_is_reported_and_refuses_the_switch(
+    target: LocalTarget,
+) -> None:
+    """Issue 12 item 4: with SO_REUSEPORT a stray process of the same user joins the port group
+    and takes a share of new connections; the kernel's socket table names it."""
+    import sys
+
+    target.activate("1.0.0")
+    stray = subprocess.Popen(
+        [sys.executable, "-c", _STRAY, str(target.env.port)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert stray.stdout is not None and stray.stdout.readline().strip() == "listening"
+        foreign = [p for p in target.status().processes if p.state == "FOREIGN"]
+        assert [p.pid for p in foreign] == [stray.pid]
+        with pytest.raises(CheckFailed, match=rf"does not run: pid {stray.pid} \("):
+            target.activate("2.0.0")
+        assert list(_running(target).values()) == ["1.0.0"]  # nothing was changed
+    finally:
+        stray.kill()
+        stray.wait()
+        if stray.stdout is not None:
+            stray.stdout.close()
+    assert [p for p in target.status().processes if p.state == "FOREIGN"] == []
+
+
+def test_the_service_a_dead_supervisord_left_is_reported_and_stopped_by_start(
+    target: LocalTarget,
+) -> None:
+    """Issue 12 item 4: after supervisord is killed its service keeps serving while the slots
+    read ABSENT; ``release start`` started a second copy beside it. Now status names the orphan
+    and start leaves exactly one supervised process serving."""
+    import signal
+
+    target.activate("1.0.0")
+    os.kill(int(target.layout.pidfile.read_text().strip()), signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while target.supervisor.running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    orphans = [p for p in target.status().processes if p.state == "ORPHAN"]
+    assert [p.release for p in orphans] == ["1.0.0"], target.status()
+    assert _served_version(target.env) == "1.0.0"  # it still serves
+    said: list[str] = []
+    target.start(progress=said.append)
+    status = target.status()
+    assert [p for p in status.processes if p.state in ("ORPHAN", "FOREIGN")] == [], status
+    assert list(_running(target).values()) == ["1.0.0"]
+    assert any("orphaned service" in line for line in said), said
+    assert all(not _alive(p.pid) for p in orphans if p.pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_stopped_environment_stays_stopped_when_supervisord_starts_again(
+    target: LocalTarget,
+) -> None:
+    """Issue 12 item 9: ``release stop`` came back by itself after a supervisord restart (the
+    program files still said autostart)."""
+    target.activate("2.0.0")
+    target.stop()
+    target.shutdown()
+    target.supervisor.ensure()  # a reboot, or anything that starts supervisord again
+    time.sleep(2.0)  # startsecs=1: an autostarted slot would be RUNNING by now
+    assert _running(target) == {}
+    target.start()
+    assert _served_version(target.env) == "2.0.0"

@@ -201,9 +201,10 @@ def deploy(
         if initiator:
             request = replace(request, initiator=_one_line("--initiator", initiator))
         monitor = None if no_monitor else deploy_monitor(options)
-        result = run_deploy(
-            request, say=_printer(as_json), monitor=monitor, rollback=rollback_inside
-        )
+        with _json_refusal(as_json):
+            result = run_deploy(
+                request, say=_printer(as_json), monitor=monitor, rollback=rollback_inside
+            )
     if monitor is not None and result.run_id is not None:
         from dhash_rollout.commands.monitor import mark_rollback
 
@@ -221,6 +222,21 @@ def deploy(
     _exit_if_interrupted(result.interrupted, result.error)
     if not result.ok:
         raise CheckFailed(result.error or "deploy failed")
+
+
+@contextlib.contextmanager
+def _json_refusal(as_json: bool) -> Iterator[None]:
+    """With ``--json`` a refusal (lock held, nothing to roll back, database down) is a JSON
+    object on stdout too, with the same exit code, not only a line on stderr."""
+    try:
+        yield
+    except DhashError as err:
+        if not as_json:
+            raise
+        answer = {"ok": False, "refused": True, "error": err.message, "exit_code": err.exit_code}
+        typer.echo(json.dumps(answer, indent=2))
+        typer.echo(f"dhash: error: {err.message}", err=True)
+        raise typer.Exit(err.exit_code) from None
 
 
 def _exit_if_interrupted(interrupted: bool, message: str | None) -> None:
@@ -277,7 +293,8 @@ def rollback(
         )
         if initiator:
             request = replace(request, initiator=_one_line("--initiator", initiator))
-        result = run_rollback(request, say=_printer(as_json))
+        with _json_refusal(as_json):
+            result = run_rollback(request, say=_printer(as_json))
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
     elif not dry_run:

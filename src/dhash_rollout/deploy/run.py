@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dhash_rollout.backup import create_backup, latest_verified_backup
-from dhash_rollout.checks.preflight import run_preflight
+from dhash_rollout.checks.preflight import PORT_CHECK, run_preflight
 from dhash_rollout.checks.smoke import smoke_phase
 from dhash_rollout.deploy.plan import ONCE_PER_RUN, BackupFact, DeployFacts, plan_deploy
 from dhash_rollout.environments import (
@@ -530,6 +530,9 @@ class _DeployRunner:
         detail["checks"] = len(report.results)
         if report.ok:
             return
+        shared = [r for r in report.failures if r.name == PORT_CHECK]
+        if shared:  # whatever the policy: the new release would share the port (issue 12)
+            raise CheckFailed(f"refused before anything changed: {shared[0].detail}")
         policy = self.ctx.env.settings.preflight or preflight_default(self.ctx.env.name)
         if policy == "warn":
             detail["warnings"] = report.summary()

@@ -296,3 +296,18 @@ def plan_rollback(facts: RollbackFacts) -> Plan:
         Step(Phase.NOTIFY_RESULT, f"notify the rollback result to {channels}"),
     ]
     return Plan("rollback", facts.env, target, tuple(steps), tuple(warnings))
+
+
+def rollback_headline(facts: RollbackFacts) -> str:
+    """The start notice's line. "from X to X" read as if nothing would happen (issue 12): when
+    the release stays, say what the rollback does to it instead."""
+    env, was, to = facts.env, facts.current_version, facts.target_version
+    if to is None or was != to:
+        return f"Rolling {env} back from {was or 'nothing'} to {to or 'nothing'}"
+    if restore_reason(facts) is not None:
+        return (
+            f"Rolling {env} back: restoring its data from {facts.backup or 'a backup'} under {to}"
+        )
+    if facts.others_serving:
+        return f"Rolling {env} back: stopping every release but {to}"
+    return f"Rolling {env} back: taking the schema down to {facts.target_revision} under {to}"

@@ -37,6 +37,7 @@ from dhash_rollout.rollback.decision import (
     pick_backup,
     plan_rollback,
     restore_reason,
+    rollback_headline,
 )
 from dhash_rollout.runs.context import RunContext, run_steps
 from dhash_rollout.runs.health import health_phase
@@ -588,9 +589,12 @@ class _RollbackRunner:
         run = self.ctx.journal.run(self.ctx.run_id)
         if run is None or run.status_of(Phase.ACTIVATE) is not None:
             return {}
+        # The database as it served is the snapshot of this rollback's *first* swap: a resumed
+        # run restores again, and its own snapshot is then the interrupted run's restore.
         snapshot = self.snapshot
-        if snapshot is None and self.resume is not None:
-            snapshot = self.resume.detail_of(Phase.RESTORE).get("result", {}).get("snapshot")
+        if self.resume is not None:
+            first = self.resume.detail_of(Phase.RESTORE).get("result", {}).get("snapshot")
+            snapshot = first or snapshot
         swapped = self.swapped or run.status_of(Phase.RESTORE) is not None
         if not swapped or not snapshot:
             return {}
@@ -646,11 +650,7 @@ class _RollbackRunner:
         )
 
     def _notify_start(self, _step: Step, detail: dict[str, Any]) -> None:
-        text = (
-            f"Rolling {self.ctx.env.name} back from {self.facts.current_version} to "
-            f"{self.facts.target_version}"
-        )
-        detail.update(self._notice("rollback", text, "ERROR", "rollback"))
+        detail.update(self._notice("rollback", rollback_headline(self.facts), "ERROR", "rollback"))
 
     def _export(self, _step: Step, detail: dict[str, Any]) -> None:
         if self.facts.backup is None:

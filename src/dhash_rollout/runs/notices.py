@@ -22,7 +22,12 @@ def notify(
     phase: str | None = None,
     resolves: str | None = None,
 ) -> dict[str, Any]:
-    """Tell the environment's channels; delivery problems are reported, never raised."""
+    """Tell the environment's channels; delivery problems are reported, never raised. With no
+    channel configured the run says so (the phase's check mark would read as "notified")."""
+    if not ctx.env.channels:
+        ctx.say(f"    no notification channel is configured for {ctx.env.name}: nothing was sent")
+        ctx.logger.warning("notification_not_sent", request_id=ctx.run_id, error="no channel")
+        return {"notification": {"none": "no channel is configured"}}
     try:
         notifier = notifier_from_settings(
             ctx.env.name, channels=ctx.env.channels, log_dir=ctx.log_dir

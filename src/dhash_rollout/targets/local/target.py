@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from dataclasses import replace
 from pathlib import Path
 
 from dhash_rollout.environments import (
@@ -38,6 +39,12 @@ from dhash_rollout.releases import (
 )
 from dhash_rollout.targets import Activation, ProcessStatus, Progress, TargetStatus
 from dhash_rollout.targets.local.layout import LocalLayout
+from dhash_rollout.targets.local.listeners import (
+    Listener,
+    listeners,
+    serving_root,
+    stop_orphans,
+)
 from dhash_rollout.targets.local.logs import ProcessLogs
 from dhash_rollout.targets.local.readiness import Readiness
 from dhash_rollout.targets.local.supervisor import (
@@ -167,6 +174,7 @@ class LocalTarget:
                 f"cleared the connection steering a killed run left on port {self.env.port} "
                 "(it sent every new connection to one process)"
             )
+        self._refuse_foreign_listeners()
         before = self.current()
         slots = self.supervisor.slots()
         serving = [s for s in slots if s.release == version and s.state == "RUNNING"]
@@ -214,6 +222,7 @@ class LocalTarget:
                 say(f"new connections go to {slot} only" if steering else "no steering here")
             for other in others:
                 self.supervisor.retire(other.name, self.grace, say)
+        self._retire_orphans(say)
         return Activation(
             version=version,
             previous=before.version if before and before.version != version else None,
@@ -271,6 +280,40 @@ class LocalTarget:
     def retire_slot(self, slot: str, *, progress: Progress | None = None) -> None:
         """Stop one slot (it drains on SIGTERM) and drop its program; the other keeps serving."""
         self.supervisor.retire(slot, self.grace, progress or _silent)
+
+    # --- who really listens on the port -------------------------------------------------------
+    def listeners(self) -> list[Listener]:
+        """Every process listening on the environment's port, per the kernel (see
+        :mod:`.listeners`): the slots', orphans of a supervisord that died, foreign ones."""
+        slots = self.supervisor.slots()
+        return listeners(
+            self.env.port,
+            slots={s.name: s.pid for s in slots if s.pid},
+            slot_releases={s.name: s.release for s in slots},
+            releases_dir=self.root / "releases",
+        )
+
+    def _refuse_foreign_listeners(self) -> None:
+        foreign = [item for item in self.listeners() if item.kind == "foreign"]
+        if foreign:
+            who = "; ".join(item.describe() for item in foreign)
+            raise CheckFailed(
+                f"port {self.env.port} of {self.env.name} has a listener this environment does "
+                f"not run: {who}. With SO_REUSEPORT it takes a share of the traffic; stop it "
+                f"and run again (nothing was changed; `dhash release status --env "
+                f"{self.env.name}` shows who listens)"
+            )
+
+    def _retire_orphans(self, say: Progress) -> None:
+        """Stop the services a dead supervisord left running, once a supervised slot serves:
+        they drain like a retiring slot, so no request fails."""
+        orphans = [item for item in self.listeners() if item.kind == "orphan"]
+        if not orphans:
+            return
+        releases = ", ".join(sorted({o.release or "?" for o in orphans}))
+        say(f"stopping the orphaned service a dead supervisord left on the port ({releases})")
+        stopped = stop_orphans(orphans, self.grace)
+        say(f"stopped pid {', '.join(map(str, stopped))}")
 
     @staticmethod
     def idle_slot(slots: list[Slot], current: Release | None) -> str:
@@ -331,11 +374,24 @@ class LocalTarget:
     def status(self) -> TargetStatus:
         current, previous = self.current(), self.previous()
         slots = self.supervisor.slots()
+        heard = self.listeners()
+        strays: dict[int, Listener] = {}  # one entry per stray service, not per worker
+        for item in heard:
+            if item.kind in ("orphan", "foreign"):
+                key = serving_root(item.pid) if item.pid else -item.inode
+                strays.setdefault(key, replace(item, pid=key if item.pid else None))
         return TargetStatus(
             current=current.version if current else None,
             previous=previous.version if previous else None,
-            processes=tuple(ProcessStatus(s.name, s.release, s.state, s.pid) for s in slots),
+            processes=(
+                *(ProcessStatus(s.name, s.release, s.state, s.pid) for s in slots),
+                *(
+                    ProcessStatus(item.kind, item.release, item.kind.upper(), item.pid)
+                    for item in strays.values()
+                ),
+            ),
             extra={
+                "listeners": [item.to_dict() for item in heard],
                 "supervisord": self.supervisor.running(),
                 "socket": str(self.layout.socket_path),
                 "port": self.env.port,
