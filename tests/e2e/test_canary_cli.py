@@ -1,0 +1,92 @@
+"""`dhash canary` end to end on the local target: v1 deployed and serving, v2 started beside it
+by `dhash canary start` under load, stepped, then promoted by the judgement; and a second
+canary aborted by `dhash canary abort` from another process while `start` runs. Zero failed
+requests through start, every step, promote and abort."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dhash_rollout.canary.controller import read_state
+from tests.support.load import LoadGenerator
+from tests.support.release_builds import dhash_bin, dhash_env, wheel_for
+from tests.support.rollout_site import TOKEN, Site
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    s = Site.create(tmp_path_factory.mktemp("canary-site"), shutdown_grace_seconds=3)
+    try:
+        done = s.deploy(wheel_for("1.0.0"), "--no-monitor")
+        assert done.returncode == 0, done.stderr[-2000:]
+        for version in ("2.0.0", "3.0.0"):  # installing is inert; the canary runs an installed one
+            done = s.run("release", "install", "--env", "production",
+                         "--source", str(wheel_for(version)))  # fmt: skip
+            assert done.returncode == 0, done.stderr[-2000:]
+        yield s
+    finally:
+        s.shutdown()
+
+
+def _start(site: Site, version: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [dhash_bin(), "canary", "start", "--env", "production",
+         "--version", version, "--interval", "0.5", *args],
+        cwd=site.base, env=dhash_env(site.base), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_a_good_canary_steps_and_is_promoted_with_no_failed_request(site: Site) -> None:
+    with LoadGenerator(site.env.port, TOKEN, threads=3, max_seconds=60, ingest_every=2) as load:
+        proc = _start(site, "2.0.0", "--steps", "25,50", "--step-minutes", "0.05")
+        try:
+            _out, err = proc.communicate(timeout=55)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            _out, err = proc.communicate(timeout=30)
+            pytest.fail(f"dhash canary start did not end: {err[-3000:]}")
+    assert proc.returncode == 0, err[-3000:]
+    assert "now takes 50% of new connections" in err
+    assert "promoted" in err
+    assert site.target.current().version == "2.0.0"  # type: ignore[union-attr]
+    assert site.health()["version"] == "2.0.0"
+    assert load.result.failed == 0, load.result.failures[:5]
+    status = site.run("canary", "status", "--env", "production", "--json")
+    body = json.loads(status.stdout)
+    assert body["canary"]["status"] == "promoted" and body["polls"] >= 2
+
+
+def test_an_operator_aborts_a_running_canary_and_stable_is_untouched(site: Site) -> None:
+    stable = site.target.current().version  # type: ignore[union-attr]
+    with LoadGenerator(site.env.port, TOKEN, threads=3, max_seconds=50, ingest_every=2,
+                       seed_base=500_000) as load:  # fmt: skip
+        proc = _start(site, "3.0.0", "--steps", "10", "--step-minutes", "10")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = read_state(site.env)
+            if state and state.status == "running" and state.version == "3.0.0":
+                break
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            time.sleep(0.2)
+        time.sleep(1.5)  # a few polls
+        shown = site.run("canary", "status", "--env", "production")
+        assert "canary 3.0.0" in shown.stdout and "10% of new connections" in shown.stdout
+        assert "failures vs stable" in shown.stdout
+        aborted = site.run("canary", "abort", "--env", "production", timeout=120)
+        assert aborted.returncode == 0, aborted.stderr
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err[-3000:]  # the run ended aborted
+    assert read_state(site.env).status == "aborted"  # type: ignore[union-attr]
+    assert site.target.current().version == stable  # type: ignore[union-attr]
+    running = [s for s in site.target.supervisor.slots() if s.state == "RUNNING"]
+    assert [s.release for s in running] == [stable]
+    assert load.result.failed == 0, load.result.failures[:5]
