@@ -27,6 +27,7 @@ from dhash_rollout.canary.judge import (
     Judgement,
     Poll,
     ReleasePoll,
+    Step,
     observe,
     replay,
     start,
@@ -60,6 +61,29 @@ class CanaryState:
     status: str  # running, aborted, promoted, inconclusive, interrupted
     started_at: float
     reason: str = ""
+    config: dict[str, Any] | None = None  # the judge's settings, so status replays the same
+
+
+def config_to_json(config: JudgeConfig) -> dict[str, Any]:
+    return {
+        "steps": [[s.weight, s.seconds] for s in config.steps],
+        "alpha": config.alpha,
+        "min_samples": config.min_samples,
+        "max_wait_seconds": config.max_wait_seconds,
+    }
+
+
+def config_of(state: CanaryState) -> JudgeConfig:
+    """The judge settings a canary ran with (the defaults for a state written without them)."""
+    if not state.config:
+        return JudgeConfig()
+    c = state.config
+    return JudgeConfig(
+        steps=tuple(Step(float(w), float(t)) for w, t in c["steps"]),
+        alpha=float(c["alpha"]),
+        min_samples=int(c["min_samples"]),
+        max_wait_seconds=float(c["max_wait_seconds"]),
+    )
 
 
 def _state_path(env: Environment) -> Path:
@@ -207,6 +231,7 @@ class CanaryRun:
             weight=weight,
             status="running",
             started_at=time.time(),
+            config=config_to_json(self.config),
         )
         _write_state(self.env, state)
         self.say(f"{version} takes {weight:g}% of new connections beside {stable.version}")
