@@ -34,9 +34,17 @@ from dhash_rollout.canary.judge import (
 )
 from dhash_rollout.canary.metrics import Snapshot, increments, read_releases
 from dhash_rollout.canary.quantiles import Histogram
+from dhash_rollout.canary.schema_rule import contract_steps
 from dhash_rollout.canary.traffic import Members, map_members, set_weight
 from dhash_rollout.environments import Environment
 from dhash_rollout.releases import ReleaseSource
+from dhash_rollout.runs.schema import (
+    database_revision,
+    migrate_with,
+    pending_migrations,
+    release_head,
+    release_revisions,
+)
 from dhash_rollout.targets.local import LocalTarget
 from dhash_rollout.targets.local.readiness import descends_from
 from dhash_service.errors import CheckFailed, NotFound
@@ -166,8 +174,10 @@ class CanaryRun:
         *,
         interval_s: float = 30.0,
         say: Say = lambda _m: None,
+        base: Path | None = None,
     ) -> None:
         self.env = env
+        self.base = base or Path.cwd()  # where the environments file is (release commands)
         self.target = target
         self.config = config
         self.interval_s = interval_s
@@ -190,6 +200,7 @@ class CanaryRun:
             version = release.version
         if version is None:
             raise CheckFailed("say which release: --source or --version")
+        self._schema_for(version)
         serving = [
             s for s in self.target.supervisor.slots()
             if s.release == stable.version and s.state == "RUNNING"
@@ -236,6 +247,31 @@ class CanaryRun:
         _write_state(self.env, state)
         self.say(f"{version} takes {weight:g}% of new connections beside {stable.version}")
         return state
+
+    def _schema_for(self, version: str) -> None:
+        """Refuse a candidate whose pending migrations contract the schema stable runs on; run
+        the expand-only ones now, before it starts (docs/canary.md, docs/migrations.md)."""
+        release = self.target.release(version)
+        if release is None:
+            raise NotFound(f"release {version} is not installed in {self.env.root}")
+        current = database_revision(self.env.database_url)
+        if release_head(release) == current:
+            return
+        if current is not None and current not in release_revisions(release):
+            raise CheckFailed(
+                f"the database is at revision {current}, which {version} does not know: "
+                "a canary runs a release at or ahead of stable's schema"
+            )
+        pending = pending_migrations(release, current)
+        steps = [step for rev, source in pending for step in contract_steps(rev, source)]
+        if steps:
+            raise CheckFailed(
+                f"a canary of {version} is refused: its migrations change the schema the stable "
+                f"release runs on ({'; '.join(str(s) for s in steps)}); deploy it with "
+                "dhash deploy instead"
+            )
+        self.say(f"running {len(pending)} expand-only migration(s) before the canary starts")
+        migrate_with(release, self.env, self.base, None)
 
     # --- the loop ------------------------------------------------------------------------
     def _members(self, state: CanaryState) -> Members:
