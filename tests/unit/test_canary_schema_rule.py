@@ -55,7 +55,7 @@ def test_only_upgrade_counts_not_downgrade() -> None:
 
 
 def test_an_unreadable_migration_is_refused() -> None:
-    assert [s.operation for s in contract_steps("r", "def upgrade(:\n")][0].startswith("unreadable")
+    assert contract_steps("r", "def upgrade(:\n")[0].operation.startswith("unreadable")
     assert contract_steps("r", "x = 1\n")[0].operation == "no upgrade() to read"
 
 
