@@ -6,6 +6,7 @@ requests through start, every step, promote and abort."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -89,3 +90,24 @@ def test_an_operator_aborts_a_running_canary_and_stable_is_untouched(site: Site)
     running = [s for s in site.target.supervisor.slots() if s.state == "RUNNING"]
     assert [s.release for s in running] == [stable]
     assert load.result.failed == 0, load.result.failures[:5]
+    # The weighted program is gone with the canary: a process joining the port now gets new
+    # connections from the kernel's own spreading (the next deploy's readiness needs that).
+    assert _joiner_reached(site.env.port)
+
+
+def _joiner_reached(port: int, tries: int = 60) -> bool:
+    with socket.socket() as joiner:
+        joiner.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        joiner.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        joiner.bind(("127.0.0.1", port))
+        joiner.listen(64)
+        joiner.setblocking(False)
+        for _ in range(tries):
+            with socket.create_connection(("127.0.0.1", port), timeout=5):
+                pass
+            try:
+                joiner.accept()[0].close()
+                return True
+            except BlockingIOError:
+                continue
+    return False

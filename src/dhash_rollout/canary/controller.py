@@ -35,7 +35,7 @@ from dhash_rollout.canary.judge import (
 from dhash_rollout.canary.metrics import Snapshot, increments, read_releases
 from dhash_rollout.canary.quantiles import Histogram
 from dhash_rollout.canary.schema_rule import contract_steps
-from dhash_rollout.canary.traffic import Members, map_members, set_weight
+from dhash_rollout.canary.traffic import Members, clear, map_members, set_weight
 from dhash_rollout.environments import Environment
 from dhash_rollout.releases import ReleaseSource
 from dhash_rollout.runs.schema import (
@@ -217,7 +217,11 @@ class CanaryRun:
             Members(canary=tuple(range(workers, 2 * workers)), stable=stable_idx),
             PROBE_WEIGHT,
         )
-        slot, slot_pid = self.target.start_beside(version, progress=self.say)
+        try:
+            slot, slot_pid = self.target.start_beside(version, progress=self.say)
+        except Exception:
+            clear(self.port)
+            raise
 
         def classify(pid: int) -> str | None:
             if descends_from(pid, slot_pid):
@@ -226,7 +230,12 @@ class CanaryRun:
                 return "stable"
             return None
 
-        members = map_members(self.port, classify, 2 * workers)
+        try:
+            members = map_members(self.port, classify, 2 * workers)
+        except Exception:
+            self.target.retire_slot(slot, progress=self.say)
+            clear(self.port)
+            raise
         weight = self.config.steps[0].weight
         set_weight(self.port, members, weight)
         canary_dir(self.env).mkdir(parents=True, exist_ok=True)
@@ -362,6 +371,7 @@ class CanaryRun:
         members = self._members(state)
         set_weight(self.port, Members(members.stable, members.stable), 0)
         self.target.retire_slot(state.slot, progress=self.say)
+        clear(self.port)  # stable alone: the kernel's own spreading, as before the canary
         state.status, state.weight, state.reason = "aborted", 0.0, reason
         _write_state(self.env, state)
         request_path(self.env).unlink(missing_ok=True)
