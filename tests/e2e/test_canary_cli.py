@@ -7,6 +7,7 @@ where the first left the site.)"""
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import time
@@ -41,7 +42,8 @@ def _start(site: Site, version: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [dhash_bin(), "canary", "start", "--env", "production",
          "--version", version, "--interval", "0.5", *args],
-        cwd=site.base, env=dhash_env(site.base), stdout=subprocess.PIPE,
+        cwd=site.base, env={**dhash_env(site.base), "PYTHONFAULTHANDLER": "1"},
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
@@ -51,13 +53,7 @@ def test_an_operator_aborts_a_running_canary_and_stable_is_untouched(site: Site)
     with LoadGenerator(site.env.port, TOKEN, threads=3, max_seconds=50, ingest_every=2,
                        seed_base=0) as load:  # fmt: skip
         proc = _start(site, "2.0.0", "--steps", "10", "--step-minutes", "10")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            state = read_state(site.env)
-            if state and state.status == "running" and state.version == "2.0.0":
-                break
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            time.sleep(0.2)
+        _wait_running(site, proc)
         time.sleep(1.5)  # a few polls
         shown = site.run("canary", "status", "--env", "production")
         assert "canary 2.0.0" in shown.stdout and "10% of new connections" in shown.stdout
@@ -77,16 +73,23 @@ def test_an_operator_aborts_a_running_canary_and_stable_is_untouched(site: Site)
 
 
 def test_a_good_canary_steps_and_is_promoted_with_no_failed_request(site: Site) -> None:
+    # Two load runs back to back (the generator runs at most 60 s): the candidate's start,
+    # then its steps and the promotion.
     with LoadGenerator(
         site.env.port, TOKEN, threads=3, max_seconds=60, ingest_every=2, seed_base=500_000
-    ) as load:
+    ) as starting:
         proc = _start(site, "2.0.0", "--steps", "25,50", "--step-minutes", "0.05")
+        _wait_running(site, proc)
+    with LoadGenerator(
+        site.env.port, TOKEN, threads=3, max_seconds=60, ingest_every=2, seed_base=600_000
+    ) as load:
         try:
-            _out, err = proc.communicate(timeout=55)
+            _out, err = proc.communicate(timeout=58)
         except subprocess.TimeoutExpired:
-            proc.terminate()
+            proc.send_signal(signal.SIGABRT)  # faulthandler: every thread's stack to stderr
             _out, err = proc.communicate(timeout=30)
             pytest.fail(f"dhash canary start did not end: {err[-3000:]}")
+    assert starting.result.failed == 0, starting.result.failures[:5]
     assert proc.returncode == 0, err[-3000:]
     assert "now takes 50% of new connections" in err
     assert "promoted" in err
@@ -96,6 +99,17 @@ def test_a_good_canary_steps_and_is_promoted_with_no_failed_request(site: Site) 
     status = site.run("canary", "status", "--env", "production", "--json")
     body = json.loads(status.stdout)
     assert body["canary"]["status"] == "promoted" and body["polls"] >= 2
+
+
+def _wait_running(site: Site, proc: subprocess.Popen[str], timeout: float = 58) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = read_state(site.env)
+        if state and state.status == "running" and state.version == "2.0.0":
+            return
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    raise AssertionError("the canary did not start")
 
 
 def _joiner_reached(port: int, tries: int = 60) -> bool:
