@@ -1,7 +1,8 @@
-"""Real releases side by side: three `dhash serve` processes of this checkout on one port (a
-stable one, a good canary and a canary whose extractions fail half the time, via the service's
-fault settings), real traffic from the load generator, the weighted program steering the
-canary's share, each release's own /metrics read through the port, and the judge on them."""
+"""Real releases side by side: two `dhash serve` processes of this checkout on one port (a
+stable one and a canary whose extractions fail half the time, via the service's fault
+settings), real traffic from the load generator, the weighted program steering the canary's
+share, each release's own /metrics read through the port, and the judge on them. (A good
+canary stepped and promoted under load with no failed request: tests/e2e/test_canary_cli.py.)"""
 
 from __future__ import annotations
 
@@ -39,13 +40,12 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ser
     shared = {
         "DHASH_API_TOKENS": TOKEN,
         "DHASH_DATA_DIR": str(tmp / "data"),  # one database, as canary and stable share
-        "DHASH_SHUTDOWN_GRACE_SECONDS": "1",
+        "DHASH_SHUTDOWN_GRACE_SECONDS": "3",
     }
     with contextlib.ExitStack() as stack:
         out: dict[str, ServeProcess] = {}
         for name, faults in (
             ("stable", {}),
-            ("good", {}),
             ("bad", {"DHASH_FAULT_EXTRACTION_FAILURE_SHARE": "0.5"}),
         ):
             (tmp / name).mkdir()
@@ -73,7 +73,7 @@ def _judge(
 ) -> tuple[list[Judgement], LoadGenerator, Members]:
     port = releases["stable"].port
     classify = _classify(releases, canary)
-    members = map_members(port, classify, members=3)
+    members = map_members(port, classify, members=2)
     state = start(config)
     judgements: list[Judgement] = []
     t0 = time.monotonic()
@@ -105,25 +105,10 @@ def test_a_failing_canary_is_aborted_on_its_own_metrics_while_stable_serves(
 ) -> None:
     config = JudgeConfig(steps=(Step(30, 60.0),), min_samples=5, failure_rate_threshold_pct=None)
     judgements, load, members = _judge(releases, "bad", config, seconds=12.0)
-    assert members.canary == (2,) and members.stable == (0,)
+    assert members.canary == (1,) and members.stable == (0,)
     last = judgements[-1]
     assert last.action is Action.ABORT, [j.reason for j in judgements]
     assert any(e.check == "failures vs stable" and e.worse for e in last.evidence)
-    # stable served every request it got; the failures are the canary's ingests
+    f = next(e for e in last.evidence if e.check == "failures vs stable")
+    assert "stable 0/" in f.detail  # stable's own metrics: none of the injected failures
     assert load.result.requests > 0
-
-
-def test_a_canary_like_stable_takes_each_step_without_a_failed_request(
-    releases: dict[str, ServeProcess],
-) -> None:
-    config = JudgeConfig(
-        steps=(Step(5, 2.0), Step(25, 2.0), Step(50, 2.0)), min_samples=3, max_wait_seconds=4.0
-    )
-    judgements, load, members = _judge(releases, "good", config, seconds=14.0)
-    assert members.canary == (1,)
-    actions = [j.action for j in judgements]
-    assert Action.ABORT not in actions, [j.reason for j in judgements]
-    assert actions.count(Action.ADVANCE) == 2 and actions[-1] is Action.PROMOTE, actions
-    assert load.result.failed == 0, load.result.failures[:5]
-    f = next(e for e in judgements[-1].evidence if e.check == "failures vs stable")
-    assert "canary 0/" in f.detail  # real extractions were counted on both sides

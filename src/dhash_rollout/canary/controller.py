@@ -27,15 +27,24 @@ from dhash_rollout.canary.judge import (
     Judgement,
     Poll,
     ReleasePoll,
+    Step,
     observe,
     replay,
     start,
 )
 from dhash_rollout.canary.metrics import Snapshot, increments, read_releases
 from dhash_rollout.canary.quantiles import Histogram
-from dhash_rollout.canary.traffic import Members, map_members, set_weight
+from dhash_rollout.canary.schema_rule import contract_steps
+from dhash_rollout.canary.traffic import Members, clear, map_members, set_weight
 from dhash_rollout.environments import Environment
 from dhash_rollout.releases import ReleaseSource
+from dhash_rollout.runs.schema import (
+    database_revision,
+    migrate_with,
+    pending_migrations,
+    release_head,
+    release_revisions,
+)
 from dhash_rollout.targets.local import LocalTarget
 from dhash_rollout.targets.local.readiness import descends_from
 from dhash_service.errors import CheckFailed, NotFound
@@ -60,6 +69,29 @@ class CanaryState:
     status: str  # running, aborted, promoted, inconclusive, interrupted
     started_at: float
     reason: str = ""
+    config: dict[str, Any] | None = None  # the judge's settings, so status replays the same
+
+
+def config_to_json(config: JudgeConfig) -> dict[str, Any]:
+    return {
+        "steps": [[s.weight, s.seconds] for s in config.steps],
+        "alpha": config.alpha,
+        "min_samples": config.min_samples,
+        "max_wait_seconds": config.max_wait_seconds,
+    }
+
+
+def config_of(state: CanaryState) -> JudgeConfig:
+    """The judge settings a canary ran with (the defaults for a state written without them)."""
+    if not state.config:
+        return JudgeConfig()
+    c = state.config
+    return JudgeConfig(
+        steps=tuple(Step(float(w), float(t)) for w, t in c["steps"]),
+        alpha=float(c["alpha"]),
+        min_samples=int(c["min_samples"]),
+        max_wait_seconds=float(c["max_wait_seconds"]),
+    )
 
 
 def _state_path(env: Environment) -> Path:
@@ -142,8 +174,10 @@ class CanaryRun:
         *,
         interval_s: float = 30.0,
         say: Say = lambda _m: None,
+        base: Path | None = None,
     ) -> None:
         self.env = env
+        self.base = base or Path.cwd()  # where the environments file is (release commands)
         self.target = target
         self.config = config
         self.interval_s = interval_s
@@ -166,6 +200,7 @@ class CanaryRun:
             version = release.version
         if version is None:
             raise CheckFailed("say which release: --source or --version")
+        self._schema_for(version)
         serving = [
             s for s in self.target.supervisor.slots()
             if s.release == stable.version and s.state == "RUNNING"
@@ -182,7 +217,11 @@ class CanaryRun:
             Members(canary=tuple(range(workers, 2 * workers)), stable=stable_idx),
             PROBE_WEIGHT,
         )
-        slot, slot_pid = self.target.start_beside(version, progress=self.say)
+        try:
+            slot, slot_pid = self.target.start_beside(version, progress=self.say)
+        except Exception:
+            clear(self.port)
+            raise
 
         def classify(pid: int) -> str | None:
             if descends_from(pid, slot_pid):
@@ -191,7 +230,12 @@ class CanaryRun:
                 return "stable"
             return None
 
-        members = map_members(self.port, classify, 2 * workers)
+        try:
+            members = map_members(self.port, classify, 2 * workers)
+        except Exception:
+            self.target.retire_slot(slot, progress=self.say)
+            clear(self.port)
+            raise
         weight = self.config.steps[0].weight
         set_weight(self.port, members, weight)
         canary_dir(self.env).mkdir(parents=True, exist_ok=True)
@@ -207,10 +251,36 @@ class CanaryRun:
             weight=weight,
             status="running",
             started_at=time.time(),
+            config=config_to_json(self.config),
         )
         _write_state(self.env, state)
         self.say(f"{version} takes {weight:g}% of new connections beside {stable.version}")
         return state
+
+    def _schema_for(self, version: str) -> None:
+        """Refuse a candidate whose pending migrations contract the schema stable runs on; run
+        the expand-only ones now, before it starts (docs/canary.md, docs/migrations.md)."""
+        release = self.target.release(version)
+        if release is None:
+            raise NotFound(f"release {version} is not installed in {self.env.root}")
+        current = database_revision(self.env.database_url)
+        if release_head(release) == current:
+            return
+        if current is not None and current not in release_revisions(release):
+            raise CheckFailed(
+                f"the database is at revision {current}, which {version} does not know: "
+                "a canary runs a release at or ahead of stable's schema"
+            )
+        pending = pending_migrations(release, current)
+        steps = [step for rev, source in pending for step in contract_steps(rev, source)]
+        if steps:
+            raise CheckFailed(
+                f"a canary of {version} is refused: its migrations change the schema the stable "
+                f"release runs on ({'; '.join(str(s) for s in steps)}); deploy it with "
+                "dhash deploy instead"
+            )
+        self.say(f"running {len(pending)} expand-only migration(s) before the canary starts")
+        migrate_with(release, self.env, self.base, None)
 
     # --- the loop ------------------------------------------------------------------------
     def _members(self, state: CanaryState) -> Members:
@@ -301,6 +371,7 @@ class CanaryRun:
         members = self._members(state)
         set_weight(self.port, Members(members.stable, members.stable), 0)
         self.target.retire_slot(state.slot, progress=self.say)
+        clear(self.port)  # stable alone: the kernel's own spreading, as before the canary
         state.status, state.weight, state.reason = "aborted", 0.0, reason
         _write_state(self.env, state)
         request_path(self.env).unlink(missing_ok=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
@@ -105,12 +106,16 @@ def read_one(port: int, timeout: float = 2.0) -> Snapshot | None:
 
 
 def read_releases(
-    port: int, classify: Callable[[int], str | None], *, tries: int = 400
+    port: int, classify: Callable[[int], str | None], *, tries: int = 400, budget_s: float = 5.0
 ) -> dict[str, Snapshot]:
     """A snapshot of each release (``classify`` names the release a pid belongs to:
-    ``"canary"``, ``"stable"`` or None), within ``tries`` connections."""
+    ``"canary"``, ``"stable"`` or None), within ``tries`` connections and ``budget_s``; a
+    release missing from the result did not answer (the judge counts that as not healthy)."""
     found: dict[str, Snapshot] = {}
+    deadline = time.monotonic() + budget_s
     for _ in range(tries):
+        if time.monotonic() > deadline:
+            break
         snap = read_one(port)
         if snap is not None:
             name = classify(snap.pid)

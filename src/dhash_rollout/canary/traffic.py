@@ -84,3 +84,10 @@ def set_weight(port: int, members: Members, weight_pct: float) -> None:
     bp = round(weight_pct * WEIGHT_SCALE / 100.0)
     with group_member("127.0.0.1", port) as sock:
         attach(sock, weighted_program(bp, members.canary, members.stable))
+
+
+def clear(port: int) -> None:
+    """Remove the weighted program: the kernel spreads new connections itself again. Done once
+    the canary is gone, so the next deploy's new process is reachable for its readiness."""
+    with group_member("127.0.0.1", port) as sock:
+        detach(sock)

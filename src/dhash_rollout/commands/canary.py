@@ -31,15 +31,44 @@ EnvOption = typer.Option(..., "--env", help="Environment: staging, production or
 canary_app = typer.Typer(help="A candidate release beside stable, judged against it.")
 
 
-def _config(weights: str, step_seconds: float, time_scale: float) -> JudgeConfig:
+CANARY_KEYS = {"steps", "step_minutes", "interval_seconds", "alpha", "min_samples"}
+
+
+def _table(env: Environment) -> dict[str, str | int | float | bool]:
+    """The environment's ``canary`` table (docs/canary.md); an unknown key is refused."""
+    table = dict(env.settings.canary or {})
+    unknown = sorted(set(table) - CANARY_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"environment {env.name}: unknown canary setting(s) {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(CANARY_KEYS))})"
+        )
+    return table
+
+
+def _number(table: dict[str, str | int | float | bool], key: str, default: float) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"canary setting {key} must be a number, got {value!r}")
+    return float(value)
+
+
+def _config(
+    weights: str, step_seconds: float, time_scale: float, *, alpha: float, min_samples: int
+) -> JudgeConfig:
     from dhash_rollout.canary.judge import JudgeConfig, Step
 
     try:
         values = [float(w) for w in weights.split(",") if w.strip()]
         steps = tuple(Step(w, step_seconds / time_scale) for w in values)
-        return JudgeConfig(steps=steps, max_wait_seconds=600.0 / time_scale)
+        return JudgeConfig(
+            steps=steps,
+            max_wait_seconds=600.0 / time_scale,
+            alpha=alpha,
+            min_samples=min_samples,
+        )
     except ValueError as exc:
-        raise ConfigError(f"--steps {weights!r}: {exc}") from exc
+        raise ConfigError(f"canary steps {weights!r}: {exc}") from exc
 
 
 def _env_target(env_name: str) -> tuple[Environment, LocalTarget]:
@@ -62,12 +91,18 @@ def start(
     version: str = typer.Option(
         None, "--version", help="An installed release (or the version to build)."
     ),
-    steps: str = typer.Option("5,25,50", "--steps", help="Weights in percent, step by step."),
+    steps: str | None = typer.Option(
+        None, "--steps", help="Weights in percent, step by step (default 5,25,50)."
+    ),
     weight: float = typer.Option(
         None, "--weight", help="One step at this weight (overrides --steps)."
     ),
-    step_minutes: float = typer.Option(5.0, "--step-minutes", help="Least time analysed per step."),
-    interval: float = typer.Option(30.0, "--interval", help="Seconds between polls."),
+    step_minutes: float | None = typer.Option(
+        None, "--step-minutes", help="Least time analysed per step (default 5)."
+    ),
+    interval: float | None = typer.Option(
+        None, "--interval", help="Seconds between polls (default 30)."
+    ),
     time_scale: float = typer.Option(1.0, "--time-scale", help="Divide every time by N (tests)."),
 ) -> None:
     """Start the candidate beside stable and judge it, step by step, until it ends."""
@@ -78,8 +113,18 @@ def start(
 
     if source is None and version is None:
         raise ConfigError("say which release: --source or --version")
-    config = _config(str(weight) if weight is not None else steps, step_minutes * 60.0, time_scale)
     env, target = _env_target(env_name)
+    table = _table(env)
+    chosen = str(weight) if weight is not None else (steps or str(table.get("steps", "5,25,50")))
+    minutes = step_minutes if step_minutes is not None else _number(table, "step_minutes", 5.0)
+    every = interval if interval is not None else _number(table, "interval_seconds", 30.0)
+    config = _config(
+        chosen,
+        minutes * 60.0,
+        time_scale,
+        alpha=_number(table, "alpha", 0.05),
+        min_samples=int(_number(table, "min_samples", 10)),
+    )
     stop = {"now": False}
 
     def on_signal(_sig: int, _frame: FrameType | None) -> None:
@@ -88,7 +133,7 @@ def start(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     with hold_lock(lock_path(env), "canary"):
-        run = CanaryRun(env, target, config, interval_s=interval / time_scale, say=_say)
+        run = CanaryRun(env, target, config, interval_s=every / time_scale, say=_say)
         src = ReleaseSource.parse(source, Path.cwd()) if source else None
         state = run.start(src, version)
         run.run(state, lambda: stop["now"])
@@ -117,20 +162,16 @@ def status(
     *,
     env_name: str = EnvOption,
     as_json: bool = typer.Option(False, "--json", help="One JSON object."),
-    steps: str = typer.Option("5,25,50", "--steps", help="The steps the canary runs with."),
-    step_minutes: float = typer.Option(5.0, "--step-minutes"),
-    time_scale: float = typer.Option(1.0, "--time-scale"),
 ) -> None:
     """Weights, both releases and the judgement so far (replayed from the poll ledger)."""
-    from dhash_rollout.canary.controller import judgements, read_state
+    from dhash_rollout.canary.controller import config_of, judgements, read_state
 
     env, _target = _env_target(env_name)
     state = read_state(env)
     if state is None:
         typer.echo(f"no canary in {env.name}")
         return
-    config = _config(steps, step_minutes * 60.0, time_scale)
-    js = judgements(env, config)
+    js = judgements(env, config_of(state))
     last = js[-1] if js else None
     if as_json:
         out = {
