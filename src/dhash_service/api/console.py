@@ -443,7 +443,7 @@ def _item(
     service = _service(request)
     with service.store_errors():
         view = service.desk.open_item(review_id, session.reviewer)
-        pending = service.desk.page(QueueFilter(), 1, 0).pending
+        pending = service.desk.pending_count()
     mine = view.claim is not None and view.claim.claimed
     return _page(
         request,
