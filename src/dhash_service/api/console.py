@@ -37,7 +37,6 @@ from dhash_service.logs import get_logger
 from dhash_service.review_desk import AGES, REASONS, ReviewDesk, queue_filter
 from dhash_service.review_exchange import DECISION_FIELDS, decision_record, export
 from dhash_service.service import DhashService
-from dhash_service.store.console import QueueFilter
 from dhash_service.store.models import utcnow
 
 log = get_logger(__name__)
