@@ -14,9 +14,10 @@ Run with ``make bench-review``. Three measurements, each against an anchor in th
    the rate counts only decisions whose next page has painted. Anchor: the same number of plain
    page loads of the next item (``/review/next``) without deciding, so the ratio is the cost of
    the decision itself.
-3. **Thumbnail cost at ingest**: ``digest`` (the ingest path's decode + hash, where the
-   thumbnail is made) on the same photo-like JPEGs with ``DHASH_THUMBNAIL_SIDE=256`` and ``0``,
-   interleaved per file, fastest of 3 runs per file, medians per class.
+3. **Thumbnail cost at ingest**: ``digest`` (decode + hash, where the thumbnail is made) and the
+   whole ``DhashService.ingest`` (plus matching and the store write, thumbnail row included) on
+   the same photo-like JPEGs with ``DHASH_THUMBNAIL_SIDE=256`` against its anchor ``0``,
+   interleaved per file; medians per class and the median of per-file ratios.
 
 The browser and the server share the machine's two cores, so absolute figures are a floor.
 """
@@ -41,12 +42,14 @@ from tests.support.review_seed import seed_store  # noqa: E402
 from dhash_service.api.app import create_app  # noqa: E402
 from dhash_service.digest import digest  # noqa: E402
 from dhash_service.extraction import Limits  # noqa: E402
+from dhash_service.service import DhashService  # noqa: E402
 from dhash_service.store import schema  # noqa: E402
 
 QUEUE = 5000
 CANDIDATES = 10
 PAINT_SAMPLES = 30
 DECISIONS = 120
+REPS = 5
 REVIEWER = ("bench", "bench-token-0a1b2c")
 FLAGS = [
     "--headless",
@@ -144,33 +147,65 @@ def browser_figures(url: str) -> dict[str, float]:
     }
 
 
-def thumbnail_cost() -> dict[str, tuple[float, float, float]]:
-    classes = {"JPEG 640x480": (640, 480, 20), "JPEG 1920x1080": (1920, 1080, 10)}
-    out: dict[str, tuple[float, float, float]] = {}
-    on, off = Limits(thumbnail_side=256), Limits(thumbnail_side=0)
-    for name, (w, h, files) in classes.items():
-        with_t, without, ratios = [], [], []
-        for seed in range(files):
-            data = photo_jpeg(w, h, seed)
-            best = {"on": float("inf"), "off": float("inf")}
-            for rep in range(3):
-                order = (("on", on), ("off", off)) if rep % 2 else (("off", off), ("on", on))
-                for label, limits in order:
-                    started = time.perf_counter()
-                    digest(data, limits=limits)
-                    best[label] = min(best[label], time.perf_counter() - started)
-            with_t.append(best["on"] * 1000)
-            without.append(best["off"] * 1000)
-            ratios.append(best["on"] / best["off"])
-        out[name] = (
-            statistics.median(without),
-            statistics.median(with_t),
-            statistics.median(ratios),
+def thumbnail_cost(tmp: Path) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """Per class: digest and whole ingest (``DhashService.ingest``: decode, hash, match, store in
+    SQLite on tmpfs), thumbnails on and off, interleaved per file; fastest of ``REPS`` per file
+    for digest, one ingest per file and service (each file is new to both stores)."""
+    classes = {"JPEG 640x480": (640, 480, 24), "JPEG 1920x1080": (1920, 1080, 12)}
+    services = {}
+    for label, side in (("on", 256), ("off", 0)):
+        settings = settings_for(
+            f"sqlite:///{tmp / f'ingest-{label}.sqlite3'}",
+            tmp,
+            thumbnail_side=side,
+            decoder_processes=0,
+            log_level="WARNING",
         )
+        service = DhashService(settings)
+        service.start()
+        assert service.wait_until_ready(60)
+        services[label] = service
+    limits = {"on": Limits(thumbnail_side=256), "off": Limits(thumbnail_side=0)}
+    out: dict[str, dict[str, tuple[float, float, float]]] = {}
+    try:
+        for name, (w, h, files) in classes.items():
+            timings: dict[str, dict[str, list[float]]] = {
+                "digest": {"on": [], "off": []},
+                "ingest": {"on": [], "off": []},
+            }
+            for seed in range(files):
+                data = photo_jpeg(w, h, seed + 100 * w)
+                best = {"on": float("inf"), "off": float("inf")}
+                for rep in range(REPS):
+                    for label in ("on", "off") if rep % 2 else ("off", "on"):
+                        started = time.perf_counter()
+                        digest(data, limits=limits[label])
+                        best[label] = min(best[label], time.perf_counter() - started)
+                for label in ("on", "off") if seed % 2 else ("off", "on"):
+                    timings["digest"][label].append(best[label] * 1000)
+                    started = time.perf_counter()
+                    services[label].ingest(data, filename=f"{seed}.jpg")
+                    timings["ingest"][label].append((time.perf_counter() - started) * 1000)
+            out[name] = {
+                kind: (
+                    statistics.median(t["off"]),
+                    statistics.median(t["on"]),
+                    statistics.median(a / b for a, b in zip(t["on"], t["off"], strict=True)),
+                )
+                for kind, t in timings.items()
+            }
+    finally:
+        for service in services.values():
+            service.stop()
     return out
 
 
 def main() -> None:
+    """``python bench/bench_review.py [thumbnails]``: everything, or only the thumbnail cost."""
+    if sys.argv[1:] == ["thumbnails"]:
+        with tempfile.TemporaryDirectory(dir="/dev/shm") as tmp:
+            print_thumbnail_cost(Path(tmp))
+        return
     with tempfile.TemporaryDirectory(dir="/dev/shm") as tmp:
         url = f"sqlite:///{Path(tmp) / 'dhash.sqlite3'}"
         schema.upgrade(url)
@@ -181,21 +216,30 @@ def main() -> None:
             f" in {time.perf_counter() - started:.0f} s"
         )
         settings = settings_for(
-            url, Path(tmp), reviewer_tokens=[":".join(REVIEWER)], decoder_processes=0
+            url,
+            Path(tmp),
+            reviewer_tokens=[":".join(REVIEWER)],
+            decoder_processes=0,
+            log_level="WARNING",
         )
         with running_app(create_app(settings)) as base:
             wait_ready(base)
             figures = browser_figures(base)
-    for key, value in figures.items():
-        print(f"{key:24} {value:8.1f}")
-    print(f"item / login first paint: {figures['item_fcp_ms'] / figures['login_fcp_ms']:.2f}")
-    print(
-        "decisions / plain loads per minute: "
-        f"{figures['decisions_per_minute'] / figures['page_loads_per_minute']:.2f}"
-    )
-    print("thumbnail cost in digest (median ms without, with, median ratio):")
-    for name, (without, with_t, ratio) in thumbnail_cost().items():
-        print(f"  {name:16} {without:7.2f} {with_t:7.2f}  x{ratio:.3f}")
+        for key, value in figures.items():
+            print(f"{key:24} {value:8.1f}")
+        print(f"item / login first paint: {figures['item_fcp_ms'] / figures['login_fcp_ms']:.2f}")
+        print(
+            "decisions / plain loads per minute: "
+            f"{figures['decisions_per_minute'] / figures['page_loads_per_minute']:.2f}"
+        )
+        print_thumbnail_cost(Path(tmp))
+
+
+def print_thumbnail_cost(tmp: Path) -> None:
+    print("thumbnail cost (median ms without, with; median per-file ratio):")
+    for name, kinds in thumbnail_cost(tmp).items():
+        for kind, (without, with_t, ratio) in kinds.items():
+            print(f"  {name:16} {kind:7} {without:7.2f} {with_t:7.2f}  x{ratio:.3f}")
 
 
 if __name__ == "__main__":
