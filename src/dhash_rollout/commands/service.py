@@ -23,6 +23,9 @@ def serve(
 
     settings = load_settings()
     _refuse_short_tokens(settings.api_tokens)
+    from dhash_service.api.reviewers import ReviewerAccounts
+
+    ReviewerAccounts(settings.reviewer_tokens)  # a malformed DHASH_REVIEWER_TOKENS stops here
     run_server(settings, host=host, port=port, workers=workers)
 
 
