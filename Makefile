@@ -10,7 +10,7 @@ LOCK_VENV := .venv-lock
 LOCK_FLAGS := --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
 	--no-emit-find-links --quiet -c requirements/pins.txt
 
-.PHONY: demo test test-full lint fmt lock lock-upgrade bench bench-hash bench-search bench-service bench-bounded bench-monitor bench-canary bench-backup serve system-deps clean
+.PHONY: demo test test-full lint fmt lock lock-upgrade bench bench-hash bench-search bench-service bench-bounded bench-monitor bench-canary bench-backup bench-review serve system-deps clean
 
 $(STAMP): pyproject.toml requirements/dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -81,6 +81,9 @@ bench-service: $(STAMP)
 
 bench-bounded: $(STAMP)
 	$(BIN)/python bench/bench_bounded.py
+
+bench-review: $(STAMP) system-deps
+	$(BIN)/python bench/bench_review.py
 
 bench-backup: $(STAMP) system-deps
 	$(BIN)/python bench/bench_backup.py

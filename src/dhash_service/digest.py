@@ -22,7 +22,7 @@ from dhash_service.extraction import ExtractedImage, ItemFailure, Limits, extrac
 from dhash_service.extraction.images import DECODE_ERRORS
 from dhash_service.extraction.limits import RequestBudget
 from dhash_service.hashing import ImageHash, algorithm_spec, hash_image
-from dhash_service.thumbnails import Thumbnail, thumbnail_of
+from dhash_service.thumbnails import MAX_THUMBNAIL_BYTES_PER_INPUT, Thumbnail, thumbnail_of
 
 
 @dataclass
@@ -60,12 +60,16 @@ def digest(
     algorithm_spec(algorithm)  # refuse an unknown algorithm before any decoding
     extraction = extract(data, filename=filename, limits=limits, request=request)
     result = DigestResult(extraction.input_kind, failures=list(extraction.failures))
+    previews = 0  # bytes of thumbnails kept for this input: bounded like everything else
     try:
         for item in extraction.items:
             try:
                 if request is not None:
                     request.check()
-                result.items.append(_hash_item(item, algorithm, limits.thumbnail_side))
+                side = limits.thumbnail_side if previews < MAX_THUMBNAIL_BYTES_PER_INPUT else 0
+                hashed = _hash_item(item, algorithm, side)
+                previews += len(hashed.thumbnail.data) if hashed.thumbnail else 0
+                result.items.append(hashed)
             except (TimeBudgetExceeded, ClientDisconnected) as err:
                 if request is not None and (request.cancelled.is_set() or request.remaining < 0):
                     raise  # the request's budget, not the item's: the whole input is refused

@@ -115,6 +115,9 @@ class ReviewDesk:
             pending=self._queue.pending_count(),
         )
 
+    def pending_count(self) -> int:
+        return self._queue.pending_count()
+
     def next_item(self, reviewer: str, where: QueueFilter) -> int | None:
         """Claim the next item for ``reviewer`` (their own live claim first)."""
         now = self._clock()

@@ -26,6 +26,9 @@ DEFAULT_SIDE = 256
 MIN_SIDE = 32
 MAX_SIDE = 1024
 MAX_THUMBNAIL_BYTES = 64 * 1024
+# Previews of one upload together (a 2,000-page PDF must not carry 2,000 of them through the
+# decoder pipe and one transaction): past this the remaining images get none.
+MAX_THUMBNAIL_BYTES_PER_INPUT = 8 * 1024 * 1024
 _QUALITIES = (70, 45, 25)
 
 

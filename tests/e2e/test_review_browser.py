@@ -192,6 +192,12 @@ def test_queue_lists_pending_items_oldest_first_with_what_they_wait_for(
     page.keyboard.press("d")
     expect(page.locator("#compare")).to_have_attribute("data-mode", "difference")
     page.screenshot(path=str(IMG / "review-item-difference.png"))
+    page.get_by_label("Blur until hover").check()
+    page.reload()  # the wellness choice is remembered by this browser
+    expect(page.locator("body")).to_have_class(re.compile(r"\bwellness-blur\b"))
+    blurred = page.locator("figure.query img").evaluate("img => getComputedStyle(img).filter")
+    assert blurred.startswith("blur(")
+    page.get_by_label("Blur until hover").uncheck()
     page.close()
 
 
@@ -310,7 +316,9 @@ def test_bulk_action_on_a_filtered_selection_and_the_exports(
 
 def test_login_never_redirects_off_the_console(console: Console) -> None:
     with httpx.Client(base_url=console.url, timeout=10) as client:
-        form = client.get("/login", params={"next": "//evil.example/x"}).text
+        shown = client.get("/login", params={"next": "//evil.example/x"})
+        assert "default-src 'none'" in shown.headers["content-security-policy"]
+        form = shown.text
         csrf = re.search(r'name="csrf" value="([^"]+)"', form)
         assert csrf is not None
         answer = client.post(
@@ -321,11 +329,12 @@ def test_login_never_redirects_off_the_console(console: Console) -> None:
                 "csrf": csrf.group(1),
                 "next": "//evil.example/x",
             },
+            headers={"X-Forwarded-Proto": "https"},  # as a TLS-terminating proxy on loopback says
         )
         assert answer.status_code == 303 and answer.headers["location"] == "/review"
-        page = client.get("/review")
-        assert page.status_code == 200
-        assert "default-src 'none'" in page.headers["content-security-policy"]
+        cookie = answer.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "secure" in cookie
+        assert client.get("/review").status_code == 303  # a Secure cookie is not sent over http
         forged = client.post("/login", data={"name": CAROL[0], "token": CAROL[1]})
         assert forged.status_code == 200 and SESSION_COOKIE not in forged.headers.get(
             "set-cookie", ""

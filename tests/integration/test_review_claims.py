@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from dhash_service.errors import Conflict
+from dhash_service.errors import Conflict, InputError
 from dhash_service.review import ReviewQueue
-from dhash_service.review_desk import ReviewDesk
+from dhash_service.review_desk import ReviewDesk, queue_filter
 from dhash_service.store import schema
 from dhash_service.store.console import ConsoleStore, QueueFilter
 from dhash_service.store.repository import Repository
@@ -144,6 +144,25 @@ def test_bulk_decides_each_item_and_leaves_the_claimed_ones(
     assert "claimed by frank" in result.refused[ids[0]]
 
 
+def test_the_queue_filters_by_reason_source_and_age(desk: tuple[ReviewDesk, Clock]) -> None:
+    desk_, clock = desk
+    everything = desk_.page(QueueFilter()).total
+    assert everything > 0
+    assert desk_.page(queue_filter("review_band", None, None)).total == everything
+    assert desk_.page(queue_filter("ambiguous", None, None)).total == 0
+    assert desk_.page(queue_filter(None, "bench-upload-1", None)).total >= 1
+    assert desk_.page(queue_filter(None, "%", None)).total == 0  # LIKE wildcards are text
+    clock.now = datetime.now(UTC)  # the items were seeded moments ago
+    assert desk_.page(queue_filter(None, None, "1h")).total == 0
+    clock.now += timedelta(hours=2)
+    assert desk_.page(queue_filter(None, None, "1h")).total == everything
+    rows = desk_.page(QueueFilter(), limit=50).rows
+    assert [r.id for r in rows] == sorted(r.id for r in rows)  # oldest first
+    for bad in (("nope", None, None), (None, "x" * 201, None), (None, None, "2h")):
+        with pytest.raises(InputError):
+            queue_filter(*bad)
+
+
 def test_a_thumbnail_goes_with_its_image(store_url: str) -> None:
     engine = schema.create_engine_for(store_url)
     try:
@@ -168,13 +187,17 @@ def test_racing_reviewers_never_hold_the_same_item(desk: tuple[ReviewDesk, Clock
     left = set(shared.selection(QueueFilter()))
     decided: dict[str, list[int]] = {}
     failures: list[BaseException] = []
-    barrier = threading.Barrier(4)
+    barrier = threading.Barrier(4, timeout=60)
+    holding = threading.Barrier(4, timeout=60)
+    first: dict[str, int | None] = {}
 
     def reviewer(name: str) -> None:
         own = desk_on(url, clock)
         mine: list[int] = []
         try:
             barrier.wait()
+            first[name] = own.next_item(name, QueueFilter())
+            holding.wait()  # all four hold a claim at the same moment
             while (found := own.next_item(name, QueueFilter())) is not None:
                 mine.append(found)
                 own.decide(found, "reject", name)  # a Conflict here would be a double claim
@@ -192,4 +215,5 @@ def test_racing_reviewers_never_hold_the_same_item(desk: tuple[ReviewDesk, Clock
     assert not failures, failures
     everything = [i for ids in decided.values() for i in ids]
     assert sorted(everything) == sorted(left)  # each item once, by one reviewer
-    assert sum(1 for ids in decided.values() if ids) >= 2  # they really raced
+    held = list(first.values())
+    assert None not in held and len(set(held)) == 4, first  # four claims, four items

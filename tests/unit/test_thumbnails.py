@@ -7,6 +7,7 @@ import io
 import pytest
 from PIL import Image
 
+from dhash_service import digest as digest_module
 from dhash_service.digest import digest
 from dhash_service.errors import ConfigError
 from dhash_service.extraction import Limits
@@ -71,3 +72,15 @@ def test_thumbnails_cross_the_decoder_pipe_and_oversized_ones_are_dropped() -> N
     assert back.items[0].thumbnail == result.items[0].thumbnail
     big = wire.result_to_json(result).replace(b'"data": "', b'"data": "' + b"A" * 90_000, 1)
     assert wire.reply_from_json(big).items[0].thumbnail is None
+
+
+def test_an_input_keeps_previews_up_to_its_budget_then_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    frames = [realistic_photo(200, 150, seed=s) for s in range(4)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=100)
+    monkeypatch.setattr(digest_module, "MAX_THUMBNAIL_BYTES_PER_INPUT", 1)
+    result = digest(buffer.getvalue(), limits=Limits(animation_frame_step=1))
+    assert len(result.items) == 4
+    assert [item.thumbnail is not None for item in result.items] == [True, False, False, False]

@@ -37,7 +37,6 @@ from dhash_service.logs import get_logger
 from dhash_service.review_desk import AGES, REASONS, ReviewDesk, queue_filter
 from dhash_service.review_exchange import DECISION_FIELDS, decision_record, export
 from dhash_service.service import DhashService
-from dhash_service.store.console import QueueFilter
 from dhash_service.store.models import utcnow
 
 log = get_logger(__name__)
@@ -443,7 +442,7 @@ def _item(
     service = _service(request)
     with service.store_errors():
         view = service.desk.open_item(review_id, session.reviewer)
-        pending = service.desk.page(QueueFilter(), 1, 0).pending
+        pending = service.desk.pending_count()
     mine = view.claim is not None and view.claim.claimed
     return _page(
         request,
