@@ -35,7 +35,7 @@ from dhash_rollout.demo.load import LoadGenerator, LoadResult
 from dhash_rollout.demo.outcome import Expected, Judgement, RunFacts, judge
 from dhash_rollout.demo.receiver import WebhookReceiver
 from dhash_rollout.demo.reviewer import Decision, Reviewer, missing_decisions
-from dhash_rollout.demo.site import ENV, Command, Site
+from dhash_rollout.demo.site import ENV, GATES_FILE, Command, Site
 from dhash_rollout.demo.story import Story
 from dhash_rollout.samples import realistic_photo
 from dhash_service.client import DhashClient
@@ -372,7 +372,8 @@ class Demo:
             f"site: {_rel(workdir / 'rollout')} - SQLite, the local target (supervisord), the "
             "file channel and a Slack-format webhook receiver on 127.0.0.1"
         )
-        site = Site.create(workdir / "rollout", self.receiver.url)
+        gates = builds.checkout_root() / GATES_FILE
+        site = Site.create(workdir / "rollout", self.receiver.url, gates)
         try:
             return self._run(site)
         finally:

@@ -4,7 +4,8 @@ real ``dhash`` command line.
 ``demo-out/rollout/`` holds ``dhash-environments.toml`` (one ``production`` environment on a free
 loopback port, the local target, SQLite, the file channel plus Slack pointed at the demo's
 loopback receiver), the service's settings file, and then what the toolkit writes there itself:
-``var/production`` (releases, supervisord, data), ``backups/`` and ``logs/``. Every command runs
+``var/production`` (releases, supervisord, data), ``backups/`` and ``logs/``. The quality gates
+are the checkout's own ``quality-gates-config.json``, copied in unchanged. Every command runs
 as a child process from that directory, exactly as a person would type it, with its output
 streamed line by line to the story.
 """
@@ -27,6 +28,7 @@ from dhash_rollout.environments import Environment, load_environment
 
 ENV = "production"
 ENVIRONMENTS_FILE = "dhash-environments.toml"
+GATES_FILE = "quality-gates-config.json"
 COMMAND_TIMEOUT_SECONDS = 600.0
 
 # The service settings of every release of the demo (shared/config/dhash.toml, read through
@@ -89,8 +91,10 @@ class Site:
     slack_url: str
 
     @classmethod
-    def create(cls, base: Path, slack_url: str) -> Site:
-        """A fresh site in ``base``; a previous demo's one is shut down and removed first."""
+    def create(cls, base: Path, slack_url: str, gates: Path) -> Site:
+        """A fresh site in ``base`` with the checkout's quality gates (``gates``, the file the
+        deploy's monitor reads from its working directory); a previous demo's site is shut
+        down and removed first."""
         if (base / ENVIRONMENTS_FILE).exists():
             cls(base, 0, "", slack_url).shutdown()
         shutil.rmtree(base, ignore_errors=True)
@@ -99,6 +103,7 @@ class Site:
         (base / ENVIRONMENTS_FILE).write_text(
             environments_toml(site.port, site.token), encoding="utf-8"
         )
+        shutil.copy2(gates, base / GATES_FILE)
         config = site.env.service_config_file
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(SERVICE_SETTINGS, encoding="utf-8")
