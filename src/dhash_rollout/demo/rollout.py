@@ -99,9 +99,19 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
+def _progress_event(line: str) -> bool:
+    """``dhash backup``'s machine-readable progress lines (JSON on stderr): not for the story."""
+    return line.startswith('{"event": "progress"')
+
+
 def _show(story: Story, site: Site, argv: list[str], *, timeout: float = 600) -> Command:
     story.command(" ".join(_rel(Path(a)) if a.endswith(".whl") else a for a in argv))
-    return site.run(argv, on_line=story.output, timeout=timeout)
+
+    def shown(line: str) -> None:
+        if not _progress_event(line):
+            story.output(line)
+
+    return site.run(argv, on_line=shown, timeout=timeout)
 
 
 @contextlib.contextmanager
@@ -182,10 +192,11 @@ class Demo:
             self.story.bad(f"the backup failed (exit {done.returncode})")
             return False
         self.seen.backup = Path(created.split()[1])
+        # As the guide runs it, from the working directory the checksum file's path is relative to.
         checksum = self.seen.backup.with_name(self.seen.backup.name + ".sha256")
-        story_cmd = ["sha256sum", "-c", checksum.name]
-        self.story.command(f"(cd {_rel(checksum.parent)} && {' '.join(story_cmd)})")
-        verified = site.run(story_cmd, on_line=self.story.output, timeout=120)
+        argv = ["sha256sum", "-c", str(checksum.relative_to(site.base))]
+        self.story.command(" ".join(argv))
+        verified = site.run(argv, on_line=self.story.output, timeout=120)
         self.seen.backup_verified = verified.ok
         if not verified.ok:
             self.story.bad("sha256sum -c refused the backup")
@@ -269,7 +280,9 @@ class Demo:
             library=seen.library,
             backup_verified=seen.backup_verified,
             phases=record.phases if record else {},
-            verdict=str(record.monitor.get("verdict")) if record and record.monitor else None,
+            verdict=str(record.monitor["verdict"])
+            if record and "verdict" in record.monitor
+            else None,
             failed_gate=record.monitor.get("failed_gate") if record else None,
             rolled_back=bool(record and record.rollback_ok),
             serving_after=seen.serving_after,
