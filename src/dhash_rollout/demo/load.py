@@ -42,6 +42,8 @@ class LoadResult:
     failures: list[str] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
     acks: list[Ack] = field(default_factory=list)
+    # What /health said serves, at each change (epoch seconds, version): who served when.
+    versions: list[tuple[float, str]] = field(default_factory=list)
     started: float = 0.0  # epoch seconds
     ended: float = 0.0
 
@@ -55,6 +57,15 @@ class LoadResult:
 
     def acked_between(self, start: float, end: float) -> int:
         return sum(1 for ack in self.acks if start <= ack.at <= end)
+
+    def served(self, version: str) -> tuple[float, float] | None:
+        """From the first to the last ``/health`` answer naming ``version`` (epoch seconds)."""
+        seen = [at for at, v in self.versions if v == version]
+        if not seen:
+            return None
+        last_change = seen[-1]
+        later = [at for at, _ in self.versions if at > last_change]
+        return seen[0], later[0] if later else self.ended
 
 
 def photo_jpeg(seed: int) -> bytes:
@@ -149,11 +160,23 @@ class LoadGenerator:
             else ("search", "/v1/search?hash=0123456789abcdef&radius=4")
         )
         try:
-            status, _ = self._request("GET", path)
+            status, raw = self._request("GET", path)
         except Exception as exc:  # every way a request can fail counts
             self._count(what, None, f"{type(exc).__name__}: {exc}")
             return
+        if what == "health" and status == 200:
+            try:
+                self._saw(str(json.loads(raw)["version"]))
+            except (ValueError, KeyError, TypeError):
+                self._count(what, None, "a 200 answer without a version")
+                return
         self._count(what, status)
+
+    def _saw(self, version: str) -> None:
+        with self._lock:
+            versions = self.result.versions
+            if not versions or versions[-1][1] != version:
+                versions.append((time.time(), version))
 
     # --- threads ----------------------------------------------------------------------------
     def _running(self) -> bool:

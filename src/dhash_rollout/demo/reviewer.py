@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -44,8 +45,17 @@ class ReviewerLog:
 class Reviewer:
     """``with Reviewer(url, token, version=B):`` decides once B serves (in its own thread)."""
 
-    def __init__(self, base_url: str, token: str, *, version: str, timeout: float = 300) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        version: str,
+        timeout: float = 300,
+        on_decision: Callable[[Decision], None] = lambda _d: None,
+    ) -> None:
         self.base_url = base_url
+        self.on_decision = on_decision
         self.token = token
         self.version = version
         self.timeout = timeout
@@ -78,7 +88,9 @@ class Reviewer:
             except DhashError as err:
                 self.log.errors.append(f"{action} item {item.id}: {err.message}")
                 continue
-            self.log.decisions.append(Decision(item.id, action, time.time(), serving))
+            decision = Decision(item.id, action, time.time(), serving)
+            self.log.decisions.append(decision)
+            self.on_decision(decision)
 
     def __enter__(self) -> Reviewer:
         self._thread.start()

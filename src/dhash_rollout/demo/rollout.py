@@ -34,7 +34,7 @@ from dhash_rollout.demo import builds, evidence
 from dhash_rollout.demo.load import LoadGenerator, LoadResult
 from dhash_rollout.demo.outcome import Expected, Judgement, RunFacts, judge
 from dhash_rollout.demo.receiver import WebhookReceiver
-from dhash_rollout.demo.reviewer import Decision, Reviewer, missing_decisions
+from dhash_rollout.demo.reviewer import STATUS_OF, Decision, Reviewer, missing_decisions
 from dhash_rollout.demo.site import ENV, GATES_FILE, Command, Site
 from dhash_rollout.demo.story import Story
 from dhash_rollout.samples import realistic_photo
@@ -141,6 +141,7 @@ class Demo:
         self.receiver = receiver
         self.seen = Collected()
         self.reviewed: list[Decision] = []
+        self.bad_version = ""
         self.started = time.monotonic()
 
     # --- 1 ------------------------------------------------------------------------------------
@@ -223,7 +224,8 @@ class Demo:
         for key, value in {**FAULT, **FORCE}.items():
             argv += ["--release-setting", f"{key}={value}"]
         argv += ["--time-scale", f"{self.options.time_scale:g}"]
-        reviewer = Reviewer(site.url, site.token, version=b.version)
+        self.bad_version = b.version
+        reviewer = Reviewer(site.url, site.token, version=b.version, on_decision=self._decided)
         load = LoadGenerator(site.url, site.token, ingest_threads=INGEST_THREADS)
         with load, reviewer, _ticker(story, load):
             time.sleep(SETTLE_SECONDS)
@@ -240,6 +242,13 @@ class Demo:
         (story.good if refused else story.bad)(
             f"dhash deploy exited {self.seen.deploy.returncode}: B "
             + ("was refused" if refused else "was NOT refused")
+        )
+
+    def _decided(self, decision: Decision) -> None:
+        done = STATUS_OF[decision.action]
+        self.story.good(
+            f"reviewer: review item {decision.item_id} {done} through the API "
+            f"(POST /v1/review/{decision.item_id}) while {decision.version} serves"
         )
 
     def _deploy_line(self, line: str) -> None:
@@ -271,8 +280,9 @@ class Demo:
         record = seen.record
         report = _report_path(record)
         notices = evidence.notice_lines(site.logs)
-        b_from = record.switched_at if record and record.switched_at else seen.deploy_ended
-        b_to = record.switched_back_at if record and record.switched_back_at else seen.deploy_ended
+        # B's window as the traffic saw it: from the first to the last /health answer naming B
+        # (the journal's switch times come after each drain, later than the traffic moved).
+        b_from, b_to = load.served(self.bad_version) or (0.0, -1.0)
         decisions_b = [d for d in self.reviewed if b_from <= d.at <= b_to]
         lost = set(seen.lost_ids)
         return RunFacts(
@@ -342,6 +352,7 @@ class Demo:
             ("requests during the whole run", str(facts.requests)),
             ("failed requests", str(facts.failed_requests)),
             ("acknowledged ingests kept", f"{kept} of {facts.acked_writes}"),
+            ("B served (as /health answered)", _window(load, self.bad_version)),
             ("acknowledged while B served", str(facts.acked_while_b)),
             ("acknowledged writes lost", str(facts.lost_writes)),
             ("review decisions kept", f"{facts.decisions - facts.lost_decisions} of "
@@ -412,6 +423,14 @@ class Demo:
         self.the_end(site, facts, judgement)
         _write_outcome(site.base / "outcome.json", facts, judgement, time.monotonic() - began)
         return judgement.exit_code
+
+
+def _window(load: LoadResult, version: str) -> str:
+    served = load.served(version)
+    if served is None:
+        return "never"
+    start, end = served
+    return f"{end - start:.1f} s (from t+{start - load.started:.1f} s of the load)"
 
 
 def _report_path(record: evidence.DeployRecord | None) -> Path | None:
