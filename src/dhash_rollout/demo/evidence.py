@@ -18,6 +18,18 @@ from dhash_rollout.monitor.ledger import read_rows
 from dhash_rollout.runs.journal import Journal, RunState
 
 
+def stored_image_ids(database_url: str) -> set[int]:
+    """Every image id in the environment's database, read straight from it."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return {int(row[0]) for row in conn.execute(text("SELECT id FROM images"))}
+    finally:
+        engine.dispose()
+
+
 @dataclass(frozen=True)
 class DeployRecord:
     """The last deploy of the site, as its journal tells it."""

@@ -266,12 +266,21 @@ class Demo:
         seen = self.seen
         seen.record = evidence.last_deploy(site.env.root)
         load = seen.load or LoadResult()
+        # B's window as the traffic saw it: from the first to the last /health answer naming B
+        # (the journal's switch times come after each drain, later than the traffic moved).
+        b_from, b_to = load.served(self.bad_version) or (0.0, -1.0)
+        # Every acknowledged id must be in the database A now serves; those B acknowledged are
+        # also read back one by one through A's API.
+        stored = evidence.stored_image_ids(site.env.database_url)
+        lost = {i for i in load.image_ids if i not in stored}
+        during_b = sorted({i for a in load.acks if b_from <= a.at <= b_to for i in a.image_ids})
         with DhashClient(site.url, token=site.token, timeout=30) as client:
             try:
                 seen.serving_after = client.health().version
             except DhashError:
                 seen.serving_after = None
-            seen.lost_ids = self._lost(client, load.image_ids)
+            lost.update(self._lost(client, during_b))
+            seen.lost_ids = sorted(lost)
             try:
                 seen.lost_decisions = len(missing_decisions(client, self.reviewed))
             except DhashError:
@@ -280,11 +289,7 @@ class Demo:
         record = seen.record
         report = _report_path(record)
         notices = evidence.notice_lines(site.logs)
-        # B's window as the traffic saw it: from the first to the last /health answer naming B
-        # (the journal's switch times come after each drain, later than the traffic moved).
-        b_from, b_to = load.served(self.bad_version) or (0.0, -1.0)
         decisions_b = [d for d in self.reviewed if b_from <= d.at <= b_to]
-        lost = set(seen.lost_ids)
         return RunFacts(
             a_served=seen.a_served,
             library=seen.library,
@@ -312,7 +317,7 @@ class Demo:
 
     @staticmethod
     def _lost(client: DhashClient, ids: list[int]) -> list[int]:
-        """Every acknowledged image id, read back one by one from the serving release."""
+        """The ids the serving release does not answer for (``GET /v1/images/{id}``)."""
         lost = []
         for image_id in ids:
             try:
@@ -439,11 +444,15 @@ def _report_path(record: evidence.DeployRecord | None) -> Path | None:
     return Path(str(record.monitor["report"]))
 
 
+_UNITS = {"extractionFailureRate": " %", "p95HashTime": " ms"}
+
+
 def _gate_line(e: dict[str, Any]) -> str:
+    unit = _UNITS.get(str(e.get("gate")), "")
     value = e.get("value")
-    shown = "no data" if value is None else f"{float(value):.1f}"
+    shown = "no data" if value is None else f"{float(value):g}{unit}"
     return (
-        f"{e.get('status')}: {shown} (threshold {e.get('threshold')}), "
+        f"{e.get('status')}: {shown} (fails above {float(e.get('threshold', 0)):g}{unit}), "
         f"{e.get('samples', 0)} samples, {e.get('polls', 0)} polls"
     )
 
