@@ -18,8 +18,11 @@ import pytest
 from tests.support.release_builds import CHECKOUT
 
 pytestmark = pytest.mark.slow
+# About a minute on an idle machine; minutes when 2 shared cores are loaded (see docs/demo.md).
+DEMO_DEADLINE_SECONDS = 540
 
 
+@pytest.mark.timeout(DEMO_DEADLINE_SECONDS + 60)
 def test_make_demo_catches_the_bad_release_rolls_back_and_loses_nothing(tmp_path: Path) -> None:
     workdir = tmp_path / "demo-out"
     done = subprocess.run(
@@ -27,7 +30,7 @@ def test_make_demo_catches_the_bad_release_rolls_back_and_loses_nothing(tmp_path
         cwd=CHECKOUT,
         capture_output=True,
         text=True,
-        timeout=280,
+        timeout=DEMO_DEADLINE_SECONDS,
         check=False,
     )
     output = done.stdout + done.stderr
