@@ -37,6 +37,8 @@ def test_the_load_counts_every_request_and_each_acknowledged_id_is_stored(
     assert result.acks and result.requests == sum(result.statuses.values())
     assert result.started < result.acks[0].at <= result.acks[-1].at < result.ended
     assert result.acked_between(result.started, result.ended) == len(result.acks)
+    assert [v for _, v in result.versions] == [__version__]  # who served, as /health said
+    assert result.served(__version__) == (result.versions[0][0], result.ended)
     with DhashClient(served.url, token=TOKEN) as client:
         for image_id in result.image_ids:
             assert client.image(image_id).id == image_id
