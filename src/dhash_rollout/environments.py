@@ -52,6 +52,9 @@ class EnvironmentSettings(BaseModel):
     backup_max_age_seconds: float = 3600.0
     preflight: Literal["enforce", "warn"] | None = None
     service_log_dir: str | None = None
+    # What a deploy does when its monitoring window ends inconclusive (gates without data):
+    # succeed with a WARN notice naming them, or fail (and roll back) as a failed gate does.
+    monitor_inconclusive: Literal["succeed", "fail"] = "succeed"
     # Reserved for the fleet and canary work: the hosts a remote target deploys to, and the
     # canary's own settings. Validated as their shape only; nothing reads them yet.
     hosts: tuple[str, ...] | None = None

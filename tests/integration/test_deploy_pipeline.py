@@ -47,7 +47,7 @@ def test_the_first_deploy_journals_every_phase_and_serves(site: Site) -> None:
     run = site.journal.last_run("deploy")
     assert run is not None and run.outcome == "done"
     assert run.status_of("backup") == "skipped"  # no database before the first deploy
-    assert run.detail_of("monitor")["reason"] == "the monitor is not available yet"
+    assert run.detail_of("monitor")["reason"] == "--no-monitor"
     assert all(run.status_of(p) in ("done", "skipped") for p in KILL_AT)
     logs = sorted((site.base / "logs").glob("deploy_production_*.log"))
     events = [json.loads(line) for line in logs[-1].read_text().splitlines()]
@@ -57,13 +57,17 @@ def test_the_first_deploy_journals_every_phase_and_serves(site: Site) -> None:
 
 def test_a_second_deploy_at_the_same_time_is_refused_with_exit_3(site: Site) -> None:
     lines = len(list(site.journal.records()))
-    holder = site.popen("deploy", "--env", "production", "--source", str(wheel_for("1.0.0")))
+    holder = site.popen(
+        "deploy", "--env", "production", "--no-monitor", "--source", str(wheel_for("1.0.0"))
+    )
     try:
         started = site.wait_for_record(
             lambda r: r.phase == "preflight" and r.status == "started", holder, after=lines
         )
         assert started is not None
-        second = site.run("deploy", "--env", "production", "--source", str(wheel_for("1.0.0")))
+        second = site.run(
+            "deploy", "--env", "production", "--no-monitor", "--source", str(wheel_for("1.0.0"))
+        )
         assert second.returncode == 3, second.stderr
         assert f"pid {holder.pid}" in second.stderr
         assert "Traceback" not in second.stderr
@@ -89,7 +93,7 @@ def test_a_release_that_cannot_serve_leaves_the_old_release_and_schema(site: Sit
 
 def test_a_deploy_killed_at_every_phase_converges_when_run_again(site: Site) -> None:
     wheel = wheel_for("2.0.0", migration="reversible")
-    args = ("deploy", "--env", "production", "--source", str(wheel))
+    args = ("deploy", "--env", "production", "--no-monitor", "--source", str(wheel))
     interrupted: list[str | None] = []
     run_id = None
     for phase in KILL_AT:

@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,13 +47,59 @@ def _printer(as_json: bool) -> Any:
     return say
 
 
-def deploy_monitor() -> DeployMonitor | None:
-    """The post-deploy monitor the deploy runs after the switch (None: its phase is skipped).
+@dataclass(frozen=True)
+class MonitorOptions:
+    """How the deploy's monitor phase measures: the metric source and the gates file."""
 
-    The monitor package (``dhash_rollout.monitor``) is built against
-    :mod:`dhash_rollout.runs.monitoring`; this is where it is plugged in.
-    """
-    return None
+    source: str = "scrape"
+    prometheus_url: str | None = None
+    gates_config: Path | None = None  # None: quality-gates-config.json of the working directory
+    view: str = "auto"  # auto (Rich on a terminal, else plain lines), plain, quiet
+
+    def check(self, env: str) -> None:
+        """Refuse a bad source or gates file before the deploy begins (exit 2), not after the
+        switch: a deploy that cannot be monitored must not start."""
+        from dhash_rollout.monitor.gates_config import GatesConfigError, load_gates_config
+        from dhash_rollout.monitor.runner import DEFAULT_GATES_FILE
+
+        if self.source not in ("scrape", "prometheus"):
+            raise ConfigError(f"--monitor-source must be scrape or prometheus, not {self.source!r}")
+        if self.source == "prometheus" and not self.prometheus_url:
+            raise ConfigError("--monitor-source prometheus needs --prometheus-url")
+        try:
+            load_gates_config(self.gates_config or DEFAULT_GATES_FILE, environment=env)
+        except GatesConfigError as err:
+            raise ConfigError(
+                f"{err.message} (the deploy's monitor reads it: pass --gates-config FILE, "
+                "or --no-monitor to deploy unguarded)"
+            ) from None
+
+
+def deploy_monitor(options: MonitorOptions | None = None) -> DeployMonitor | None:
+    """The post-deploy monitor the deploy runs after the switch: the quality gates over the new
+    release's real metrics (:class:`dhash_rollout.monitor.deploy_guard.DeployGuard`), with the
+    escalation of unacknowledged alerts on its polls. The deploy acts on its verdict."""
+    from dhash_rollout.monitor.deploy_guard import DeployGuard
+    from dhash_rollout.monitor.runner import prometheus_source, scrape_source
+
+    options = options or MonitorOptions()
+    source = (
+        prometheus_source(options.prometheus_url or "")
+        if options.source == "prometheus"
+        else scrape_source
+    )
+    return DeployGuard(
+        source=source, gates_file=options.gates_config, view=options.view, escalate=_escalate
+    )
+
+
+def _escalate(_at: float) -> None:
+    """``dhash notify escalate`` while the monitor is alive: page the levels now due."""
+    from dhash_rollout.notify.factory import build_escalator
+    from dhash_rollout.settings import ToolkitSettings
+
+    _, log_dir = ToolkitSettings.load().work_dirs(Path.cwd())
+    build_escalator(log_dir, strict=False).escalate_due()
 
 
 @contextlib.contextmanager
@@ -99,6 +145,28 @@ def deploy(
     no_monitor: bool = typer.Option(
         False, "--no-monitor", help="Skip the post-deploy quality-gate monitoring phase."
     ),
+    monitor_source: str = typer.Option(
+        "scrape", "--monitor-source", help="The monitor's metrics: scrape (default) or prometheus."
+    ),
+    prometheus_url: str | None = typer.Option(
+        None, "--prometheus-url", help="Prometheus base URL (with --monitor-source prometheus)."
+    ),
+    gates_config: Path | None = typer.Option(
+        None, "--gates-config", help="Quality gates file (default: quality-gates-config.json)."
+    ),
+    time_scale: float | None = typer.Option(
+        None,
+        "--time-scale",
+        min=0.001,
+        help="Run the monitoring window N times faster (demos, tests; also "
+        "DHASH_MONITOR_TIME_SCALE).",
+    ),
+    release_setting: list[str] | None = typer.Option(
+        None,
+        "--release-setting",
+        help="KEY=VALUE service setting for this release only (repeatable), e.g. "
+        "DHASH_FAULT_HASH_LATENCY_SECONDS=0.5; stored in <root>/releases/<v>/settings.json.",
+    ),
     smoke_timeout: float = typer.Option(
         120.0, "--smoke-timeout", min=1.0, help="Deadline of the post-deploy smoke tests (s)."
     ),
@@ -106,11 +174,25 @@ def deploy(
     as_json: bool = JsonOption,
 ) -> None:
     """Guarded deploy: lock, preflight, backup, install, migrate, switch, health, smoke, notify."""
+    from dhash_rollout.commands.monitor import _time_scale
     from dhash_rollout.deploy import DeployRequest
     from dhash_rollout.deploy import deploy as run_deploy
+    from dhash_rollout.environments import load_environment
+    from dhash_rollout.releases import parse_release_settings
     from dhash_rollout.rollback import execute as rollback_inside
     from dhash_rollout.runs.plan import render_plan
 
+    options = MonitorOptions(
+        monitor_source, prometheus_url, gates_config, view="quiet" if as_json else "auto"
+    )
+    scale = _time_scale(time_scale)
+    settings = (
+        parse_release_settings(release_setting, load_environment(env).name)
+        if release_setting
+        else None
+    )
+    if not no_monitor and not dry_run:
+        options.check(env)
     with contextlib.ExitStack() as stack:
         log_path = None if dry_run else stack.enter_context(_log_to_file("deploy", env))
         request = DeployRequest(
@@ -121,11 +203,14 @@ def deploy(
             no_monitor=no_monitor,
             smoke_timeout=smoke_timeout,
             log_path=log_path,
+            monitor_time_scale=scale,
+            release_settings=settings,
         )
         if initiator:
             request = replace(request, initiator=_one_line("--initiator", initiator))
+        monitor = None if no_monitor else deploy_monitor(options)
         result = run_deploy(
-            request, say=_printer(as_json), monitor=deploy_monitor(), rollback=rollback_inside
+            request, say=_printer(as_json), monitor=monitor, rollback=rollback_inside
         )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))

@@ -1,6 +1,8 @@
 """``GateMonitor``: the deploy's monitor phase (a :class:`DeployMonitor`), and ``dhash monitor``.
 
-Polls on the cadence from ``window_start`` (the switch), measures each gate from its source,
+Polls on the cadence from the moment it starts watching (right after the deploy's smoke tests;
+kept in the ledger, so a re-run keeps the same schedule) and counts every sample since
+``window_start`` (the switch) and none before it. Measures each gate from its source,
 folds it into the gate's state (:mod:`gates`), and appends every evaluation to the ledger and
 the log. It returns as soon as a gate fails (the controller rolls back), at the end of the
 window, or when the run asks it to stop (INTERRUPTED). Re-run for the same ``run_id`` it reads
@@ -102,11 +104,15 @@ class GateMonitor:
         gates_file: Path | None = None,
         view: str = "auto",
         out: TextIO | None = None,
+        on_poll: Callable[[float], None] | None = None,
     ) -> None:
         self.source_factory = source
         self.gates_file = gates_file
         self.view_kind = view
         self.out = out
+        # After each poll (its time): e.g. the escalation of unacknowledged alerts while the
+        # monitor is alive. Its failure is logged, never a reason to stop watching.
+        self.on_poll = on_poll
 
     def watch(self, request: MonitorRequest, events: MonitorEvents, clock: Clock) -> MonitorResult:
         path = request.gates_file or self.gates_file or DEFAULT_GATES_FILE
@@ -154,6 +160,7 @@ class _Run:
         self.config, self.gates, self.plan = config, gates, plan
         self.files, self.ledger = files, ledger
         self.source = monitor.source_factory(request, files)
+        self.on_poll = monitor.on_poll
         self.log = LogFile(files.log)
         title = f"dhash monitor {request.environment} {request.version}"
         self.view: MonitorView = make_view(monitor.view_kind, title, monitor.out)
@@ -164,6 +171,7 @@ class _Run:
         self.states = {name: GateState() for name in GateName}
         self.last: dict[GateName, Evaluation] = {}
         self.polls = 0
+        self.origin = request.window_start  # where the poll schedule starts (see _loop)
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -177,10 +185,18 @@ class _Run:
             self.source.close()
 
     def _loop(self) -> MonitorResult:
-        request, start = self.request, self.request.window_start
+        request = self.request
         resumed = self._resume()
-        if not resumed:
+        first = next(iter(self.ledger.of_kind("start")), None)
+        if first is None:
+            # The schedule runs from now: the phases after the switch (health, smoke) do not eat
+            # into the window, which matters when it is time-scaled; samples count from the
+            # switch all the same.
+            self.origin = max(request.window_start, self.clock.now())
             self._start_row()
+        else:
+            self.origin = float(first.get("schedule_start", request.window_start))
+        start = self.origin
         self.events.record(
             "monitor.started",
             {
@@ -188,6 +204,8 @@ class _Run:
                 "log": str(self.files.log),
                 "resumed": resumed,
                 "source": self.source.name,
+                "window_start": request.window_start,
+                "window_end": self.origin + self.plan.duration_s,
             },
         )
         if request.time_scale != 1:
@@ -219,7 +237,7 @@ class _Run:
         todo = [o for o in self.plan.offsets if not done or o > max(done) + 1e-9]
         if not resumed:
             return todo
-        now = self.clock.now() - self.request.window_start
+        now = self.clock.now() - self.origin
         past = [o for o in todo if o <= now]
         return past[-1:] + [o for o in todo if o > now]
 
@@ -266,6 +284,11 @@ class _Run:
                     f"{ev.gate.value} = {_show(ev.value)} > warn {ev.warn:g} "
                     f"(threshold {ev.threshold:g}) on {self.request.environment}",
                 )
+        if self.on_poll is not None:
+            try:
+                self.on_poll(at)
+            except Exception as exc:  # the hook's trouble is not the gates' trouble
+                self._say(f"after-poll hook failed: {exc!r}")
         return next((ev.gate for ev in evaluations if ev.status is Status.FAIL), None)
 
     def _measure(self, at: float, error: str | None) -> dict[GateName, Measurement]:
@@ -304,7 +327,8 @@ class _Run:
                 "previous_version": r.previous_version,
                 "base_url": r.base_url,
                 "window_start": r.window_start,
-                "window_end": r.window_start + self.plan.duration_s,
+                "schedule_start": self.origin,
+                "window_end": self.origin + self.plan.duration_s,
                 "duration_s": self.plan.duration_s,
                 "time_scale": r.time_scale,
                 "source": self.source.name,

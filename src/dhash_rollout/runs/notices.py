@@ -20,6 +20,7 @@ def notify(
     reason: str | None = None,
     trigger: str | None = None,
     phase: str | None = None,
+    resolves: str | None = None,
 ) -> dict[str, Any]:
     """Tell the environment's channels; delivery problems are reported, never raised."""
     try:
@@ -37,6 +38,7 @@ def notify(
             trigger=trigger,
             phase=phase,
             run_id=ctx.run_id,  # the key is run id and phase; alerts learn their run
+            resolves=resolves,  # an alert id, notice key or run id this notice closes
         )
         report = notifier.send(event)
     except DhashError as err:  # bad channel settings or event fields: the run goes on

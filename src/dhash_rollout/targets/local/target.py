@@ -33,6 +33,7 @@ from dhash_rollout.releases import (
     list_releases,
     normalize_version,
     read_release,
+    read_release_settings,
     release_path,
 )
 from dhash_rollout.targets import Activation, ProcessStatus, Progress, TargetStatus
@@ -135,12 +136,15 @@ class LocalTarget:
         return values
 
     def configure_slot(self, slot: str, release: Release, instance: str) -> None:
-        """Write ``slot``'s program for ``release`` and have supervisord load it."""
+        """Write ``slot``'s program for ``release`` and have supervisord load it. The release's
+        own settings (``settings.json``, ``dhash deploy --release-setting``) apply to it alone;
+        the environment's keys are never among them."""
+        environment = {**read_release_settings(release), **self.service_environment()}
         self.supervisor.write_program(
             slot,
             release,
             instance,
-            environment=self.service_environment(),
+            environment=environment,
             port=self.env.port,
             workers=self.workers,
             grace=self.grace,
