@@ -47,6 +47,7 @@ def test_a_pipe_gets_plain_lines_and_no_escape_codes() -> None:
         "figures:",
         "  failed requests            0",
         "  acknowledged ingests kept  1 of 1",
+        "outcome:",
         "  [ok  ] no failed request: 0 of 900 failed",
         "",
         "DEMO PASSED: the bad release was caught and rolled back, nothing lost",

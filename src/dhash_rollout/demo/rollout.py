@@ -353,7 +353,7 @@ class Demo:
         load = seen.load or LoadResult()
         kept = facts.acked_writes - facts.lost_writes
         rows = [
-            ("demo wall time", f"{time.monotonic() - self.started:.0f} s"),
+            ("demo wall time so far", f"{time.monotonic() - self.started:.0f} s"),
             ("requests during the whole run", str(facts.requests)),
             ("failed requests", str(facts.failed_requests)),
             ("acknowledged ingests kept", f"{kept} of {facts.acked_writes}"),

@@ -78,6 +78,7 @@ class PlainStory:
             self._line(f"  {key.ljust(width)}  {value}")
 
     def verdict(self, judgement: Judgement) -> None:
+        self._line("outcome:")
         for check in judgement.checks:
             mark = "ok  " if check.ok else "FAIL"
             self._line(f"  [{mark}] {check.name}: {check.detail}")
