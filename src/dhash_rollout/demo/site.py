@@ -146,15 +146,20 @@ class Site:
         )
         started = time.monotonic()
         lines: list[str] = []
-        proc = subprocess.Popen(
-            real,
-            cwd=self.base,
-            env=self.child_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-        )
+        try:
+            proc = subprocess.Popen(
+                real,
+                cwd=self.base,
+                env=self.child_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+            )
+        except OSError as exc:  # e.g. sha256sum missing: a failed step, told, not a traceback
+            line = f"cannot run {argv[0]}: {exc.strerror or exc}"
+            on_line(line)
+            return Command(tuple(argv), 127, (line,), time.monotonic() - started)
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
         try:
@@ -169,6 +174,8 @@ class Site:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
         return Command(tuple(argv), returncode, tuple(lines), time.monotonic() - started)
 
     def shutdown(self) -> None:
