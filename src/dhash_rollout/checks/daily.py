@@ -1,7 +1,8 @@
 """The guide's routine runbooks: the morning health check and the weekly backup verification.
 
-Daily: the service answers ``/health``, the newest backup is at most 24 hours old, and the
-filesystems holding ``logs/`` and ``backups/`` have room. Weekly: the newest seven backups of the
+Daily: the service answers ``/health``, the newest backup is at most 24 hours old, the
+filesystems holding ``logs/`` and ``backups/`` have room, and the last deploy's monitoring
+window was not cut short (``runs.verification``). Weekly: the newest seven backups of the
 environment verify end to end (outer SHA256 as ``sha256sum -c`` checks it, then the manifest and
 every member), which is stronger than the guide's checksum loop and reports each one.
 """
@@ -18,6 +19,7 @@ from dhash_rollout.checks.paths import backup_dir, log_dir, shown
 from dhash_rollout.checks.report import CheckReport, CheckRun
 from dhash_rollout.environments import Environment, api_token
 from dhash_rollout.runs.health import probe_health
+from dhash_rollout.runs.verification import PROBLEMS, last_deploy_verification
 from dhash_service.errors import CheckFailed
 
 MAX_BACKUP_AGE = timedelta(hours=24)
@@ -76,7 +78,18 @@ def run_daily(
     run.check(
         "disk space", lambda: check_disk_space([log_dir(workdir), backup_dir(workdir)], workdir)
     )
+    run.check("last deploy verified", lambda: check_last_deploy(env))
     return run.finish(log_path)
+
+
+def check_last_deploy(env: Environment) -> str:
+    """A deploy whose monitoring window was cut short is a problem to look at (nobody knows
+    whether the release is good); one made without monitoring, or rolled back by its gates,
+    is reported as it is, not as a failure."""
+    verification = last_deploy_verification(env)
+    if verification.state in PROBLEMS:
+        raise CheckFailed(verification.line)
+    return verification.line
 
 
 def run_weekly(

@@ -79,6 +79,7 @@ def deploy_monitor(options: MonitorOptions | None = None) -> DeployMonitor | Non
     """The post-deploy monitor the deploy runs after the switch: the quality gates over the new
     release's real metrics (:class:`dhash_rollout.monitor.deploy_guard.DeployGuard`), with the
     escalation of unacknowledged alerts on its polls. The deploy acts on its verdict."""
+    from dhash_rollout.commands.monitor import escalate_on_poll
     from dhash_rollout.monitor.deploy_guard import DeployGuard
     from dhash_rollout.monitor.runner import prometheus_source, scrape_source
 
@@ -89,17 +90,8 @@ def deploy_monitor(options: MonitorOptions | None = None) -> DeployMonitor | Non
         else scrape_source
     )
     return DeployGuard(
-        source=source, gates_file=options.gates_config, view=options.view, escalate=_escalate
+        source=source, gates_file=options.gates_config, view=options.view, escalate=escalate_on_poll
     )
-
-
-def _escalate(_at: float) -> None:
-    """``dhash notify escalate`` while the monitor is alive: page the levels now due."""
-    from dhash_rollout.notify.factory import build_escalator
-    from dhash_rollout.settings import ToolkitSettings
-
-    _, log_dir = ToolkitSettings.load().work_dirs(Path.cwd())
-    build_escalator(log_dir, strict=False).escalate_due()
 
 
 @contextlib.contextmanager
@@ -212,6 +204,10 @@ def deploy(
         result = run_deploy(
             request, say=_printer(as_json), monitor=monitor, rollback=rollback_inside
         )
+    if monitor is not None and result.run_id is not None:
+        from dhash_rollout.commands.monitor import mark_rollback
+
+        mark_rollback(load_environment(env), result.run_id)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
     elif dry_run:
@@ -334,13 +330,20 @@ def release_install(
 
 @release_app.command("status")
 def release_status(env: str = EnvOption, as_json: bool = JsonOption) -> None:
-    """Current and previous release, and the state of each process slot."""
-    status = _target(env).status()
+    """Current and previous release, the state of each process slot, and whether the last
+    deploy was verified by its monitoring window."""
+    from dhash_rollout.runs.verification import last_deploy_verification
+
+    target = _target(env)
+    status = target.status()
+    verification = last_deploy_verification(target.env)
     if as_json:
-        typer.echo(json.dumps(status.to_dict(), indent=2))
+        checked = {"state": verification.state, "line": verification.line}
+        typer.echo(json.dumps({**status.to_dict(), "verification": checked}, indent=2))
         return
     for line in _status_lines(status):
         typer.echo(line)
+    typer.echo(f"last deploy: {verification.line}")
 
 
 def _status_lines(status: Any) -> list[str]:

@@ -13,7 +13,7 @@ stopped; a run that already reached a verdict returns that verdict again without
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -47,6 +47,7 @@ from dhash_rollout.monitor.sources import (
 from dhash_rollout.monitor.view import LogFile, MonitorView, make_view, plain_line
 from dhash_rollout.notify.model import Severity
 from dhash_rollout.runs.monitoring import (
+    CUT_SHORT,
     Clock,
     GateEvidence,
     MonitorEvents,
@@ -118,11 +119,16 @@ class GateMonitor:
         path = request.gates_file or self.gates_file or DEFAULT_GATES_FILE
         config = load_gates_config(path, environment=request.environment)
         gates = config.for_environment(request.environment, path)
-        plan = plan_for(config, gates, request)
         files = files_for(
             request.log_dir, request.environment, request.window_start, request.run_id
         )
         ledger = Ledger.open(files.ledger)
+        started = next(iter(ledger.of_kind("start")), None)
+        if started is not None:  # a continuation keeps the schedule it began with
+            scale = float(started.get("time_scale", request.time_scale))
+            nominal = float(started.get("duration_s", 0.0)) * scale or request.duration_s
+            request = replace(request, time_scale=scale, duration_s=nominal)
+        plan = plan_for(config, gates, request)
         done = ledger.of_kind("verdict")
         if done and done[-1]["verdict"] != Verdict.INTERRUPTED.value:
             return _result_from(ledger, files)
@@ -213,6 +219,13 @@ class _Run:
                 f"time scale {request.time_scale:g}: the schedule runs "
                 f"{request.time_scale:g} times faster"
             )
+        if resumed and self.clock.now() > self.origin + self.plan.duration_s:
+            last = max(float(r["offset"]) for r in self.ledger.of_kind("poll"))
+            reason = (
+                f"{CUT_SHORT}: no monitor ran from t+{last:.0f}s to the end of the window "
+                f"(t+{self.plan.duration_s:.0f}s)"
+            )
+            return self._finish(Verdict.INCONCLUSIVE, reason, None)
         self.source.collect(self.clock.now())  # the baseline sample, before the first poll
         for offset in self._pending(resumed):
             if not self._wait_until(start + offset):
