@@ -10,7 +10,7 @@ LOCK_VENV := .venv-lock
 LOCK_FLAGS := --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
 	--no-emit-find-links --quiet -c requirements/pins.txt
 
-.PHONY: demo test test-full lint fmt lock lock-upgrade bench bench-hash bench-search bench-service bench-bounded bench-monitor bench-canary bench-backup bench-review serve system-deps clean
+.PHONY: demo demo-hash test test-full lint fmt lock lock-upgrade bench bench-hash bench-search bench-service bench-bounded bench-monitor bench-canary bench-backup bench-review serve system-deps clean
 
 $(STAMP): pyproject.toml requirements/dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,8 +35,13 @@ $(LOCK_VENV)/bin/pip-compile:
 system-deps:
 	@bash scripts/dev/system-deps.sh
 
+# The guarded rollout that catches a bad release (about three minutes); demo-hash: hashing and
+# matching a generated image set through a real dhash serve.
 demo: $(STAMP) system-deps
 	$(BIN)/python -m dhash_rollout.demo
+
+demo-hash: $(STAMP)
+	$(BIN)/python -m dhash_rollout.demo.hashing
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
