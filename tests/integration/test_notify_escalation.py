@@ -394,6 +394,28 @@ def test_a_rollback_that_completes_resolves_the_alert_its_own_run_raised(
     assert (status.alert.state, status.alert.resolved_by) == ("resolved", "rollback notice")
 
 
+def test_a_completed_rollback_resolves_the_deploys_alert_and_its_own(
+    notifier: Notifier, clock: FakeClock, receiver: WebhookReceiver, smtp: SmtpServer
+) -> None:
+    deploy = "deploy-20261202T030000Z-ee05"
+    run = "rollback-20261202T031500Z-ee06"
+    notifier.send(rollback(run_id=deploy, kind="deploy", phase="failed"))  # the failed deploy
+    notifier.send(rollback(run_id=run))  # the rollback's own start notice
+    clock.advance(3)
+    done = rollback(
+        run_id=run, phase="rolled_back", severity=Severity.WARN, message="Rolled back",
+        resolves=deploy,
+    )  # fmt: skip
+    notifier.send(done)
+    clock.advance(20 * 60)
+
+    assert escalator_of(notifier).escalate_due().sent == ()  # nobody paged at L2
+    states = {
+        s.alert.run_id: s.alert.state for s in escalator_of(notifier).status(include_resolved=True)
+    }
+    assert states == {deploy: "resolved", run: "resolved"}
+
+
 def test_a_rollback_runs_notices_page_l1_then_resolve_when_it_completes(
     settings: dict[str, str], tmp_path: Path, receiver: WebhookReceiver, smtp: SmtpServer
 ) -> None:

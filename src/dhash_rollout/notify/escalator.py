@@ -196,9 +196,9 @@ class Escalator:
         notice says it resolves."""
         try:
             by = event.initiator or f"{event.kind} notice"
-            if event.resolves:
+            if event.resolves:  # e.g. a rollback closing the alert of the deploy it undid
                 self.resolve(event.resolves, by=by, seconds=seconds_left)
-            elif event.run_id and is_recovery(event):  # the run's own alerts are over
+            if event.run_id and is_recovery(event):  # the run's own alerts are over
                 self.resolve(event.run_id, by=by, seconds=seconds_left)
             alert_id = event.fields.get("Alert")
             if alert_id and seconds_left >= _MIN_INLINE_SECONDS:

@@ -630,7 +630,9 @@ class _RollbackRunner:
         say(f"    {was or 'the current release'} serves again on the database it had")
         return f"the database that served was put back and {was or 'the release'} serves again"
 
-    def _notice(self, kind: str, text: str, severity: str, phase: str) -> dict[str, Any]:
+    def _notice(
+        self, kind: str, text: str, severity: str, phase: str, resolves: str | None = None
+    ) -> dict[str, Any]:
         return notify(
             self.ctx,
             kind,
@@ -641,6 +643,7 @@ class _RollbackRunner:
             reason=self.facts.reason,
             trigger=self.facts.trigger,
             phase=phase,
+            resolves=resolves,
         )
 
     def _lock(self, _step: Step, detail: dict[str, Any]) -> None:
@@ -749,5 +752,12 @@ class _RollbackRunner:
             extra += f"; NOT carried over: {what} (the live rows: {self.rows_file})"
             severity = "ERROR"
         text = f"Rolled {self.ctx.env.name} back to {self.facts.target_version}{extra}"
-        # "rolled_back", not "complete": that one reads "Deployment succeeded"
-        detail.update(self._notice("rollback", text, severity, "rolled_back"))
+        # "rolled_back", not "complete": that one reads "Deployment succeeded". It resolves the
+        # alerts of the deploy that put the release rolled back from in service (issue 18).
+        undone = (
+            _deploy_that_made(self.ctx.journal, self.facts.current_version)
+            if self.facts.current_version
+            else None
+        )
+        resolves = undone.deploy_id if undone is not None else None
+        detail.update(self._notice("rollback", text, severity, "rolled_back", resolves))
