@@ -10,7 +10,7 @@ LOCK_VENV := .venv-lock
 LOCK_FLAGS := --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
 	--no-emit-find-links --quiet -c requirements/pins.txt
 
-.PHONY: demo demo-hash test test-full lint fmt lock lock-upgrade bench bench-hash bench-search bench-service bench-bounded bench-monitor bench-backup serve system-deps clean
+.PHONY: demo demo-hash test test-full lint fmt lock lock-upgrade bench bench-hash bench-search bench-service bench-bounded bench-monitor bench-monitor-recovery bench-backup serve system-deps clean
 
 $(STAMP): pyproject.toml requirements/dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -83,6 +83,9 @@ bench-backup: $(STAMP) system-deps
 
 bench-monitor: $(STAMP) system-deps
 	$(BIN)/python bench/bench_monitor.py
+
+bench-monitor-recovery: $(STAMP)
+	$(BIN)/python bench/bench_monitor.py --recovery
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
