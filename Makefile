@@ -10,7 +10,7 @@ LOCK_VENV := .venv-lock
 LOCK_FLAGS := --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
 	--no-emit-find-links --quiet -c requirements/pins.txt
 
-.PHONY: demo demo-hash test test-full lint fmt lock lock-upgrade bench bench-hash bench-search bench-service bench-bounded bench-monitor bench-canary bench-backup bench-review serve system-deps clean
+.PHONY: demo demo-hash test test-full lint fmt lock lock-upgrade bench serve system-deps clean
 
 $(STAMP): pyproject.toml requirements/dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -75,29 +75,41 @@ serve: $(STAMP)
 
 bench: bench-hash bench-search bench-service bench-backup
 
+.PHONY: bench-hash
 bench-hash: $(STAMP)
 	$(BIN)/python bench/bench_hash.py
 
+.PHONY: bench-search
 bench-search: $(STAMP)
 	$(BIN)/python bench/bench_search.py
 
+.PHONY: bench-service
 bench-service: $(STAMP)
 	$(BIN)/python bench/bench_service.py
 
+.PHONY: bench-bounded
 bench-bounded: $(STAMP)
 	$(BIN)/python bench/bench_bounded.py
 
+.PHONY: bench-review
 bench-review: $(STAMP) system-deps
 	$(BIN)/python bench/bench_review.py
 
+.PHONY: bench-backup
 bench-backup: $(STAMP) system-deps
 	$(BIN)/python bench/bench_backup.py
 
+.PHONY: bench-monitor
 bench-monitor: $(STAMP) system-deps
 	$(BIN)/python bench/bench_monitor.py
 
+.PHONY: bench-canary
 bench-canary: $(STAMP)
 	nice -n 10 $(BIN)/python bench/bench_canary.py
+
+.PHONY: bench-monitor-recovery
+bench-monitor-recovery: $(STAMP)
+	$(BIN)/python bench/bench_monitor.py --recovery
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -12,8 +12,8 @@ load generator), with the service's fault-injection settings making each release
 3. the cost of one poll: scrape + evaluate (ms), beside the same queries answered by Debian's
    Prometheus scraping the same service (the anchor), medians and ratio.
 
-The rollback itself is the controller's (not run here): "old release healthy again" is not
-measured by this benchmark.
+The rollback itself is the controller's: ``--recovery`` (``bench/bench_recovery.py``) measures
+the whole guarded deploy on a real site, from the fault starting to the old release healthy.
 """
 
 from __future__ import annotations
@@ -160,6 +160,9 @@ def poll_cost(tmp: Path) -> dict[str, float]:
 
 
 def main() -> None:
+    if "--recovery" in sys.argv[1:]:
+        recovery_main()
+        return
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-monitor-") as raw:
         tmp = Path(raw)
@@ -181,6 +184,28 @@ def main() -> None:
         print(
             f"| {row['gate']} | {row['verdict']} ({row['failed_gate']}) | {row['polls']} | "
             f"{row['scaled_s']} | {row['production_s']} | {row['fake_clock_polls']} |"
+        )
+
+
+def recovery_main() -> None:
+    """``--recovery``: fault start to the old release healthy again, per gate (a real site)."""
+    from bench.bench_recovery import SCALE, recovery
+
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-recovery-") as raw:
+        rows = recovery(Path(raw))
+    print(json.dumps({"time_scale": SCALE, "recovery": rows,
+                      "seconds": round(time.monotonic() - began, 1)}, indent=2))  # fmt: skip
+    print()
+    print("| gate | caught by | fail poll | detect s | healthy again s | rollback s | "
+          "production: detect s / healthy s |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['gate']} | {r['caught_by']} | {r.get('fail_poll', '-')} | "
+            f"{r.get('detect_s', '-')} | {r.get('healthy_again_s', '-')} | "
+            f"{r.get('rollback_to_healthy_s', '-')} | {r.get('production_detect_s', '-')} / "
+            f"{r.get('production_healthy_s', '-')} |"
         )
 
 

@@ -68,13 +68,14 @@ def describe(run: RunState | None, *, monitor_alive: bool) -> Verification:
         return Verification("failed", f"{name}: quality gates failed ({reason})")
     if verdict == "inconclusive":
         return Verification("inconclusive", f"{name}: monitoring inconclusive ({reason})")
-    if not run.finished and status == "started":
+    switched = run.status_of(Phase.ACTIVATE) == "done"
+    if not run.finished and (status == "started" or switched):
         if monitor_alive:
             return Verification("watching", f"{name}: monitoring in progress")
         resume = f"dhash monitor --env {run.params.get('env', 'ENV')}"
         return Verification("interrupted", f"{name}: {CUT_SHORT} (resume: {resume})")
     if not run.finished:
-        where = run.interrupted_phase or "before its monitor phase"
+        where = run.interrupted_phase or "a phase"
         alive = "in progress" if monitor_alive else f"interrupted in {where}"
         return Verification("none", f"{name}: {alive} — not verified")
     return Verification("none", f"{name}: {run.outcome or 'unfinished'} — not verified")
