@@ -11,7 +11,8 @@ command -v pdftoppm >/dev/null || need+=(poppler-utils)
 command -v ip >/dev/null || need+=(iproute2)
 # The monitor's tests check the PromQL math with promtool and run a real Prometheus server.
 command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
-[ "${DHASH_NEED_CHROMIUM:-0}" = 1 ] && ! command -v chromium >/dev/null && need+=(chromium)
+# The review console's browser tests drive Debian's chromium through its driver package.
+{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || need+=(chromium chromium-driver)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

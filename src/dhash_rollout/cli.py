@@ -30,6 +30,8 @@ COMMAND_MODULES: list[str] = [
     "dhash_rollout.commands.service",
     "dhash_rollout.commands.checks",
     "dhash_rollout.commands.monitor",
+    "dhash_rollout.commands.review",
+    "dhash_rollout.commands.canary",
 ]
 
 

@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     max_items: int = 2000
     max_decoded_pixels: int = 256_000_000
     pdf_render_max_side: int = 1024
+    thumbnail_side: int = 256
+
+    # --- review console (docs/review.md) -------------------------------------------------------
+    # "name:token" pairs: each reviewer logs in to /login with their name and token.
+    reviewer_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    review_session_seconds: float = Field(default=8 * 3600.0, gt=0, le=30 * 86400)
+    review_claim_seconds: float = Field(default=300.0, gt=0, le=86400)
 
     # --- fault injection: really bad releases for the monitor's tests (dhash_service.faults) ---
     fault_hash_latency_seconds: float = Field(default=0.0, ge=0, le=60)
@@ -103,7 +110,12 @@ class Settings(BaseSettings):
         return allow
 
     @field_validator(
-        "api_tokens", "api_read_tokens", "api_write_tokens", "api_review_tokens", mode="before"
+        "api_tokens",
+        "api_read_tokens",
+        "api_write_tokens",
+        "api_review_tokens",
+        "reviewer_tokens",
+        mode="before",
     )
     @classmethod
     def _split_tokens(cls, value: Any) -> Any:
@@ -119,6 +131,7 @@ class Settings(BaseSettings):
             *self.api_read_tokens,
             *self.api_write_tokens,
             *self.api_review_tokens,
+            *(entry.partition(":")[2] for entry in self.reviewer_tokens),
         ]
 
     @property

@@ -22,6 +22,7 @@ from dhash_service.extraction import ExtractedImage, ItemFailure, Limits, extrac
 from dhash_service.extraction.images import DECODE_ERRORS
 from dhash_service.extraction.limits import RequestBudget
 from dhash_service.hashing import ImageHash, algorithm_spec, hash_image
+from dhash_service.thumbnails import MAX_THUMBNAIL_BYTES_PER_INPUT, Thumbnail, thumbnail_of
 
 
 @dataclass
@@ -32,6 +33,7 @@ class HashedItem:
     height: int
     hash: ImageHash
     seconds: float  # wall time spent on this item: extraction share, decoding and hashing
+    thumbnail: Thumbnail | None = None  # made after the hash, from the same decoded image
 
 
 @dataclass
@@ -58,12 +60,16 @@ def digest(
     algorithm_spec(algorithm)  # refuse an unknown algorithm before any decoding
     extraction = extract(data, filename=filename, limits=limits, request=request)
     result = DigestResult(extraction.input_kind, failures=list(extraction.failures))
+    previews = 0  # bytes of thumbnails kept for this input: bounded like everything else
     try:
         for item in extraction.items:
             try:
                 if request is not None:
                     request.check()
-                result.items.append(_hash_item(item, algorithm))
+                side = limits.thumbnail_side if previews < MAX_THUMBNAIL_BYTES_PER_INPUT else 0
+                hashed = _hash_item(item, algorithm, side)
+                previews += len(hashed.thumbnail.data) if hashed.thumbnail else 0
+                result.items.append(hashed)
             except (TimeBudgetExceeded, ClientDisconnected) as err:
                 if request is not None and (request.cancelled.is_set() or request.remaining < 0):
                     raise  # the request's budget, not the item's: the whole input is refused
@@ -80,7 +86,7 @@ def digest(
     return result
 
 
-def _hash_item(item: ExtractedImage, algorithm: str) -> HashedItem:
+def _hash_item(item: ExtractedImage, algorithm: str, thumbnail_side: int = 0) -> HashedItem:
     width, height = item.image.size  # before a fast hash reduces the JPEG on load
     what = item.locator or "image"
     try:
@@ -92,6 +98,10 @@ def _hash_item(item: ExtractedImage, algorithm: str) -> HashedItem:
     except DECODE_ERRORS as exc:
         raise CorruptInput(f"{what} cannot be decoded: {exc or type(exc).__name__}") from None
     item.budget.check()
+    try:
+        preview = thumbnail_of(item.image, thumbnail_side)
+    except (OSError, ValueError):
+        preview = None  # the hash is what matters; a preview that cannot be made is left out
     return HashedItem(
         locator=item.locator,
         kind=item.kind,
@@ -99,6 +109,7 @@ def _hash_item(item: ExtractedImage, algorithm: str) -> HashedItem:
         height=height,
         hash=image_hash,
         seconds=item.budget.spent,
+        thumbnail=preview,
     )
 
 

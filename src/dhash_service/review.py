@@ -7,6 +7,7 @@ not. The queue length is read from the store, so every worker reports the same n
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal, cast
 
 from dhash_service.errors import InputError
@@ -59,8 +60,19 @@ class ReviewQueue:
     def get(self, item_id: int) -> ReviewItemOut:
         return review_out(self._repository.get_review(item_id))
 
-    def resolve(self, item_id: int, action: str, reviewer: str) -> ReviewItemOut:
-        """Raises NotFound for an unknown id and Conflict when it was already resolved."""
+    def resolve(
+        self,
+        item_id: int,
+        action: str,
+        reviewer: str,
+        *,
+        via: str = "api",
+        claimant: str | None = None,
+        now: datetime | None = None,
+    ) -> ReviewItemOut:
+        """Raises NotFound for an unknown id and Conflict when it was already resolved (or, with
+        ``claimant``, when another reviewer holds a live claim on it). The one audited path
+        every decision takes: API, console, bulk and import."""
         if action not in ACTIONS:
             raise InputError(
                 f"action must be one of {', '.join(ACTIONS)}, got {action!r}",
@@ -69,7 +81,11 @@ class ReviewQueue:
         name = reviewer.strip()
         if not name or len(name) > MAX_REVIEWER_LENGTH:
             raise InputError(f"reviewer must be 1..{MAX_REVIEWER_LENGTH} characters")
-        return review_out(self._repository.resolve_review(item_id, action, name))
+        return review_out(
+            self._repository.resolve_review(
+                item_id, action, name, via=via, claimant=claimant, now=now
+            )
+        )
 
     def pending_count(self) -> int:
         return self._repository.count_reviews("pending")

@@ -13,7 +13,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Literal, cast
 
 from alembic.script import ScriptDirectory
@@ -39,6 +39,7 @@ from dhash_service.matching import (
     decide,
 )
 from dhash_service.review import ReviewQueue
+from dhash_service.review_desk import ReviewDesk
 from dhash_service.sandbox import DecoderPool, isolated_kind
 from dhash_service.sandbox.pool import ChildLimits
 from dhash_service.schemas import (
@@ -53,6 +54,7 @@ from dhash_service.schemas import (
     ReviewItemOut,
 )
 from dhash_service.store import schema
+from dhash_service.store.console import ConsoleStore
 from dhash_service.store.repository import (
     ContentRecord,
     DuplicateContent,
@@ -61,10 +63,12 @@ from dhash_service.store.repository import (
     NewImage,
     NewMatch,
     NewReview,
+    NewThumbnail,
     Repository,
     SavedContent,
     StoredHash,
 )
+from dhash_service.thumbnails import Thumbnail
 
 log = get_logger(__name__)
 
@@ -131,6 +135,7 @@ class DhashService:
         self._auto_migrate = resolve_auto_migrate(settings)
         self._repository: Repository | None = None
         self._reviews: ReviewQueue | None = None
+        self._desk: ReviewDesk | None = None
         self._head = schema.head_revision()
         self._known_revisions = {
             r.revision for r in ScriptDirectory(str(schema.MIGRATIONS_DIR)).walk_revisions()
@@ -162,6 +167,13 @@ class DhashService:
         engine = schema.create_engine_for(self.settings.effective_database_url)
         self._repository = Repository(engine)
         self._reviews = ReviewQueue(self._repository)
+        self._desk = ReviewDesk(
+            self._reviews,
+            self._repository,
+            ConsoleStore(engine),
+            algorithm=self.algorithm,
+            claim_seconds=self.settings.review_claim_seconds,
+        )
         if self.settings.decoder_processes > 0 and self.decoders is None:
             self.decoders = DecoderPool(
                 self.settings.decoder_processes,
@@ -398,7 +410,14 @@ class DhashService:
             source=storable_text(source) if source is not None else None,
             failures=[f.model_dump() for f in failures],
             images=[
-                self._decide_item(item.hash, item.locator, item.kind, item.width, item.height)
+                self._decide_item(
+                    item.hash,
+                    item.locator,
+                    item.kind,
+                    item.width,
+                    item.height,
+                    thumbnail=item.thumbnail,
+                )
                 for item in result.items
             ],
             library=library,
@@ -464,7 +483,14 @@ class DhashService:
         )
 
     def _decide_item(
-        self, image_hash: ImageHash, locator: str, kind: str, width: int, height: int
+        self,
+        image_hash: ImageHash,
+        locator: str,
+        kind: str,
+        width: int,
+        height: int,
+        *,
+        thumbnail: Thumbnail | None = None,
     ) -> NewImage:
         neighbors = self.index.search(
             image_hash.value, self.thresholds.review, limit=CANDIDATES_CONSIDERED
@@ -491,6 +517,11 @@ class DhashService:
             confidence=decision.confidence,
             matches=self._matches_to_store(decision, image_hash.low_information),
             review=self._review_to_store(decision),
+            thumbnail=None
+            if thumbnail is None
+            else NewThumbnail(
+                thumbnail.data, thumbnail.width, thumbnail.height, thumbnail.media_type
+            ),
         )
 
     def _matches_to_store(self, decision: Decision, low_information: bool) -> list[NewMatch]:
@@ -659,10 +690,26 @@ class DhashService:
             return self._queue.get(item_id)
 
     def resolve_review(
-        self, item_id: int, action: Literal["confirm", "reject"], reviewer: str
+        self,
+        item_id: int,
+        action: Literal["confirm", "reject"],
+        reviewer: str,
+        *,
+        via: str = "api",
     ) -> ReviewItemOut:
         with self._store_errors():
-            return self._queue.resolve(item_id, action, reviewer)
+            return self._queue.resolve(item_id, action, reviewer, via=via)
+
+    @property
+    def desk(self) -> ReviewDesk:
+        """The review console's use cases (``review_desk``); decisions take the path above."""
+        if self._desk is None:
+            raise Unavailable("the service has not been started")
+        return self._desk
+
+    def store_errors(self) -> AbstractContextManager[None]:
+        """``with service.store_errors():`` turns a store that is down into a 503 (console)."""
+        return self._store_errors()
 
     def review_queue_length(self) -> int:
         with self._store_errors():

@@ -30,6 +30,9 @@ def serve(
             "DHASH_API_REVIEW_TOKENS": settings.api_review_tokens,
         }
     )
+    from dhash_service.api.reviewers import ReviewerAccounts
+
+    ReviewerAccounts(settings.reviewer_tokens)  # a malformed DHASH_REVIEWER_TOKENS stops here
     run_server(settings, host=host, port=port, workers=workers)
 
 

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
 from dhash_service import __version__, faults
-from dhash_service.api import probes, v1
+from dhash_service.api import console, probes, v1
 from dhash_service.api.admission import Admission
 from dhash_service.api.auth import READ, REVIEW, WRITE, TokenAuth
 from dhash_service.api.bodies import BodyLimitsMiddleware
@@ -24,6 +24,7 @@ from dhash_service.api.deps import AppContext, app_context
 from dhash_service.api.errors import install_error_handlers
 from dhash_service.api.lifecycle import Lifecycle
 from dhash_service.api.middleware import RequestContextMiddleware
+from dhash_service.api.reviewers import ReviewerAccounts
 from dhash_service.config import Settings
 from dhash_service.errors import ConfigError
 from dhash_service.logs import get_logger, redactor
@@ -108,11 +109,12 @@ def create_app(
             },
         ),
         admission=admission_for(settings),
+        reviewers=ReviewerAccounts(settings.reviewer_tokens),
     )
     install_error_handlers(app)
     app.include_router(probes.router)
     app.include_router(v1.router)
-    # The review UI (server-rendered pages under /review) will be one more router here.
+    console.install(app)  # the review console: /login, /review (docs/review.md)
     app.add_middleware(
         BodyLimitsMiddleware,
         max_json_bytes=settings.max_json_bytes,

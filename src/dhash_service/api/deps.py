@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fastapi import Depends
@@ -14,6 +14,7 @@ from starlette.requests import HTTPConnection
 from dhash_service.api.admission import Admission
 from dhash_service.api.auth import READ, REVIEW, WRITE, Principal, TokenAuth, bearer_scheme
 from dhash_service.api.lifecycle import Lifecycle
+from dhash_service.api.reviewers import ReviewerAccounts
 from dhash_service.config import Settings
 from dhash_service.metrics import ServiceMetrics
 
@@ -32,6 +33,8 @@ class AppContext:
     # lanes: decoding is CPU and memory bound, so more at once only slows each down and
     # multiplies peak memory (``dhash_service.api.admission``).
     admission: Admission
+    # The review console's accounts (``DHASH_REVIEWER_TOKENS``); none: nobody can log in.
+    reviewers: ReviewerAccounts = field(default_factory=lambda: ReviewerAccounts(()))
 
 
 def app_context(source: HTTPConnection | Starlette) -> AppContext:

@@ -42,15 +42,25 @@ class Limits:
     max_archive_uncompressed_bytes: int = 512 * 1024 * 1024
     max_nesting: int = 2
     item_time_budget_seconds: float = 10.0
+    # Long side of the preview kept of each image (``dhash_service.thumbnails``); 0: none.
+    thumbnail_side: int = 256
 
     def __post_init__(self) -> None:
         for field in fields(self):
             value = getattr(self, field.name)
             # A zero frame step means "first frame only"; a zero time budget is allowed so that
             # exceeding it can be tested deterministically. Everything else must be positive.
-            allows_zero = field.name in ("animation_frame_step", "item_time_budget_seconds")
+            allows_zero = field.name in (
+                "animation_frame_step",
+                "item_time_budget_seconds",
+                "thumbnail_side",
+            )
             if value < 0 or (value == 0 and not allows_zero):
                 raise ConfigError(f"limit {field.name} must be positive, got {value}")
+        if self.thumbnail_side and not 32 <= self.thumbnail_side <= 1024:
+            raise ConfigError(
+                f"thumbnail_side must be 0 (off) or 32..1024 pixels, got {self.thumbnail_side}"
+            )
         pillow_ceiling = Image.MAX_IMAGE_PIXELS
         if pillow_ceiling is not None and self.max_image_pixels > pillow_ceiling:
             # Pillow warns (and we make that warning an error) above its own ceiling, so a higher

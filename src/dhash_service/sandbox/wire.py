@@ -8,6 +8,7 @@ worker never unpickles what a process that parsed hostile input wrote.
 
 from __future__ import annotations
 
+import base64
 import json
 import struct
 from dataclasses import asdict
@@ -17,6 +18,7 @@ from dhash_service import errors
 from dhash_service.digest import DigestResult, HashedItem
 from dhash_service.extraction import ItemFailure, Limits
 from dhash_service.hashing import ImageHash
+from dhash_service.thumbnails import MAX_THUMBNAIL_BYTES, Thumbnail
 
 _LENGTH = struct.Struct(">I")
 
@@ -92,6 +94,7 @@ def result_to_json(result: DigestResult) -> bytes:
                 "bits": item.hash.bits,
                 "low_information": item.hash.low_information,
                 "seconds": item.seconds,
+                "thumbnail": _thumbnail_to_json(item.thumbnail),
             }
             for item in result.items
         ],
@@ -127,6 +130,7 @@ def reply_from_json(payload: bytes) -> DigestResult:
                     low_information=bool(item["low_information"]),
                 ),
                 seconds=float(item["seconds"]),
+                thumbnail=_thumbnail_from_json(item.get("thumbnail")),
             )
             for item in result["items"]
         ],
@@ -134,3 +138,23 @@ def reply_from_json(payload: bytes) -> DigestResult:
             ItemFailure(str(f["locator"]), error_from_json(f["error"])) for f in result["failures"]
         ],
     )
+
+
+def _thumbnail_to_json(thumbnail: Thumbnail | None) -> dict[str, Any] | None:
+    if thumbnail is None:
+        return None
+    return {
+        "data": base64.b64encode(thumbnail.data).decode("ascii"),
+        "width": thumbnail.width,
+        "height": thumbnail.height,
+        "media_type": thumbnail.media_type,
+    }
+
+
+def _thumbnail_from_json(body: Any) -> Thumbnail | None:
+    if not isinstance(body, dict):
+        return None
+    data = base64.b64decode(str(body["data"]))
+    if len(data) > MAX_THUMBNAIL_BYTES:
+        return None  # the child is not trusted to keep the bound
+    return Thumbnail(data, int(body["width"]), int(body["height"]), str(body["media_type"]))

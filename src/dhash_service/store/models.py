@@ -191,3 +191,56 @@ class AuditEvent(Base):
     subject_type: Mapped[str] = mapped_column(String(32))
     subject_id: Mapped[int] = mapped_column(BigInteger)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Thumbnail(Base):
+    """A small preview of an image, made at ingest (``dhash_service.thumbnails``)."""
+
+    __tablename__ = "thumbnails"
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    media_type: Mapped[str] = mapped_column(String(32))
+    width: Mapped[int] = mapped_column(SmallInteger)
+    height: Mapped[int] = mapped_column(SmallInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ReviewClaim(Base):
+    """Who is looking at a review item, until when: no two reviewers get the same item."""
+
+    __tablename__ = "review_claims"
+    __table_args__ = (Index("ix_review_claims_reviewer", "reviewer"),)
+
+    review_id: Mapped[int] = mapped_column(
+        ForeignKey("review_items.id", ondelete="CASCADE"), primary_key=True
+    )
+    reviewer: Mapped[str] = mapped_column(String(256))
+    claimed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ReviewSkip(Base):
+    """A reviewer passed on an item: it is not offered to them again (others still get it)."""
+
+    __tablename__ = "review_skips"
+
+    review_id: Mapped[int] = mapped_column(
+        ForeignKey("review_items.id", ondelete="CASCADE"), primary_key=True
+    )
+    reviewer: Mapped[str] = mapped_column(String(256), primary_key=True)
+    skipped_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ReviewerSession(Base):
+    """A console login: the sha256 of the session cookie (never the cookie), its CSRF token."""
+
+    __tablename__ = "reviewer_sessions"
+    __table_args__ = (Index("ix_reviewer_sessions_expires_at", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reviewer: Mapped[str] = mapped_column(String(256))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)

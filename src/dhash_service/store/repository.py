@@ -29,7 +29,9 @@ from dhash_service.store.models import (
     ImageHashRow,
     LibraryMember,
     Match,
+    ReviewClaim,
     ReviewItem,
+    Thumbnail,
     from_signed64,
     to_signed64,
     utcnow,
@@ -43,6 +45,8 @@ library = cast(sa.Table, LibraryMember.__table__)
 matches = cast(sa.Table, Match.__table__)
 reviews = cast(sa.Table, ReviewItem.__table__)
 audit = cast(sa.Table, AuditEvent.__table__)
+thumbnails = cast(sa.Table, Thumbnail.__table__)
+claims = cast(sa.Table, ReviewClaim.__table__)
 
 # The statements of the ingest path, built once. SQLAlchemy memoizes a statement object's cache
 # key, so a prebuilt statement executed with parameters skips both the construction and the
@@ -63,6 +67,7 @@ _INSERT_MATCHES = sa.insert(matches)
 _INSERT_REVIEW = sa.insert(reviews).returning(reviews.c.id)
 _INSERT_AUDIT = sa.insert(audit)
 _INSERT_MEMBERS = sa.insert(library)
+_INSERT_THUMBNAIL = sa.insert(thumbnails)
 
 
 # --- values going in -------------------------------------------------------------------------
@@ -101,6 +106,14 @@ class NewReview:
 
 
 @dataclass(frozen=True)
+class NewThumbnail:
+    data: bytes
+    width: int
+    height: int
+    media_type: str
+
+
+@dataclass(frozen=True)
 class NewImage:
     locator: str
     kind: str
@@ -111,6 +124,7 @@ class NewImage:
     confidence: float
     matches: Sequence[NewMatch] = ()
     review: NewReview | None = None
+    thumbnail: NewThumbnail | None = None
 
 
 @dataclass(frozen=True)
@@ -403,6 +417,17 @@ class Repository:
                     for m in image.matches
                 ],
             )
+        if image.thumbnail is not None:
+            connection.execute(
+                _INSERT_THUMBNAIL,
+                {
+                    "image_id": image_id,
+                    "media_type": image.thumbnail.media_type,
+                    "width": image.thumbnail.width,
+                    "height": image.thumbnail.height,
+                    "data": image.thumbnail.data,
+                },
+            )
         review_id = None
         if image.review is not None:
             review_id = int(
@@ -546,6 +571,11 @@ class Repository:
             failures=list(head.failures),
             images=[self._image_record(r, by_image.get(r.id)) for r in rows],
         )
+
+    def stored_matches(self, image_id: int, algorithm: str) -> list[MatchRecord]:
+        """The library images stored as an image's nearest candidates, nearest first."""
+        with self._read() as connection:
+            return self._stored_matches(connection, [image_id], algorithm).get(image_id, [])
 
     def _stored_matches(
         self, connection: sa.Connection, image_ids: list[int], algorithm: str
@@ -712,10 +742,37 @@ class Repository:
                 ).scalar_one()
             )
 
-    def resolve_review(self, item_id: int, action: str, reviewer: str) -> ReviewRecord:
-        """pending → confirmed/rejected, once; a second resolution is a Conflict."""
+    def resolve_review(
+        self,
+        item_id: int,
+        action: str,
+        reviewer: str,
+        *,
+        via: str = "api",
+        claimant: str | None = None,
+        now: datetime | None = None,
+    ) -> ReviewRecord:
+        """pending → confirmed/rejected, once; a second resolution is a Conflict.
+
+        The audit event says ``via`` which door the decision came in (``api``, ``console``,
+        ``bulk``, ``import``). With ``claimant`` (the console) an item another reviewer holds a
+        live claim on is a Conflict too; any claim on the item ends with its decision.
+        """
         status = _REVIEW_ACTIONS[action]
         with self._write() as connection:
+            if claimant is not None:
+                holder = connection.execute(
+                    sa.select(claims.c.reviewer).where(
+                        (claims.c.review_id == item_id)
+                        & (claims.c.expires_at > (now or utcnow()))
+                        & (claims.c.reviewer != claimant)
+                    )
+                ).scalar_one_or_none()
+                if holder is not None:
+                    raise Conflict(
+                        f"review item {item_id} is claimed by {holder}",
+                        detail={"review_id": item_id, "claimed_by": holder},
+                    )
             updated = connection.execute(
                 sa.update(reviews)
                 .where((reviews.c.id == item_id) & (reviews.c.status == "pending"))
@@ -739,8 +796,9 @@ class Repository:
                 action=f"review_{action}",
                 subject_type="review_item",
                 subject_id=item_id,
-                detail={"status": status},
+                detail={"status": status, "via": via},
             )
+            connection.execute(sa.delete(claims).where(claims.c.review_id == item_id))
         return self.get_review(item_id)
 
     def audit_events(self, subject_type: str, subject_id: int) -> list[dict[str, Any]]:
