@@ -446,16 +446,23 @@ class DhashService:
         self, new: NewContent, saved: SavedContent, failures: list[FailureOut]
     ) -> IngestReport:
         """The answer to a first ingest, from what was just written (the same as reading it back,
-        which a duplicate does: ``tests/integration/test_ingest_report.py`` holds them equal)."""
+        which a duplicate does; ``test_the_first_answer_is_what_the_store_answers_for_the_same_
+        bytes`` in tests/integration/test_service.py holds them equal)."""
         digits = self.bits // 4
         items = []
         for image, ids in zip(new.images, saved.images, strict=True):
             matches = []
             for m in image.matches:
-                ref = saved.refs[m.library_image_id]
+                ref = saved.refs.get(m.library_image_id)  # always there: the FK was just checked
                 value = "" if m.library_hash is None else f"{m.library_hash:0{digits}x}"
                 matches.append(
-                    _match_out(m.library_image_id, m.distance, value, ref.source, ref.locator)
+                    _match_out(
+                        m.library_image_id,
+                        m.distance,
+                        value,
+                        ref.source if ref else None,
+                        ref.locator if ref else None,
+                    )
                 )
             items.append(
                 ItemOut(

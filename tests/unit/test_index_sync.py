@@ -84,3 +84,19 @@ def test_a_library_restored_to_an_earlier_state_is_reloaded_not_trusted() -> Non
     assert sync.reloads == 1
     assert sorted(sync.index.search(0, 64).ids.tolist()) == [1, 2, 77]
     assert sync.watermark == 3
+
+
+def test_a_poll_told_the_newest_id_skips_the_fetch_only_when_nothing_is_new() -> None:
+    library = FakeLibrary()
+    for image_id in range(1, 4):
+        library.add(image_id, image_id)
+    sync = IndexSync(BruteForceIndex, library.fetch)
+    sync.load()
+    library.calls.clear()
+    assert sync.poll(newest=3) == 0 and library.calls == []  # the ingest's lookup saw 3: done
+    library.add(4, 4)
+    assert sync.poll(newest=4) == 1 and library.calls  # something new: fetched as usual
+    library.restore(keep=2)
+    library.calls.clear()
+    assert sync.poll(newest=2) == 2  # below the watermark: a restore, rebuilt from the store
+    assert sync.reloads == 1 and sync.watermark == 2 and library.calls
