@@ -380,7 +380,7 @@ def test_a_hundred_hostile_files_are_each_answered_within_budget_under_ordinary_
     assert p95(loaded) <= 2 * p95(unloaded)
 
 
-def test_the_corpus_is_made_in_a_moment(tmp_path: Path) -> None:
-    started = time.monotonic()
-    assert len(hostile_files()) >= 100
-    assert time.monotonic() - started < 10
+def test_the_corpus_holds_at_least_a_hundred_hostile_files(tmp_path: Path) -> None:
+    files = hostile_files()
+    assert len(files) >= 100
+    assert all(data for _kind, data in files.values())  # every case has bytes to send
