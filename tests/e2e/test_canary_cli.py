@@ -70,7 +70,7 @@ def test_an_operator_aborts_a_running_canary_and_stable_is_untouched(site: Site)
     running = [s for s in site.target.supervisor.slots() if s.state == "RUNNING"]
     assert [s.release for s in running] == [stable]
     assert load.result.failed == 0, load.result.failures[:5]
-    notices = "\n".join(p.read_text() for p in (site.base / "logs").glob("*notif*"))
+    notices = "\n".join(p.read_text() for p in (site.base / "logs").glob("notifications_*.log"))
     assert "canary 2.0.0 aborted" in notices and "canary 2.0.0 started" in notices
     # The weighted program is gone with the canary: a process joining the port now gets new
     # connections from the kernel's own spreading (the next deploy's readiness needs that).
