@@ -81,6 +81,7 @@ bench-monitor: $(STAMP) system-deps
 
 bench-canary: $(STAMP)
 	nice -n 10 $(BIN)/python bench/bench_canary.py
+	nice -n 10 $(BIN)/python bench/bench_canary_real.py 3 4 2.0
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
