@@ -106,6 +106,7 @@ bench-monitor: $(STAMP) system-deps
 .PHONY: bench-canary
 bench-canary: $(STAMP)
 	nice -n 10 $(BIN)/python bench/bench_canary.py
+	nice -n 10 $(BIN)/python bench/bench_canary_real.py 3 4 2.0
 
 .PHONY: bench-monitor-recovery
 bench-monitor-recovery: $(STAMP)

@@ -50,10 +50,12 @@ def _start(site: Site, version: str, *args: str) -> subprocess.Popen[str]:
 
 def test_an_operator_aborts_a_running_canary_and_stable_is_untouched(site: Site) -> None:
     stable = site.target.current().version  # type: ignore[union-attr]
-    with LoadGenerator(site.env.port, TOKEN, threads=3, max_seconds=50, ingest_every=2,
-                       seed_base=0) as load:  # fmt: skip
+    with LoadGenerator(site.env.port, TOKEN, threads=3, max_seconds=60, ingest_every=2,
+                       seed_base=0) as starting:  # fmt: skip
         proc = _start(site, "2.0.0", "--steps", "10", "--step-minutes", "10")
         _wait_running(site, proc)
+    with LoadGenerator(site.env.port, TOKEN, threads=3, max_seconds=60, ingest_every=2,
+                       seed_base=100_000) as load:  # fmt: skip
         time.sleep(1.5)  # a few polls
         shown = site.run("canary", "status", "--env", "production")
         assert "canary 2.0.0" in shown.stdout and "10% of new connections" in shown.stdout
@@ -61,12 +63,15 @@ def test_an_operator_aborts_a_running_canary_and_stable_is_untouched(site: Site)
         aborted = site.run("canary", "abort", "--env", "production", timeout=120)
         assert aborted.returncode == 0, aborted.stderr
         _out, err = proc.communicate(timeout=60)
+    assert starting.result.failed == 0, starting.result.failures[:5]
     assert proc.returncode == 1, err[-3000:]  # the run ended aborted
     assert read_state(site.env).status == "aborted"  # type: ignore[union-attr]
     assert site.target.current().version == stable  # type: ignore[union-attr]
     running = [s for s in site.target.supervisor.slots() if s.state == "RUNNING"]
     assert [s.release for s in running] == [stable]
     assert load.result.failed == 0, load.result.failures[:5]
+    notices = "\n".join(p.read_text() for p in (site.base / "logs").glob("notifications_*.log"))
+    assert "canary 2.0.0 aborted" in notices and "canary 2.0.0 started" in notices
     # The weighted program is gone with the canary: a process joining the port now gets new
     # connections from the kernel's own spreading (the next deploy's readiness needs that).
     assert _joiner_reached(site.env.port)
@@ -101,7 +106,9 @@ def test_a_good_canary_steps_and_is_promoted_with_no_failed_request(site: Site) 
     assert body["canary"]["status"] == "promoted" and body["polls"] >= 2
 
 
-def _wait_running(site: Site, proc: subprocess.Popen[str], timeout: float = 58) -> None:
+def _wait_running(site: Site, proc: subprocess.Popen[str], timeout: float = 150) -> None:
+    """Until the canary runs (the start installs nothing here, but boots a release under this
+    machine's load); the controller's stacks and output if it does not."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = read_state(site.env)
@@ -109,7 +116,8 @@ def _wait_running(site: Site, proc: subprocess.Popen[str], timeout: float = 58) 
             return
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         time.sleep(0.2)
-    raise AssertionError("the canary did not start")
+    proc.send_signal(signal.SIGABRT)
+    raise AssertionError(f"the canary did not start: {proc.communicate(timeout=30)[1][-3000:]}")
 
 
 def _joiner_reached(port: int, tries: int = 60) -> bool:

@@ -49,8 +49,13 @@ from dhash_rollout.targets.local import LocalTarget
 from dhash_rollout.targets.local.readiness import descends_from
 from dhash_service.errors import CheckFailed, NotFound
 
-PROBE_WEIGHT = 2.0  # % of new connections while the candidate starts, so readiness can see it
+PROBE_WEIGHT = 5.0  # % of new connections while the candidate starts (the default first step)
 Say = Callable[[str], None]
+Notice = Callable[[str, str, str, str], None]  # kind, severity, version, message; never raises
+
+
+def _no_notice(_kind: str, _severity: str, _version: str, _message: str) -> None:
+    return None
 
 
 def canary_dir(env: Environment) -> Path:
@@ -175,8 +180,10 @@ class CanaryRun:
         interval_s: float = 30.0,
         say: Say = lambda _m: None,
         base: Path | None = None,
+        notice: Notice = _no_notice,
     ) -> None:
         self.env = env
+        self.notice = notice
         self.base = base or Path.cwd()  # where the environments file is (release commands)
         self.target = target
         self.config = config
@@ -255,6 +262,10 @@ class CanaryRun:
         )
         _write_state(self.env, state)
         self.say(f"{version} takes {weight:g}% of new connections beside {stable.version}")
+        self.notice(
+            "deploy", "INFO", version,
+            f"canary {version} started beside {stable.version} at {weight:g}% of new connections",
+        )  # fmt: skip
         return state
 
     def _schema_for(self, version: str) -> None:
@@ -336,6 +347,8 @@ class CanaryRun:
             if last.action is Action.INCONCLUSIVE:
                 state.status, state.reason = "inconclusive", last.reason
                 _write_state(self.env, state)
+                held = f"canary {state.version} inconclusive, holding at {state.weight:g}%"
+                self.notice("info", "WARN", state.version, f"{held}: {last.reason}")
                 return last
             if judge.step != step:
                 state.weight = self.config.steps[judge.step].weight
@@ -376,6 +389,8 @@ class CanaryRun:
         _write_state(self.env, state)
         request_path(self.env).unlink(missing_ok=True)
         self.say(f"canary {state.version} aborted: {reason}")
+        self.notice("failure", "ERROR", state.version, f"canary {state.version} aborted "
+                    f"(stable {state.stable} untouched): {reason}")  # fmt: skip
 
     def promote(self, state: CanaryState, reason: str) -> None:
         """The target's normal switch: everything to the candidate, ``current`` moves, stable
@@ -385,3 +400,5 @@ class CanaryRun:
         _write_state(self.env, state)
         request_path(self.env).unlink(missing_ok=True)
         self.say(f"canary {state.version} promoted: {reason}")
+        self.notice("success", "INFO", state.version,
+                    f"canary {state.version} promoted, now stable: {reason}")  # fmt: skip

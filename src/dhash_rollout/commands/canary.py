@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from dhash_service.errors import CheckFailed, ConfigError, Locked
+from dhash_service.errors import CheckFailed, ConfigError, DhashError, Locked
 
 if TYPE_CHECKING:
     from dhash_rollout.canary.judge import JudgeConfig
@@ -133,7 +134,9 @@ def start(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     with hold_lock(lock_path(env), "canary"):
-        run = CanaryRun(env, target, config, interval_s=every / time_scale, say=_say)
+        run = CanaryRun(
+            env, target, config, interval_s=every / time_scale, say=_say, notice=_notice_for(env)
+        )
         src = ReleaseSource.parse(source, Path.cwd()) if source else None
         state = run.start(src, version)
         run.run(state, lambda: stop["now"])
@@ -142,6 +145,30 @@ def start(
 
 def _say(message: str) -> None:
     typer.echo(message, err=True)
+
+
+def _notice_for(env: Environment) -> Callable[[str, str, str, str], None]:
+    """Notices to the environment's channels; one that cannot go out never stops the canary."""
+
+    def notice(kind: str, severity: str, version: str, message: str) -> None:
+        from dhash_rollout.notify import Event, Severity, notifier_from_settings
+
+        try:
+            notifier = notifier_from_settings(env.name, channels=env.channels, log_dir=Path("logs"))
+            notifier.send(
+                Event(
+                    kind=kind,
+                    env=env.name,
+                    message=message,
+                    severity=Severity.parse(severity),
+                    version=version,
+                    subject=f"canary {version}",
+                )
+            )
+        except DhashError as err:
+            _say(f"notice not sent: {err.message}")
+
+    return notice
 
 
 def _exit_for(env: Environment) -> int:
@@ -213,7 +240,7 @@ def _act(env_name: str, what: str) -> None:
         raise CheckFailed(f"no canary to {what} in {env.name}")
     try:
         with hold_lock(lock_path(env), f"canary {what}"):
-            run = CanaryRun(env, target, JudgeConfig(), say=_say)
+            run = CanaryRun(env, target, JudgeConfig(), say=_say, notice=_notice_for(env))
             if what == "abort":
                 run.abort(state, "aborted by an operator")
             else:
