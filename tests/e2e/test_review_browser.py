@@ -27,7 +27,7 @@ from dhash_service.api.app import create_app
 from dhash_service.api.reviewers import SESSION_COOKIE
 from tests.support.api import settings_for
 from tests.support.live_server import REPO, running_app, wait_ready
-from tests.support.review_seed import review_band_pairs, seed_via_api
+from tests.support.review_seed import review_band_pairs, seed_store, seed_via_api
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -106,7 +106,11 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         for source, count in SOURCES.items():
             ids[source] = seed_via_api(url, (next(pairs) for _ in range(count)), source)
         ids["look"] = ids.pop(HOSTILE)
-        yield Console(url, database, ids)
+        seed_store(database, 1, candidates=10, pool=2)  # one item with ten stored candidates
+        console = Console(url, database, ids)
+        [(many,)] = console.rows("SELECT max(id) FROM review_items")
+        ids["many"] = [int(str(many))]
+        yield console
 
 
 @pytest.fixture(scope="module")
@@ -213,6 +217,25 @@ def test_queue_lists_pending_items_oldest_first_with_what_they_wait_for(
     assert blurred.startswith("blur(")
     page.get_by_label("Blur until hover").uncheck()
     assert all((shots / name).stat().st_size > 10_000 for name in SCREENSHOTS)
+    page.close()
+
+
+def test_an_item_shows_every_candidate_to_compare_with(
+    alice: BrowserContext, console: Console
+) -> None:
+    page = alice.new_page()
+    [review_id] = console.ids["many"]
+    page.goto(f"/review/{review_id}")
+    picks = page.locator("button.pick")
+    expect(picks).to_have_count(10)
+    third = picks.nth(2)
+    chosen = third.get_attribute("data-image-id")
+    third.click()
+    expect(page.locator("#candidate-caption")).to_contain_text(f"library image #{chosen} ")
+    expect(page.locator("figure.candidate img")).to_have_attribute(
+        "src", f"/review/thumbs/{chosen}"
+    )
+    expect(page.locator("#stack-over")).to_have_attribute("src", f"/review/thumbs/{chosen}")
     page.close()
 
 
