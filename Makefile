@@ -10,7 +10,7 @@ LOCK_VENV := .venv-lock
 LOCK_FLAGS := --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
 	--no-emit-find-links --quiet -c requirements/pins.txt
 
-.PHONY: demo test test-full lint fmt lock lock-upgrade bench bench-hash bench-search bench-service bench-bounded bench-monitor bench-backup bench-review serve system-deps clean
+.PHONY: demo demo-hash test test-full lint fmt lock lock-upgrade bench bench-hash bench-search bench-service bench-bounded bench-monitor bench-canary bench-backup bench-review serve system-deps clean
 
 $(STAMP): pyproject.toml requirements/dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,8 +35,13 @@ $(LOCK_VENV)/bin/pip-compile:
 system-deps:
 	@bash scripts/dev/system-deps.sh
 
+# The guarded rollout that catches a bad release (about three minutes); demo-hash: hashing and
+# matching a generated image set through a real dhash serve.
 demo: $(STAMP) system-deps
 	$(BIN)/python -m dhash_rollout.demo
+
+demo-hash: $(STAMP)
+	$(BIN)/python -m dhash_rollout.demo.hashing
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -50,11 +55,20 @@ fmt: $(STAMP)
 
 # make test samples the heaviest matrices (tests/support/matrix_sampling.py: a new seed per run,
 # printed; DHASH_TEST_SAMPLE=<seed> repeats one); make test-full runs every case.
+# Two pytest-xdist workers (TEST_WORKERS), a module per worker in file order (--dist loadfile:
+# a module's shared site and its ordered scenario stay on one worker); the tests marked serial
+# (latency ratios) then run alone. Each invocation fails on its own, exit 5 included.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL = $(BIN)/pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile -m "not serial"
+PYTEST_SERIAL = $(BIN)/pytest -p no:cacheprovider -m serial
+
 test: $(STAMP) system-deps lint
-	DHASH_TEST_SAMPLE=$${DHASH_TEST_SAMPLE:-auto} $(BIN)/pytest -p no:cacheprovider
+	DHASH_TEST_SAMPLE=$${DHASH_TEST_SAMPLE:-auto} $(PYTEST_PARALLEL)
+	DHASH_TEST_SAMPLE=$${DHASH_TEST_SAMPLE:-auto} $(PYTEST_SERIAL)
 
 test-full: $(STAMP) system-deps lint
-	DHASH_TEST_SAMPLE=all $(BIN)/pytest -p no:cacheprovider
+	DHASH_TEST_SAMPLE=all $(PYTEST_PARALLEL)
+	DHASH_TEST_SAMPLE=all $(PYTEST_SERIAL)
 
 serve: $(STAMP)
 	$(BIN)/dhash serve
@@ -81,6 +95,9 @@ bench-backup: $(STAMP) system-deps
 
 bench-monitor: $(STAMP) system-deps
 	$(BIN)/python bench/bench_monitor.py
+
+bench-canary: $(STAMP)
+	nice -n 10 $(BIN)/python bench/bench_canary.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

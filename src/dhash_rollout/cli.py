@@ -31,6 +31,7 @@ COMMAND_MODULES: list[str] = [
     "dhash_rollout.commands.checks",
     "dhash_rollout.commands.monitor",
     "dhash_rollout.commands.review",
+    "dhash_rollout.commands.canary",
 ]
 
 

@@ -51,7 +51,11 @@ class EnvironmentSettings(BaseModel):
     ready_timeout_seconds: float = Field(default=60.0, gt=0)
     backup_max_age_seconds: float = 3600.0
     preflight: Literal["enforce", "warn"] | None = None
+    preflight_max_age_seconds: float = Field(default=86400.0, gt=0)
     service_log_dir: str | None = None
+    # What a deploy does when its monitoring window ends inconclusive (gates without data):
+    # succeed with a WARN notice naming them, or fail (and roll back) as a failed gate does.
+    monitor_inconclusive: Literal["succeed", "fail"] = "succeed"
     # Reserved for the fleet and canary work: the hosts a remote target deploys to, and the
     # canary's own settings. Validated as their shape only; nothing reads them yet.
     hosts: tuple[str, ...] | None = None
@@ -66,7 +70,7 @@ class EnvironmentSettings(BaseModel):
         return tuple(value) if isinstance(value, list) else value
 
     @field_validator("shutdown_grace_seconds", "ready_timeout_seconds", "backup_max_age_seconds",
-                     mode="before")  # fmt: skip
+                     "preflight_max_age_seconds", mode="before")  # fmt: skip
     @classmethod
     def _a_number(cls, value: object) -> object:
         if isinstance(value, int) and not isinstance(value, bool):

@@ -29,6 +29,7 @@ from alembic.util import CommandError
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from dhash_service import __version__
 from dhash_service.errors import ConfigError, DhashError, Unavailable
 from dhash_service.logs import redact_text
 from dhash_service.store import schema as store_schema
@@ -216,14 +217,34 @@ def _run_command(
 ) -> None:
     _check_revision(revision)
     config = config_factory(database_url)
+    before = _revision_now(database_url, config_factory)
     try:
         fn(config, revision)
     except (CommandError, RevisionError) as exc:
         raise ConfigError(f"migration to {revision!r} refused: {exc}") from None
     except Exception as exc:  # a migration script may raise anything: report, no traceback
         raise DhashError(
-            f"migration to {revision!r} failed and was rolled back: {_first_line(exc)}"
+            f"migration to {revision!r} failed: {_first_line(exc)}; "
+            f"{_what_stayed(before, _revision_now(database_url, config_factory))}"
         ) from None
+
+
+def _revision_now(database_url: str, config_factory: ConfigFactory) -> str | None:
+    try:
+        return migration_status(database_url, config_factory=config_factory).current
+    except DhashError:
+        return None
+
+
+def _what_stayed(before: str | None, after: str | None) -> str:
+    """The truth after a failed migration: each revision commits on its own, so the ones before
+    the failing one may have landed (never "rolled back" when they did; issue 12)."""
+    if after == before:
+        return f"the schema is unchanged at {before or 'an empty database'}"
+    return (
+        f"the revisions before it were committed: the schema is now at {after or '(none)'} "
+        f"(was {before or 'empty'})"
+    )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -455,6 +476,7 @@ def write_dry_run_log(report: DryRunReport, path: Path) -> None:
         f"# dhash migrate dry-run ({report.direction}) at "
         f"{datetime.now(UTC).isoformat(timespec='seconds')}",
         f"database: {report.database}",
+        f"version: {__version__}",  # whose migrations ran: preflight matches the deploy's
         f"current revision: {report.start or '(none)'}",
         f"target: {report.target}",
         f"result: {'OK' if report.ok else 'FAILED'}"

@@ -26,7 +26,7 @@ import sysconfig
 import tarfile
 import tempfile
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +37,7 @@ from dhash_service.errors import CheckFailed, ConfigError, Conflict, DhashError
 DepsMode = Literal["full", "shared"]
 DEPS_MODES: tuple[DepsMode, ...] = ("full", "shared")
 RELEASE_FILE = "release.json"
+SETTINGS_FILE = "settings.json"  # the release's own service settings (``--release-setting``)
 DIST_NAME = "dhash_service"
 _VERSION_RE = re.compile(r"^[0-9][0-9A-Za-z.+!_-]*$")
 _INIT_VERSION_RE = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']""", re.M)
@@ -399,6 +400,82 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     tmp.replace(path)
+
+
+# What the environment itself sets for every release (targets/local): a release may not change
+# where the service listens, which database it writes or which tokens it accepts.
+ENVIRONMENT_OWNED = frozenset(
+    {"env", "database_url", "data_dir", "log_dir", "host", "port", "workers",
+     "shutdown_grace_seconds", "config_file", "api_tokens", "api_read_tokens",
+     "api_write_tokens", "api_review_tokens", "backup_dir"}
+)  # fmt: skip
+
+
+def parse_release_settings(pairs: Sequence[str], env_name: str) -> dict[str, str]:
+    """``KEY=VALUE`` items (``DHASH_FAULT_HASH_LATENCY_SECONDS=0.5`` or
+    ``fault_hash_latency_seconds=0.5``) as the ``DHASH_*`` variables a release's processes get.
+
+    Each key must be a setting of the service (:class:`dhash_service.config.Settings`) that the
+    environment does not own, and the values together must be valid settings for ``env_name``
+    (so a fault switched on in production without ``DHASH_FAULT_ALLOW_PRODUCTION`` is refused
+    here, before anything is built or switched, not by a release that then cannot start).
+    """
+    from pydantic import ValidationError
+
+    from dhash_service.config import Settings
+
+    fields = Settings.model_fields
+    found: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        name = key.strip().lower().removeprefix("dhash_")
+        if not sep or not key.strip():
+            raise ConfigError(f"--release-setting {pair!r}: expected KEY=VALUE")
+        if name not in fields or fields[name].validation_alias is not None:
+            raise ConfigError(
+                f"--release-setting {key.strip()}: not a setting of the service "
+                "(see docs/configuration.md; e.g. DHASH_FAULT_HASH_LATENCY_SECONDS)"
+            )
+        if name in ENVIRONMENT_OWNED:
+            raise ConfigError(
+                f"--release-setting {key.strip()}: set by the environment for every release "
+                "(dhash-environments.toml), not per release"
+            )
+        found[name] = value
+    try:
+        Settings.model_validate({**found, "env": env_name})
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"]) or "settings"
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"--release-setting {where}: {message}") from None
+    return {f"DHASH_{name.upper()}": value for name, value in sorted(found.items())}
+
+
+def write_release_settings(release: Release, settings: Mapping[str, str]) -> None:
+    """Record the settings this release's processes run with (replacing earlier ones); an
+    empty mapping removes the file."""
+    path = release.path / SETTINGS_FILE
+    if not settings:
+        path.unlink(missing_ok=True)
+        return
+    _write_json_atomic(path, dict(settings))
+
+
+def read_release_settings(release: Release) -> dict[str, str]:
+    """The release's own ``DHASH_*`` settings (none when it carries no ``settings.json``)."""
+    try:
+        data = json.loads((release.path / SETTINGS_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{release.path / SETTINGS_FILE} is unreadable: {exc}") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and k.startswith("DHASH_") and isinstance(v, str)
+        for k, v in data.items()
+    ):
+        raise ConfigError(f'{release.path / SETTINGS_FILE}: expected {{"DHASH_*": "text"}}')
+    return dict(data)
 
 
 def remove_release(root: Path, version: str) -> None:

@@ -18,16 +18,30 @@ _SECRET_KEYS = re.compile(r"(password|passwd|secret|token|webhook|authorization|
 # Secrets embedded in free text: webhook URLs, bearer tokens, credentials in URLs.
 _SECRET_PATTERNS = [
     re.compile(r"https?://[^\s\"'<>]*(hooks?|webhook|webhookb2|workflows)[^\s\"'<>]*", re.I),
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
+    # a token: 6+ token characters with at least one that is not a letter (so the word after
+    # "bearer" in "invalid bearer token" is left alone)
+    re.compile(r"(?i)(bearer\s+)(?=[A-Za-z0-9._~+/=-]*[0-9._~+/=-])[A-Za-z0-9._~+/=-]{6,}"),
     re.compile(r"(?i)(://[^:/\s@]+:)[^@\s]+(@)"),
 ]
 
 
+# Shorter values are not secrets worth the name, and hiding them would mangle ordinary text.
+MIN_SECRET_CHARS = 6
+_WORD_CHAR = r"[A-Za-z0-9_]"
+
+
+def _literal(secret: str) -> re.Pattern[str]:
+    """``secret`` as a whole token: not when it is part of a longer word (a test secret "x"
+    inside "FileExistsError")."""
+    return re.compile(rf"(?<!{_WORD_CHAR}){re.escape(secret)}(?!{_WORD_CHAR})")
+
+
 def redact_text(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
-    """Replace known secret shapes and any literal secret in ``extra_secrets``."""
+    """Replace known secret shapes and any literal secret in ``extra_secrets`` (whole tokens
+    only; values shorter than :data:`MIN_SECRET_CHARS` are ignored)."""
     for secret in extra_secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
+        if secret and len(secret) >= MIN_SECRET_CHARS and secret in text:
+            text = _literal(secret).sub(REDACTED, text)
     text = _SECRET_PATTERNS[0].sub(REDACTED, text)
     text = _SECRET_PATTERNS[1].sub(lambda m: m.group(1) + REDACTED, text)
     return _SECRET_PATTERNS[2].sub(lambda m: m.group(1) + REDACTED + m.group(2), text)
@@ -52,7 +66,8 @@ class Redactor:
         self.secrets: tuple[str, ...] = ()
 
     def register(self, *secrets: str | None) -> None:
-        self.secrets = tuple(sorted({*self.secrets, *(s for s in secrets if s)}, key=len))[::-1]
+        kept = (s for s in secrets if s and len(s) >= MIN_SECRET_CHARS)
+        self.secrets = tuple(sorted({*self.secrets, *kept}, key=len))[::-1]
 
     def __call__(
         self, _logger: Any, _name: str, event_dict: MutableMapping[str, Any]

@@ -26,6 +26,7 @@ import signal
 import tempfile
 import time
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 
 from uvicorn.config import STARTUP_FAILURE
@@ -35,7 +36,7 @@ from dhash_service.config import Settings
 from dhash_service.errors import ConfigError, DhashError
 from dhash_service.logs import configure_logging, get_logger
 from dhash_service.service import DhashService
-from dhash_service.worker import bind_socket, run_worker
+from dhash_service.worker import FAILURE_DIR_ENV, bind_socket, run_worker
 
 log = get_logger(__name__)
 
@@ -56,6 +57,8 @@ class _Supervisor:
         self.grace = grace
         self.workers: list[BaseProcess] = []
         self.startup_failed = False
+        self.startup_error: str | None = None  # the failed worker's exception, in one line
+        self.failure_dir: Path | None = None  # where workers leave it (worker.py)
         self.killed: list[int] = []  # workers still alive at the end of the grace period
         self._stop_signal: int | None = None
         self._spawn_context = multiprocessing.get_context("spawn")
@@ -93,6 +96,7 @@ class _Supervisor:
             if worker.exitcode == STARTUP_FAILURE:
                 log.error("worker.start_failed", pid=worker.pid)
                 self.startup_failed = True
+                self.startup_error = self._start_failure_of(worker.pid)
                 self._stop_signal = signal.SIGTERM
                 return
             replacement = self._spawn()
@@ -100,6 +104,14 @@ class _Supervisor:
                 "worker.replaced", pid=worker.pid, exitcode=worker.exitcode, new=replacement.pid
             )
             self.workers[index] = replacement
+
+    def _start_failure_of(self, pid: int | None) -> str | None:
+        if self.failure_dir is None or pid is None:
+            return None
+        try:
+            return (self.failure_dir / f"start-failure-{pid}.txt").read_text(encoding="utf-8")
+        except OSError:
+            return None
 
     def _stop_all(self) -> None:
         for worker in self.workers:
@@ -148,15 +160,20 @@ def serve(
     reservation = bind_socket(host, port)  # a taken port fails here; port 0 becomes a real one
     port = reservation.getsockname()[1]
     metrics_dir = tempfile.mkdtemp(prefix="dhash-metrics-")
-    previous = {name: os.environ.get(name) for name in (MULTIPROC_ENV, WORKERS_ENV)}
+    previous = {
+        name: os.environ.get(name) for name in (MULTIPROC_ENV, WORKERS_ENV, FAILURE_DIR_ENV)
+    }
     os.environ[MULTIPROC_ENV] = metrics_dir  # before any worker imports prometheus_client
     os.environ[WORKERS_ENV] = str(workers)  # so each worker knows its share of the CPUs
     try:
         supervisor = _Supervisor(host, port, workers, grace)
+        supervisor.failure_dir = Path(metrics_dir)
+        os.environ[FAILURE_DIR_ENV] = metrics_dir
         log.info("service.listening", host=host, port=port, workers=workers, pid=os.getpid())
         supervisor.run()
         if supervisor.startup_failed:
-            raise DhashError("a worker failed to start; see the log lines above")
+            why = supervisor.startup_error or "its error is in the log lines above"
+            raise DhashError(f"a worker failed to start: {why}")
         if supervisor.killed:
             # The exit code says the stop was not clean: requests may have been cut off.
             raise DhashError(

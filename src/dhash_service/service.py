@@ -65,6 +65,7 @@ from dhash_service.store.repository import (
     NewReview,
     NewThumbnail,
     Repository,
+    SavedContent,
     StoredHash,
 )
 from dhash_service.thumbnails import Thumbnail
@@ -384,9 +385,9 @@ class DhashService:
         self._require_index()
         sha256 = hashlib.sha256(data).hexdigest()
         with self._store_errors():
-            existing = self._repo.content_id_by_sha256(sha256)
-        if existing is not None:
-            return self._duplicate(existing, library=library, actor=actor)
+            lookup = self._repo.ingest_lookup(sha256)
+        if lookup.content_id is not None:
+            return self._duplicate(lookup.content_id, library=library, actor=actor)
         result = self._digest(data, filename, cancelled)
         failures = [_failure_out(f) for f in result.failures]
         if not result.items:  # nothing to remember: a retry after fixing limits must not dedupe
@@ -398,7 +399,9 @@ class DhashService:
                 items=[],
                 failures=failures,
             ), result
-        self._refresh_index()  # library images other workers committed before we match
+        # Library images other workers committed before this request, searchable before we
+        # match: the lookup read the newest membership id, so with nothing new this costs nothing.
+        self._refresh_index(lookup.newest_member_id)
         new = NewContent(
             sha256=sha256,
             input_kind=result.input_kind,
@@ -422,7 +425,7 @@ class DhashService:
         )
         with self._store_errors():
             try:
-                content_id = self._repo.save_content(new)
+                saved = self._repo.store_content(new)
             except DuplicateContent:
                 report, _ = self._duplicate(
                     self._repo.content_id_by_sha256(sha256) or 0, library=library, actor=actor
@@ -430,15 +433,54 @@ class DhashService:
                 return report, result
             if library:
                 self._refresh_index()
-            stored = self._repo.get_content(content_id, self.algorithm)
         log.info(
             "ingested",
             sha256=sha256,
-            images=len(stored.images),
+            images=len(new.images),
             library=library,
-            decisions=[i.decision for i in stored.images],
+            decisions=[i.decision for i in new.images],
         )
-        return self._ingest_report(stored, duplicate=False), result
+        return self._new_report(new, saved, failures), result
+
+    def _new_report(
+        self, new: NewContent, saved: SavedContent, failures: list[FailureOut]
+    ) -> IngestReport:
+        """The answer to a first ingest, from what was just written (the same as reading it back,
+        which a duplicate does: ``tests/integration/test_ingest_report.py`` holds them equal)."""
+        digits = self.bits // 4
+        items = []
+        for image, ids in zip(new.images, saved.images, strict=True):
+            matches = []
+            for m in image.matches:
+                ref = saved.refs[m.library_image_id]
+                value = "" if m.library_hash is None else f"{m.library_hash:0{digits}x}"
+                matches.append(
+                    _match_out(m.library_image_id, m.distance, value, ref.source, ref.locator)
+                )
+            items.append(
+                ItemOut(
+                    image_id=ids.id,
+                    locator=image.locator,
+                    kind=image.kind,
+                    width=image.width,
+                    height=image.height,
+                    hash=image.hash.hex(),
+                    algorithm=image.hash.algorithm,
+                    low_information=image.hash.low_information,
+                    decision=cast(Literal["match", "review", "new"], image.decision),
+                    confidence=image.confidence,
+                    matches=matches,
+                    review_id=ids.review_id,
+                )
+            )
+        return IngestReport(
+            sha256=new.sha256,
+            input_kind=new.input_kind,
+            library=new.library,
+            duplicate=False,
+            items=items,
+            failures=failures,
+        )
 
     def _decide_item(
         self,
@@ -489,6 +531,7 @@ class DhashService:
                 rank=rank,
                 distance=c.distance,
                 confidence=candidate_confidence(c.distance, low_information, self.thresholds),
+                library_hash=c.value,
             )
             for rank, c in enumerate(decision.candidates[:MATCHES_PER_ITEM])
         ]
@@ -515,13 +558,14 @@ class DhashService:
         nothing_hashed = DigestResult(input_kind=stored.input_kind, items=[], failures=[])
         return self._ingest_report(stored, duplicate=True), nothing_hashed
 
-    def _refresh_index(self) -> None:
+    def _refresh_index(self, newest: int | None = None) -> None:
         """Catch up with the library before answering: our own writes, and those other workers
         committed before this request, are searchable now, not at the next background poll (an
         integrator who adds a library image and queries at once must find it). One indexed
-        query past the watermark; the background poll keeps an idle worker current."""
+        query past the watermark (none when the caller has just read the ``newest`` membership id
+        and it is the watermark); the background poll keeps an idle worker current."""
         try:
-            self._sync.poll()
+            self._sync.poll(newest)
         except Exception as exc:  # committed already; the poller will pick it up
             log.warning("index_refresh_failed", error=redact_text(str(exc)))
 

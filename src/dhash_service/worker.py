@@ -23,12 +23,15 @@ of the drain; SIGINT (Ctrl-C in a terminal) shuts down without it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -175,6 +178,20 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, None)
 
 
+FAILURE_DIR_ENV = "DHASH_WORKER_FAILURE_DIR"
+
+
+def report_start_failure(exc: BaseException) -> None:
+    """Leave the exception for the supervising parent, which names it in its own error (the
+    operator's console and the deploy notice), not "see the log lines above" (issue 12)."""
+    directory = os.environ.get(FAILURE_DIR_ENV)
+    if not directory:
+        return
+    text = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    with contextlib.suppress(OSError):
+        Path(directory, f"start-failure-{os.getpid()}.txt").write_text(text, encoding="utf-8")
+
+
 def run_worker(host: str, port: int) -> None:
     """Process entry point (spawned by ``dhash_service.server``); settings come from the env."""
     try:
@@ -185,6 +202,7 @@ def run_worker(host: str, port: int) -> None:
         sock = bind_socket(host, port)
     except Exception as exc:  # the supervisor stops, rather than restart this in a loop
         log.error("worker.start_failed", error=str(exc), exc_info=not isinstance(exc, DhashError))
+        report_start_failure(exc)
         sys.exit(STARTUP_FAILURE)
     grace = settings.shutdown_grace_seconds
     drain = settings.shutdown_drain_seconds

@@ -21,7 +21,9 @@ then the deploy, as the guide does), since a rollback with nothing before it fai
 The tests share that one environment and must run in order (they are one scenario); run the
 whole module, not a single test. The monitor's commands (``node scripts/monitor_dhash.js``) run
 verbatim under real traffic (the load generator against production) with
-``DHASH_MONITOR_TIME_SCALE`` set, so the guide's 60-minute window takes seconds.
+``DHASH_MONITOR_TIME_SCALE`` set, so the guide's 60-minute window takes seconds; so does the
+guide's deploy, whose monitor phase watches the same window (the set-up deploys are
+``--no-monitor``).
 """
 
 from __future__ import annotations
@@ -244,8 +246,9 @@ def _prepare_production(ops: OpsDir) -> None:
     checklist's artifacts (test logs from that release, CI bundle, approvals)."""
     wheel = wheel_for(PREVIOUS_VERSION)
     _must(
-        ops, "deploy", "--env", "production", "--version", PREVIOUS_VERSION, "--source", str(wheel)
-    )
+        ops, "deploy", "--env", "production", "--no-monitor", "--version", PREVIOUS_VERSION,
+        "--source", str(wheel),
+    )  # fmt: skip
     _must(ops, "backup", "create", "--env", "production")
     assert read_log_summary(ops.path / "postdeploy-smoketests.log").ok  # the deploy's smoke phase
     _must(ops, "validate-logging", "--env", "production")
@@ -253,6 +256,8 @@ def _prepare_production(ops: OpsDir) -> None:
     (ops.path / "premerge_artifacts" / "junit-ubuntu.xml").write_text("<testsuites/>\n")
     approvals = {
         "env": "production",
+        "version": source_version(REPO),  # the release the guide's deploy rolls out
+        "date": datetime.now(UTC).date().isoformat(),
         "approvers": [{"name": "alice", "role": "SRE"}, {"name": "bob", "role": "developer"}],
         "deployOperator": {"name": "carol", "signedOff": True},
     }
@@ -312,6 +317,8 @@ def _expect_deploy(ops: OpsDir, cmd: GuideCommand) -> None:
     assert run is not None and run.outcome == "done"
     assert run.params["version"] == source_version(REPO)
     assert run.status_of("preflight") == "done"  # enforced, and every item passed
+    # The guide: "monitoring automatically begins after deployment" (time-scaled here).
+    assert run.detail_of("monitor")["verdict"] in ("passed", "inconclusive")
 
 
 def _expect_migrate(ops: OpsDir, cmd: GuideCommand) -> None:
@@ -368,7 +375,8 @@ def _prepare(ops: OpsDir, cmd: GuideCommand) -> None:
         if current is not None and current.version == PREVIOUS_VERSION:
             _must(ops, "migrate", "--dry-run", "--env", "production")
             _must(ops, "deploy", "--dry-run", "--env", "production")
-            _must(ops, "deploy", "--env", "production", "--version", source_version(REPO))
+            version = source_version(REPO)
+            _must(ops, "deploy", "--env", "production", "--no-monitor", "--version", version)
     for named in re.findall(r"backups/(dhash_(\w+?)_(\d{8}_\d{6})\.zip)", cmd.command):
         filename, env_name, stamp = named
         if not (ops.path / "backups" / filename).exists():
@@ -390,7 +398,8 @@ def test_guide_command(ops: OpsDir, cmd: GuideCommand) -> None:
     if script is not None:
         assert (REPO / script).is_file(), f"the guide runs {script}, which does not exist"
     _prepare(ops, cmd)
-    if script == "scripts/monitor_dhash.js":  # real traffic for the gates to measure
+    guarded = script == "scripts/deploy_dhash.sh" and "--dry-run" not in cmd.command
+    if script == "scripts/monitor_dhash.js" or guarded:  # real traffic for the gates to measure
         ops.env[TIME_SCALE_ENV] = MONITOR_TIME_SCALE
         try:
             with LoadGenerator(ops.ports[0], TOKEN, threads=3, max_seconds=40, ingest_every=1):

@@ -186,6 +186,7 @@ def test_a_trickled_header_is_cut_off_at_the_header_timeout(server: ServeProcess
     assert closed_after < HEADER_TIMEOUT + 1.5
 
 
+@pytest.mark.serial  # a latency ratio: run alone, not beside another test module
 def test_four_hostile_pdfs_in_flight_leave_small_ingests_their_latency(
     server: ServeProcess,
 ) -> None:

@@ -38,7 +38,7 @@ from tests.support.hostile import (
 from tests.support.live_server import ServeProcess, dhash_serve
 from tests.support.postgres import PostgresServer
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.serial]  # latency ratio
 
 # The worker's resident memory ceiling under this load (docs/api.md, "Bounded requests"): the
 # process itself (~150 MB), two image slots' decodes and the queued bodies. Decoder children

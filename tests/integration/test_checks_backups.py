@@ -47,10 +47,14 @@ def _backup(env: Environment, workdir: Path, age: timedelta = timedelta(0)) -> P
     return create_backup(env, workdir / "backups", clock=lambda: when).path
 
 
-def _passed_log(path: Path, run: str) -> None:
-    check = CheckRun(run, meta={"env": "staging"})
+def _passed_log(path: Path, run: str, version: str, env: str = "production") -> None:
+    check = CheckRun(run, meta={"env": env, "version": version})
     check.record("everything", True, "fine")
     check.finish(path)
+
+
+def _planned(workdir: Path) -> str:
+    return (workdir / "deploy-dryrun.log").read_text().splitlines()[0].split()[2].rstrip(":")
 
 
 def _ready_for_production(workdir: Path) -> Environment:
@@ -62,11 +66,13 @@ def _ready_for_production(workdir: Path) -> Environment:
     _backup(env, workdir)
     assert deploy_dry_run(DeployRequest(env="production", dry_run=True, base=workdir)).ok
     assert migrate_dry_run(env.database_url, workdir / "migrate-dryrun.log").ok
-    _passed_log(workdir / "postdeploy-smoketests.log", "smoke")
-    _passed_log(workdir / "test_logging.log", "validate-logging")
+    planned = _planned(workdir)
+    _passed_log(workdir / "postdeploy-smoketests.log", "smoke", planned)
+    _passed_log(workdir / "test_logging.log", "validate-logging", planned)
     (workdir / "premerge_artifacts").mkdir()
     (workdir / "premerge_artifacts" / "junit.xml").write_text("<testsuites/>")
-    (workdir / "approvals.json").write_text(json.dumps(APPROVALS))
+    approvals = {**APPROVALS, "version": planned, "date": datetime.now(UTC).date().isoformat()}
+    (workdir / "approvals.json").write_text(json.dumps(approvals))
     return env
 
 
@@ -79,7 +85,7 @@ def test_preflight_passes_with_every_artifact_and_names_each_one_missing(tmp_pat
     env = _ready_for_production(tmp_path)
     report = run_preflight(env, workdir=tmp_path)
     assert report.ok, report.summary()
-    assert len(report.results) == 8
+    assert len(report.results) == 9  # the eight artefacts and who listens on the port
     missing = {
         "deploy-dryrun.log": ("deploy dry-run log", "deploy-dryrun.log is missing"),
         "migrate-dryrun.log": ("migrate dry-run log", "migrate-dryrun.log is missing"),
@@ -168,15 +174,50 @@ def test_preflight_does_not_take_a_rehearsed_downgrade_for_the_deploys_migration
 
 def test_a_deploys_preflight_wants_the_dry_run_of_the_version_it_deploys(tmp_path: Path) -> None:
     env = _ready_for_production(tmp_path)
-    header = (tmp_path / "deploy-dryrun.log").read_text().splitlines()[0]
-    planned = header.split()[2].rstrip(":")
+    planned = _planned(tmp_path)
     assert run_preflight(env, workdir=tmp_path, version=planned).ok
     report = run_preflight(env, workdir=tmp_path, version="9.9.9")
     failed = {r.name: r.detail for r in report.results if not r.ok}
     assert failed == {
         "deploy dry-run log": f"deploy-dryrun.log plans {planned}, not the 9.9.9 being deployed: "
-        "run ./scripts/deploy_dhash.sh --dry-run --env production with this deploy's options"
+        "run ./scripts/deploy_dhash.sh --dry-run --env production with this deploy's options",
+        # issue 12 item 5: the checkout's migrations do not clear another release's
+        "migrate dry-run log": f"migrate-dryrun.log rehearses the migrations of {planned}, not "
+        "of the 9.9.9 being deployed: install it (dhash release install --env production "
+        "--source ...) and run its own `dhash migrate --dry-run --env production`",
+        "smoke test log": f"postdeploy-smoketests.log tested {planned}, not 9.9.9",
+        "logging validation log": f"test_logging.log tested {planned}, not 9.9.9",
+        "approvals": f"the approvals name {planned}, not the 9.9.9 being deployed",
     }
+
+
+def test_a_staging_or_stale_smoke_log_does_not_clear_a_production_deploy(tmp_path: Path) -> None:
+    """Issue 12 item 5: a staging smoke log cleared a production deploy."""
+    env = _ready_for_production(tmp_path)
+    planned = _planned(tmp_path)
+    smoke = tmp_path / "postdeploy-smoketests.log"
+    _passed_log(smoke, "smoke", planned, env="staging")
+    failed = {
+        r.name: r.detail
+        for r in run_preflight(env, workdir=tmp_path, version=planned).results
+        if not r.ok
+    }
+    assert failed == {
+        "smoke test log": "postdeploy-smoketests.log is a run against 'staging', not 'production'"
+    }
+    _passed_log(smoke, "smoke", planned)
+    stale = time.time() - 2 * DAY
+    lines = smoke.read_text().splitlines()
+    old = datetime.fromtimestamp(stale, UTC).isoformat(timespec="seconds")
+    smoke.write_text(
+        "\n".join(json.dumps({**json.loads(line), "timestamp": old}) for line in lines) + "\n"
+    )
+    failed = {
+        r.name: r.detail
+        for r in run_preflight(env, workdir=tmp_path, version=planned).results
+        if not r.ok
+    }
+    assert failed == {"smoke test log": "postdeploy-smoketests.log is 48.0 h old (over 24)"}
 
 
 def test_preflight_command_exits_1_with_a_table_naming_the_failure(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ def test_the_guides_dry_run_command_plans_all_phases_and_changes_nothing(tmp_pat
     assert text.splitlines()[0] == f"deploy production {version}: plan (nothing is executed)"
     for phase in DEPLOY_PHASES:
         assert f" {phase} " in text
-    assert "SKIP  watch the quality gates" in text
+    assert "watch the quality gates for the monitoring window" in text  # the guard will run
     # The preflight reads the same file back and accepts it as this environment's dry run.
     env = load_environment("production", view)
     assert check_deploy_dryrun(log, env).startswith(f"plan for {version} with 11 steps")

@@ -166,3 +166,62 @@ def test_a_reapply_reports_rows_changed_or_deleted_since_the_backup(
     assert result.changed_since_backup == {"images": 1}
     assert result.deleted_since_backup == {"hashes": 1}
     assert confidence == 0.5 and hashes == 2  # the backup's version wins, and is reported
+
+
+def _review_id(url: str, image_id: int) -> int:
+    engine = schema.create_engine_for(url)
+    try:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(ReviewItem.id).where(ReviewItem.image_id == image_id)
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+def test_a_review_decision_made_after_the_backup_survives_the_restore(
+    env: Environment, tmp_path: Path
+) -> None:
+    """Issue 12 item 3: a reviewer's decision acknowledged after the backup is a write like an
+    ingest; the restore put the item back to ``pending`` while its audit row said confirmed."""
+    from dhash_service.store.repository import Repository
+
+    decided = _review_id(env.database_url, _store(env.database_url, 1, with_review=True))
+    untouched = _review_id(env.database_url, _store(env.database_url, 2, with_review=True))
+    backup = create_backup(env, tmp_path / "backups")
+    engine = schema.create_engine_for(env.database_url)
+    try:
+        Repository(engine).resolve_review(decided, "confirm", "alice")
+    finally:
+        engine.dispose()
+    live = _rows(env.database_url)
+    exported = export_rows(env.database_url, tmp_path / "live.jsonl")
+    restore_backup(backup.path, env, force=True)
+    result = reapply_rows(env.database_url, exported.path)
+
+    assert _rows(env.database_url) == live  # the decision, its reviewer, time and audit row
+    assert result.updated == {"review_items": 1}
+    assert result.inserted["audit_events"] == 1
+    assert result.changed_since_backup == {} and result.not_carried() == {}
+    assert untouched != decided
+
+
+def test_a_change_no_audit_row_explains_is_reported_as_not_carried(
+    env: Environment, tmp_path: Path
+) -> None:
+    kept = _store(env.database_url, 1)
+    backup = create_backup(env, tmp_path / "backups")
+    engine = create_engine(env.database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(Image.__table__.update().where(Image.id == kept).values(confidence=0.9))
+    finally:
+        engine.dispose()
+    exported = export_rows(env.database_url, tmp_path / "live.jsonl")
+    restore_backup(backup.path, env, force=True)
+    result = reapply_rows(env.database_url, exported.path)
+    assert result.not_carried() == {
+        "images": "1 row changed since the backup, not replayed (no audit record of the change)"
+    }

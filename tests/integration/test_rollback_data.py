@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from dhash_rollout.releases import source_version
+from dhash_rollout.runs.journal import RUN_PHASE
 from dhash_rollout.runs.schema import database_revision
 from tests.support.release_builds import CHECKOUT, checkout_head, wheel_for
 from tests.support.rollout_site import Site, assert_fully_on
@@ -86,6 +87,7 @@ def test_rolling_back_past_an_irreversible_migration_restores_and_keeps_later_wr
     after_backup = [i for seed in range(100, 103) for i in site.ingest(seed)]
     everything = site.image_ids()
     assert set(before_backup) | set(after_backup) <= everything
+    _a_backup_past_the_irreversible_migration_is_refused_while_serving(site)
 
     # Killed at the worst moment: the backup is restored, the later rows not yet re-applied.
     args = ("--env", "production", "--reason", "emergency-rollback")
@@ -126,6 +128,29 @@ def test_rolling_back_past_an_irreversible_migration_restores_and_keeps_later_wr
     assert all(n["trigger"] == "manual" for n in rollback_notices)
 
 
+def _a_backup_past_the_irreversible_migration_is_refused_while_serving(site: Site) -> None:
+    """Issue 12 item 2: a backup taken after the irreversible migration cannot serve the
+    release before it. It was swapped in after the stop, its downgrade failed and the service
+    stayed down; now it is refused before anything changes, naming the backup that fits."""
+    made = site.run("backup", "create", "--env", "production")
+    assert made.returncode == 0, made.stdout + made.stderr
+    newest = max((site.base / "backups").glob("dhash_production_*.zip"))
+    records = len(list(site.journal.records()))
+    try:
+        done = site.script(
+            "rollback_dhash.sh", "--env", "production", "--backup", str(newest), "--reason", "x"
+        )
+    finally:
+        for path in (newest, newest.with_name(newest.name + ".sha256")):
+            path.unlink()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "cannot be restored" in done.stderr and "9001_irreversible_probe" in done.stderr
+    assert "fits (--backup it)" in done.stderr and "nothing was changed" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(list(site.journal.records())) == records
+    assert_fully_on(site, "2.0.0")  # never stopped
+
+
 def test_rolling_back_to_a_named_backup_keeps_the_writes_made_since(site: Site) -> None:
     deploy = next(
         r for r in reversed(site.journal.runs()) if r.kind == "deploy" and r.outcome == "done"
@@ -133,6 +158,7 @@ def test_rolling_back_to_a_named_backup_keeps_the_writes_made_since(site: Site) 
     backup = deploy.detail_of("backup")["path"]
     later = [i for seed in range(200, 202) for i in site.ingest(seed)]
     everything = site.image_ids()
+    _change_a_row_without_an_audit_record(site, min(everything))
     relative = str(site.base.joinpath(backup).relative_to(site.base))
     done = site.script(
         "rollback_dhash.sh",
@@ -149,6 +175,21 @@ def test_rolling_back_to_a_named_backup_keeps_the_writes_made_since(site: Site) 
     run = site.journal.last_run("rollback")
     assert run is not None and run.params["backup_requested"] is True
     assert run.status_of("restore") == "done"
+    # Issue 12 item 3: what could not be carried over is said loudly, not "N rows kept".
+    assert "NOT carried over in images: 1 row changed since the backup" in done.stdout
+    notices = "\n".join(p.read_text() for p in (site.base / "logs").glob("notifications_*.log"))
+    assert any(
+        "NOT carried over: images" in line for line in notices.splitlines() if run.deploy_id in line
+    )
+
+
+def _change_a_row_without_an_audit_record(site: Site, image_id: int) -> None:
+    import sqlite3
+
+    db = Path(site.env.database_url.removeprefix("sqlite:///"))
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE images SET confidence = 0.123 WHERE id = ?", (image_id,))
+    conn.close()
 
 
 def test_a_damaged_database_is_restored_with_every_row_kept(site: Site) -> None:
@@ -179,3 +220,40 @@ def test_a_damaged_database_is_restored_with_every_row_kept(site: Site) -> None:
     assert run.status_of("restore") == "done" and run.status_of("activate") == "done"
     assert_fully_on(site, CHECKOUT_VERSION)
     assert set(later) <= site.image_ids() == everything
+
+
+def test_a_restore_that_fails_after_the_swap_puts_the_served_database_back(site: Site) -> None:
+    """Issue 12 item 2: a failure after the backup was swapped in (here: the exported rows are
+    damaged when the killed rollback resumes) puts back the database that served, serves it
+    again with the release that served, and names where everything was kept."""
+    deployed = site.deploy(wheel_for("2.0.0", migration="irreversible"))
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    later = [i for seed in range(400, 402) for i in site.ingest(seed)]
+    everything = site.image_ids()
+    args = ("--env", "production", "--reason", "put-back")
+    lines = len(list(site.journal.records()))
+    first = site.popen("rollback", *args)
+    hit = site.wait_for_record(
+        lambda r: r.phase == "reapply_writes" and r.status == "started", first, after=lines
+    )
+    assert hit is not None, "the rollback ended before re-applying"
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    rows = site.env.root / "rollback" / hit.deploy_id / "live-rows.jsonl"
+    rows.write_text('{"table": "images", "row": {"id": 1\n', encoding="utf-8")
+
+    done = site.script("rollback_dhash.sh", *args)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert "put the database that served back in place" in done.stdout
+    assert f"kept: {rows}" in done.stdout and "failed-restore-" in done.stdout
+    assert_fully_on(site, "2.0.0")
+    assert set(later) <= site.image_ids() == everything
+    run = site.journal.run(hit.deploy_id)
+    assert run is not None and run.outcome == "failed"
+    final = [
+        r.detail
+        for r in site.journal.records()
+        if r.deploy_id == hit.deploy_id and r.phase == RUN_PHASE
+    ][-1]
+    assert "serves again" in final["service"] and rows.name in " ".join(final["preserved"])

@@ -25,7 +25,12 @@ def test_a_rollback_after_a_deploy_killed_between_migrate_and_switch_ends_fully_
         assert first.returncode == 0, first.stdout + first.stderr
         lines = len(list(site.journal.records()))
         proc = site.popen(
-            "deploy", "--env", "production", "--source", str(wheel_for("2.0.0", "reversible"))
+            "deploy",
+            "--env",
+            "production",
+            "--no-monitor",
+            "--source",
+            str(wheel_for("2.0.0", "reversible")),
         )
         hit = site.wait_for_record(
             lambda r: r.phase == "activate" and r.status == "started", proc, after=lines

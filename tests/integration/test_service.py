@@ -8,11 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from PIL import Image
 
 from dhash_service.config import Settings
@@ -274,6 +276,72 @@ def test_another_process_write_reaches_this_index_within_the_poll_interval(
         time.sleep(0.02)
     [found] = service.search(written["hash"], 0)
     assert (found.image_id, found.source) == (written["image_id"], "other-worker")
+
+
+def tiff_pages(*pages: Image.Image) -> bytes:
+    return encode(
+        pages[0], "TIFF", save_all=True, append_images=list(pages[1:]), compression="tiff_lzw"
+    )
+
+
+def test_the_first_answer_is_what_the_store_answers_for_the_same_bytes(database_url: str) -> None:
+    # The first ingest answers from what it wrote; a duplicate reads it back: the two must agree
+    # field for field (ids, decisions, match hashes and sources, review ids, library flag).
+    svc = DhashService(settings_for(database_url, match_threshold=2, review_threshold=32))
+    svc.start()
+    try:
+        assert svc.wait_until_ready(10)
+        original = photo(3)
+        svc.ingest(png(original), library=True, source="catalogue")
+        svc.ingest(png(photo(5)), library=True, source="other")
+        cropped = original.crop((24, 18, 320, 240)).resize(original.size)
+        upload = tiff_pages(cropped, photo(3), photo(6))  # fresh: a PNG save left state on it
+        first, _ = svc.ingest(upload, filename="scan.tiff", source="upload")
+        again, nothing = svc.ingest(upload)
+        assert again.duplicate and not first.duplicate and nothing.items == []
+        assert len(first.items) == 3
+        assert any(item.review_id is not None for item in first.items)
+        assert any(item.decision == "match" and item.matches for item in first.items)
+        assert first.model_dump(exclude={"duplicate"}) == again.model_dump(exclude={"duplicate"})
+
+        joined, _ = svc.ingest(png(photo(7)), library=True, source="late")
+        reread, _ = svc.ingest(png(photo(7)))
+        assert joined.library and reread.duplicate
+        assert joined.model_dump(exclude={"duplicate"}) == reread.model_dump(exclude={"duplicate"})
+    finally:
+        svc.stop()
+
+
+def test_a_new_image_costs_one_read_and_one_write_transaction(service: DhashService) -> None:
+    # The ingest's store work, counted where SQLAlchemy sends it: the duplicate check with the
+    # library's newest id (one statement), then content, image, hash and audit rows in one
+    # transaction; no read-back, no catch-up query when the library has not changed.
+    service.ingest(png(photo(30)))  # warm: nothing below depends on a first-use query
+    engine = service._repo.engine
+    statements: list[str] = []
+    checkouts: list[object] = []
+
+    here = threading.get_ident()  # not the background index poll's
+
+    def on_execute(*args: object) -> None:
+        if threading.get_ident() == here:
+            statements.append(str(args[2]).split()[0])
+
+    def on_checkout(*args: object) -> None:
+        if threading.get_ident() == here:
+            checkouts.append(args[0])
+
+    sa.event.listen(engine, "before_cursor_execute", on_execute)
+    sa.event.listen(engine.pool, "checkout", on_checkout)
+    try:
+        report, _ = service.ingest(png(photo(31)))
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", on_execute)
+        sa.event.remove(engine.pool, "checkout", on_checkout)
+    assert report.items[0].decision == "new"
+    begins = [s for s in statements if s.upper() == "BEGIN"]  # SQLite's own, emitted by us
+    assert [s for s in statements if s.upper() != "BEGIN"] == ["SELECT", *["INSERT"] * 4]
+    assert len(begins) <= 2 and len(checkouts) == 2
 
 
 def test_a_library_image_stored_by_one_worker_is_matched_by_another_at_once(

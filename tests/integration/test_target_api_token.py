@@ -81,12 +81,12 @@ def test_a_production_deploy_without_a_token_is_refused_before_anything_changes(
     tmp_path: Path,
 ) -> None:
     _site(tmp_path, "production")
-    done = _dhash(tmp_path, "deploy", "--env", "production", "--source", str(wheel_for("1.0.0")))
+    wheel = str(wheel_for("1.0.0"))
+    done = _dhash(tmp_path, "deploy", "--env", "production", "--no-monitor", "--source", wheel)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "names no API token" in done.stderr and "Traceback" not in done.stderr
     root = tmp_path / "var" / "production"
     assert not (root / "releases").exists() and not (root / "current").exists()
-    wheel = str(wheel_for("1.0.0"))
     planned = _dhash(tmp_path, "deploy", "--dry-run", "--env", "production", "--source", wheel)
     assert "warning: production names no API token" in planned.stdout
 
@@ -95,7 +95,8 @@ def test_a_production_deploy_without_a_token_is_refused_before_anything_changes(
 def test_a_plain_local_environment_deploys_and_passes_its_smoke_tests(tmp_path: Path) -> None:
     _site(tmp_path, "staging")
     try:
-        done = _dhash(tmp_path, "deploy", "--env", "staging", "--source", str(wheel_for("1.0.0")))
+        wheel = str(wheel_for("1.0.0"))
+        done = _dhash(tmp_path, "deploy", "--env", "staging", "--no-monitor", "--source", wheel)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "generated the API token of staging" in done.stdout
         smoke = _dhash(tmp_path, "smoke", "--env", "staging", "--timeout", "60", "--json")

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -224,3 +225,150 @@ def test_restore_is_refused_while_the_environment_serves(target: LocalTarget) ->
     assert database.stat().st_ino == before  # not swapped
     assert not list(target.env.data_dir.glob("*.prerestore-*"))
     assert _served_version(target.env) == "1.0.0"
+
+
+def _leave_steering_like_a_killed_run(port: int, index: int) -> None:
+    """What a controller SIGKILLed inside a switch leaves: its socket is gone (the kernel closed
+    it) but the program it attached stays on the port group."""
+    import socket
+
+    from dhash_rollout.targets.steering import SO_ATTACH_REUSEPORT_CBPF, _return_program
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(1)
+        fprog, _keep = _return_program(index)
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+    finally:
+        sock.close()
+
+
+def test_going_back_beside_a_killed_switch_clears_its_steering_and_serves_only_the_old(
+    target: LocalTarget,
+) -> None:
+    """Issue 12 item 1: a deploy killed right after its new slot started left both slots running,
+    ``current`` on the old release and its steering program sending every new connection to the
+    new slot; going back to the old release must clear it (not wait for the old one's readiness
+    in vain, abandon it and leave only the new one serving)."""
+    target.activate("1.0.0")
+    target.activate("2.0.0")
+    release = target.release("1.0.0")
+    assert release is not None
+    slot = target.idle_slot(target.supervisor.slots(), target.current())
+    target.configure_slot(slot, release, "killed-deploy")
+    target.supervisor.ensure_started(slot)
+    new_pid = target.wait_ready(slot)
+    _leave_steering_like_a_killed_run(target.env.port, 1)
+    assert target.readiness.all_reach(new_pid, probes=6)  # the leftover steers to the new slot
+    kept = target.readiness.ready_timeout
+    target.readiness.ready_timeout = 8.0  # the 60 s default is what the operator waited
+    said: list[str] = []
+    try:
+        target.activate("2.0.0", progress=said.append)
+    finally:
+        target.readiness.ready_timeout = kept
+    assert list(_running(target).values()) == ["2.0.0"]
+    assert os.readlink(target.root / "current") == "releases/2.0.0"
+    assert any("steering" in line and "killed run" in line for line in said), said
+    old_pid = next(p.pid for p in target.status().processes if p.state == "RUNNING")
+    assert target.readiness.all_reach(old_pid, probes=6)
+
+
+def test_a_finished_switch_leaves_no_steering_on_the_port(target: LocalTarget) -> None:
+    """A program left on the group after a switch would send the next deploy's new slot every
+    connection the moment it listens, before anyone checked it is ready."""
+    from dhash_rollout.targets.steering import clear_steering
+
+    target.activate("1.0.0")
+    activation = target.activate("2.0.0")
+    assert activation.steered
+    assert clear_steering("127.0.0.1", target.env.port) is False
+
+
+_STRAY = """
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(8)
+print("listening", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_foreign_listener_on_the_port_is_reported_and_refuses_the_switch(
+    target: LocalTarget,
+) -> None:
+    """Issue 12 item 4: with SO_REUSEPORT a stray process of the same user joins the port group
+    and takes a share of new connections; the kernel's socket table names it."""
+    import sys
+
+    target.activate("1.0.0")
+    stray = subprocess.Popen(
+        [sys.executable, "-c", _STRAY, str(target.env.port)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert stray.stdout is not None and stray.stdout.readline().strip() == "listening"
+        foreign = [p for p in target.status().processes if p.state == "FOREIGN"]
+        assert [p.pid for p in foreign] == [stray.pid]
+        with pytest.raises(CheckFailed, match=rf"does not run: pid {stray.pid} \("):
+            target.activate("2.0.0")
+        assert list(_running(target).values()) == ["1.0.0"]  # nothing was changed
+    finally:
+        stray.kill()
+        stray.wait()
+        if stray.stdout is not None:
+            stray.stdout.close()
+    assert [p for p in target.status().processes if p.state == "FOREIGN"] == []
+
+
+def test_the_service_a_dead_supervisord_left_is_reported_and_stopped_by_start(
+    target: LocalTarget,
+) -> None:
+    """Issue 12 item 4: after supervisord is killed its service keeps serving while the slots
+    read ABSENT; ``release start`` started a second copy beside it. Now status names the orphan
+    and start leaves exactly one supervised process serving."""
+    import signal
+
+    target.activate("1.0.0")
+    os.kill(int(target.layout.pidfile.read_text().strip()), signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while target.supervisor.running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    orphans = [p for p in target.status().processes if p.state == "ORPHAN"]
+    assert [p.release for p in orphans] == ["1.0.0"], target.status()
+    assert _served_version(target.env) == "1.0.0"  # it still serves
+    said: list[str] = []
+    target.start(progress=said.append)
+    status = target.status()
+    assert [p for p in status.processes if p.state in ("ORPHAN", "FOREIGN")] == [], status
+    assert list(_running(target).values()) == ["1.0.0"]
+    assert any("orphaned service" in line for line in said), said
+    assert all(not _alive(p.pid) for p in orphans if p.pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_stopped_environment_stays_stopped_when_supervisord_starts_again(
+    target: LocalTarget,
+) -> None:
+    """Issue 12 item 9: ``release stop`` came back by itself after a supervisord restart (the
+    program files still said autostart)."""
+    target.activate("2.0.0")
+    target.stop()
+    target.shutdown()
+    target.supervisor.ensure()  # a reboot, or anything that starts supervisord again
+    time.sleep(2.0)  # startsecs=1: an autostarted slot would be RUNNING by now
+    assert _running(target) == {}
+    target.start()
+    assert _served_version(target.env) == "2.0.0"

@@ -78,6 +78,19 @@ def sample(
     return kept, deselected
 
 
+def subset(group: str, cases: Sequence[str], keep: int, always: Iterable[str] = ()) -> list[str]:
+    """For a scenario that walks its cases in one test (each step builds on the last, so they
+    cannot be parametrized): the ``always`` cases plus ``keep`` of the others, in their order,
+    drawn from the run's seed like a matrix; every case when the run is not sampled."""
+    value = os.environ.get(ENV, "")  # pytest_configure has turned "auto" into its seed
+    if not value.isdigit():
+        return list(cases)
+    seed, fixed = int(value), set(always)
+    optional = [case for case in cases if case not in fixed]
+    chosen = choose(optional, keep, seed, group) if optional else set()
+    return [case for case in cases if case in fixed or case in chosen]
+
+
 def _keep(item: pytest.Item) -> int | None:
     marker = item.get_closest_marker("matrix")
     if marker is None:
@@ -109,7 +122,12 @@ def pytest_configure(config: pytest.Config) -> None:
         "matrix(keep=1): a parametrized matrix that make test samples (keep cases per run) "
         "and make test-full runs whole",
     )
-    config.stash[_SEED_KEY] = parse_sample(os.environ.get(ENV))
+    seed = parse_sample(os.environ.get(ENV))
+    if seed is not None and not hasattr(config, "workerinput"):
+        # pytest-xdist's workers start after this and inherit the environment: every worker
+        # must draw the same sample, or xdist refuses the differing collections.
+        os.environ[ENV] = str(seed)
+    config.stash[_SEED_KEY] = seed
     config.stash[_DESELECTED_KEY] = []
 
 

@@ -61,7 +61,7 @@ def main(workdir: Path, v1: Path, v2: Path) -> dict[str, Any]:
             return report
         report["before_ids"] = sorted(i for seed in range(5) for i in site.ingest(seed))
         report["deploy_v2"] = _under_load(
-            site, 10_000, "deploy", "--env", "production", "--source", str(v2)
+            site, 10_000, "deploy", "--env", "production", "--no-monitor", "--source", str(v2)
         )
         deploy = site.journal.last_run("deploy")
         report["deploy_steered"] = deploy.detail_of("activate").get("steered") if deploy else None

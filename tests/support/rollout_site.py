@@ -97,9 +97,13 @@ class Site:
             text=True,
         )
 
-    def deploy(self, wheel: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-        done = self.run("deploy", "--env", self.env_name, "--source", str(wheel), *extra)
-        return done
+    def deploy(
+        self, wheel: Path, *extra: str, monitor: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """``dhash deploy`` of ``wheel``; unguarded (``--no-monitor``) unless ``monitor``: a
+        CLI deploy otherwise watches its release for the whole (60-minute) window."""
+        flags = () if monitor else ("--no-monitor",)
+        return self.run("deploy", "--env", self.env_name, "--source", str(wheel), *flags, *extra)
 
     def wait_for_record(
         self,

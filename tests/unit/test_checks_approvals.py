@@ -96,3 +96,25 @@ def test_wrong_shapes_name_the_field(data: object, where: str) -> None:
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(CheckFailed, match=r"approvals\.json is missing"):
         check_approvals_file(tmp_path / "approvals.json", "production")
+
+
+def test_a_deploy_needs_approvals_naming_its_version_and_a_date() -> None:
+    """Issue 12 item 5: approvals of no particular release cleared any deploy."""
+    from datetime import date
+
+    today = date(2026, 12, 2)
+    dated = {**VALID, "version": "1.4.0", "date": "2026-12-01"}
+
+    def check(data: object) -> str:
+        return evaluate_approvals(parse_approvals(json.dumps(data)), "production", "1.4.0", today)
+
+    assert check(dated).startswith("2 approvers")
+    for data, message in (
+        (VALID, "the approvals name no version, not the 1.4.0 being deployed"),
+        ({**dated, "version": "1.3.9"}, "the approvals name 1.3.9, not the 1.4.0 being deployed"),
+        ({**dated, "date": None}, "the approvals name no date"),
+        ({**dated, "date": "yesterday"}, "is not an ISO date"),
+        ({**dated, "date": "2026-12-24"}, "dated 2026-12-24, in the future"),
+    ):
+        with pytest.raises(CheckFailed, match=message):
+            check(data)

@@ -103,3 +103,26 @@ def test_serve_refuses_a_token_too_short_to_redact_without_naming_it(
     err = capsys.readouterr().err
     assert "DHASH_API_TOKENS: 1 of 2 tokens are shorter than 8 characters" in err
     assert "long-enough-token" not in err
+
+
+@pytest.mark.parametrize(
+    "variable", ["DHASH_API_READ_TOKENS", "DHASH_API_WRITE_TOKENS", "DHASH_API_REVIEW_TOKENS"]
+)
+def test_serve_refuses_a_short_scoped_token_naming_its_setting(
+    variable: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The scoped tokens are redacted the same way, so a short one mangles the logs just as much.
+    monkeypatch.setenv("DHASH_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DHASH_API_TOKENS", "long-enough-token")
+    monkeypatch.setenv(variable, "scoped-long-token,abc")
+    served: list[object] = []  # had the check missed it, serve would return here, not run on
+    monkeypatch.setattr("dhash_service.server.serve", lambda *a, **k: served.append(a))
+    assert main(["serve", "--port", "0"]) == 2
+    assert served == []
+    err = capsys.readouterr().err
+    assert f"{variable}: 1 of 2 tokens are shorter than 8 characters" in err
+    assert "DHASH_API_TOKENS:" not in err  # only the setting that holds the short one is named
+    assert "scoped-long-token" not in err and "abc" not in err

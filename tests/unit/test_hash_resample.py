@@ -90,7 +90,21 @@ def test_other_modes_take_pillows_own_resize() -> None:
     assert np.array_equal(resize_lanczos(image, 9, 8), pillow(image, 9, 8))
 
 
-@pytest.mark.parametrize("size", [(65_535, 1), (1, 65_535), (65_535, 2), (3, 65_535)])
+@pytest.mark.parametrize(
+    "size", [(65_535, 1), (1, 65_535), (65_535, 2), (3, 65_535), (65_535, 40), (40, 65_535)]
+)
 def test_strips_at_the_side_limit_match_pillow(size: tuple[int, int]) -> None:
-    # The longest side extraction lets through (DHASH_MAX_IMAGE_SIDE): still exactly Pillow.
+    # The longest side extraction lets through (DHASH_MAX_IMAGE_SIDE): still exactly Pillow,
+    # with the products cut along the long side (and read row-wise when it is the height).
     assert_same_as_pillow(noise(*size, seed=size[0] + size[1]))
+
+
+@pytest.mark.parametrize("mnk", [9 * 17, 9 * 17 * 40, 65536 * 4])
+def test_products_cut_into_any_blocks_match_pillow(
+    mnk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Blocks over rows, over input positions, and the transposed way for the vertical pass
+    # first: sums of exact integers, so no block size may change a pixel.
+    monkeypatch.setattr(resample, "_BLAS_SINGLE_THREAD_MNK", mnk)
+    for size in [(640, 480), (37, 600), (600, 37), (1, 300), (300, 1), (5000, 3), (3, 5000)]:
+        assert_same_as_pillow(noise(*size, seed=sum(size)))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.matrix_sampling import choose, matrix_group, parse_sample, sample
+from tests.support.matrix_sampling import ENV, choose, matrix_group, parse_sample, sample, subset
 
 REPO = Path(__file__).resolve().parents[2]
 CASES = [f"t.py::test_m[{n}]" for n in "abcd"]
@@ -112,3 +112,22 @@ def test_a_case_named_on_the_command_line_runs_even_when_sampled(tmp_path: Path)
 def test_no_tests_left_by_a_filter_is_still_exit_5(tmp_path: Path) -> None:
     done = _pytest(tmp_path, "11", "-k", "no_such_test")
     assert done.returncode == 5, done.stdout
+
+
+STEPS = ("a", "b", "c", "d", "e", "f")
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [("", 6), ("all", 6), ("7", 4), ("123456", 4)],
+    ids=["unset", "all", "s7", "s123456"],
+)
+def test_a_scenario_subset_keeps_its_fixed_steps_in_order(
+    monkeypatch: pytest.MonkeyPatch, value: str, kept: int
+) -> None:
+    monkeypatch.setenv(ENV, value)
+    steps = subset("scenario", STEPS, keep=2, always=("b", "e"))
+    assert len(steps) == kept
+    assert {"b", "e"} <= set(steps)
+    assert steps == [s for s in STEPS if s in steps]  # the scenario's order
+    assert steps == subset("scenario", STEPS, keep=2, always=("b", "e"))  # same seed, same steps

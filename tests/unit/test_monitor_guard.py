@@ -14,25 +14,36 @@ from dhash_rollout.runs.journal import JournalRecord, PhaseState, RunState, Stat
 SWITCH = datetime(2026, 12, 2, 6, 0, tzinfo=UTC).timestamp()
 
 
-def _run(kind: str = "deploy", outcome: Status | None = "done") -> RunState:
-    return RunState(
-        "deploy-1",
-        kind,
-        {"version": "1.2.0", "previous_version": "1.1.0"},
-        {"activate": PhaseState("done", {})},
-        outcome,
-    )
+def _run(
+    kind: str = "deploy",
+    outcome: Status | None = None,
+    monitor: PhaseState | None = PhaseState("started", {}),
+    switched: float | None = None,
+) -> RunState:
+    phases = {"activate": PhaseState("done", {"switched_at": switched} if switched else {})}
+    if monitor is not None:
+        phases["monitor"] = monitor
+    params = {"version": "1.2.0", "from_version": "1.1.0"}
+    return RunState("deploy-1", kind, params, phases, outcome)
 
 
 RECORDS = [JournalRecord("2026-12-02T06:00:00+00:00", "deploy-1", "activate", "done")]
+OPEN = OpenDeploy("deploy-1", "1.2.0", "1.1.0", SWITCH)
+LATER_END = PhaseState("started", {"monitor.started": {"window_end": SWITCH + 3660}})
 
 
 @pytest.mark.parametrize(
     ("run", "records", "now", "expected"),
     [
-        (_run(), RECORDS, SWITCH + 600, OpenDeploy("deploy-1", "1.2.0", "1.1.0", SWITCH)),
+        (_run(), RECORDS, SWITCH + 600, OPEN),  # cut short while watching, inside its window
+        (_run(monitor=None), RECORDS, SWITCH + 60, OPEN),  # died between the switch and it
+        (_run(switched=SWITCH), [], SWITCH + 60, OPEN),  # the switch time from its detail
         (_run(), RECORDS, SWITCH + 3600, None),  # the window is over: observe only
+        (_run(monitor=LATER_END), RECORDS, SWITCH + 3630, OPEN),  # its schedule's own end
+        (_run(monitor=LATER_END), RECORDS, SWITCH + 3660, None),
+        (_run(outcome="done"), RECORDS, SWITCH + 60, None),  # its guard concluded
         (_run(outcome="failed"), RECORDS, SWITCH + 60, None),  # nothing left to guard
+        (_run(monitor=PhaseState("skipped", {})), RECORDS, SWITCH + 60, None),  # --no-monitor
         (_run(kind="rollback"), RECORDS, SWITCH + 60, None),
         (_run(), [], SWITCH + 60, None),  # never switched
         (None, RECORDS, SWITCH + 60, None),

@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from dhash_rollout.rollback.decision import DeployFootprint, TargetFacts, choose_target
+from dhash_rollout.rollback.decision import (
+    BackupCandidate,
+    DeployFootprint,
+    SchemaReach,
+    TargetFacts,
+    backup_misfit,
+    choose_target,
+    pick_backup,
+)
 
 SERVING_2 = TargetFacts(
     current_version="2.0.0",
@@ -85,3 +93,72 @@ def test_rollback_target_choice(
         backup,
         newest,
     )
+
+
+# --- issue 12 item 2: the backup must fit the target release's schema, checked before the stop
+
+REACH = SchemaReach(
+    target_revision="0003_head",
+    target_known=frozenset({"0001_init", "0002_more", "0003_head"}),
+    downgradable=frozenset({"9001_reversible"}),
+)
+AT_HEAD = BackupCandidate("b/at-head.zip", "0003_head")
+OLDER = BackupCandidate("b/older.zip", "0001_init")
+REVERSIBLE = BackupCandidate("b/reversible.zip", "9001_reversible")
+PAST_IRREVERSIBLE = BackupCandidate("b/irreversible.zip", "9002_irreversible")
+EMPTY = BackupCandidate("b/empty.zip", None)
+
+
+@pytest.mark.parametrize(
+    ("revision", "fits"),
+    [
+        ("0003_head", True),  # the target's own schema
+        ("0001_init", True),  # the target's migrations upgrade it
+        ("9001_reversible", True),  # the newer release takes it down
+        ("9002_irreversible", False),  # newer, and its downgrade refuses
+        ("7777_unknown", False),  # no release knows it
+        (None, True),  # an empty database: the target's migrations build it
+    ],
+)
+def test_a_backup_fits_the_target_schema_when_some_migration_reaches_it(
+    revision: str | None, fits: bool
+) -> None:
+    assert (backup_misfit(revision, REACH) is None) is fits
+
+
+@pytest.mark.parametrize(
+    ("preferred", "candidates", "named", "backup", "refused", "noted"),
+    [
+        # the deploy's own backup fits: kept
+        (AT_HEAD, (PAST_IRREVERSIBLE, AT_HEAD), False, "b/at-head.zip", None, False),
+        # the youngest backup was taken after the irreversible migration: the next that fits
+        (PAST_IRREVERSIBLE, (PAST_IRREVERSIBLE, OLDER), False, "b/older.zip", None, True),
+        # a reversible newer schema is fine (the downgrade takes it there)
+        (REVERSIBLE, (REVERSIBLE,), False, "b/reversible.zip", None, False),
+        # the operator named one that cannot fit: refused, naming the one that does
+        (PAST_IRREVERSIBLE, (PAST_IRREVERSIBLE, OLDER), True, None, "b/older.zip fits", False),
+        # ... and with none that fits, refused all the same
+        (PAST_IRREVERSIBLE, (PAST_IRREVERSIBLE,), True, None, "cannot be restored", False),
+        # nothing fits at all: refused, saying what the backups hold
+        (PAST_IRREVERSIBLE, (PAST_IRREVERSIBLE,), False, None, "9002_irreversible", False),
+        # no preferred one: the newest that fits
+        (None, (PAST_IRREVERSIBLE, EMPTY, OLDER), False, "b/empty.zip", None, False),
+        # no backup at all: none (the plan says a restore is needed but none is available)
+        (None, (), False, None, None, False),
+    ],
+)
+def test_the_backup_to_restore_is_one_whose_schema_the_target_can_serve(  # noqa: PLR0917 - one case-table row
+    preferred: BackupCandidate | None,
+    candidates: tuple[BackupCandidate, ...],
+    named: bool,
+    backup: str | None,
+    refused: str | None,
+    noted: bool,
+) -> None:
+    pick = pick_backup(preferred, candidates, REACH, named=named)
+    assert pick.backup == backup
+    if refused is None:
+        assert pick.refusal is None
+    else:
+        assert pick.refusal is not None and refused in pick.refusal
+    assert (pick.note is not None) is noted

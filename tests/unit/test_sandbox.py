@@ -126,5 +126,7 @@ def test_a_disconnected_client_stops_the_child_at_once(pool: DecoderPool) -> Non
     threading.Timer(1.0, disconnect).start()
     with pytest.raises(ClientDisconnected):
         run(pool, pdf_nested_forms(depth=7, draws=10), seconds=20.0, cancelled=cancelled)
-    assert time.monotonic() - set_at[0] < 2.0  # not the 20 s budget: killed when seen
+    assert (
+        time.monotonic() - set_at[0] < 5.0
+    )  # not the 20 s budget: killed when seen (slack for a loaded machine)
     assert_still_serves(pool)

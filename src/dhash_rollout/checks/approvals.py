@@ -4,6 +4,7 @@
 
     {
       "env": "production",                      # optional; when present it must match
+      "version": "1.4.0", "date": "2026-12-01", # required when a deploy checks them
       "approvers": [
         {"name": "alice", "role": "sre"},
         {"name": "bob", "role": "developer"}
@@ -18,6 +19,7 @@ its ``/``-separated parts is ``ops`` or ``sre`` (``"Ops/SRE"`` does).
 from __future__ import annotations
 
 import json
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -48,6 +50,8 @@ class Operator(BaseModel):
 class Approvals(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
     env: str | None = None
+    version: str | None = None  # the release approved; a deploy of another is not approved
+    date: str | None = None  # ISO date (or date-time) of the approval
     approvers: list[Approver]
     deploy_operator: Operator | None = Field(default=None, alias="deployOperator")
 
@@ -66,10 +70,30 @@ def parse_approvals(text: str, source: str = "approvals.json") -> Approvals:
         raise CheckFailed(f"{source} is malformed at {where}: {first['msg']}") from None
 
 
-def evaluate_approvals(approvals: Approvals, env: str) -> str:
-    """The guide's rule; returns a one-line summary or raises CheckFailed naming what is short."""
+def _approved_on(text: str | None, today: date) -> date:
+    if not text:
+        raise CheckFailed('the approvals name no date (add "date": "YYYY-MM-DD")')
+    try:
+        day = datetime.fromisoformat(text).date()
+    except ValueError:
+        raise CheckFailed(f"the approvals' date {text!r} is not an ISO date") from None
+    if day > today:
+        raise CheckFailed(f"the approvals are dated {day}, in the future")
+    return day
+
+
+def evaluate_approvals(
+    approvals: Approvals, env: str, version: str | None = None, today: date | None = None
+) -> str:
+    """The guide's rule; returns a one-line summary or raises CheckFailed naming what is short.
+    With ``version`` (a deploy asks), the approvals must name that version and a date."""
     if approvals.env is not None and approvals.env != env:
         raise CheckFailed(f"approvals are for {approvals.env!r}, not {env!r}")
+    if version is not None:
+        if approvals.version != version:
+            named = approvals.version or "no version"
+            raise CheckFailed(f"the approvals name {named}, not the {version} being deployed")
+        _approved_on(approvals.date, today or datetime.now(UTC).date())
     by_name: dict[str, Approver] = {}
     for approver in approvals.approvers:
         key = approver.name.strip().lower()
@@ -95,9 +119,9 @@ def evaluate_approvals(approvals: Approvals, env: str) -> str:
     )
 
 
-def check_approvals_file(path: Path, env: str) -> str:
+def check_approvals_file(path: Path, env: str, version: str | None = None) -> str:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise CheckFailed(f"{path.name} is missing") from None
-    return evaluate_approvals(parse_approvals(text, path.name), env)
+    return evaluate_approvals(parse_approvals(text, path.name), env, version)

@@ -1,7 +1,10 @@
 """The guide's routine runbooks: the morning health check and the weekly backup verification.
 
-Daily: the service answers ``/health``, the newest backup is at most 24 hours old, and the
-filesystems holding ``logs/`` and ``backups/`` have room. Weekly: the newest seven backups of the
+Daily: the service answers ``/health``, only the environment's own supervised release listens
+on its port (no orphan of a dead supervisord, no foreign process sharing the port group), the
+newest backup is at most 24 hours old, the filesystems holding ``logs/`` and ``backups/`` have
+room, and the last deploy's monitoring window was not cut short (``runs.verification``).
+Weekly: the newest seven backups of the
 environment verify end to end (outer SHA256 as ``sha256sum -c`` checks it, then the manifest and
 every member), which is stronger than the guide's checksum loop and reports each one.
 """
@@ -18,6 +21,8 @@ from dhash_rollout.checks.paths import backup_dir, log_dir, shown
 from dhash_rollout.checks.report import CheckReport, CheckRun
 from dhash_rollout.environments import Environment, api_token
 from dhash_rollout.runs.health import probe_health
+from dhash_rollout.runs.verification import PROBLEMS, last_deploy_verification
+from dhash_rollout.targets import get_target
 from dhash_service.errors import CheckFailed
 
 MAX_BACKUP_AGE = timedelta(hours=24)
@@ -29,6 +34,32 @@ _GIB = 1024**3
 def check_service_health(env: Environment, timeout: float = 10.0) -> str:
     probe_health(env.url, token=api_token(env), require_ready=False, request_timeout=timeout)
     return f"{env.url}/health is OK"
+
+
+def check_listeners(env: Environment, *, orphans_ok: bool = False) -> str:
+    """Who really listens on the port (the kernel's socket table, via the target's status).
+    ``orphans_ok``: a deploy's preflight, whose switch stops the orphans of a dead supervisord
+    itself; a foreign listener always fails."""
+    status = get_target(env).status()
+    if "listeners" not in status.extra:
+        return f"who listens on port {env.port} is not known for the {env.target} target"
+    kinds = ("FOREIGN",) if orphans_ok else ("ORPHAN", "FOREIGN")
+    strays = [p for p in status.processes if p.state in kinds]
+    if strays:
+        who = "; ".join(f"{p.state.lower()} pid {p.pid} ({p.release or '-'})" for p in strays)
+        raise CheckFailed(
+            f"port {env.port} is shared with processes no slot runs: {who} "
+            f"(`dhash release start --env {env.name}` stops orphans; stop foreign ones)"
+        )
+    serving = [f"{p.name} ({p.release})" for p in status.serving]
+    orphans = [f"orphan pid {p.pid} ({p.release})" for p in status.processes if p.state == "ORPHAN"]
+    if orphans:  # only with orphans_ok
+        serving.append(f"{', '.join(orphans)}, which the switch stops")
+    if not serving:
+        if not status.extra["listeners"]:  # down: the health check says so already
+            return f"nothing listens on port {env.port}"
+        raise CheckFailed(f"no supervised release listens on port {env.port}")
+    return f"port {env.port}: {', '.join(serving)} only"
 
 
 def check_backup_age(
@@ -72,11 +103,23 @@ def run_daily(
 ) -> CheckReport:
     run = CheckRun("daily", meta={"env": env.name, "url": env.url})
     run.check("service health", lambda: check_service_health(env))
+    run.check("who listens on the port", lambda: check_listeners(env))
     run.check("latest backup age", lambda: check_backup_age(env, workdir, now=now))
     run.check(
         "disk space", lambda: check_disk_space([log_dir(workdir), backup_dir(workdir)], workdir)
     )
+    run.check("last deploy verified", lambda: check_last_deploy(env))
     return run.finish(log_path)
+
+
+def check_last_deploy(env: Environment) -> str:
+    """A deploy whose monitoring window was cut short is a problem to look at (nobody knows
+    whether the release is good); one made without monitoring, or rolled back by its gates,
+    is reported as it is, not as a failure."""
+    verification = last_deploy_verification(env)
+    if verification.state in PROBLEMS:
+        raise CheckFailed(verification.line)
+    return verification.line
 
 
 def run_weekly(

@@ -55,7 +55,7 @@ def check_deploy_dryrun(path: Path, env: Environment, version: str | None = None
     return f"plan for {header['version']} with {steps} steps{note}"
 
 
-def check_migrate_dryrun(path: Path, env: Environment) -> str:
+def check_migrate_dryrun(path: Path, env: Environment, version: str | None = None) -> str:
     """The migration dry run reported ``result: OK`` and left the database unchanged.
 
     It must be a dry run of this environment's database (compared in the log's display form,
@@ -74,6 +74,13 @@ def check_migrate_dryrun(path: Path, env: Environment) -> str:
     database = fields.get("database")
     if database and database != redact_text(display_url(env.database_url)):
         raise CheckFailed(f"{path.name} is a dry run of {database}, not {env.name}'s database")
+    rehearsed = fields.get("version")
+    if version is not None and rehearsed != version:
+        raise CheckFailed(
+            f"{path.name} rehearses the migrations of {rehearsed or 'an unnamed version'}, not "
+            f"of the {version} being deployed: install it (dhash release install --env "
+            f"{env.name} --source ...) and run its own `dhash migrate --dry-run --env {env.name}`"
+        )
     result = fields.get("result", "missing")
     if result != "OK":
         raise CheckFailed(f"{path.name} records result: {result}")

@@ -26,6 +26,7 @@ from dhash_rollout.checks.log_lines import LogValidation, validate_lines
 from dhash_rollout.checks.report import CheckReport, CheckRun
 from dhash_rollout.checks.service import is_service_log, service_log_dir
 from dhash_rollout.environments import Environment, api_token
+from dhash_rollout.runs.health import served_version
 from dhash_service.config import NotificationSettings, Settings
 from dhash_service.errors import CheckFailed
 
@@ -162,7 +163,13 @@ def run_logging_validation(
     log_dir = service_log_dir(env)
     run = CheckRun(
         "validate-logging",
-        meta={"env": env.name, "url": env.url, "concurrency": concurrency, "log_dir": str(log_dir)},
+        meta={
+            "env": env.name,
+            "version": served_version(env),
+            "url": env.url,
+            "concurrency": concurrency,
+            "log_dir": str(log_dir),
+        },
     )
     if not log_dir.is_dir():
         run.record(

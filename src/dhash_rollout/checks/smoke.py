@@ -30,7 +30,7 @@ from dhash_rollout.checks.known_image import KNOWN_DHASH64, KNOWN_IMAGE_NAME, kn
 from dhash_rollout.checks.report import CheckReport, CheckRun
 from dhash_rollout.checks.service import service_client
 from dhash_rollout.environments import Environment, api_token
-from dhash_rollout.runs.health import probe_health
+from dhash_rollout.runs.health import probe_health, served_version
 from dhash_rollout.runs.journal import Journal
 from dhash_service import metrics
 from dhash_service.client import DhashClient
@@ -203,7 +203,13 @@ def run_smoke(
     deadline = Deadline(timeout)
     run = CheckRun(
         "smoke",
-        meta={"env": env.name, "url": env.url, "post_rollback": post_rollback, "timeout": timeout},
+        meta={
+            "env": env.name,
+            "version": served_version(env),
+            "url": env.url,
+            "post_rollback": post_rollback,
+            "timeout": timeout,
+        },
     )
     names = [*CHECKS, *([POST_ROLLBACK_CHECK] if post_rollback else [])]
     image = known_image_png()

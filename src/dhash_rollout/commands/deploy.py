@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,13 +47,51 @@ def _printer(as_json: bool) -> Any:
     return say
 
 
-def deploy_monitor() -> DeployMonitor | None:
-    """The post-deploy monitor the deploy runs after the switch (None: its phase is skipped).
+@dataclass(frozen=True)
+class MonitorOptions:
+    """How the deploy's monitor phase measures: the metric source and the gates file."""
 
-    The monitor package (``dhash_rollout.monitor``) is built against
-    :mod:`dhash_rollout.runs.monitoring`; this is where it is plugged in.
-    """
-    return None
+    source: str = "scrape"
+    prometheus_url: str | None = None
+    gates_config: Path | None = None  # None: quality-gates-config.json of the working directory
+    view: str = "auto"  # auto (Rich on a terminal, else plain lines), plain, quiet
+
+    def check(self, env: str) -> None:
+        """Refuse a bad source or gates file before the deploy begins (exit 2), not after the
+        switch: a deploy that cannot be monitored must not start."""
+        from dhash_rollout.monitor.gates_config import GatesConfigError, load_gates_config
+        from dhash_rollout.monitor.runner import DEFAULT_GATES_FILE
+
+        if self.source not in ("scrape", "prometheus"):
+            raise ConfigError(f"--monitor-source must be scrape or prometheus, not {self.source!r}")
+        if self.source == "prometheus" and not self.prometheus_url:
+            raise ConfigError("--monitor-source prometheus needs --prometheus-url")
+        try:
+            load_gates_config(self.gates_config or DEFAULT_GATES_FILE, environment=env)
+        except GatesConfigError as err:
+            raise ConfigError(
+                f"{err.message} (the deploy's monitor reads it: pass --gates-config FILE, "
+                "or --no-monitor to deploy unguarded)"
+            ) from None
+
+
+def deploy_monitor(options: MonitorOptions | None = None) -> DeployMonitor | None:
+    """The post-deploy monitor the deploy runs after the switch: the quality gates over the new
+    release's real metrics (:class:`dhash_rollout.monitor.deploy_guard.DeployGuard`), with the
+    escalation of unacknowledged alerts on its polls. The deploy acts on its verdict."""
+    from dhash_rollout.commands.monitor import escalate_on_poll
+    from dhash_rollout.monitor.deploy_guard import DeployGuard
+    from dhash_rollout.monitor.runner import prometheus_source, scrape_source
+
+    options = options or MonitorOptions()
+    source = (
+        prometheus_source(options.prometheus_url or "")
+        if options.source == "prometheus"
+        else scrape_source
+    )
+    return DeployGuard(
+        source=source, gates_file=options.gates_config, view=options.view, escalate=escalate_on_poll
+    )
 
 
 @contextlib.contextmanager
@@ -99,6 +137,28 @@ def deploy(
     no_monitor: bool = typer.Option(
         False, "--no-monitor", help="Skip the post-deploy quality-gate monitoring phase."
     ),
+    monitor_source: str = typer.Option(
+        "scrape", "--monitor-source", help="The monitor's metrics: scrape (default) or prometheus."
+    ),
+    prometheus_url: str | None = typer.Option(
+        None, "--prometheus-url", help="Prometheus base URL (with --monitor-source prometheus)."
+    ),
+    gates_config: Path | None = typer.Option(
+        None, "--gates-config", help="Quality gates file (default: quality-gates-config.json)."
+    ),
+    time_scale: float | None = typer.Option(
+        None,
+        "--time-scale",
+        min=0.001,
+        help="Run the monitoring window N times faster (demos, tests; also "
+        "DHASH_MONITOR_TIME_SCALE).",
+    ),
+    release_setting: list[str] | None = typer.Option(
+        None,
+        "--release-setting",
+        help="KEY=VALUE service setting for this release only (repeatable), e.g. "
+        "DHASH_FAULT_HASH_LATENCY_SECONDS=0.5; stored in <root>/releases/<v>/settings.json.",
+    ),
     smoke_timeout: float = typer.Option(
         120.0, "--smoke-timeout", min=1.0, help="Deadline of the post-deploy smoke tests (s)."
     ),
@@ -106,11 +166,25 @@ def deploy(
     as_json: bool = JsonOption,
 ) -> None:
     """Guarded deploy: lock, preflight, backup, install, migrate, switch, health, smoke, notify."""
+    from dhash_rollout.commands.monitor import _time_scale
     from dhash_rollout.deploy import DeployRequest
     from dhash_rollout.deploy import deploy as run_deploy
+    from dhash_rollout.environments import load_environment
+    from dhash_rollout.releases import parse_release_settings
     from dhash_rollout.rollback import execute as rollback_inside
     from dhash_rollout.runs.plan import render_plan
 
+    options = MonitorOptions(
+        monitor_source, prometheus_url, gates_config, view="quiet" if as_json else "auto"
+    )
+    scale = _time_scale(time_scale)
+    settings = (
+        parse_release_settings(release_setting, load_environment(env).name)
+        if release_setting
+        else None
+    )
+    if not no_monitor and not dry_run:
+        options.check(env)
     with contextlib.ExitStack() as stack:
         log_path = None if dry_run else stack.enter_context(_log_to_file("deploy", env))
         request = DeployRequest(
@@ -121,12 +195,20 @@ def deploy(
             no_monitor=no_monitor,
             smoke_timeout=smoke_timeout,
             log_path=log_path,
+            monitor_time_scale=scale,
+            release_settings=settings,
         )
         if initiator:
             request = replace(request, initiator=_one_line("--initiator", initiator))
-        result = run_deploy(
-            request, say=_printer(as_json), monitor=deploy_monitor(), rollback=rollback_inside
-        )
+        monitor = None if no_monitor else deploy_monitor(options)
+        with _json_refusal(as_json):
+            result = run_deploy(
+                request, say=_printer(as_json), monitor=monitor, rollback=rollback_inside
+            )
+    if monitor is not None and result.run_id is not None:
+        from dhash_rollout.commands.monitor import mark_rollback
+
+        mark_rollback(load_environment(env), result.run_id)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
     elif dry_run:
@@ -137,8 +219,33 @@ def deploy(
         typer.echo(f"{verdict}: {result.env} {result.version} [{result.run_id}]")
         if result.log_path:
             typer.echo(f"log: {result.log_path}")
+    _exit_if_interrupted(result.interrupted, result.error)
     if not result.ok:
         raise CheckFailed(result.error or "deploy failed")
+
+
+@contextlib.contextmanager
+def _json_refusal(as_json: bool) -> Iterator[None]:
+    """With ``--json`` a refusal (lock held, nothing to roll back, database down) is a JSON
+    object on stdout too, with the same exit code, not only a line on stderr."""
+    try:
+        yield
+    except DhashError as err:
+        if not as_json:
+            raise
+        answer = {"ok": False, "refused": True, "error": err.message, "exit_code": err.exit_code}
+        typer.echo(json.dumps(answer, indent=2))
+        typer.echo(f"dhash: error: {err.message}", err=True)
+        raise typer.Exit(err.exit_code) from None
+
+
+def _exit_if_interrupted(interrupted: bool, message: str | None) -> None:
+    """A run stopped by SIGTERM/SIGINT says so and exits 130 (the run stays open)."""
+    from dhash_rollout.runs.interrupt import EXIT_INTERRUPTED
+
+    if interrupted:
+        typer.echo(f"dhash: interrupted: {message}", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def _one_line(flag: str, value: str) -> str:
@@ -186,7 +293,8 @@ def rollback(
         )
         if initiator:
             request = replace(request, initiator=_one_line("--initiator", initiator))
-        result = run_rollback(request, say=_printer(as_json))
+        with _json_refusal(as_json):
+            result = run_rollback(request, say=_printer(as_json))
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
     elif not dry_run:
@@ -194,6 +302,7 @@ def rollback(
         typer.echo(f"{verdict}: {result.env} -> {result.plan.version} [{result.run_id}]")
         if result.log_path:
             typer.echo(f"log: {result.log_path}")
+    _exit_if_interrupted(result.interrupted, result.error)
     if not result.ok:
         raise CheckFailed(result.error or "rollback failed")
 
@@ -249,13 +358,20 @@ def release_install(
 
 @release_app.command("status")
 def release_status(env: str = EnvOption, as_json: bool = JsonOption) -> None:
-    """Current and previous release, and the state of each process slot."""
-    status = _target(env).status()
+    """Current and previous release, the state of each process slot, and whether the last
+    deploy was verified by its monitoring window."""
+    from dhash_rollout.runs.verification import last_deploy_verification
+
+    target = _target(env)
+    status = target.status()
+    verification = last_deploy_verification(target.env)
     if as_json:
-        typer.echo(json.dumps(status.to_dict(), indent=2))
+        checked = {"state": verification.state, "line": verification.line}
+        typer.echo(json.dumps({**status.to_dict(), "verification": checked}, indent=2))
         return
     for line in _status_lines(status):
         typer.echo(line)
+    typer.echo(f"last deploy: {verification.line}")
 
 
 def _status_lines(status: Any) -> list[str]:

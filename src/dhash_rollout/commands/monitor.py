@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from dhash_rollout.environments import Environment
     from dhash_rollout.monitor.guard import RollbackAction, RollbackOutcome
     from dhash_rollout.notify.model import Severity
-    from dhash_rollout.runs.monitoring import MonitorResult
+    from dhash_rollout.runs.monitoring import DeployMonitor, MonitorResult
 
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 EXIT_INCONCLUSIVE, EXIT_INTERRUPTED = 5, 130
@@ -151,15 +152,15 @@ def monitor(
         help="Roll back on a violation (default: only while the last deploy is in its window).",
     ),
 ) -> None:
-    """Watch the quality gates of a deployed environment; roll back when guarding its deploy."""
+    """Watch the quality gates of a deployed environment; resume the guard of a deploy whose
+    controller died inside its window (rolling back once on a violation), else observe."""
     from dhash_rollout.environments import api_token, load_environment
+    from dhash_rollout.monitor.deploy_guard import DeployGuard
     from dhash_rollout.monitor.gates_config import load_gates_config
     from dhash_rollout.monitor.guard import open_deploy, should_guard
-    from dhash_rollout.monitor.runner import GateMonitor, prometheus_source, scrape_source
+    from dhash_rollout.monitor.runner import prometheus_source, scrape_source
     from dhash_rollout.runs.journal import Journal, new_run_id
-    from dhash_rollout.runs.locking import hold_lock
     from dhash_rollout.runs.monitoring import MonitorRequest, SystemClock
-    from dhash_rollout.runs.paths import lock_path
     from dhash_rollout.targets import get_target
 
     if source not in ("scrape", "prometheus"):
@@ -177,19 +178,21 @@ def monitor(
         journal.last_run(), journal.records(), now=now, duration_s=nominal_s / scale
     )
     guarding = should_guard(deploy, guard)
-    if guarding:
-        with hold_lock(lock_path(environment), "monitor"):  # Locked (exit 3): a run holds it
-            pass
+    factory = prometheus_source(prometheus_url or "") if source == "prometheus" else scrape_source
+    view = "quiet" if as_json else "auto"
+    watcher = DeployGuard(source=factory, gates_file=config, view=view, escalate=escalate_on_poll)
+    if guarding and deploy is not None:
+        _resume_guard(env, deploy.run_id, watcher, scale, as_json)
+        return
     current = get_target(environment).current() if environment.root.exists() else None
     log_dir = Path("logs")
     request = MonitorRequest(
         environment=env,
-        version=(deploy.version if deploy and deploy.version else None)
-        or (current.version if current else ""),  # "": not known, every version's samples count
-        previous_version=deploy.previous_version if deploy else None,
+        version=current.version if current else "",  # "": every version's samples count
+        previous_version=None,
         base_url=(url or environment.url).rstrip("/"),
-        window_start=deploy.switched_at if deploy else now,
-        run_id=deploy.run_id if deploy else new_run_id("monitor"),
+        window_start=now,  # its own window and ledger: never a deploy's
+        run_id=new_run_id("monitor"),
         log_dir=log_dir,
         gates_file=config,
         duration_s=nominal_s,
@@ -198,9 +201,7 @@ def monitor(
     )
     events = _CommandEvents(environment, log_dir)
     previous = {sig: signal.signal(sig, events.on_signal) for sig in STOP_SIGNALS}
-    factory = prometheus_source(prometheus_url or "") if source == "prometheus" else scrape_source
-    mode = "guarding the deploy" if guarding else "observing (no rollback)"
-    view = "quiet" if as_json else "auto"
+    mode = "observing, rolling back on a violation" if guarding else "observing (no rollback)"
     if not as_json:
         typer.echo(
             f"monitoring {env} {request.version} at {request.base_url} from {source}, "
@@ -209,7 +210,7 @@ def monitor(
             + f": {mode}"
         )
     try:
-        result = GateMonitor(source=factory, view=view).watch(request, events, SystemClock())
+        result = watcher.watch(request, events, SystemClock())
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -217,6 +218,111 @@ def monitor(
     _final_notice(events, result, rollback, guarding)
     _print_result(result, rollback, guarding, as_json)
     raise typer.Exit(_exit_code(result))
+
+
+def escalate_on_poll(_at: float) -> None:
+    """``dhash notify escalate`` while a monitor is alive: page the levels now due (the
+    deploy's monitor and ``dhash monitor`` call it on their polls, throttled by DeployGuard)."""
+    from dhash_rollout.notify.factory import build_escalator
+    from dhash_rollout.settings import ToolkitSettings
+
+    _, log_dir = ToolkitSettings.load().work_dirs(Path.cwd())
+    build_escalator(log_dir, strict=False).escalate_due()
+
+
+def mark_rollback(env: Environment, run_id: str) -> None:
+    """After a deploy's automatic rollback: the ledger gets the rollback (once) and the report
+    is drawn again with it marked, so "why did it roll back?" is answered on that one page."""
+    from dhash_rollout.monitor.ledger import Ledger
+    from dhash_rollout.monitor.report import write_report
+    from dhash_rollout.runs.journal import Journal
+
+    journal = Journal.for_root(env.root)
+    run = journal.run(run_id)
+    if run is None or run.status_of("auto_rollback") is None:
+        return
+    detail, rolled = run.detail_of("monitor"), run.detail_of("auto_rollback")
+    ledger_path, report = detail.get("ledger"), detail.get("report")
+    if not ledger_path or not report or not Path(ledger_path).is_file():
+        return
+    ledger = Ledger.open(Path(ledger_path))
+    if not ledger.of_kind("rollback"):
+        began = next(
+            (
+                datetime.fromisoformat(r.ts).timestamp()
+                for r in journal.records()
+                if r.deploy_id == run_id and r.phase == "auto_rollback"
+            ),
+            time.time(),
+        )
+        ledger.append(
+            "rollback",
+            {
+                "at": began,
+                "ok": bool(rolled.get("ok")),
+                "run_id": rolled.get("rollback_run"),
+                "detail": rolled.get("summary") or rolled.get("error") or "",
+                "reason": detail.get("reason"),
+            },
+        )
+    write_report(Path(ledger_path), Path(report))
+
+
+def _resume_guard(
+    env: str, run_id: str, watcher: DeployMonitor, scale: float, as_json: bool
+) -> None:
+    """The deploy ``run_id`` is owed its guard: resume it under the lock (exit 3 when its own
+    controller still holds it), then report its verdict and exit as the monitor does."""
+    from dhash_rollout.deploy import DeployRequest
+    from dhash_rollout.deploy.guard import resume_guard
+    from dhash_rollout.environments import load_environment
+    from dhash_rollout.rollback import execute
+    from dhash_rollout.runs.journal import Journal
+
+    def say(message: str) -> None:
+        if not as_json:
+            typer.echo(message)
+
+    say(f"{env}: the deploy {run_id} is inside its window with no monitor: resuming its guard")
+    result = resume_guard(
+        DeployRequest(env=env, monitor_time_scale=scale),
+        run_id,
+        say,
+        monitor=watcher,
+        rollback=execute,
+    )
+    environment = load_environment(env)
+    mark_rollback(environment, run_id)
+    run = Journal.for_root(environment.root).run(run_id)
+    detail = run.detail_of("monitor") if run else {}
+    rolled = run.detail_of("auto_rollback") if run else {}
+    verdict = str(detail.get("verdict") or ("interrupted" if not result.ok else "passed"))
+    code = {"passed": EXIT_PASSED, "failed": EXIT_FAILED, "inconclusive": EXIT_INCONCLUSIVE}
+    exit_code = code.get(verdict, EXIT_INTERRUPTED)
+    if as_json:
+        payload = {
+            "verdict": verdict,
+            "reason": detail.get("reason"),
+            "failed_gate": detail.get("failed_gate"),
+            "polls": detail.get("polls"),
+            "guarding": True,
+            "deploy": run_id,
+            "deploy_ok": result.ok,
+            "rollback": rolled or None,
+            "evidence": detail.get("evidence", []),
+            "report": detail.get("report"),
+            "ledger": detail.get("ledger"),
+            "exit_code": exit_code,
+        }
+        typer.echo(json.dumps(payload, indent=2, default=str))
+    else:
+        typer.echo(f"verdict: {verdict.upper()}: {detail.get('reason', result.error or '')}")
+        if rolled:
+            typer.echo(f"rollback: {'done' if rolled.get('ok') else 'FAILED'}: {rolled}")
+        typer.echo(f"deploy {run_id}: {'done' if result.ok else 'failed'}")
+        typer.echo(f"report: {detail.get('report')}")
+        typer.echo(f"ledger: {detail.get('ledger')}")
+    raise typer.Exit(exit_code)
 
 
 def _act(result: MonitorResult, env: str, run_id: str) -> RollbackOutcome | None:

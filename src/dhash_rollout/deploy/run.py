@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dhash_rollout.backup import create_backup, latest_verified_backup
-from dhash_rollout.checks.preflight import run_preflight
+from dhash_rollout.checks.preflight import PORT_CHECK, run_preflight
 from dhash_rollout.checks.smoke import smoke_phase
 from dhash_rollout.deploy.plan import ONCE_PER_RUN, BackupFact, DeployFacts, plan_deploy
 from dhash_rollout.environments import (
@@ -29,10 +29,22 @@ from dhash_rollout.environments import (
     api_token,
     load_environment,
 )
-from dhash_rollout.releases import Release, ReleaseSource, normalize_version, source_version
+from dhash_rollout.releases import (
+    Release,
+    ReleaseSource,
+    normalize_version,
+    source_version,
+    write_release_settings,
+)
 from dhash_rollout.runs.context import RunContext, run_steps
 from dhash_rollout.runs.events import RunEvents, stop_on_signals
 from dhash_rollout.runs.health import health_phase
+from dhash_rollout.runs.interrupt import (
+    RunInterrupted,
+    interruptible,
+    report_interrupted,
+    stopped_in,
+)
 from dhash_rollout.runs.journal import Journal, RunState, new_run_id
 from dhash_rollout.runs.locking import hold_lock
 from dhash_rollout.runs.monitoring import (
@@ -45,7 +57,13 @@ from dhash_rollout.runs.monitoring import (
 from dhash_rollout.runs.notices import notify
 from dhash_rollout.runs.paths import lock_path
 from dhash_rollout.runs.plan import Phase, Plan, Step, render_plan
-from dhash_rollout.runs.recovery import Leftover, RunsRollback, recover_interrupted, undo_deploy
+from dhash_rollout.runs.recovery import (
+    Leftover,
+    RollbackOutcome,
+    RunsRollback,
+    recover_interrupted,
+    undo_deploy,
+)
 from dhash_rollout.runs.runlog import open_run_log
 from dhash_rollout.runs.schema import database_exists, database_revision, migrate_with
 from dhash_rollout.settings import ToolkitSettings
@@ -69,6 +87,9 @@ class DeployRequest:
     log_path: Path | None = None  # default: logs/deploy_<env>_<ts>.log
     settings: ToolkitSettings = field(default_factory=ToolkitSettings.load)
     monitor_time_scale: float = 1.0  # the monitor's schedule N times faster (demos, tests)
+    # The release's own service settings (``--release-setting``, e.g. a fault for a test or the
+    # demo), written to its settings.json before the switch; None: keep what it carries.
+    release_settings: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +103,7 @@ class DeployResult:
     resumed_from: str | None = None
     error: str | None = None
     phases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    interrupted: bool = False  # stopped by SIGTERM/SIGINT: the run stays open (exit 130)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +111,7 @@ class DeployResult:
             "env": self.env,
             "version": self.version,
             "ok": self.ok,
+            "interrupted": self.interrupted,
             "resumed_from": self.resumed_from,
             "error": self.error,
             "log": str(self.log_path) if self.log_path else None,
@@ -292,6 +315,7 @@ def _params(request: DeployRequest, facts: DeployFacts, resume: RunState | None)
         "from_revision": facts.schema_revision,
         "initiator": request.initiator,
         "no_monitor": request.no_monitor,
+        "release_settings": request.release_settings,
     }
 
 
@@ -353,6 +377,7 @@ class _DeployRunner:
         self.version: str = facts.version
         self.release: Release | None = ctx.target.release(self.version)
         self.inconclusive: str | None = None  # the monitor's reason, for a WARN success notice
+        self.watched: MonitorResult | None = None  # the monitor's result, for the notices
 
     def run(self, plan: Plan, log_path: Path) -> DeployResult:
         handlers = {
@@ -369,15 +394,30 @@ class _DeployRunner:
         }
         body = replace(plan, steps=tuple(s for s in plan.steps if s.phase != Phase.LOCK))
         try:
-            run_steps(self.ctx, body, handlers)
+            with interruptible(self.ctx):
+                run_steps(self.ctx, body, handlers)
+        except RunInterrupted as stop:
+            return self.run_interrupted(plan, log_path, stop)
         except MonitorInterrupted as stopped:
             message = f"deploy of {self.version} stopped while monitoring: {stopped.message}"
             self.ctx.say(f"  {message}")
             return self._result(plan, log_path, message)
         except DhashError as exc:
+            if self.ctx.stop.is_set():  # the signal killed the phase's child (a Ctrl-C)
+                return self.run_interrupted(plan, log_path, stopped_in(self.ctx, exc))
             return self._failed(plan, log_path, exc)
         self.ctx.finish(True, {"version": self.version})
         return self._result(plan, log_path, None)
+
+    def run_interrupted(self, plan: Plan, log_path: Path, stop: RunInterrupted) -> DeployResult:
+        env = self.ctx.env.name
+        message = report_interrupted(
+            self.ctx,
+            stop,
+            f"`dhash deploy --env {env} --version {self.version}` resumes it; "
+            f"`dhash rollback --env {env} --reason ...` undoes it",
+        )
+        return replace(self._result(plan, log_path, message), interrupted=True)
 
     def _result(self, plan: Plan, log_path: Path, error: str | None) -> DeployResult:
         return DeployResult(
@@ -400,15 +440,31 @@ class _DeployRunner:
         undo = self._undo(exc, state)
         message = f"deploy of {self.version} failed: {exc.message}"
         self.ctx.finish(False, {"error": exc.message, "undo": undo})
+        report = self.watched.report_path if self.watched else None
+        text = f"{message}; {undo.get('summary', '')}" + (f". Report: {report}" if report else "")
+        put_back = undo.get("rollback_ok")
         notify(
             self.ctx,
             "failure",
-            f"{message}; {undo.get('summary', '')}",
-            severity="ERROR",
+            text,
+            # The rollback that should have put the environment back failed: every channel,
+            # at the top severity (no channel's floor filters it out); nothing retries it.
+            severity="CRITICAL" if put_back is False else "ERROR",
             version=self.version,
             initiator=self.params.get("initiator"),
             phase=phase or "deploy",
         )
+        if put_back:  # the old release serves again: the deploy's alert is resolved
+            serving = undo.get("to_version") or "its previous release"
+            notify(
+                self.ctx,
+                "info",
+                f"Resolved: {self.ctx.env.name} serves {serving} again after the automatic "
+                f"rollback ({undo.get('rollback_run')})",
+                version=self.version,
+                phase="resolved",
+                resolves=self.ctx.run_id,
+            )
         return self._result(plan, log_path, message)
 
     def _undo(self, exc: DhashError, state: RunState | None) -> dict[str, Any]:
@@ -433,6 +489,7 @@ class _DeployRunner:
         rollback run inside this one (its header names this run as ``parent``)."""
         assert self.rollback is not None
         step = Step(phase, f"roll back automatically: {reason}")
+        outcome: RollbackOutcome | None = None
         try:
             with self.ctx.phase(step) as detail:
                 outcome = self.rollback(self.ctx, trigger="automatic", reason=reason)
@@ -445,8 +502,18 @@ class _DeployRunner:
                 if not outcome.ok:
                     raise CheckFailed(f"the automatic rollback failed: {outcome.error}")
         except DhashError as exc:
-            return {"rollback_run": None, "summary": f"ROLLBACK FAILED: {exc.message}"}
-        return {"rollback_run": outcome.run_id, "summary": outcome.summary}
+            return {
+                "rollback_run": outcome.run_id if outcome else None,
+                "rollback_ok": False,
+                "summary": f"ROLLBACK FAILED: {exc.message}",
+            }
+        serving = self.ctx.target.current()
+        return {
+            "rollback_run": outcome.run_id,
+            "rollback_ok": outcome.run_id is not None,
+            "to_version": serving.version if serving else None,
+            "summary": outcome.summary,
+        }
 
     # --- phases -------------------------------------------------------------------------------
     def _preflight(self, _step: Step, detail: dict[str, Any]) -> None:
@@ -463,6 +530,9 @@ class _DeployRunner:
         detail["checks"] = len(report.results)
         if report.ok:
             return
+        shared = [r for r in report.failures if r.name == PORT_CHECK]
+        if shared:  # whatever the policy: the new release would share the port (issue 12)
+            raise CheckFailed(f"refused before anything changed: {shared[0].detail}")
         policy = self.ctx.env.settings.preflight or preflight_default(self.ctx.env.name)
         if policy == "warn":
             detail["warnings"] = report.summary()
@@ -511,7 +581,11 @@ class _DeployRunner:
         detail["to_revision"] = database_revision(self.ctx.env.database_url)
 
     def _activate(self, _step: Step, detail: dict[str, Any]) -> None:
-        self._need_release()
+        release = self._need_release()
+        settings = self.params.get("release_settings")
+        if settings is not None:  # before the switch: the new processes start with them
+            write_release_settings(release, settings)
+            detail["release_settings"] = sorted(settings)
         result = self.ctx.target.activate(self.version, progress=lambda m: self.ctx.say(f"    {m}"))
         detail.update(
             instance=result.instance,
@@ -555,11 +629,23 @@ class _DeployRunner:
             raise CheckFailed("the monitor is not available")
         with stop_on_signals(self.ctx.stop):
             result = self.monitor.watch(self.monitor_request(), RunEvents(self.ctx), SystemClock())
+        self.watched = result
         detail.update(verdict=str(result.verdict), reason=result.reason, polls=result.polls)
+        detail["evidence"] = [e.__dict__ for e in result.evidence]  # the decision's evidence
         if result.failed_gate:
             detail["failed_gate"] = result.failed_gate
         if result.report_path:
             detail["report"] = str(result.report_path)
+        if result.ledger_path:
+            detail["ledger"] = str(result.ledger_path)
+        policy = self.ctx.env.settings.monitor_inconclusive
+        if result.verdict is Verdict.INCONCLUSIVE and policy == "fail":
+            detail["policy"] = "monitor_inconclusive = fail"
+            raise GatesFailed(
+                f"quality gates inconclusive ({result.reason}) and {self.ctx.env.name}'s "
+                "monitor_inconclusive policy is fail",
+                result,
+            )
         if result.verdict is Verdict.FAILED:
             raise GatesFailed(f"quality gates failed: {result.reason}", result)
         if result.verdict is Verdict.INTERRUPTED:
@@ -573,8 +659,15 @@ class _DeployRunner:
 
     def _notify_result(self, _step: Step, detail: dict[str, Any]) -> None:
         text = f"Deployed {self.version} to {self.ctx.env.name}"
+        watched = self.watched
         if self.inconclusive is not None:
             text += f"; the monitoring was inconclusive: {self.inconclusive}"
+        elif watched is not None:
+            text += f"; quality gates passed over {watched.polls} polls"
+        if watched is not None:
+            summary = watched.extra.get("summary")
+            text += f" ({summary})" if summary else ""
+            text += f". Report: {watched.report_path}" if watched.report_path else ""
         detail.update(
             notify(
                 self.ctx,

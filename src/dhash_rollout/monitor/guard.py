@@ -1,12 +1,11 @@
 """``dhash monitor`` started by hand: resume the last deploy's guard, or only observe.
 
-When the environment's last deploy switched inside the monitoring window (and did not fail),
-the monitor continues *that* deploy's window under its run id (its ledger, if the deploy's own
-monitor phase was cut short) and, on a violation, acts once through :class:`RollbackAction`.
-Otherwise it observes and alerts only. ``--rollback`` / ``--no-rollback`` override.
-
-The monitor never performs a rollback itself: :class:`RollbackAction` is the one call site, so
-the controller's rollback (trigger ``automatic``, reason = the gate) plugs in there.
+When the environment's last deploy is still owed its guard (it switched, its monitor phase was
+cut short, and its window has not ended), ``dhash monitor`` resumes *that* deploy's guard under
+its run id and lock (``deploy.guard.resume_guard``: the same ledger and window, and on a
+violation the deploy's one automatic rollback through ``rollback.execute``). Otherwise it
+observes and alerts only. ``--rollback`` / ``--no-rollback`` override; an observing run told
+``--rollback`` acts once through :class:`RollbackAction` (a rollback that takes the lock).
 """
 
 from __future__ import annotations
@@ -41,20 +40,33 @@ def switch_time(records: Iterable[JournalRecord], run_id: str) -> float | None:
 def open_deploy(
     last: RunState | None, records: Iterable[JournalRecord], *, now: float, duration_s: float
 ) -> OpenDeploy | None:
-    """The last deploy, if it switched less than ``duration_s`` ago and did not fail."""
-    if last is None or last.kind != "deploy" or last.outcome == "failed":
+    """The last deploy, if its guard is still owed: it switched, did not finish (its monitor
+    phase did not reach a verdict: the controller died or was stopped while watching), and its
+    window has not ended. The window's end is the one its monitor journaled when it started
+    (its schedule runs from then), else the switch plus ``duration_s``. A finished deploy has
+    nothing to resume: its guard concluded, or it was deployed ``--no-monitor``."""
+    if last is None or last.kind != "deploy" or last.finished:
         return None
-    switched = switch_time(records, last.deploy_id)
-    if switched is None or not switched <= now < switched + duration_s:
+    if last.status_of(SWITCH_PHASE) != "done" or last.status_of("monitor") in ("done", "skipped"):
+        return None
+    switched = last.detail_of(SWITCH_PHASE).get("switched_at") or switch_time(
+        records, last.deploy_id
+    )
+    if switched is None:
+        return None
+    started = last.detail_of("monitor").get("monitor.started")
+    end = started.get("window_end") if isinstance(started, dict) else None
+    window_end = float(end) if end is not None else float(switched) + duration_s
+    if not float(switched) <= now < window_end:
         return None
     params = last.params
     version = params.get("version")
-    previous = params.get("previous_version") or params.get("previous")
+    previous = params.get("from_version") or params.get("previous_version")
     return OpenDeploy(
         last.deploy_id,
         str(version) if version else None,
         str(previous) if previous else None,
-        switched,
+        float(switched),
     )
 
 

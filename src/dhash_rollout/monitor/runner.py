@@ -1,6 +1,8 @@
 """``GateMonitor``: the deploy's monitor phase (a :class:`DeployMonitor`), and ``dhash monitor``.
 
-Polls on the cadence from ``window_start`` (the switch), measures each gate from its source,
+Polls on the cadence from the moment it starts watching (right after the deploy's smoke tests;
+kept in the ledger, so a re-run keeps the same schedule) and counts every sample since
+``window_start`` (the switch) and none before it. Measures each gate from its source,
 folds it into the gate's state (:mod:`gates`), and appends every evaluation to the ledger and
 the log. It returns as soon as a gate fails (the controller rolls back), at the end of the
 window, or when the run asks it to stop (INTERRUPTED). Re-run for the same ``run_id`` it reads
@@ -11,7 +13,7 @@ stopped; a run that already reached a verdict returns that verdict again without
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -45,6 +47,7 @@ from dhash_rollout.monitor.sources import (
 from dhash_rollout.monitor.view import LogFile, MonitorView, make_view, plain_line
 from dhash_rollout.notify.model import Severity
 from dhash_rollout.runs.monitoring import (
+    CUT_SHORT,
     Clock,
     GateEvidence,
     MonitorEvents,
@@ -102,21 +105,30 @@ class GateMonitor:
         gates_file: Path | None = None,
         view: str = "auto",
         out: TextIO | None = None,
+        on_poll: Callable[[float], None] | None = None,
     ) -> None:
         self.source_factory = source
         self.gates_file = gates_file
         self.view_kind = view
         self.out = out
+        # After each poll (its time): e.g. the escalation of unacknowledged alerts while the
+        # monitor is alive. Its failure is logged, never a reason to stop watching.
+        self.on_poll = on_poll
 
     def watch(self, request: MonitorRequest, events: MonitorEvents, clock: Clock) -> MonitorResult:
         path = request.gates_file or self.gates_file or DEFAULT_GATES_FILE
         config = load_gates_config(path, environment=request.environment)
         gates = config.for_environment(request.environment, path)
-        plan = plan_for(config, gates, request)
         files = files_for(
             request.log_dir, request.environment, request.window_start, request.run_id
         )
         ledger = Ledger.open(files.ledger)
+        started = next(iter(ledger.of_kind("start")), None)
+        if started is not None:  # a continuation keeps the schedule it began with
+            scale = float(started.get("time_scale", request.time_scale))
+            nominal = float(started.get("duration_s", 0.0)) * scale or request.duration_s
+            request = replace(request, time_scale=scale, duration_s=nominal)
+        plan = plan_for(config, gates, request)
         done = ledger.of_kind("verdict")
         if done and done[-1]["verdict"] != Verdict.INTERRUPTED.value:
             return _result_from(ledger, files)
@@ -154,6 +166,7 @@ class _Run:
         self.config, self.gates, self.plan = config, gates, plan
         self.files, self.ledger = files, ledger
         self.source = monitor.source_factory(request, files)
+        self.on_poll = monitor.on_poll
         self.log = LogFile(files.log)
         title = f"dhash monitor {request.environment} {request.version}"
         self.view: MonitorView = make_view(monitor.view_kind, title, monitor.out)
@@ -164,6 +177,7 @@ class _Run:
         self.states = {name: GateState() for name in GateName}
         self.last: dict[GateName, Evaluation] = {}
         self.polls = 0
+        self.origin = request.window_start  # where the poll schedule starts (see _loop)
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -177,10 +191,18 @@ class _Run:
             self.source.close()
 
     def _loop(self) -> MonitorResult:
-        request, start = self.request, self.request.window_start
+        request = self.request
         resumed = self._resume()
-        if not resumed:
+        first = next(iter(self.ledger.of_kind("start")), None)
+        if first is None:
+            # The schedule runs from now: the phases after the switch (health, smoke) do not eat
+            # into the window, which matters when it is time-scaled; samples count from the
+            # switch all the same.
+            self.origin = max(request.window_start, self.clock.now())
             self._start_row()
+        else:
+            self.origin = float(first.get("schedule_start", request.window_start))
+        start = self.origin
         self.events.record(
             "monitor.started",
             {
@@ -188,6 +210,8 @@ class _Run:
                 "log": str(self.files.log),
                 "resumed": resumed,
                 "source": self.source.name,
+                "window_start": request.window_start,
+                "window_end": self.origin + self.plan.duration_s,
             },
         )
         if request.time_scale != 1:
@@ -195,6 +219,13 @@ class _Run:
                 f"time scale {request.time_scale:g}: the schedule runs "
                 f"{request.time_scale:g} times faster"
             )
+        if resumed and self.clock.now() > self.origin + self.plan.duration_s:
+            last = max(float(r["offset"]) for r in self.ledger.of_kind("poll"))
+            reason = (
+                f"{CUT_SHORT}: no monitor ran from t+{last:.0f}s to the end of the window "
+                f"(t+{self.plan.duration_s:.0f}s)"
+            )
+            return self._finish(Verdict.INCONCLUSIVE, reason, None)
         self.source.collect(self.clock.now())  # the baseline sample, before the first poll
         for offset in self._pending(resumed):
             if not self._wait_until(start + offset):
@@ -219,7 +250,7 @@ class _Run:
         todo = [o for o in self.plan.offsets if not done or o > max(done) + 1e-9]
         if not resumed:
             return todo
-        now = self.clock.now() - self.request.window_start
+        now = self.clock.now() - self.origin
         past = [o for o in todo if o <= now]
         return past[-1:] + [o for o in todo if o > now]
 
@@ -266,6 +297,11 @@ class _Run:
                     f"{ev.gate.value} = {_show(ev.value)} > warn {ev.warn:g} "
                     f"(threshold {ev.threshold:g}) on {self.request.environment}",
                 )
+        if self.on_poll is not None:
+            try:
+                self.on_poll(at)
+            except Exception as exc:  # the hook's trouble is not the gates' trouble
+                self._say(f"after-poll hook failed: {exc!r}")
         return next((ev.gate for ev in evaluations if ev.status is Status.FAIL), None)
 
     def _measure(self, at: float, error: str | None) -> dict[GateName, Measurement]:
@@ -304,7 +340,8 @@ class _Run:
                 "previous_version": r.previous_version,
                 "base_url": r.base_url,
                 "window_start": r.window_start,
-                "window_end": r.window_start + self.plan.duration_s,
+                "schedule_start": self.origin,
+                "window_end": self.origin + self.plan.duration_s,
                 "duration_s": self.plan.duration_s,
                 "time_scale": r.time_scale,
                 "source": self.source.name,

@@ -10,24 +10,43 @@ from __future__ import annotations
 
 import getpass
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from dhash_rollout.backup import latest_verified_backup, restore_backup, verify_backup
+from dhash_rollout.backup import (
+    latest_verified_backup,
+    list_backups,
+    restore_backup,
+    verify_backup,
+)
+from dhash_rollout.backup.archive import open_archive
+from dhash_rollout.backup.catalog import FAILED
+from dhash_rollout.backup.putback import put_back
 from dhash_rollout.carryover import export_rows, reapply_rows
 from dhash_rollout.checks.smoke import smoke_phase
 from dhash_rollout.environments import Environment, load_environment
 from dhash_rollout.releases import Release, normalize_version
 from dhash_rollout.rollback.decision import (
+    BackupCandidate,
     DeployFootprint,
     RollbackFacts,
+    SchemaReach,
     TargetFacts,
     choose_target,
+    pick_backup,
     plan_rollback,
+    restore_reason,
+    rollback_headline,
 )
 from dhash_rollout.runs.context import RunContext, run_steps
 from dhash_rollout.runs.health import health_phase
+from dhash_rollout.runs.interrupt import (
+    RunInterrupted,
+    interruptible,
+    report_interrupted,
+    stopped_in,
+)
 from dhash_rollout.runs.journal import Journal, RunState, new_run_id
 from dhash_rollout.runs.locking import hold_lock
 from dhash_rollout.runs.notices import notify
@@ -79,16 +98,19 @@ class RollbackResult:
     log_path: Path | None
     error: str | None = None
     phases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    interrupted: bool = False  # stopped by SIGTERM/SIGINT: the run stays open (exit 130)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
             "env": self.env,
             "ok": self.ok,
+            "interrupted": self.interrupted,
             "error": self.error,
             "log": str(self.log_path) if self.log_path else None,
             "plan": self.plan.to_dict(),
             "phases": self.phases,
+            "not_carried": self.phases.get(Phase.REAPPLY_WRITES, {}).get("not_carried", {}),
         }
 
 
@@ -213,8 +235,53 @@ def _choose(  # noqa: PLR0917 - private, one call site
         others_serving=bool(serving - {current}),
         newest_version=choice.newest_version,
     )
-    backup = Path(choice.backup) if choice.backup else None
+    if restore_reason(facts) is not None and wanted is not None:
+        facts = _fit_backup(facts, env, backup_dir, wanted, newest)
+    backup = Path(facts.backup) if facts.backup else None
     return _Choice(newest, wanted, backup, facts)
+
+
+def _candidate(path: str) -> BackupCandidate:
+    """A backup and the schema revision its manifest names (cheap: the whole file is verified
+    only for the one chosen)."""
+    try:
+        opened = open_archive(Path(path))
+    except IntegrityError:
+        return BackupCandidate(path, None, FAILED)
+    with opened.zf:
+        return BackupCandidate(path, opened.manifest.schema_revision)
+
+
+def _fit_backup(
+    facts: RollbackFacts,
+    env: Environment,
+    backup_dir: Path,
+    wanted: Release,
+    newest: Release | None,
+) -> RollbackFacts:
+    """Read where the migrations can take each backup's schema and let the pure
+    :func:`pick_backup` choose one that fits the target release, before any outage."""
+    candidates = tuple(
+        BackupCandidate(str(info.path), info.schema_revision, info.state)
+        for info in list_backups(backup_dir, env.name)
+        if info.state != FAILED
+    )
+    preferred = _candidate(facts.backup) if facts.backup else None
+    known = frozenset(release_revisions(wanted))
+    seen = {c.revision for c in (*candidates, preferred) if c is not None and c.revision}
+    downgradable = frozenset(
+        revision
+        for revision in seen - known
+        if newest is not None and downgrade_reversible(newest, revision, facts.target_revision)
+    )
+    reach = SchemaReach(facts.target_revision, known, downgradable)
+    pick = pick_backup(preferred, candidates, reach, named=facts.backup_requested)
+    return replace(
+        facts,
+        backup=pick.backup if pick.refusal is None else facts.backup,
+        backup_refusal=pick.refusal,
+        backup_note=pick.note,
+    )
 
 
 def _nothing_to_do(plan: Plan, facts: RollbackFacts) -> str | None:
@@ -272,8 +339,12 @@ def rollback(request: RollbackRequest, say: Say | None = None) -> RollbackResult
         choice = _choose(request, env, target, journal, backup_dir, unfinished)
         plan = plan_rollback(choice.facts)
         empty = _nothing_to_do(plan, choice.facts)
+        refusal = choice.facts.backup_refusal if plan.step(Phase.RESTORE).run else None
         if empty is not None:  # the real run is refused before it starts: nothing would run
             plan = plan.refused("nothing to roll back to")
+        elif refusal is not None:
+            empty = refusal
+            plan = plan.refused("no backup fits the target's schema")
         progress(render_plan(plan).rstrip())
         return RollbackResult(None, env.name, empty is None, plan, None, empty)
     with hold_lock(lock_path(env), "rollback") as held:
@@ -337,6 +408,11 @@ def _execute(
         empty = _nothing_to_do(plan, choice.facts)
         if empty is not None:
             raise NothingToRollBack(empty)
+        if plan.step(Phase.RESTORE).run and choice.facts.backup_refusal is not None:
+            raise CheckFailed(
+                f"{choice.facts.backup_refusal}; nothing was changed "
+                f"(the backups of {env.name}: dhash backup list --env {env.name})"
+            )
         if plan.step(Phase.RESTORE).run and choice.backup is not None:
             _check_backup(choice.backup, env, progress)
     undone = unfinished is not None and unfinished.kind == "deploy"
@@ -423,6 +499,7 @@ class _RollbackRunner:
         self.facts = choice.facts
         self.rows_file = ctx.env.root / "rollback" / ctx.run_id / "live-rows.jsonl"
         self.swapped = False  # this run replaced the live database with the backup
+        self.snapshot: str | None = None  # where that swap kept the database it replaced
 
     def run(self, plan: Plan, log_path: Path | None) -> RollbackResult:
         handlers = {
@@ -446,24 +523,46 @@ class _RollbackRunner:
             )
             plan = Plan(plan.kind, plan.env, plan.version, steps, plan.warnings)
         try:
-            run_steps(self.ctx, plan, handlers)
-        except DhashError as exc:
-            restarted = self._serve_again_if_untouched()
-            self.ctx.finish(False, {"error": exc.message, "service": restarted})
-            self._notice(
-                "failure",
-                f"Rollback of {self.ctx.env.name} failed: {exc.message}",
-                "CRITICAL",
-                "rollback_failed",  # its own key: the start notice must not absorb it
+            with interruptible(self.ctx):
+                run_steps(self.ctx, plan, handlers)
+        except (RunInterrupted, DhashError) as caught:
+            if isinstance(caught, DhashError) and not self.ctx.stop.is_set():
+                return self._failed(plan, log_path, caught)
+            stop = caught if isinstance(caught, RunInterrupted) else stopped_in(self.ctx, caught)
+            message = report_interrupted(
+                self.ctx,
+                stop,
+                f"`dhash rollback --env {self.ctx.env.name} --reason ...` resumes it",
             )
             return RollbackResult(
-                self.ctx.run_id, self.ctx.env.name, False, plan, log_path, exc.message,
-                self.ctx.results,
+                self.ctx.run_id, self.ctx.env.name, False, plan, log_path, message,
+                self.ctx.results, interrupted=True,
             )  # fmt: skip
         self.ctx.finish(True, {"version": self.facts.target_version})
         return RollbackResult(
             self.ctx.run_id, self.ctx.env.name, True, plan, log_path, None, self.ctx.results
         )
+
+    def _failed(self, plan: Plan, log_path: Path | None, exc: DhashError) -> RollbackResult:
+        restarted = self._serve_again_if_untouched()
+        recovered: dict[str, Any] = {}
+        if restarted is None:
+            recovered = self._put_back_if_restored()
+            restarted = recovered.get("service")
+        self.ctx.finish(False, {"error": exc.message, "service": restarted, **recovered})
+        where = recovered.get("preserved")
+        self._notice(
+            "failure",
+            f"Rollback of {self.ctx.env.name} failed: {exc.message}"
+            + (f"; {restarted}" if restarted else "")
+            + (f"; kept: {', '.join(where)}" if where else ""),
+            "CRITICAL",
+            "rollback_failed",  # its own key: the start notice must not absorb it
+        )
+        return RollbackResult(
+            self.ctx.run_id, self.ctx.env.name, False, plan, log_path, exc.message,
+            self.ctx.results,
+        )  # fmt: skip
 
     def _serve_again_if_untouched(self) -> str | None:
         """After a failure between stopping the service and replacing the database, the live
@@ -482,6 +581,54 @@ class _RollbackRunner:
             return f"still stopped: {exc.message}"
         self.ctx.say("    the service serves again on its unchanged database")
         return "serving again on the unchanged database"
+
+    def _put_back_if_restored(self) -> dict[str, Any]:
+        """After a failure between swapping the backup in and switching releases, the live
+        database is the half-fitted restore: put the database that served back, serve it again
+        with the release that served, and say where everything was kept."""
+        run = self.ctx.journal.run(self.ctx.run_id)
+        if run is None or run.status_of(Phase.ACTIVATE) is not None:
+            return {}
+        # The database as it served is the snapshot of this rollback's *first* swap: a resumed
+        # run restores again, and its own snapshot is then the interrupted run's restore.
+        snapshot = self.snapshot
+        if self.resume is not None:
+            first = self.resume.detail_of(Phase.RESTORE).get("result", {}).get("snapshot")
+            snapshot = first or snapshot
+        swapped = self.swapped or run.status_of(Phase.RESTORE) is not None
+        if not swapped or not snapshot:
+            return {}
+        say = self.ctx.say
+        preserved = [str(self.rows_file)] if self.rows_file.is_file() else []
+        try:
+            back = put_back(self.ctx.env.database_url, str(snapshot))
+        except DhashError as exc:
+            say(f"    the database that served could not be put back: {exc.message}")
+            return {
+                "service": f"still stopped: {exc.message}",
+                "preserved": [*preserved, str(snapshot)],
+            }
+        preserved.append(back.failed_restore)
+        say(f"    put the database that served back in place ({back.database})")
+        for path in preserved:
+            say(f"    kept: {path}")
+        service = self._serve_previous()
+        return {"put_back": back.to_dict(), "service": service, "preserved": preserved}
+
+    def _serve_previous(self) -> str:
+        """Start the release that served before the rollback, on its own database again."""
+        was = self.facts.current_version
+        say = self.ctx.say
+        try:
+            if was is not None and self.ctx.target.release(was) is not None:
+                self.ctx.target.activate(was, progress=lambda m: say(f"    {m}"))
+            else:
+                self.ctx.target.start(progress=lambda m: say(f"    {m}"))
+        except DhashError as exc:
+            say(f"    the service could not be started again: {exc.message}")
+            return f"database put back, service still stopped: {exc.message}"
+        say(f"    {was or 'the current release'} serves again on the database it had")
+        return f"the database that served was put back and {was or 'the release'} serves again"
 
     def _notice(self, kind: str, text: str, severity: str, phase: str) -> dict[str, Any]:
         return notify(
@@ -503,11 +650,7 @@ class _RollbackRunner:
         )
 
     def _notify_start(self, _step: Step, detail: dict[str, Any]) -> None:
-        text = (
-            f"Rolling {self.ctx.env.name} back from {self.facts.current_version} to "
-            f"{self.facts.target_version}"
-        )
-        detail.update(self._notice("rollback", text, "ERROR", "rollback"))
+        detail.update(self._notice("rollback", rollback_headline(self.facts), "ERROR", "rollback"))
 
     def _export(self, _step: Step, detail: dict[str, Any]) -> None:
         if self.facts.backup is None:
@@ -527,6 +670,7 @@ class _RollbackRunner:
         assert self.facts.backup is not None
         result = restore_backup(Path(self.facts.backup), self.ctx.env)
         self.swapped = True
+        self.snapshot = result.snapshot
         detail["backup"] = self.facts.backup
         restored = database_revision(self.ctx.env.database_url)
         detail["restored_revision"] = restored
@@ -555,7 +699,14 @@ class _RollbackRunner:
     def _reapply(self, _step: Step, detail: dict[str, Any]) -> None:
         applied = reapply_rows(self.ctx.env.database_url, self.rows_file)
         detail.update(applied.to_dict())
-        self.ctx.say(f"    re-applied {applied.total_inserted} rows written since the backup")
+        self.ctx.say(
+            f"    re-applied {applied.total_inserted} rows written and "
+            f"{applied.total_updated} rows updated since the backup"
+        )
+        for table, what in applied.not_carried().items():
+            self.ctx.say(f"    WARNING: NOT carried over in {table}: {what}")
+        if applied.not_carried():
+            self.ctx.say(f"    the live rows as they were: {self.rows_file}")
 
     def _activate(self, _step: Step, detail: dict[str, Any]) -> None:
         version = self.facts.target_version
@@ -585,8 +736,18 @@ class _RollbackRunner:
         )
 
     def _notify_result(self, _step: Step, detail: dict[str, Any]) -> None:
-        carried = self.ctx.results.get(Phase.REAPPLY_WRITES, {}).get("total_inserted")
-        extra = f"; {carried} rows written since the backup kept" if carried is not None else ""
+        reapplied = self.ctx.results.get(Phase.REAPPLY_WRITES, {})
+        carried = reapplied.get("total_inserted")
+        extra = ""
+        if carried is not None:
+            updated = sum(reapplied.get("updated", {}).values())
+            extra = f"; {carried} rows written and {updated} updated since the backup kept"
+        lost = reapplied.get("not_carried") or {}
+        severity = "WARN"
+        if lost:
+            what = "; ".join(f"{table}: {why}" for table, why in lost.items())
+            extra += f"; NOT carried over: {what} (the live rows: {self.rows_file})"
+            severity = "ERROR"
         text = f"Rolled {self.ctx.env.name} back to {self.facts.target_version}{extra}"
         # "rolled_back", not "complete": that one reads "Deployment succeeded"
-        detail.update(self._notice("rollback", text, "WARN", "rolled_back"))
+        detail.update(self._notice("rollback", text, severity, "rolled_back"))

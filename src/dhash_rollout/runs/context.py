@@ -39,6 +39,7 @@ class RunContext:
     lock: HeldLock | None = None  # the environment's lock this run holds
     parent: str | None = None  # the run this one runs inside (an automatic rollback's deploy)
     stop: threading.Event = field(default_factory=threading.Event)  # SIGTERM/SIGINT asked
+    stop_signal: str | None = None  # which signal asked it (runs/interrupt.py)
 
     def child(self, kind: str, run_id: str) -> RunContext:
         """A run inside this one (same lock, journal, log and stop flag), e.g. the automatic
@@ -94,9 +95,23 @@ class RunContext:
         self.say(f"  ✓ {step.phase} ({detail['seconds']:.1f} s)")
 
 
+class RunInterrupted(BaseException):
+    """The run stops on a signal (see ``runs/interrupt.py``). A ``BaseException``: no phase's
+    error handling (which would undo or fail the run) may take it for a failure."""
+
+    def __init__(self, signal_name: str, phase: str | None, *, at_once: bool) -> None:
+        super().__init__(f"{signal_name} at {phase or 'the start'}")
+        self.signal_name = signal_name
+        self.phase = phase
+        self.at_once = at_once
+
+
 def run_steps(ctx: RunContext, plan: Plan, handlers: Mapping[Phase, Handler]) -> None:
-    """Run the plan's steps in order; the first failure propagates (after being journaled)."""
+    """Run the plan's steps in order; the first failure propagates (after being journaled).
+    A stop asked by a signal ends the run at the next phase boundary (:class:`RunInterrupted`)."""
     for step in plan.steps:
+        if ctx.stop.is_set():
+            raise RunInterrupted(ctx.stop_signal or "a stop signal", step.phase, at_once=False)
         if not step.run:
             ctx.skip(step)
             continue

@@ -75,3 +75,16 @@ def health_phase(env: Environment, detail: dict[str, object], within: float = 30
     """The ``health`` phase of a deploy or a rollback: the service answers healthy and ready
     within ``within`` seconds; its ``/health`` answer goes into the journal ``detail``."""
     detail["health"] = probe_health(env.url, token=api_token(env), within=within).to_dict()
+
+
+def served_version(env: Environment, timeout: float = 5.0) -> str | None:
+    """The version ``/health`` names (recorded in the smoke and logging logs, so a preflight
+    can tell which release they tested), or None when it does not answer."""
+    import httpx
+
+    try:
+        body = httpx.get(f"{env.url}/health", timeout=timeout).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    version = body.get("version") if isinstance(body, dict) else None
+    return str(version) if version else None

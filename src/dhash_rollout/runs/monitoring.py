@@ -19,6 +19,10 @@ from typing import Protocol
 
 from dhash_rollout.notify.model import Severity
 
+# How a deploy whose window ended while no monitor ran is shown (``release status``,
+# ``check daily``, the verdict's reason): never as verified.
+CUT_SHORT = "monitoring interrupted — not verified"
+
 
 class Verdict(StrEnum):
     PASSED = "passed"

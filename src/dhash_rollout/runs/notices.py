@@ -20,8 +20,14 @@ def notify(
     reason: str | None = None,
     trigger: str | None = None,
     phase: str | None = None,
+    resolves: str | None = None,
 ) -> dict[str, Any]:
-    """Tell the environment's channels; delivery problems are reported, never raised."""
+    """Tell the environment's channels; delivery problems are reported, never raised. With no
+    channel configured the run says so (the phase's check mark would read as "notified")."""
+    if not ctx.env.channels:
+        ctx.say(f"    no notification channel is configured for {ctx.env.name}: nothing was sent")
+        ctx.logger.warning("notification_not_sent", request_id=ctx.run_id, error="no channel")
+        return {"notification": {"none": "no channel is configured"}}
     try:
         notifier = notifier_from_settings(
             ctx.env.name, channels=ctx.env.channels, log_dir=ctx.log_dir
@@ -37,6 +43,7 @@ def notify(
             trigger=trigger,
             phase=phase,
             run_id=ctx.run_id,  # the key is run id and phase; alerts learn their run
+            resolves=resolves,  # an alert id, notice key or run id this notice closes
         )
         report = notifier.send(event)
     except DhashError as err:  # bad channel settings or event fields: the run goes on

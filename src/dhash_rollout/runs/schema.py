@@ -150,6 +150,9 @@ def release_cli(
             text=True,
             timeout=timeout,
             check=False,
+            # Its own session: a Ctrl-C at the operator's terminal stops the run at the next
+            # phase boundary (runs/interrupt.py) instead of killing a migration half-way.
+            start_new_session=True,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise CheckFailed(f"release {release.version}: `dhash {' '.join(args)}`: {exc}") from exc
@@ -169,3 +172,24 @@ def migrate_with(release: Release, env: Environment, base: Path, revision: str |
         release_cli(
             release, env, base, "migrate", "--env", env.name, "--downgrade", revision or "base"
         )
+
+
+def pending_migrations(release: Release, current: str | None) -> list[tuple[str, str]]:
+    """``(revision, source)`` of each migration of ``release`` above ``current``, oldest first:
+    what upgrading the database to the release's head would run."""
+    scripts = _script_directory(release)
+    head = release_head(release)
+    if head is None or head == current:
+        return []
+    try:
+        revisions = list(scripts.iterate_revisions(head, current or "base"))
+    except Exception as exc:  # alembic raises several types for an unknown revision path
+        raise CheckFailed(
+            f"release {release.version} cannot upgrade from revision {current}: {exc}"
+        ) from exc
+    out = []
+    for rev in reversed(revisions):
+        if rev.revision == current:
+            continue
+        out.append((str(rev.revision), Path(rev.path).read_text(encoding="utf-8")))
+    return out

@@ -17,6 +17,15 @@ all reach it, else index 0 is tried, else the program is detached.
 
 Where any of this is unavailable, steering is skipped and the switch relies on the drain (and on
 ``net.ipv4.tcp_migrate_req``).
+
+The program belongs to the group, not to the socket that attached it: it outlives that socket,
+and a controller killed inside a switch leaves it behind (issue 12). Left there, ``return 1``
+sends every new connection to whichever process joined second: the next switch's new, unchecked
+slot, or, after a killed deploy, the new slot rather than the old release the rollback waits
+for. So a switch detaches its program when done, and :func:`clear_steering` removes one that a
+killed run left before anything waits for readiness. Detaching needs a member of the group: for
+the few microseconds between joining and closing, the kernel may hand our socket a new
+connection (reset on close, or handed to a peer with ``tcp_migrate_req``).
 """
 
 from __future__ import annotations
@@ -40,6 +49,43 @@ def _return_program(index: int) -> tuple[bytes, ctypes.Array[ctypes.c_char]]:
     return fprog, instruction  # the caller keeps the instruction alive across setsockopt
 
 
+def _group_member(host: str, port: int) -> socket.socket:
+    """A listening socket of our own in the port's SO_REUSEPORT group."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(1)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _detach(sock: socket.socket) -> bool:
+    """Detach the group's program through ``sock``; False when there was none (ENOENT)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, 0)
+    except OSError:
+        return False
+    return True
+
+
+def clear_steering(host: str, port: int) -> bool:
+    """Remove a steering program left on ``host:port``'s group; True when there was one.
+
+    Never raises: off Linux, or when the port cannot be joined, there is nothing to clear."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        sock = _group_member(host, port)
+    except OSError:
+        return False
+    with sock:
+        return _detach(sock)
+
+
 @contextlib.contextmanager
 def steer_new_connections(host: str, port: int, reaches_new: Callable[[], bool]) -> Iterator[bool]:
     """Steer new connections on ``host:port`` to the new process while inside.
@@ -51,14 +97,14 @@ def steer_new_connections(host: str, port: int, reaches_new: Callable[[], bool])
     if not sys.platform.startswith("linux"):
         yield False
         return
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock = _group_member(host, port)
+    except OSError:
+        yield False
+        return
     steering = False
     try:
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((host, port))
-            sock.listen(1)
             for index in (1, 0):
                 fprog, _keep = _return_program(index)
                 sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
@@ -66,13 +112,100 @@ def steer_new_connections(host: str, port: int, reaches_new: Callable[[], bool])
                     steering = True
                     break
             if not steering:
-                sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, 0)
+                _detach(sock)
         except OSError:
             steering = False
         yield steering
     finally:
-        # Closed with the program still attached: it never picks our socket, so nothing is
-        # queued on it, and detaching first would open a moment where the kernel could.
-        # Left on the group, the program is harmless: with one member its index 1 does not
-        # exist (the kernel falls back to its own choice); the next switch attaches its own.
+        # Detached before closing: a program left on the group would steer the next switch's
+        # new slot every connection the moment it listens (see the module's docstring).
+        if steering:
+            _detach(sock)
         sock.close()
+
+
+# --- weighted steering: the canary's share of new connections ---------------------------------
+#
+# A classic-BPF program may read a random number (the ancillary load SKF_AD_RANDOM, which the
+# kernel converts to a call of its prandom helper), so one program on the port group sends each
+# new connection to the canary with probability weight and to stable otherwise, choosing a
+# member index among each release's listeners (its workers). The program stays with the group
+# after the socket that attached it is closed; a later attach replaces it.
+
+_SKF_AD_RANDOM = (-0x1000 + 56) & 0xFFFFFFFF  # SKF_AD_OFF + SKF_AD_RANDOM
+_LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
+_ALU_MOD_K = 0x94  # BPF_ALU | BPF_MOD | BPF_K
+_JGE_K = 0x35  # BPF_JMP | BPF_JGE | BPF_K
+_JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
+WEIGHT_SCALE = 10_000  # weights in basis points
+
+
+def _pick(indices: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
+    """Instructions returning one of ``indices`` uniformly (a random draw, then a jump chain)."""
+    if len(indices) == 1:
+        return [(_BPF_RET_K, 0, 0, indices[0])]
+    out = [(_LD_W_ABS, 0, 0, _SKF_AD_RANDOM), (_ALU_MOD_K, 0, 0, len(indices))]
+    for i, index in enumerate(indices[:-1]):
+        out += [(_JEQ_K, 0, 1, i), (_BPF_RET_K, 0, 0, index)]
+    out.append((_BPF_RET_K, 0, 0, indices[-1]))
+    return out
+
+
+def weighted_program(
+    weight_bp: int, canary: tuple[int, ...], stable: tuple[int, ...]
+) -> list[tuple[int, int, int, int]]:
+    """``(code, jt, jf, k)`` instructions: a connection goes to one of ``canary`` with
+    probability ``weight_bp / 10000``, else to one of ``stable``."""
+    if not 0 <= weight_bp <= WEIGHT_SCALE:
+        raise ValueError(f"a weight is 0..{WEIGHT_SCALE} basis points, got {weight_bp}")
+    if not canary or not stable:
+        raise ValueError("both releases need at least one listener index")
+    to_stable = _pick(stable)
+    to_canary = _pick(canary)
+    head = [
+        (_LD_W_ABS, 0, 0, _SKF_AD_RANDOM),
+        (_ALU_MOD_K, 0, 0, WEIGHT_SCALE),
+        # random >= weight: stable (the next instructions), else skip over them to the canary
+        (_JGE_K, 0, len(to_stable), weight_bp),
+    ]
+    if len(to_stable) > 255:
+        raise ValueError("too many listeners for one jump")
+    return head + to_stable + to_canary
+
+
+def _fprog(
+    instructions: list[tuple[int, int, int, int]],
+) -> tuple[bytes, ctypes.Array[ctypes.c_char]]:
+    raw = b"".join(struct.pack("=HBBI", *ins) for ins in instructions)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    return struct.pack("@HP", len(instructions), ctypes.addressof(buf)), buf
+
+
+@contextlib.contextmanager
+def group_member(host: str, port: int) -> Iterator[socket.socket]:
+    """A listener of our own in the port's group, through which programs are attached. It never
+    accepts; a program never returns its index (it joined last)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(1)
+        yield sock
+    finally:
+        sock.close()
+
+
+def attach(sock: socket.socket, instructions: list[tuple[int, int, int, int]]) -> None:
+    """Attach a program to the group of ``sock`` (replacing the group's program)."""
+    fprog, _keep = _fprog(instructions)
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+
+
+def always(index: int) -> list[tuple[int, int, int, int]]:
+    return [(_BPF_RET_K, 0, 0, index)]
+
+
+def detach(sock: socket.socket) -> None:
+    """Remove the group's program: the kernel spreads new connections itself again."""
+    sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, 0)

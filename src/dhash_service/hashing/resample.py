@@ -31,7 +31,8 @@ _SUPPORT = 3.0  # LANCZOS (a = 3)
 
 # OpenBLAS runs a matrix product on every core once m*n*k exceeds 65536 * 4. Hashing must stay on
 # one core (the service runs items in parallel already, and on a busy machine the threads' hand-
-# offs cost more than they save: measured twice as slow at 12 MP), so rows go in blocks below that.
+# offs cost more than they save: measured twice as slow at 12 MP), so every product is cut into
+# blocks below that, over rows and, for a long side, over the input positions too.
 _BLAS_SINGLE_THREAD_MNK = 65536 * 4
 
 
@@ -58,20 +59,61 @@ def _pass(rows: np.ndarray, out_size: int) -> np.ndarray:
         if in_size <= _CACHED_MAX_SIDE
         else _coefficients(in_size, out_size)
     )
-    step = max(1, _BLAS_SINGLE_THREAD_MNK // (in_size * out_size))
-    out: np.ndarray
-    if rows.shape[0] <= step:
-        out = np.matmul(rows.astype(np.float64), weights)
-    else:
-        out = np.empty((rows.shape[0], out_size), dtype=np.float64)
-        for start in range(0, rows.shape[0], step):
-            block = rows[start : start + step].astype(np.float64)
-            np.matmul(block, weights, out=out[start : start + step])
+    out = _products(rows, weights)
     out += _HALF
     out *= _INVERSE_ONE  # exact: a power of two
     np.floor(out, out=out)
     np.clip(out, 0, 255, out=out)
     return out.astype(np.uint8)
+
+
+def _products(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``rows @ weights`` in float64, in blocks of at most ``_BLAS_SINGLE_THREAD_MNK``
+    multiply-adds, so OpenBLAS stays on one thread whatever the shape.
+
+    A long input side is cut along the input positions as well as the rows: a 65,535-pixel side
+    to 9 is 590,000 multiply-adds for a single row, which cut only by rows ran threaded (4.8 s of
+    CPU for a 65,535 x 976 image, 0.42 s blocked). The partial sums are integers below 2**53,
+    exact in float64, so the blocks add up to exactly the unblocked sums.
+    """
+    if not rows.flags.c_contiguous and rows.T.flags.c_contiguous:
+        return _products_of_transposed(rows.T, weights)
+    n_rows, in_size = rows.shape
+    out_size = weights.shape[1]
+    k_step = max(1, min(in_size, _BLAS_SINGLE_THREAD_MNK // out_size))
+    row_step = max(1, _BLAS_SINGLE_THREAD_MNK // (k_step * out_size))
+    out: np.ndarray
+    if n_rows <= row_step and in_size <= k_step:
+        out = np.matmul(rows.astype(np.float64), weights)
+        return out
+    out = np.zeros((n_rows, out_size), dtype=np.float64)
+    for start in range(0, n_rows, row_step):
+        block = rows[start : start + row_step]
+        target = out[start : start + row_step]
+        if in_size <= k_step:
+            np.matmul(block.astype(np.float64), weights, out=target)
+            continue
+        for k in range(0, in_size, k_step):
+            part = block[:, k : k + k_step].astype(np.float64)
+            target += np.matmul(part, weights[k : k + k_step])
+    return out
+
+
+def _products_of_transposed(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``image.T @ weights`` for a row-major ``image`` (the vertical pass run first), as
+    ``(weights.T @ image).T`` in blocks of whole image rows: read as stored, not gathered column
+    by column (a 976 x 65,535 strip: 2.7 s gathered, see bench/RESULTS.md for this way)."""
+    in_size, n_columns = image.shape
+    out_size = weights.shape[1]
+    column_step = max(1, min(n_columns, _BLAS_SINGLE_THREAD_MNK // out_size))
+    k_step = max(1, _BLAS_SINGLE_THREAD_MNK // (column_step * out_size))
+    out = np.zeros((out_size, n_columns), dtype=np.float64)
+    for start in range(0, n_columns, column_step):
+        target = out[:, start : start + column_step]
+        for k in range(0, in_size, k_step):
+            block = image[k : k + k_step, start : start + column_step].astype(np.float64)
+            target += np.matmul(weights[k : k + k_step].T, block)
+    return out.T
 
 
 # Weight matrices are in_size x out_size float64: 0.3 MB for a 4000-pixel side. Sides up to this

@@ -74,9 +74,14 @@ class IndexSync:
         self.index, self.watermark, self.loaded = index, watermark, True  # searches switch here
         return sum(int(part.size) for part in ids)
 
-    def poll(self) -> int:
-        """Index whatever other writers added since the last call; returns the count."""
+    def poll(self, newest: int | None = None) -> int:
+        """Index whatever other writers added since the last call; returns the count.
+
+        ``newest``, the largest membership id the caller has just read (the ingest reads it with
+        its duplicate check), saves the fetch when it equals the watermark: nothing is new."""
         with self._lock:
+            if newest is not None and newest == self.watermark:
+                return 0
             added = 0
             while True:
                 batch = self._fetch(self.watermark, self._page_size)

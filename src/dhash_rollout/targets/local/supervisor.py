@@ -286,6 +286,19 @@ class Supervisor:
         self.sync_programs()
 
     def stop_all(self) -> None:
+        """Stop every slot and keep it stopped: the program files lose ``autostart``, so a
+        supervisord restarted later (a reboot, ``release start``'s ensure) does not bring a
+        stopped environment back by itself (issue 12); the next switch writes them again."""
+        for name in SLOTS:
+            path = self.layout.program_file(name)
+            with contextlib.suppress(OSError):
+                text = path.read_text(encoding="utf-8")
+                if "autostart=true" in text:
+                    tmp = path.with_name(f".{path.name}.tmp")
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                        handle.write(text.replace("autostart=true", "autostart=false"))
+                    tmp.replace(path)
         if not self.running():
             return
         with self.rpc() as rpc:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from dataclasses import replace
 from pathlib import Path
 
 from dhash_rollout.environments import (
@@ -33,10 +34,17 @@ from dhash_rollout.releases import (
     list_releases,
     normalize_version,
     read_release,
+    read_release_settings,
     release_path,
 )
 from dhash_rollout.targets import Activation, ProcessStatus, Progress, TargetStatus
 from dhash_rollout.targets.local.layout import LocalLayout
+from dhash_rollout.targets.local.listeners import (
+    Listener,
+    listeners,
+    serving_root,
+    stop_orphans,
+)
 from dhash_rollout.targets.local.logs import ProcessLogs
 from dhash_rollout.targets.local.readiness import Readiness
 from dhash_rollout.targets.local.supervisor import (
@@ -45,7 +53,7 @@ from dhash_rollout.targets.local.supervisor import (
     Slot,
     Supervisor,
 )
-from dhash_rollout.targets.steering import steer_new_connections
+from dhash_rollout.targets.steering import clear_steering, steer_new_connections
 from dhash_service.config import Settings
 from dhash_service.errors import CheckFailed, ConfigError, NotFound, Unavailable
 
@@ -135,12 +143,15 @@ class LocalTarget:
         return values
 
     def configure_slot(self, slot: str, release: Release, instance: str) -> None:
-        """Write ``slot``'s program for ``release`` and have supervisord load it."""
+        """Write ``slot``'s program for ``release`` and have supervisord load it. The release's
+        own settings (``settings.json``, ``dhash deploy --release-setting``) apply to it alone;
+        the environment's keys are never among them."""
+        environment = {**read_release_settings(release), **self.service_environment()}
         self.supervisor.write_program(
             slot,
             release,
             instance,
-            environment=self.service_environment(),
+            environment=environment,
             port=self.env.port,
             workers=self.workers,
             grace=self.grace,
@@ -158,6 +169,12 @@ class LocalTarget:
         if release is None:
             raise NotFound(f"release {version} is not installed in {self.root}")
         self.supervisor.ensure()
+        if clear_steering("127.0.0.1", self.env.port):
+            say(
+                f"cleared the connection steering a killed run left on port {self.env.port} "
+                "(it sent every new connection to one process)"
+            )
+        self._refuse_foreign_listeners()
         before = self.current()
         slots = self.supervisor.slots()
         serving = [s for s in slots if s.release == version and s.state == "RUNNING"]
@@ -205,6 +222,7 @@ class LocalTarget:
                 say(f"new connections go to {slot} only" if steering else "no steering here")
             for other in others:
                 self.supervisor.retire(other.name, self.grace, say)
+        self._retire_orphans(say)
         return Activation(
             version=version,
             previous=before.version if before and before.version != version else None,
@@ -212,6 +230,90 @@ class LocalTarget:
             changed=changed,
             steered=bool(steering),
         )
+
+    # --- a second release beside the current one (the canary) ------------------------------
+    def start_beside(self, version: str, *, progress: Progress | None = None) -> tuple[str, int]:
+        """Start ``version`` in the idle slot on the same port, beside the current release,
+        and wait until it answers ``/ready`` itself; ``current`` does not move. The caller
+        decides its share of connections (docs/canary.md). Returns its slot and pid."""
+        say = progress or _silent
+        version = normalize_version(version)
+        release = self.release(version)
+        if release is None:
+            raise NotFound(f"release {version} is not installed in {self.root}")
+        current = self.current()
+        if current is None:
+            raise NotFound(f"no current release in {self.root}: a canary runs beside one")
+        if current.version == version:
+            raise ConfigError(f"{version} is already the stable release of {self.env.name}")
+        self.supervisor.ensure()
+        slots = self.supervisor.slots()
+        mine = [s for s in slots if s.release == version and s.state == "RUNNING"]
+        if mine:
+            slot = mine[0].name
+            say(f"{slot} already runs {version}")
+        else:
+            busy = [s for s in slots if s.state in ACTIVE_STATES and s.release != current.version]
+            if busy:
+                raise CheckFailed(
+                    f"{busy[0].name} runs {busy[0].release}: one release beside stable at a time"
+                )
+            slot = self.idle_slot(slots, current)
+            instance = f"{slot}-{version}-{secrets.token_hex(3)}"
+            say(f"starting {version} in {slot} beside {current.version} on port {self.env.port}")
+            self.configure_slot(slot, release, instance)
+            try:
+                self.supervisor.ensure_started(slot)
+            except Unavailable as exc:
+                self._abandon(slot, say)
+                raise CheckFailed(
+                    f"{slot} did not start: {exc}; {self.process_logs.why(slot)}"
+                ) from exc
+        try:
+            pid = self.wait_ready(slot)
+        except CheckFailed:
+            self._abandon(slot, say)
+            raise
+        slot_pid = self.supervisor.slot(slot).pid
+        return slot, slot_pid or pid
+
+    def retire_slot(self, slot: str, *, progress: Progress | None = None) -> None:
+        """Stop one slot (it drains on SIGTERM) and drop its program; the other keeps serving."""
+        self.supervisor.retire(slot, self.grace, progress or _silent)
+
+    # --- who really listens on the port -------------------------------------------------------
+    def listeners(self) -> list[Listener]:
+        """Every process listening on the environment's port, per the kernel (see
+        :mod:`.listeners`): the slots', orphans of a supervisord that died, foreign ones."""
+        slots = self.supervisor.slots()
+        return listeners(
+            self.env.port,
+            slots={s.name: s.pid for s in slots if s.pid},
+            slot_releases={s.name: s.release for s in slots},
+            releases_dir=self.root / "releases",
+        )
+
+    def _refuse_foreign_listeners(self) -> None:
+        foreign = [item for item in self.listeners() if item.kind == "foreign"]
+        if foreign:
+            who = "; ".join(item.describe() for item in foreign)
+            raise CheckFailed(
+                f"port {self.env.port} of {self.env.name} has a listener this environment does "
+                f"not run: {who}. With SO_REUSEPORT it takes a share of the traffic; stop it "
+                f"and run again (nothing was changed; `dhash release status --env "
+                f"{self.env.name}` shows who listens)"
+            )
+
+    def _retire_orphans(self, say: Progress) -> None:
+        """Stop the services a dead supervisord left running, once a supervised slot serves:
+        they drain like a retiring slot, so no request fails."""
+        orphans = [item for item in self.listeners() if item.kind == "orphan"]
+        if not orphans:
+            return
+        releases = ", ".join(sorted({o.release or "?" for o in orphans}))
+        say(f"stopping the orphaned service a dead supervisord left on the port ({releases})")
+        stopped = stop_orphans(orphans, self.grace)
+        say(f"stopped pid {', '.join(map(str, stopped))}")
 
     @staticmethod
     def idle_slot(slots: list[Slot], current: Release | None) -> str:
@@ -272,11 +374,24 @@ class LocalTarget:
     def status(self) -> TargetStatus:
         current, previous = self.current(), self.previous()
         slots = self.supervisor.slots()
+        heard = self.listeners()
+        strays: dict[int, Listener] = {}  # one entry per stray service, not per worker
+        for item in heard:
+            if item.kind in ("orphan", "foreign"):
+                key = serving_root(item.pid) if item.pid else -item.inode
+                strays.setdefault(key, replace(item, pid=key if item.pid else None))
         return TargetStatus(
             current=current.version if current else None,
             previous=previous.version if previous else None,
-            processes=tuple(ProcessStatus(s.name, s.release, s.state, s.pid) for s in slots),
+            processes=(
+                *(ProcessStatus(s.name, s.release, s.state, s.pid) for s in slots),
+                *(
+                    ProcessStatus(item.kind, item.release, item.kind.upper(), item.pid)
+                    for item in strays.values()
+                ),
+            ),
             extra={
+                "listeners": [item.to_dict() for item in heard],
                 "supervisord": self.supervisor.running(),
                 "socket": str(self.layout.socket_path),
                 "port": self.env.port,

@@ -1,4 +1,4 @@
-"""``make demo``: hash and match a generated image set through a real ``dhash serve``.
+"""``make demo-hash``: hash and match a generated image set through a real ``dhash serve``.
 
 It builds a reference library of photo-like images, queries it with edited copies (re-encoded,
 resized, cropped, brightened) and with unrelated photos, all over HTTP on 127.0.0.1, and prints
@@ -33,6 +33,8 @@ from dhash_service.errors import Unavailable
 
 LIBRARY_SIZE = 24
 UNRELATED = 12
+WORKDIR = Path("demo-out/hash")
+SERVE_LOG = WORKDIR / "serve.log"
 TOKEN = "demo-token"  # noqa: S105 - a throwaway token for a loopback demo server
 
 Edit = Callable[[Image.Image], Image.Image]
@@ -96,14 +98,14 @@ def _wait_ready(client: DhashClient, proc: subprocess.Popen[bytes], timeout: flo
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"dhash serve exited with {proc.returncode}; see demo-out/serve.log")
+            raise SystemExit(f"dhash serve exited with {proc.returncode}; see {SERVE_LOG}")
         try:
             if client.ready().ready:
                 return
         except Unavailable:
             pass
         time.sleep(0.2)
-    raise SystemExit("dhash serve did not become ready in time; see demo-out/serve.log")
+    raise SystemExit(f"dhash serve did not become ready in time; see {SERVE_LOG}")
 
 
 def _metric_lines(text: str) -> list[str]:
@@ -209,7 +211,7 @@ def _exercise(client: DhashClient, console: Console) -> int:
 
 def main() -> int:
     console = Console()
-    return run(Path("demo-out").resolve(), console)
+    return run(WORKDIR.resolve(), console)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,250 @@
+"""``dhash canary start|status|promote|abort``: a candidate beside stable (docs/canary.md).
+
+Exit codes of ``start``: 0 promoted, 1 aborted by the judgement, 2 usage, 3 locked,
+5 inconclusive (the canary holds its weight for an operator), 130 interrupted (the canary keeps
+its weight: ``dhash canary promote`` or ``abort`` ends it). ``promote`` and ``abort`` act under
+the environment's lock, or ask the running ``start`` to act at its next poll.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from dataclasses import asdict
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import typer
+
+from dhash_service.errors import CheckFailed, ConfigError, Locked
+
+if TYPE_CHECKING:
+    from dhash_rollout.canary.judge import JudgeConfig
+    from dhash_rollout.environments import Environment
+    from dhash_rollout.targets.local import LocalTarget
+
+EXIT_OK, EXIT_ABORTED, EXIT_LOCKED, EXIT_INCONCLUSIVE, EXIT_INTERRUPTED = 0, 1, 3, 5, 130
+EnvOption = typer.Option(..., "--env", help="Environment: staging, production or canary.")
+
+canary_app = typer.Typer(help="A candidate release beside stable, judged against it.")
+
+
+CANARY_KEYS = {"steps", "step_minutes", "interval_seconds", "alpha", "min_samples"}
+
+
+def _table(env: Environment) -> dict[str, str | int | float | bool]:
+    """The environment's ``canary`` table (docs/canary.md); an unknown key is refused."""
+    table = dict(env.settings.canary or {})
+    unknown = sorted(set(table) - CANARY_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"environment {env.name}: unknown canary setting(s) {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(CANARY_KEYS))})"
+        )
+    return table
+
+
+def _number(table: dict[str, str | int | float | bool], key: str, default: float) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"canary setting {key} must be a number, got {value!r}")
+    return float(value)
+
+
+def _config(
+    weights: str, step_seconds: float, time_scale: float, *, alpha: float, min_samples: int
+) -> JudgeConfig:
+    from dhash_rollout.canary.judge import JudgeConfig, Step
+
+    try:
+        values = [float(w) for w in weights.split(",") if w.strip()]
+        steps = tuple(Step(w, step_seconds / time_scale) for w in values)
+        return JudgeConfig(
+            steps=steps,
+            max_wait_seconds=600.0 / time_scale,
+            alpha=alpha,
+            min_samples=min_samples,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"canary steps {weights!r}: {exc}") from exc
+
+
+def _env_target(env_name: str) -> tuple[Environment, LocalTarget]:
+    from dhash_rollout.environments import load_environment
+    from dhash_rollout.targets.local import LocalTarget
+
+    env = load_environment(env_name)
+    if env.settings.target not in (None, "local"):
+        raise ConfigError(f"dhash canary runs on the local target (environment {env_name})")
+    return env, LocalTarget(env)
+
+
+@canary_app.command("start")
+def start(
+    *,
+    env_name: str = EnvOption,
+    source: str | None = typer.Option(
+        None, "--source", help="A wheel, a source directory or git:REF."
+    ),
+    version: str = typer.Option(
+        None, "--version", help="An installed release (or the version to build)."
+    ),
+    steps: str | None = typer.Option(
+        None, "--steps", help="Weights in percent, step by step (default 5,25,50)."
+    ),
+    weight: float = typer.Option(
+        None, "--weight", help="One step at this weight (overrides --steps)."
+    ),
+    step_minutes: float | None = typer.Option(
+        None, "--step-minutes", help="Least time analysed per step (default 5)."
+    ),
+    interval: float | None = typer.Option(
+        None, "--interval", help="Seconds between polls (default 30)."
+    ),
+    time_scale: float = typer.Option(1.0, "--time-scale", help="Divide every time by N (tests)."),
+) -> None:
+    """Start the candidate beside stable and judge it, step by step, until it ends."""
+    from dhash_rollout.canary.controller import CanaryRun
+    from dhash_rollout.releases import ReleaseSource
+    from dhash_rollout.runs.locking import hold_lock
+    from dhash_rollout.runs.paths import lock_path
+
+    if source is None and version is None:
+        raise ConfigError("say which release: --source or --version")
+    env, target = _env_target(env_name)
+    table = _table(env)
+    chosen = str(weight) if weight is not None else (steps or str(table.get("steps", "5,25,50")))
+    minutes = step_minutes if step_minutes is not None else _number(table, "step_minutes", 5.0)
+    every = interval if interval is not None else _number(table, "interval_seconds", 30.0)
+    config = _config(
+        chosen,
+        minutes * 60.0,
+        time_scale,
+        alpha=_number(table, "alpha", 0.05),
+        min_samples=int(_number(table, "min_samples", 10)),
+    )
+    stop = {"now": False}
+
+    def on_signal(_sig: int, _frame: FrameType | None) -> None:
+        stop["now"] = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    with hold_lock(lock_path(env), "canary"):
+        run = CanaryRun(env, target, config, interval_s=every / time_scale, say=_say)
+        src = ReleaseSource.parse(source, Path.cwd()) if source else None
+        state = run.start(src, version)
+        run.run(state, lambda: stop["now"])
+    raise typer.Exit(_exit_for(env))
+
+
+def _say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _exit_for(env: Environment) -> int:
+    from dhash_rollout.canary.controller import read_state
+
+    state = read_state(env)
+    status = state.status if state else "none"
+    return {
+        "promoted": EXIT_OK,
+        "aborted": EXIT_ABORTED,
+        "inconclusive": EXIT_INCONCLUSIVE,
+        "interrupted": EXIT_INTERRUPTED,
+    }.get(status, EXIT_OK)
+
+
+@canary_app.command("status")
+def status(
+    *,
+    env_name: str = EnvOption,
+    as_json: bool = typer.Option(False, "--json", help="One JSON object."),
+) -> None:
+    """Weights, both releases and the judgement so far (replayed from the poll ledger)."""
+    from dhash_rollout.canary.controller import config_of, judgements, read_state
+
+    env, _target = _env_target(env_name)
+    state = read_state(env)
+    if state is None:
+        typer.echo(f"no canary in {env.name}")
+        return
+    js = judgements(env, config_of(state))
+    last = js[-1] if js else None
+    if as_json:
+        out = {
+            "canary": asdict(state),
+            "polls": len(js),
+            "judgement": None
+            if last is None
+            else {
+                "action": last.action.value,
+                "step": last.step + 1,
+                "weight": last.weight,
+                "reason": last.reason,
+                "evidence": [asdict(e) for e in last.evidence],
+            },
+        }
+        typer.echo(json.dumps(out, indent=2))
+        return
+    typer.echo(
+        f"canary {state.version} ({state.slot}) beside stable {state.stable}: {state.status}, "
+        f"{state.weight:g}% of new connections"
+    )
+    if last is None:
+        typer.echo("no poll yet")
+        return
+    typer.echo(f"after {len(js)} polls: {last.action.value}: {last.reason}")
+    for e in last.evidence:
+        typer.echo(f"  {'WORSE' if e.worse else 'ok   '} {e.check}: {e.detail}")
+
+
+def _act(env_name: str, what: str) -> None:
+    from dhash_rollout.canary.controller import CanaryRun, read_state, request_path
+    from dhash_rollout.canary.judge import JudgeConfig
+    from dhash_rollout.runs.locking import hold_lock
+    from dhash_rollout.runs.paths import lock_path
+
+    env, target = _env_target(env_name)
+    state = read_state(env)
+    if state is None or state.status not in ("running", "inconclusive", "interrupted"):
+        raise CheckFailed(f"no canary to {what} in {env.name}")
+    try:
+        with hold_lock(lock_path(env), f"canary {what}"):
+            run = CanaryRun(env, target, JudgeConfig(), say=_say)
+            if what == "abort":
+                run.abort(state, "aborted by an operator")
+            else:
+                run.promote(state, "promoted by an operator")
+            return
+    except Locked:
+        pass
+    # The running controller holds the lock: it acts on the request at its next poll.
+    request_path(env).write_text(what, encoding="utf-8")
+    _say(f"asked the running canary to {what}")
+    deadline = time.monotonic() + 120.0
+    while time.monotonic() < deadline:
+        now = read_state(env)
+        if now is not None and now.status in ("aborted", "promoted"):
+            _say(f"canary {now.version}: {now.status}")
+            return
+        time.sleep(0.2)
+    raise CheckFailed(f"the running canary did not {what} within 120 s; see dhash canary status")
+
+
+@canary_app.command("promote")
+def promote(env_name: str = EnvOption) -> None:
+    """The candidate becomes stable through the normal switch."""
+    _act(env_name, "promote")
+
+
+@canary_app.command("abort")
+def abort(env_name: str = EnvOption) -> None:
+    """The candidate stops; stable untouched."""
+    _act(env_name, "abort")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(canary_app, name="canary")

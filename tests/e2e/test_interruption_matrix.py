@@ -1,0 +1,180 @@
+"""The interruption matrix (issue 12): under a live load generator, the controller is killed
+(SIGKILL) or stopped (SIGTERM) at a phase boundary of a deploy or of a rollback, or meets an
+incident (a stray listener on the port); then the operator's next command runs. Every case
+checks: exactly one release serves, ``release status`` tells the truth (no orphan, no foreign
+listener), every acknowledged ingest is in the database, and no request failed (none of these
+cases restores data, so there is no documented outage to excuse one).
+
+Each case is a fresh site (a first deploy, then the interrupted run), so ``make test`` samples
+one case per run (``matrix(keep=1)``) and ``make test-full`` runs them all. Each case prints
+one row of the matrix: ``case | outcome``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.load import LoadGenerator
+from tests.support.release_builds import dhash_bin, dhash_env, wheel_for
+from tests.support.rollout_site import TOKEN, Site
+
+pytestmark = pytest.mark.slow
+
+OLD, NEW = "1.0.0", "2.0.0"
+LOAD_SECONDS = 55.0
+
+
+@dataclass(frozen=True)
+class Case:
+    kind: str  # deploy | rollback | stray
+    phase: str | None = None
+    sig: signal.Signals = signal.SIGKILL
+
+    @property
+    def name(self) -> str:
+        if self.kind == "stray":
+            return "deploy-beside-a-stray-listener"
+        return f"{self.kind}-{self.phase}-{self.sig.name}"
+
+
+CASES = [
+    *(
+        Case("deploy", phase, sig)
+        for phase in ("backup", "install", "migrate", "activate", "health", "smoke")
+        for sig in (signal.SIGKILL, signal.SIGTERM)
+    ),
+    *(Case("rollback", phase) for phase in ("activate", "downgrade", "smoke")),
+    Case("stray"),
+]
+
+
+def _run(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
+    return site.run(*args, timeout=300)
+
+
+def _interrupt(site: Site, args: tuple[str, ...], phase: str, sig: signal.Signals) -> str | None:
+    """Start ``dhash <args>``, signal it when ``phase`` starts; the run it interrupted."""
+    lines = len(list(site.journal.records()))
+    proc = subprocess.Popen(
+        [dhash_bin(), *args],
+        cwd=site.base,
+        env=dhash_env(site.base),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        hit = site.wait_for_record(
+            lambda r: r.phase == phase and r.status == "started", proc, after=lines
+        )
+        assert hit is not None, f"the run ended before {phase}"
+        os.kill(proc.pid, sig)
+        code = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if sig is signal.SIGTERM:
+        assert code == 130, f"SIGTERM at {phase}: exit {code}"
+    return hit.deploy_id
+
+
+def _one_release_serves(site: Site, version: str) -> None:
+    status = json.loads(_run(site, "release", "status", "--env", "production", "--json").stdout)
+    running = [p for p in status["processes"] if p["state"] == "RUNNING"]
+    strays = [p for p in status["processes"] if p["state"] in ("ORPHAN", "FOREIGN")]
+    assert [p["release"] for p in running] == [version], status
+    assert strays == [], status
+    assert status["current"] == version
+    assert site.health()["version"] == version
+
+
+def _play(site: Site, case: Case) -> str:
+    """Interrupt as the case says, run the operator's next command; the expected release."""
+    deploy = ("deploy", "--env", "production", "--source", str(wheel_for(NEW, "reversible")))
+    rollback = ("rollback", "--env", "production", "--reason", f"matrix {case.name}")
+    if case.kind == "deploy":
+        assert case.phase is not None
+        _interrupt(site, (*deploy, "--no-monitor"), case.phase, case.sig)
+        if case.sig is signal.SIGTERM:  # the printed next command: re-run resumes it
+            done = _run(site, *deploy, "--no-monitor")
+            assert done.returncode == 0, done.stdout + done.stderr
+            return NEW
+        done = _run(site, *rollback)  # after a kill: roll back (it undoes the deploy)
+        assert done.returncode in (0, 1), done.stdout + done.stderr
+        if done.returncode == 1:  # killed before anything changed: nothing to roll back
+            assert "nothing to roll back to" in done.stderr, done.stderr
+        return OLD
+    if case.kind == "rollback":
+        assert case.phase is not None
+        assert _run(site, *deploy, "--no-monitor").returncode == 0
+        _interrupt(site, rollback, case.phase, case.sig)
+        done = _run(site, *rollback)  # run again: it resumes
+        assert done.returncode == 0, done.stdout + done.stderr
+        return OLD
+    stray = subprocess.Popen(
+        [sys.executable, "-c", _STRAY, str(site.env.port)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert stray.stdout is not None and stray.stdout.readline().strip() == "listening"
+        done = _run(site, *deploy, "--no-monitor")
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert f"pid {stray.pid}" in done.stdout + done.stderr
+    finally:
+        stray.kill()
+        stray.wait()
+        if stray.stdout is not None:
+            stray.stdout.close()
+    return OLD
+
+
+_STRAY = """
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(64)
+print("listening", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.matrix(keep=1)
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_every_interruption_ends_with_one_release_serving_and_no_write_lost(
+    case: Case, tmp_path: Path
+) -> None:
+    site = Site.create(tmp_path / "site")
+    began = time.monotonic()
+    try:
+        first = site.deploy(wheel_for(OLD))
+        assert first.returncode == 0, first.stdout + first.stderr
+        before = {i for seed in range(3) for i in site.ingest(seed)}
+        with LoadGenerator(
+            site.env.port, TOKEN, threads=2, max_seconds=LOAD_SECONDS, seed_base=10_000
+        ) as load:
+            expected = _play(site, case)
+        acknowledged = {i for ids in load.result.ingested.values() for i in ids}
+        _one_release_serves(site, expected)
+        assert before | acknowledged <= site.image_ids()
+        # The stray case: the foreign listener took its share of new connections until the
+        # deploy refused (the point of the refusal); those requests were not the service's.
+        failures = [] if case.kind == "stray" else load.result.failures
+        outcome = (
+            f"{expected} serves alone; {len(acknowledged)} acknowledged ingests kept; "
+            f"{load.result.requests} requests, {len(failures)} failed; "
+            f"{time.monotonic() - began:.0f} s"
+        )
+        print(f"\ninterruption matrix | {case.name} | {outcome}")
+        assert failures == [], failures[:10]
+    finally:
+        site.shutdown()
