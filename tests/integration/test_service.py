@@ -314,8 +314,8 @@ def test_the_first_answer_is_what_the_store_answers_for_the_same_bytes(database_
 
 def test_a_new_image_costs_one_read_and_one_write_transaction(service: DhashService) -> None:
     # The ingest's store work, counted where SQLAlchemy sends it: the duplicate check with the
-    # library's newest id (one statement), then content, image, hash and audit rows in one
-    # transaction; no read-back, no catch-up query when the library has not changed.
+    # library's newest id (one statement), then content, image, hash, thumbnail and audit rows
+    # in one transaction; no read-back, no catch-up query when the library has not changed.
     service.ingest(png(photo(30)))  # warm: nothing below depends on a first-use query
     engine = service._repo.engine
     statements: list[str] = []
@@ -340,7 +340,7 @@ def test_a_new_image_costs_one_read_and_one_write_transaction(service: DhashServ
         sa.event.remove(engine.pool, "checkout", on_checkout)
     assert report.items[0].decision == "new"
     begins = [s for s in statements if s.upper() == "BEGIN"]  # SQLite's own, emitted by us
-    assert [s for s in statements if s.upper() != "BEGIN"] == ["SELECT", *["INSERT"] * 4]
+    assert [s for s in statements if s.upper() != "BEGIN"] == ["SELECT", *["INSERT"] * 5]
     assert len(begins) <= 2 and len(checkouts) == 2
 
 
