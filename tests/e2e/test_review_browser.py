@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from dhash_service.api.app import create_app
 from dhash_service.api.reviewers import SESSION_COOKIE
 from tests.support.api import settings_for
 from tests.support.live_server import REPO, running_app, wait_ready
-from tests.support.review_seed import review_band_pairs, seed_via_api
+from tests.support.review_seed import review_band_pairs, seed_store, seed_via_api
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -42,8 +43,11 @@ CHROMIUM_FLAGS = [
 ALICE = ("alice", "alice-token-7f3a9c")
 BOB = ("bob", "bob-token-51e08d")
 IMG = REPO / "docs" / "img"
+# Screenshots are test artifacts (under pytest's temp dir, or DHASH_TEST_ARTIFACTS); with
+# DHASH_UPDATE_DOC_SCREENSHOTS=1 they replace the ones docs/review.md shows.
 CAROL = ("carol", "carol-token-c4e2b6")
 HOSTILE = 'look <script>alert("x")</script> & <img src=x onerror=alert(1)>'
+SCREENSHOTS = ("review-queue.png", "review-item.png", "review-item-difference.png")
 SOURCES = {"click": 2, "keys": 3, "pair": 4, "bulk": 2, "csrf": 1, HOSTILE: 1}
 
 
@@ -102,7 +106,21 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         for source, count in SOURCES.items():
             ids[source] = seed_via_api(url, (next(pairs) for _ in range(count)), source)
         ids["look"] = ids.pop(HOSTILE)
-        yield Console(url, database, ids)
+        seed_store(database, 1, candidates=10, pool=2)  # one item with ten stored candidates
+        console = Console(url, database, ids)
+        [(many,)] = console.rows("SELECT max(id) FROM review_items")
+        ids["many"] = [int(str(many))]
+        yield console
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if os.environ.get("DHASH_UPDATE_DOC_SCREENSHOTS") == "1":
+        return IMG
+    chosen = os.environ.get("DHASH_TEST_ARTIFACTS")
+    folder = Path(chosen) / "review" if chosen else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +189,7 @@ def test_session_cookie_is_httponly_strict_and_expires(alice: BrowserContext) ->
 
 
 def test_queue_lists_pending_items_oldest_first_with_what_they_wait_for(
-    alice: BrowserContext, console: Console
+    alice: BrowserContext, console: Console, shots: Path
 ) -> None:
     page = alice.new_page()
     page.goto("/review?source=look")
@@ -183,21 +201,41 @@ def test_queue_lists_pending_items_oldest_first_with_what_they_wait_for(
     expect(rows.first.locator("td.source")).to_have_text(HOSTILE)  # shown as text, not markup
     assert page.locator("td.source script, td.source img").count() == 0
     page.goto("/review")
-    page.screenshot(path=str(IMG / "review-queue.png"))
+    page.screenshot(path=str(shots / "review-queue.png"))
     page.goto(f"/review/{console.ids['look'][0]}?source=look")
     expect(page.locator("figure.query img")).to_have_js_property("complete", True)
     natural = page.locator("figure.candidate img").evaluate("img => img.naturalWidth")
     assert natural == 256  # the WebP thumbnail ingest stored, served to the session
-    page.screenshot(path=str(IMG / "review-item.png"))
+    page.screenshot(path=str(shots / "review-item.png"))
     page.keyboard.press("d")
     expect(page.locator("#compare")).to_have_attribute("data-mode", "difference")
-    page.screenshot(path=str(IMG / "review-item-difference.png"))
+    page.screenshot(path=str(shots / "review-item-difference.png"))
     page.get_by_label("Blur until hover").check()
     page.reload()  # the wellness choice is remembered by this browser
     expect(page.locator("body")).to_have_class(re.compile(r"\bwellness-blur\b"))
     blurred = page.locator("figure.query img").evaluate("img => getComputedStyle(img).filter")
     assert blurred.startswith("blur(")
     page.get_by_label("Blur until hover").uncheck()
+    assert all((shots / name).stat().st_size > 10_000 for name in SCREENSHOTS)
+    page.close()
+
+
+def test_an_item_shows_every_candidate_to_compare_with(
+    alice: BrowserContext, console: Console
+) -> None:
+    page = alice.new_page()
+    [review_id] = console.ids["many"]
+    page.goto(f"/review/{review_id}")
+    picks = page.locator("button.pick")
+    expect(picks).to_have_count(10)
+    third = picks.nth(2)
+    chosen = third.get_attribute("data-image-id")
+    third.click()
+    expect(page.locator("#candidate-caption")).to_contain_text(f"library image #{chosen} ")
+    expect(page.locator("figure.candidate img")).to_have_attribute(
+        "src", f"/review/thumbs/{chosen}"
+    )
+    expect(page.locator("#stack-over")).to_have_attribute("src", f"/review/thumbs/{chosen}")
     page.close()
 
 
