@@ -1,6 +1,7 @@
 """The interruption matrix (issue 12): under a live load generator, the controller is killed
 (SIGKILL) or stopped (SIGTERM) at a phase boundary of a deploy or of a rollback, or meets an
-incident (a stray listener on the port); then the operator's next command runs. Every case
+incident (a stray listener on the port, a restore that fails after the swap); then the
+operator's next command runs. Every case
 checks: exactly one release serves, ``release status`` tells the truth (no orphan, no foreign
 listener), every acknowledged ingest is in the database, and no request failed (none of these
 cases restores data, so there is no documented outage to excuse one).
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from dhash_rollout.runs.journal import RUN_PHASE
 from tests.support.load import LoadGenerator
 from tests.support.release_builds import dhash_bin, dhash_env, wheel_for
 from tests.support.rollout_site import TOKEN, Site
@@ -43,6 +45,8 @@ class Case:
     def name(self) -> str:
         if self.kind == "stray":
             return "deploy-beside-a-stray-listener"
+        if self.kind == "restore-fails":
+            return "rollback-whose-restore-fails-after-the-swap"
         return f"{self.kind}-{self.phase}-{self.sig.name}"
 
 
@@ -54,6 +58,7 @@ CASES = [
     ),
     *(Case("rollback", phase) for phase in ("activate", "downgrade", "smoke")),
     Case("stray"),
+    Case("restore-fails"),
 ]
 
 
@@ -120,6 +125,8 @@ def _play(site: Site, case: Case) -> str:
         done = _run(site, *rollback)  # run again: it resumes
         assert done.returncode == 0, done.stdout + done.stderr
         return OLD
+    if case.kind == "restore-fails":
+        return _restore_fails(site, rollback)
     stray = subprocess.Popen(
         [sys.executable, "-c", _STRAY, str(site.env.port)], stdout=subprocess.PIPE, text=True
     )
@@ -134,6 +141,41 @@ def _play(site: Site, case: Case) -> str:
         if stray.stdout is not None:
             stray.stdout.close()
     return OLD
+
+
+def _restore_fails(site: Site, rollback: tuple[str, ...]) -> str:
+    """Issue 12 item 2: a failure after the backup was swapped in (the exported rows are
+    damaged when the killed rollback resumes) puts back the database that served, serves it
+    again with the release that served, and names where everything was kept."""
+    deployed = site.deploy(wheel_for(NEW, migration="irreversible"))
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    everything = site.image_ids()
+    lines = len(list(site.journal.records()))
+    first = subprocess.Popen(
+        [dhash_bin(), *rollback], cwd=site.base, env=dhash_env(site.base),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    hit = site.wait_for_record(
+        lambda r: r.phase == "reapply_writes" and r.status == "started", first, after=lines
+    )
+    assert hit is not None, "the rollback ended before re-applying"
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    rows = site.env.root / "rollback" / hit.deploy_id / "live-rows.jsonl"
+    rows.write_text('{"table": "images", "row": {"id": 1\n', encoding="utf-8")
+    done = _run(site, *rollback)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert "put the database that served back in place" in done.stdout
+    assert f"kept: {rows}" in done.stdout and "failed-restore-" in done.stdout
+    assert everything <= site.image_ids()
+    final = [
+        r.detail
+        for r in site.journal.records()
+        if r.deploy_id == hit.deploy_id and r.phase == RUN_PHASE
+    ][-1]
+    assert "serves again" in final["service"] and rows.name in " ".join(final["preserved"])
+    return NEW
 
 
 _STRAY = """
@@ -168,7 +210,9 @@ def test_every_interruption_ends_with_one_release_serving_and_no_write_lost(
         assert before | acknowledged <= site.image_ids()
         # The stray case: the foreign listener took its share of new connections until the
         # deploy refused (the point of the refusal); those requests were not the service's.
-        failures = [] if case.kind == "stray" else load.result.failures
+        # A restore is the documented outage: the service is stopped from the export to the
+        # put-back (failures are counted, not excused elsewhere).
+        failures = [] if case.kind in ("stray", "restore-fails") else load.result.failures
         outcome = (
             f"{expected} serves alone; {len(acknowledged)} acknowledged ingests kept; "
             f"{load.result.requests} requests, {len(failures)} failed; "
