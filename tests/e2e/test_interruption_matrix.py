@@ -29,7 +29,7 @@ from tests.support.load import LoadGenerator
 from tests.support.release_builds import dhash_bin, dhash_env, wheel_for
 from tests.support.rollout_site import TOKEN, Site
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # a case is two deploys and a rollback
 
 OLD, NEW = "1.0.0", "2.0.0"
 LOAD_SECONDS = 55.0
