@@ -170,7 +170,7 @@ def _restore_fails(site: Site, rollback: tuple[str, ...]) -> str:
     rows = site.env.root / "rollback" / hit.deploy_id / "live-rows.jsonl"
     rows.write_text('{"table": "images", "row": {"id": 1\n', encoding="utf-8")
     done = _run(site, *rollback)
-    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.returncode == 4, done.stdout + done.stderr  # an integrity failure: exit 4
     assert "Traceback" not in done.stderr
     assert "put the database that served back in place" in done.stdout
     assert f"kept: {rows}" in done.stdout and "failed-restore-" in done.stdout
