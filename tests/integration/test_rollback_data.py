@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from dhash_rollout.releases import source_version
-from dhash_rollout.runs.journal import RUN_PHASE
 from dhash_rollout.runs.schema import database_revision
 from tests.support.release_builds import CHECKOUT, checkout_head, wheel_for
 from tests.support.rollout_site import Site, assert_fully_on
@@ -39,7 +38,7 @@ def test_a_rollback_with_nothing_before_the_current_release_fails_clearly(site: 
     made = site.run("backup", "create", "--env", "production")  # a backup does not change that
     assert made.returncode == 0, made.stdout + made.stderr
     records = len(list(site.journal.records()))
-    notices = sorted((site.base / "logs").glob("notifications_*.log"))
+    notices = _notice_lines(site)
     try:
         for extra in ((), ("--dry-run",), ("--to-release", CHECKOUT_VERSION)):
             done = site.script(
@@ -49,11 +48,16 @@ def test_a_rollback_with_nothing_before_the_current_release_fails_clearly(site: 
             assert "nothing to roll back to" in done.stderr
             assert "Traceback" not in done.stderr
         assert len(list(site.journal.records())) == records  # no run was started
-        assert sorted((site.base / "logs").glob("notifications_*.log")) == notices  # no notice
+        assert _notice_lines(site) == notices  # no notice
         assert_fully_on(site, CHECKOUT_VERSION)
     finally:  # the next deploy must make its own backup
         for path in (site.base / "backups").glob("dhash_production_*"):
             path.unlink()
+
+
+def _notice_lines(site: Site) -> list[str]:
+    logs = sorted((site.base / "logs").glob("notifications_*.log"))
+    return [line for path in logs for line in path.read_text().splitlines()]
 
 
 def test_a_backup_that_does_not_verify_is_refused_while_the_service_serves(site: Site) -> None:
@@ -220,40 +224,3 @@ def test_a_damaged_database_is_restored_with_every_row_kept(site: Site) -> None:
     assert run.status_of("restore") == "done" and run.status_of("activate") == "done"
     assert_fully_on(site, CHECKOUT_VERSION)
     assert set(later) <= site.image_ids() == everything
-
-
-def test_a_restore_that_fails_after_the_swap_puts_the_served_database_back(site: Site) -> None:
-    """Issue 12 item 2: a failure after the backup was swapped in (here: the exported rows are
-    damaged when the killed rollback resumes) puts back the database that served, serves it
-    again with the release that served, and names where everything was kept."""
-    deployed = site.deploy(wheel_for("2.0.0", migration="irreversible"))
-    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-    later = [i for seed in range(400, 402) for i in site.ingest(seed)]
-    everything = site.image_ids()
-    args = ("--env", "production", "--reason", "put-back")
-    lines = len(list(site.journal.records()))
-    first = site.popen("rollback", *args)
-    hit = site.wait_for_record(
-        lambda r: r.phase == "reapply_writes" and r.status == "started", first, after=lines
-    )
-    assert hit is not None, "the rollback ended before re-applying"
-    os.kill(first.pid, signal.SIGKILL)
-    first.wait()
-    rows = site.env.root / "rollback" / hit.deploy_id / "live-rows.jsonl"
-    rows.write_text('{"table": "images", "row": {"id": 1\n', encoding="utf-8")
-
-    done = site.script("rollback_dhash.sh", *args)
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert "Traceback" not in done.stderr
-    assert "put the database that served back in place" in done.stdout
-    assert f"kept: {rows}" in done.stdout and "failed-restore-" in done.stdout
-    assert_fully_on(site, "2.0.0")
-    assert set(later) <= site.image_ids() == everything
-    run = site.journal.run(hit.deploy_id)
-    assert run is not None and run.outcome == "failed"
-    final = [
-        r.detail
-        for r in site.journal.records()
-        if r.deploy_id == hit.deploy_id and r.phase == RUN_PHASE
-    ][-1]
-    assert "serves again" in final["service"] and rows.name in " ".join(final["preserved"])

@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 
 from dhash_rollout.backup import list_backups, verify_backup
+from dhash_rollout.backup.catalog import FAILED
 from dhash_rollout.checks.paths import backup_dir, log_dir, shown
 from dhash_rollout.checks.report import CheckReport, CheckRun
 from dhash_rollout.environments import Environment, api_token
@@ -71,6 +72,13 @@ def check_backup_age(
     if not backups:
         raise CheckFailed(f"no {env.name} backups in {shown(directory, workdir)}/ ({make_one})")
     latest = backups[0]
+    if latest.state == FAILED:  # what `dhash backup list` shows for it (issue 12)
+        good = next((b for b in backups if b.state != FAILED), None)
+        fallback = f"; the newest not failed: {good.path.name}" if good else ""
+        raise CheckFailed(
+            f"latest backup {latest.path.name} failed its verification (dhash backup list "
+            f"--env {env.name}){fallback}; {make_one}"
+        )
     age = latest.age(now or datetime.now(UTC))
     hours = int(age.total_seconds() // 3600)
     if age > max_age:

@@ -303,8 +303,9 @@ def rollback(
         if result.log_path:
             typer.echo(f"log: {result.log_path}")
     _exit_if_interrupted(result.interrupted, result.error)
-    if not result.ok:
-        raise CheckFailed(result.error or "rollback failed")
+    if not result.ok:  # with the failing error's own exit code (an integrity failure: 4)
+        typer.echo(f"dhash: error: {result.error or 'rollback failed'}", err=True)
+        raise typer.Exit(result.exit_code)
 
 
 release_app = typer.Typer(help="Installed releases of an environment and their processes.")

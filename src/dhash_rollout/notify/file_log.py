@@ -1,9 +1,10 @@
-"""The notification log: ``logs/notifications_<YYYYMMDD_HHMMSS>.log``, one JSON object a line.
+"""The notification log: ``logs/notifications_<YYYYMMDD>.log`` (UTC), one JSON object a line.
 
 It is the "file" channel and the record of every other channel's outcome, so a message that
 could not be delivered anywhere is still on disk (``tail -f logs/notifications_*.log`` in the
-guide). Each line is written with one ``write`` on an ``O_APPEND`` descriptor, so concurrent
-runs interleave whole lines, never halves.
+guide). One file per day, not per run: a ``tail -f`` started before a run (its glob expanded
+once) must show that run's notices (issue 12). Each line is written with one ``write`` on an
+``O_APPEND`` descriptor, so concurrent runs interleave whole lines, never halves.
 """
 
 from __future__ import annotations
@@ -26,16 +27,16 @@ _LEVELS = {
 
 
 class NotificationLog:
-    """Appends to one file per run, named when the first line is written."""
+    """Appends to the day's file (the day the notice is written, UTC)."""
 
     def __init__(self, log_dir: Path, started: datetime | None = None) -> None:
         self.log_dir = log_dir
-        self._started = started or datetime.now(UTC)
+        self._day = started  # fixed by the caller (tests), else the day of each line
         self._lock = threading.Lock()
 
     @property
     def path(self) -> Path:
-        return self.log_dir / f"notifications_{self._started:%Y%m%d_%H%M%S}.log"
+        return self.log_dir / f"notifications_{self._day or datetime.now(UTC):%Y%m%d}.log"
 
     def record(self, event: Event, channel: str, status: str, **extra: Any) -> dict[str, Any]:
         """The line for ``event`` on ``channel``: the logging contract's keys plus the message."""

@@ -99,12 +99,14 @@ class RollbackResult:
     error: str | None = None
     phases: dict[str, dict[str, Any]] = field(default_factory=dict)
     interrupted: bool = False  # stopped by SIGTERM/SIGINT: the run stays open (exit 130)
+    exit_code: int = 1  # of the error that failed it (an integrity failure is 4, as elsewhere)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
             "env": self.env,
             "ok": self.ok,
+            "exit_code": 0 if self.ok else self.exit_code,
             "interrupted": self.interrupted,
             "error": self.error,
             "log": str(self.log_path) if self.log_path else None,
@@ -561,7 +563,7 @@ class _RollbackRunner:
         )
         return RollbackResult(
             self.ctx.run_id, self.ctx.env.name, False, plan, log_path, exc.message,
-            self.ctx.results,
+            self.ctx.results, exit_code=exc.exit_code,
         )  # fmt: skip
 
     def _serve_again_if_untouched(self) -> str | None:

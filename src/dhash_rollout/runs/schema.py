@@ -9,11 +9,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dhash_rollout.environments import Environment, environments_file
 from dhash_rollout.releases import Release
-from dhash_service.errors import CheckFailed
+from dhash_service.errors import CheckFailed, Unavailable
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
 
 
 def database_exists(database_url: str) -> bool:
@@ -41,12 +44,15 @@ def database_revision(database_url: str) -> str | None:
         return None
     engine = create_engine(url)
     try:
-        with engine.connect() as conn:
+        conn = _connect(engine)
+        with conn:
             rows = conn.execute(text("SELECT version_num FROM alembic_version")).fetchall()
     except SQLAlchemyError as exc:
         if "alembic_version" in str(exc):
             return None
-        raise CheckFailed(f"cannot read the schema revision: {exc.__class__.__name__}") from exc
+        raise CheckFailed(
+            f"cannot read the schema revision of {_shown(engine)}: {_cause(exc)}"
+        ) from None
     finally:
         engine.dispose()
     return str(rows[0][0]) if rows else None
@@ -63,7 +69,8 @@ def database_readable(database_url: str) -> bool:
         return True  # nothing there to be damaged (and probing must not create the file)
     engine = create_engine(url)
     try:
-        with engine.connect() as conn:
+        conn = _connect(engine)  # unreachable is not damaged: that raises, naming the database
+        with conn:
             if url.get_backend_name() == "sqlite":
                 result = conn.execute(text("PRAGMA quick_check")).scalar()
                 return result == "ok"
@@ -73,6 +80,28 @@ def database_readable(database_url: str) -> bool:
         return False
     finally:
         engine.dispose()
+
+
+def _shown(engine: Engine) -> str:
+    return str(engine.url.render_as_string(hide_password=True))
+
+
+def _cause(exc: BaseException) -> str:
+    """The driver's own first line (connection refused, authentication failed...)."""
+    inner = getattr(exc, "orig", None) or exc
+    text = str(inner).strip().splitlines()
+    return f"{type(inner).__name__}: {text[0]}" if text else type(inner).__name__
+
+
+def _connect(engine: Engine) -> Connection:
+    """Connect, or raise ``Unavailable`` naming the database (no password) and the cause: a
+    database that does not answer must not read as a damaged one (which means a restore)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return engine.connect()
+    except SQLAlchemyError as exc:
+        raise Unavailable(f"the database {_shown(engine)} is unreachable: {_cause(exc)}") from None
 
 
 def release_migrations_dir(release: Release) -> Path:
