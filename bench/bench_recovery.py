@@ -19,7 +19,9 @@ measured rollback seconds.
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -76,7 +78,11 @@ def _one(site: Site, gate: str, setting: str, seed: int) -> dict[str, object]:
     child = next((r for r in runs if r.kind == "rollback"), None)
     records = list(site.journal.records())
     mine = [r for r in records if r.deploy_id == deploy.deploy_id]
-    switched = float(deploy.detail_of("activate")["switched_at"])
+    at = deploy.detail_of("activate").get("switched_at")
+    began_activate = next(r for r in mine if r.phase == "activate")
+    # No switch: the new release never became ready (its /health failing fails the switch's
+    # readiness check), so the old one never stopped serving; the fault started with its start.
+    switched = float(at) if at is not None else _ts(began_activate)
     verdict = next((r for r in mine if r.detail.get("event") == "monitor.verdict"), None)
     first_failed = next((r for r in mine if r.status == "failed"), None)
     caught = verdict or first_failed
@@ -85,7 +91,10 @@ def _one(site: Site, gate: str, setting: str, seed: int) -> dict[str, object]:
         "exit": done.returncode,
         "caught_by": "monitor" if verdict else (first_failed.phase if first_failed else None),
         "failed_gate": deploy.detail_of("monitor").get("failed_gate"),
+        "switched": at is not None,
     }
+    if at is None:
+        row["healthy_again_s"] = 0.0  # the old release served throughout
     if caught is not None:
         row["detect_s"] = round(_ts(caught) - switched, 2)
     if child is not None:
@@ -123,6 +132,7 @@ def recovery(tmp: Path) -> list[dict[str, object]]:
             began = time.monotonic()
             rows.append(_one(site, gate, setting, seed=(n + 1) * 10_000_000))
             rows[-1]["wall_s"] = round(time.monotonic() - began, 1)
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # kept if a later one dies
             if gate == "lowConfidenceQueue":
                 _clear_review_queue(site)
     finally:

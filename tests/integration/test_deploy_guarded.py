@@ -29,7 +29,8 @@ from tests.support.rollout_site import TOKEN, Site, assert_fully_on
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]  # a busy 2-core machine
 
-TIME_SCALE = "360"  # the 60-minute window in 10 s; polls every 83 ms, then every 0.33 s
+TIME_SCALE = "720"  # the 60-minute window in 5 s; polls every 42 ms, then every 0.17 s
+KILLED_SCALE = "180"  # 20 s: the kill, `release status` and `dhash monitor` fit inside it
 FAULT_OK = "DHASH_FAULT_ALLOW_PRODUCTION=true"  # the site's environment is called production
 
 
@@ -47,12 +48,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 def _guarded(
-    site: Site, version: str, *settings: str, seed: int
+    site: Site, version: str, *settings: str, seed: int, scale: str = TIME_SCALE
 ) -> tuple[subprocess.CompletedProcess[str], float]:
     """``dhash deploy`` of ``version`` with its monitor on, the load generator running while it
     watches (its window); the result and the seconds from the window's start to the end."""
     flags = [f"--release-setting={s}" for s in settings]
-    args = ["--time-scale", TIME_SCALE, "--gates-config", "gates.json", *flags]
+    args = ["--time-scale", scale, "--gates-config", "gates.json", *flags]
     proc = _start_deploy(site, version, *args)
     lines = len(list(site.journal.records()))
     watching = site.wait_for_record(
@@ -152,7 +153,8 @@ def _assert_rolled_back_once_for(site: Site, gate: str, before: int, old: str) -
 
 def test_a_healthy_release_passes_the_whole_window_with_no_rollback(site: Site) -> None:
     before = len(_rollbacks(site))
-    done, seconds = _guarded(site, "2.0.0", seed=10_000_000)
+    # x360: the healthy window must have data to its end (minSamples in the last 2.5 s)
+    done, _seconds = _guarded(site, "2.0.0", seed=10_000_000, scale="360")
     assert done.returncode == 0, done.stdout + done.stderr
     run = _last_deploy(site)
     assert run.outcome == "done"
@@ -165,7 +167,6 @@ def test_a_healthy_release_passes_the_whole_window_with_no_rollback(site: Site) 
     assert [n["severity"] for n in success] == ["INFO"]
     assert "p95HashTime ok" in str(success[0]["message"])
     assert monitor["report"] in str(success[0]["message"])
-    assert seconds < 60
 
 
 def test_a_release_with_slow_hashing_is_rolled_back_by_the_p95_gate(site: Site) -> None:
@@ -207,18 +208,15 @@ def _clear_review_queue(site: Site) -> None:
 
 
 def test_a_bad_release_setting_is_refused_before_anything_changes(site: Site) -> None:
+    """(Each refusal is a case of tests/unit/test_release_settings.py; here: through the CLI.)"""
     lines = len(list(site.journal.records()))
-    for setting, message in (
-        ("DHASH_PORT=1", "set by the environment"),
-        ("DHASH_NOPE=1", "not a setting of the service"),
-        ("DHASH_FAULT_LOW_CONFIDENCE=true", "refused in production"),
-        ("novalue", "expected KEY=VALUE"),
-    ):
-        done = site.deploy(wheel_for("9.0.0"), "--release-setting", setting, monitor=True)
-        assert done.returncode == 2, done.stdout + done.stderr
-        assert message in done.stderr and "Traceback" not in done.stderr
+    done = site.deploy(
+        wheel_for("1.0.0"), "--release-setting", "DHASH_FAULT_LOW_CONFIDENCE=true", monitor=True
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "refused in production" in done.stderr and "Traceback" not in done.stderr
     assert len(list(site.journal.records())) == lines
-    assert not (site.env.root / "releases" / "9.0.0").exists()
+    assert not (site.env.root / "releases" / "1.0.0" / "settings.json").exists()
 
 
 def _wait_for_polls(site: Site, proc: subprocess.Popen[str], count: int, after: int) -> Path:
@@ -241,7 +239,7 @@ def test_a_controller_killed_while_monitoring_is_resumed_by_dhash_monitor(site: 
     lines = len(list(site.journal.records()))
     # The installed 3.0.0 again, configured healthy this time (its settings.json is replaced).
     deploy = _start_deploy(
-        site, "3.0.0", "--time-scale", "120", "--gates-config", "gates.json",
+        site, "3.0.0", "--time-scale", KILLED_SCALE, "--gates-config", "gates.json",
         "--release-setting", "DHASH_FAULT_HASH_LATENCY_SECONDS=0",
     )  # fmt: skip
     ledger = _wait_for_polls(site, deploy.proc, 4, lines)
@@ -255,7 +253,7 @@ def test_a_controller_killed_while_monitoring_is_resumed_by_dhash_monitor(site: 
         assert "monitoring interrupted — not verified" in status.stdout, status.stdout
         before = [r["offset"] for r in read_rows(ledger) if r["kind"] == "poll"]
         resumed = site.run(
-            "monitor", "--env", "production", "--config", "gates.json", "--time-scale", "120"
+            "monitor", "--env", "production", "--config", "gates.json", "--time-scale", KILLED_SCALE
         )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"the deploy {killed.deploy_id} is inside its window" in resumed.stdout
@@ -293,8 +291,8 @@ def test_a_rollback_that_fails_is_critical_and_never_retried(site: Site) -> None
     # No loop: the monitor started by hand afterwards observes (the deploy is over) and does
     # not roll back again.
     again = site.run(
-        "monitor", "--env", "production", "--config", "gates.json", "--time-scale", "360",
-        "--duration", "1", "--json",
+        "monitor", "--env", "production", "--config", "gates.json", "--time-scale", TIME_SCALE,
+        "--duration", "2", "--json",
     )  # fmt: skip
     assert json.loads(again.stdout)["guarding"] is False, again.stdout + again.stderr
     assert len(_rollbacks(site)) == before + 1

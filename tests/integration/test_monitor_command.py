@@ -1,5 +1,7 @@
-"""`dhash monitor` guarding a deploy: a real faulty service, the rollback call site used once,
-the report marked; and exit 3 when a deploy or rollback holds the environment's lock."""
+"""`dhash monitor` by hand: observing with ``--rollback`` on a real faulty service uses the
+rollback call site once and marks the report; a deploy's guard is never taken over from a
+process that holds the lock (exit 3). (Resuming a deploy's guard end to end:
+tests/integration/test_deploy_guarded.py.)"""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ def _environment(tmp: Path, port: int) -> None:
     )
 
 
-def test_guarding_a_deploy_rolls_back_once_and_marks_the_report(
+def test_observing_with_rollback_rolls_back_once_and_marks_the_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     calls: list[tuple[str, str]] = []
@@ -37,43 +39,41 @@ def test_guarding_a_deploy_rolls_back_once_and_marks_the_report(
 
     monkeypatch.setattr(command, "ROLLBACK_ACTION", rollback)
     args = [
-        "monitor",
-        "--env",
-        "production",
-        "--time-scale",
-        "120",
-        "--duration",
-        "10",
-        "--config",
-        str(gates_file(tmp_path)),
-    ]
+        "monitor", "--env", "production", "--time-scale", "120", "--duration", "10",
+        "--config", str(gates_file(tmp_path)), "--rollback",
+    ]  # fmt: skip
     with service(tmp_path, health_failing="true") as served:
         _environment(tmp_path, served.port)
         monkeypatch.chdir(tmp_path)
         journal = Journal.for_root(load_environment("production").root)
+        # A finished deploy: its guard concluded, so this run only observes (and, told
+        # --rollback, acts on a violation).
         journal.append("deploy-t1", "run", "started", {"kind": "deploy", "version": __version__})
-        journal.append("deploy-t1", "activate", "done")  # the switch: now
+        journal.append("deploy-t1", "activate", "done")
         journal.append("deploy-t1", "run", "done")
         code = main(args)
         out = capsys.readouterr().out
         assert code == 1, out
-        assert "guarding the deploy" in out
-        # A re-run inside the window resumes the same guard: its verdict and its rollback are
-        # in the ledger, so it reports them and never acts twice.
-        assert main(args) == 1
-        assert "rollback: done: already" in capsys.readouterr().out
+        assert "observing, rolling back on a violation" in out
     assert len(calls) == 1 and calls[0][0] == "production" and "healthFailures" in calls[0][1]
     assert "rollback: done" in out
     report = next((tmp_path / "logs").glob("monitor_production_*.html")).read_text()
     assert 'class="rollback"' in report and "Verdict: FAILED" in report
-    assert len(calls) == 1
+    ledger = next((tmp_path / "logs").glob("monitor_production_*[0-9].jsonl")).read_text()
+    assert "deploy-t1" not in ledger  # its own ledger, never the deploy's
 
 
-def test_a_held_lock_is_exit_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_deploy_whose_controller_holds_the_lock_is_not_taken_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _environment(tmp_path, 9)
     monkeypatch.chdir(tmp_path)
-    with hold_lock(lock_path(load_environment("production")), "deploy"):
-        code = main(
-            ["monitor", "--env", "production", "--rollback", "--config", str(gates_file(tmp_path))]
-        )
+    env = load_environment("production")
+    journal = Journal.for_root(env.root)
+    journal.append("deploy-t2", "run", "started", {"kind": "deploy", "version": "2.0.0"})
+    journal.append("deploy-t2", "activate", "done")  # switched now, still watching
+    with hold_lock(lock_path(env), "deploy"):
+        code = main(["monitor", "--env", "production", "--config", str(gates_file(tmp_path))])
     assert code == 3
+    run = journal.run("deploy-t2")
+    assert run is not None and not run.finished  # left to the controller that holds it

@@ -586,13 +586,18 @@ class _DeployRunner:
         if settings is not None:  # before the switch: the new processes start with them
             write_release_settings(release, settings)
             detail["release_settings"] = sorted(settings)
+        state = self.ctx.journal.run(self.ctx.run_id)
+        earlier = state.detail_of(Phase.ACTIVATE).get("switched_at") if state else None
         result = self.ctx.target.activate(self.version, progress=lambda m: self.ctx.say(f"    {m}"))
+        # The monitor's window starts at the switch; a resumed run that finds its release
+        # already serving keeps the switch it made, so its monitor continues the same window.
+        again = earlier is not None and not result.changed
         detail.update(
             instance=result.instance,
             previous=result.previous,
             changed=result.changed,
             steered=result.steered,
-            switched_at=time.time(),  # the monitor's window starts here
+            switched_at=earlier if again else time.time(),
         )
 
     def _health(self, _step: Step, detail: dict[str, Any]) -> None:
