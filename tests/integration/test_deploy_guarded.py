@@ -189,8 +189,9 @@ def test_a_release_that_sends_everything_to_review_is_rolled_back_by_the_queue_g
     site: Site,
 ) -> None:
     before = len(_rollbacks(site))
+    # The installed 3.0.0 again (no new build), now carrying another fault.
     done, _seconds = _guarded(
-        site, "4.0.0", "DHASH_FAULT_LOW_CONFIDENCE=true", FAULT_OK, seed=30_000_000
+        site, "3.0.0", "DHASH_FAULT_LOW_CONFIDENCE=true", FAULT_OK, seed=30_000_000
     )
     assert done.returncode == 1, done.stdout + done.stderr
     _assert_rolled_back_once_for(site, "lowConfidenceQueue", before, "2.0.0")
@@ -274,8 +275,9 @@ def test_a_rollback_that_fails_is_critical_and_never_retried(site: Site) -> None
     broken = site.env.root / "releases" / "3.0.0" / "settings.json"
     broken.write_text(json.dumps({"DHASH_FAULT_HASH_LATENCY_SECONDS": "not a number"}))
     before = len(_rollbacks(site))
+    # 3.0.0 serves; the installed 2.0.0 comes back with a fault, and its rollback goes to 3.0.0.
     done, _seconds = _guarded(
-        site, "4.0.0", "DHASH_FAULT_HASH_LATENCY_SECONDS=0.4", FAULT_OK, seed=50_000_000
+        site, "2.0.0", "DHASH_FAULT_HASH_LATENCY_SECONDS=0.4", FAULT_OK, seed=50_000_000
     )
     assert done.returncode == 1, done.stdout + done.stderr
     run = _last_deploy(site)
