@@ -24,7 +24,9 @@ def test_a_deploy_refused_by_a_held_lock_answers_json(tmp_path: Path) -> None:
     site = Site.create(tmp_path / "site")
     site.env.root.mkdir(parents=True, exist_ok=True)
     with hold_lock(lock_path(site.env), "another deploy"):
-        done = site.run("deploy", "--env", "production", "--version", "1.0.0", "--json")
+        done = site.run(
+            "deploy", "--env", "production", "--version", "1.0.0", "--no-monitor", "--json"
+        )
     assert done.returncode == 3, done.stdout + done.stderr
     answer = json.loads(done.stdout)
     assert answer["refused"] is True and answer["exit_code"] == 3
