@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml requirements/dev.lock
 # `make lock-upgrade` moves everything to the newest versions (within requirements/pins.txt).
 lock: $(LOCK_VENV)/bin/pip-compile
 	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) -o requirements/runtime.lock pyproject.toml
-	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) --extra dev --extra bench \
+	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) --extra dev --extra bench --extra fleet \
 		-o requirements/dev.lock pyproject.toml requirements/dev.in
 
 lock-upgrade:
