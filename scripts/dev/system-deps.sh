@@ -17,6 +17,7 @@ command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(pro
 # network namespace (the engine reaches the hosts over SSH).
 [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v curl >/dev/null || need+=(curl)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -59,6 +59,11 @@ class ServerStat:
     def draining(self) -> bool:
         return self.status == "DRAIN"
 
+    @property
+    def out_of_rotation(self) -> bool:
+        """No new sessions go to it: drained, down, in maintenance (not UP, not going down)."""
+        return self.status.split(" ")[0] not in ("UP", "NOLB")
+
 
 def _int(value: str) -> int:
     return int(value) if value.strip().isdigit() else 0
@@ -174,11 +179,13 @@ class HAProxyRuntime:
             self._sleep(interval)
 
     def drain(self, backend: str, name: str, timeout: float) -> ServerStat:
-        """Stop new sessions to the server and wait until its open ones have ended."""
+        """Stop new sessions to the server and wait until its open ones have ended. A server
+        whose checks fail shows DOWN rather than DRAIN: it gets no new sessions either."""
         self.set_state(backend, name, "drain")
         return self.wait_for(
-            backend, name, lambda s: s.draining and s.sessions == 0, what="drained", timeout=timeout
-        )
+            backend, name, lambda s: s.out_of_rotation and s.sessions == 0, what="drained",
+            timeout=timeout,
+        )  # fmt: skip
 
     def ready(self, backend: str, name: str, timeout: float) -> ServerStat:
         """Put the server back in service and wait until its health check says UP."""
