@@ -7,6 +7,7 @@ left, in the branch note)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -214,3 +215,32 @@ def test_a_bad_release_stops_after_the_first_wave_and_undoes_that_host_only(
     assert run is not None
     states = host_states(run, ["web1", "web2", "web3"])
     assert states["web1"] == HostState.ROLLED_BACK and states["web2"] == HostState.PENDING
+
+
+def test_release_status_shows_every_host_its_release_and_its_proxy_state(
+    site: Site, tmp_path: Path
+) -> None:
+    hosts = list(site.hosts.hosts.values())
+    env_file = tmp_path / "dhash-environments.toml"
+    lines = ["[production]", 'target = "fleet"', f'root = "{tmp_path / "env"}"']
+    for h in hosts:
+        lines += ["[[production.hosts]]", f'name = "{h.name}"', f'address = "{h.address}"',
+                  f"port = {h.port}", f'ssh_key = "{h.ssh_key}"', f'root = "{h.root}"']  # fmt: skip
+    lines += ["[production.proxy]", f'runtime_api = "{site.hosts.proxy.runtime_api}"']
+    env_file.write_text("\n".join(lines) + "\n")
+    site.runtime.set_weight("dhash", "web3", 40)
+    try:
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "dhash"), "release", "status", "--env",
+             "production", "--json"],
+            capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin", "DHASH_ENVIRONMENTS_FILE": str(env_file)},
+        )  # fmt: skip
+    finally:
+        site.runtime.set_weight("dhash", "web3", 100)
+    assert done.returncode == 0, done.stderr
+    shown = {h["name"]: h for h in json.loads(done.stdout)["hosts"]}
+    assert {n: (h["release"], h["proxy_status"]) for n, h in shown.items()} == {
+        n: (_served(site)[n], "UP") for n in ("web1", "web2", "web3")
+    }
+    assert shown["web3"]["weight"] == 40 and shown["web1"]["weight"] == 100
