@@ -10,7 +10,7 @@ LOCK_VENV := .venv-lock
 LOCK_FLAGS := --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
 	--no-emit-find-links --quiet -c requirements/pins.txt
 
-.PHONY: demo test test-full lint fmt lock lock-upgrade bench bench-hash bench-search bench-service bench-bounded bench-monitor bench-canary bench-backup serve system-deps clean
+.PHONY: demo test test-full lint fmt lock lock-upgrade bench bench-hash bench-search bench-service bench-bounded bench-monitor bench-canary bench-fleet bench-backup serve system-deps clean
 
 $(STAMP): pyproject.toml requirements/dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -90,6 +90,10 @@ bench-monitor: $(STAMP) system-deps
 
 bench-canary: $(STAMP)
 	nice -n 10 $(BIN)/python bench/bench_canary.py
+
+# Needs root (network namespaces); 1, 3 and 6 namespace hosts behind a real HAProxy.
+bench-fleet: $(STAMP) system-deps
+	nice -n 10 $(BIN)/python bench/bench_fleet.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
