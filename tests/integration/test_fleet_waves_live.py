@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from dhash_rollout.deploy.fleet import WaveExecutor, host_states
-from dhash_rollout.deploy.waves import HostState, plan_waves
+from dhash_rollout.deploy.waves import HostState, Wave, plan_waves
 from dhash_rollout.runs.journal import Journal
 from tests.support.fleet_site import Load, Site, fleet_site, served
-from tests.support.netns_hosts import available
+from tests.support.netns_hosts import available, cut_off
 
 pytestmark = [
     pytest.mark.slow,
@@ -112,3 +112,38 @@ def test_release_status_shows_every_host_its_release_and_its_proxy_state(
         n: (served(site)[n], "UP") for n in ("web1", "web2", "web3")
     }
     assert shown["web3"]["weight"] == 40 and shown["web1"]["weight"] == 100
+
+
+def test_a_host_lost_during_the_rollout_stops_it_in_a_known_state(
+    site: Site, tmp_path: Path
+) -> None:
+    before = served(site)
+    new = "v1" if before["web1"] == "v2" else "v2"
+    web3 = next(h for h in site.fleet.hosts if h.name == "web3")
+
+    def lose_web3(wave: Wave) -> None:
+        cut_off(web3)  # after wave 1 passed: web3 dies before wave 2 reaches it
+
+    journal = Journal(tmp_path / "journal.jsonl")
+    journal.append("fleet-4", "run", "started", {"kind": "deploy"})
+    executor = WaveExecutor(
+        site.hosts, lambda p, s, d: journal.append("fleet-4", p, s, d), new,
+        previous=before, gate=lose_web3,
+    )  # fmt: skip
+    try:
+        with Load(site.url) as load:
+            outcome = executor.run(plan_waves(["web1", "web2", "web3"], [1, "100%"], 0))
+    finally:
+        cut_off(web3, down=False)
+    assert not outcome.ok and outcome.stopped_at == 2
+    assert "web3: switch" in str(outcome.reason), outcome.summary()
+    assert set(outcome.undone) == {"web1", "web2"}  # back on the old release
+    assert set(outcome.undo_failures) == {"web3"}  # named: it could not be reached
+    assert served(site) == before  # web3 was never switched
+    # Only what was in flight on web3 when it died may fail (HAProxy's server timeout); never
+    # a 503: the undo keeps the serving hosts in rotation (it once drained them all at once).
+    assert set(load.failed) <= {"504", "502"} and len(load.failed) <= 2, load.failed
+    run = journal.run("fleet-4")
+    assert run is not None
+    assert host_states(run, ["web1", "web2", "web3"])["web3"] == HostState.FAILED
+    site.runtime.ready("dhash", "web3", timeout=15)

@@ -42,6 +42,7 @@ class NsHost:
     namespace: str
     address: str
     root: Path  # the host's own directory: its release root lives under it
+    device: str  # its end of the veth pair (down: the host is cut off, as if it died)
 
     def run(self, *argv: str, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
         """Run a command inside the host's namespace (the test's view, not the engine's)."""
@@ -49,6 +50,11 @@ class NsHost:
             ["ip", "netns", "exec", self.namespace, *argv],
             check=False, capture_output=True, **kwargs,  # type: ignore[call-overload]
         )  # fmt: skip
+
+
+def cut_off(host: NsHost, *, down: bool = True) -> None:
+    """Take the host's link down (or back up): nothing reaches its sshd or its service."""
+    _ip("-n", host.namespace, "link", "set", host.device, "down" if down else "up")
 
 
 @dataclass(frozen=True)
@@ -158,7 +164,7 @@ def namespace_fleet(tmp: Path, names: list[str]) -> Iterator[Fleet]:
                 stdout=log, stderr=log,
             )  # fmt: skip
             stack.callback(_stop, sshd)
-            hosts.append(NsHost(name, namespace, address, host_dir / "srv"))
+            hosts.append(NsHost(name, namespace, address, host_dir / "srv", inner))
         for host in hosts:
             _wait_port(host.address, 22)
         yield Fleet(tuple(hosts), bridge, gateway, client_key)

@@ -5,7 +5,8 @@ through the engine (parallel within the wave), checked, and put back. A host who
 is left out of service (still drained) and counted against the wave's failure budget. After
 the wave, the gate (the monitor's verdict for the wave's hosts and for the fleet) runs. A
 breached budget or a failed gate stops the rollout: every host it touched is switched back to
-the release it served before and put back; hosts it never touched are left alone.
+the release it served before and put back (the ones still serving one at a time, so the fleet
+never goes out of service at once); hosts it never touched are left alone.
 
 Every state change of a host is journaled as a ``host:<name>`` record of the run *before* the
 step it names runs, so a killed controller leaves each host's last known state in the journal
@@ -118,40 +119,45 @@ class WaveExecutor:
         return failures
 
     def _undo(self, wave: int) -> tuple[tuple[str, ...], dict[str, str]]:
-        """Switch every touched host back to what it served, then put it back."""
+        """Switch every touched host back to what it served, then put it back. The hosts out
+        of rotation (failed, or stopped mid-step) go back together first; the ones serving
+        the new release then one at a time, so the rest of the fleet keeps serving."""
         touched = hosts_to_undo(self.states)
-        by_version: dict[str, list[str]] = {}
         problems: dict[str, str] = {}
-        for host in touched:
-            old = self.previous.get(host)
-            if old is None:
-                problems[host] = "no previous release to go back to"
-                continue
-            why = self.fleet.drain(host)
-            if why:
-                problems[host] = f"drain: {why}"
-                continue
-            by_version.setdefault(old, []).append(host)
         undone: list[str] = []
-        for old, hosts in by_version.items():
-            switched = self.fleet.switch(hosts, old)
-            back = [h for h in hosts if not switched.get(h, "no result")]
-            for h in hosts:
-                if h not in back:
-                    problems[h] = f"switch back to {old}: {switched.get(h)}"
-            checked = self.fleet.check(back) if back else {}
-            for host in back:
-                why = checked.get(host, "no result") or self.fleet.ready(host)
-                if why:
-                    problems[host] = f"health on {old}: {why}"
+        serving = [h for h in touched if self.states[h] == HostState.READY]
+        batches = [[h for h in touched if h not in serving]] + [[h] for h in serving]
+        for batch in batches:
+            by_version: dict[str, list[str]] = {}
+            for host in batch:
+                old = self.previous.get(host)
+                if old is None:
+                    problems[host] = "no previous release to go back to"
                     continue
-                undone.append(host)
-                self.states[host] = HostState.ROLLED_BACK
-                self.record(
-                    f"{HOST_PHASE}{host}",
-                    "done",
-                    {"state": str(HostState.ROLLED_BACK), "wave": wave, "version": old},
-                )
+                why = self.fleet.drain(host)
+                if why:
+                    problems[host] = f"drain: {why}"
+                    continue
+                by_version.setdefault(old, []).append(host)
+            for old, hosts in by_version.items():
+                switched = self.fleet.switch(hosts, old)
+                back = [h for h in hosts if not switched.get(h, "no result")]
+                for h in hosts:
+                    if h not in back:
+                        problems[h] = f"switch back to {old}: {switched.get(h)}"
+                checked = self.fleet.check(back) if back else {}
+                for host in back:
+                    why = checked.get(host, "no result") or self.fleet.ready(host)
+                    if why:
+                        problems[host] = f"health on {old}: {why}"
+                        continue
+                    undone.append(host)
+                    self.states[host] = HostState.ROLLED_BACK
+                    self.record(
+                        f"{HOST_PHASE}{host}",
+                        "done",
+                        {"state": str(HostState.ROLLED_BACK), "wave": wave, "version": old},
+                    )
         return tuple(undone), problems
 
     def run(self, plan: WavePlan) -> FleetOutcome:
