@@ -34,7 +34,7 @@ from dhash_rollout.deploy.fleet import WaveExecutor  # noqa: E402
 from dhash_rollout.deploy.waves import plan_waves  # noqa: E402
 
 SIZES = (1, 3, 6)
-REPEATS = 3
+REPEATS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 
 
 def deploy(site: Site, version: str, sizes: list[int | str], parallel: int) -> dict[str, Any]:
