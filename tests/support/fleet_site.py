@@ -108,6 +108,7 @@ def fleet_site(tmp: Path, names: list[str], *, parallel: int = 3) -> Iterator[Si
                     known_hosts=tmp / "known_hosts",
                     parallel=parallel,
                     ready_timeout=15,
+                    connect_timeout=3,
                 )
                 runtime = HAProxyRuntime(proxy.runtime_api)
                 for name in settings:

@@ -47,6 +47,7 @@ class ProxiedHosts:
     known_hosts: Path
     parallel: int = 1
     ready_timeout: float = 30.0
+    connect_timeout: int = 10  # SSH: a host that does not answer in this is reported failed
 
     @property
     def runtime(self) -> HAProxyRuntime:
@@ -72,8 +73,9 @@ class ProxiedHosts:
     ) -> dict[str, str | None]:
         chosen = [self.hosts[n] for n in names]
         results = run_step(
-            chosen, build, step=step, known_hosts=self.known_hosts, parallel=self.parallel
-        )
+            chosen, build, step=step, known_hosts=self.known_hosts, parallel=self.parallel,
+            connect_timeout=self.connect_timeout,
+        )  # fmt: skip
         return {n: (None if results[n].ok else results[n].error or "failed") for n in names}
 
     def switch(self, hosts: Sequence[str], version: str) -> dict[str, str | None]:
