@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml requirements/dev.lock
 # `make lock-upgrade` moves everything to the newest versions (within requirements/pins.txt).
 lock: $(LOCK_VENV)/bin/pip-compile
 	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) -o requirements/runtime.lock pyproject.toml
-	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) --extra dev --extra bench \
+	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) --extra dev --extra bench --extra fleet \
 		-o requirements/dev.lock pyproject.toml requirements/dev.in
 
 lock-upgrade:
@@ -111,6 +111,11 @@ bench-canary: $(STAMP)
 .PHONY: bench-monitor-recovery
 bench-monitor-recovery: $(STAMP)
 	$(BIN)/python bench/bench_monitor.py --recovery
+
+# Needs root (network namespaces); 1, 3 and 6 namespace hosts behind a real HAProxy.
+.PHONY: bench-fleet
+bench-fleet: $(STAMP) system-deps
+	nice -n 10 $(BIN)/python bench/bench_fleet.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -13,6 +13,11 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
 # The review console's browser tests drive Debian's chromium through its driver package.
 { command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || need+=(chromium chromium-driver)
+# The fleet's tests: a real HAProxy in front of the hosts, and each host an sshd in its own
+# network namespace (the engine reaches the hosts over SSH).
+[ -x /usr/sbin/haproxy ] || need+=(haproxy)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v curl >/dev/null || need+=(curl)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -21,13 +21,96 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dhash_service.errors import ConfigError
 
 KNOWN = ("staging", "production", "canary")
 _DEFAULT_PORTS = {"production": 18080, "staging": 18081, "canary": 18082}
 DEFAULT_FILE = "dhash-environments.toml"
+
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"  # an HAProxy server name and a journal key
+
+
+class HostSettings(BaseModel):
+    """One service host of a fleet (``[[<env>.hosts]]``): where the controller reaches it over
+    SSH, where its releases live, and the name HAProxy's backend knows it by."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    name: str = Field(pattern=_NAME)
+    address: str = Field(min_length=1)
+    ssh_user: str = "root"
+    ssh_port: int = Field(default=22, gt=0, le=65535)
+    ssh_key: str | None = None
+    root: str = "/srv/dhash"
+    port: int = Field(default=18080, gt=0, le=65535)  # the service's port on the host
+    weight: int = Field(default=100, ge=0, le=256)  # its HAProxy weight when in service
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:{self.port}"
+
+
+class ProxySettings(BaseModel):
+    """The fleet's front proxy (``[<env>.proxy]``): HAProxy, driven through its runtime API
+    (the stats socket at admin level) and read through ``show stat``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    kind: Literal["haproxy"] = "haproxy"
+    # A unix socket path, or ``tcp://host:port`` for a socket bound with ``ipv4@``.
+    runtime_api: str = Field(min_length=1)
+    backend: str = Field(default="dhash", pattern=_NAME)
+    url: str | None = None  # where clients (and the smoke test) reach the fleet
+    drain_timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+# A wave is a host count (``1``) or a share of the fleet (``"25%"``), as Ansible's ``serial``.
+WaveSize = int | str
+
+
+class WaveSettings(BaseModel):
+    """How a fleet deploy is cut into waves (``[<env>.waves]``), read by the wave planner."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    sizes: tuple[WaveSize, ...] = (1, "25%", "100%")
+    max_fail_percentage: float = Field(default=0.0, ge=0, le=100)
+    parallel: int = Field(default=1, gt=0)  # hosts switched at once within a wave
+
+    @field_validator("sizes", mode="before")
+    @classmethod
+    def _sizes(cls, value: object) -> object:
+        if isinstance(value, list):
+            value = tuple(value)
+        if not isinstance(value, tuple) or not value:
+            raise ValueError('must be a non-empty list of sizes, e.g. [1, "25%", "100%"]')
+        for size in value:
+            if isinstance(size, bool) or not isinstance(size, int | str):
+                raise ValueError(f"{size!r} is neither a host count nor a percentage")
+            if isinstance(size, int) and size < 1:
+                raise ValueError(f"a wave of {size} hosts is empty")
+            if isinstance(size, str):
+                digits = size.removesuffix("%")
+                if not size.endswith("%") or not digits.isdigit() or not 0 < int(digits) <= 100:
+                    raise ValueError(f"{size!r} is not a percentage between 1% and 100%")
+        return value
+
+    @field_validator("max_fail_percentage", mode="before")
+    @classmethod
+    def _a_number(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
 
 
 class EnvironmentSettings(BaseModel):
@@ -56,9 +139,11 @@ class EnvironmentSettings(BaseModel):
     # What a deploy does when its monitoring window ends inconclusive (gates without data):
     # succeed with a WARN notice naming them, or fail (and roll back) as a failed gate does.
     monitor_inconclusive: Literal["succeed", "fail"] = "succeed"
-    # Reserved for the fleet and canary work: the hosts a remote target deploys to, and the
-    # canary's own settings. Validated as their shape only; nothing reads them yet.
-    hosts: tuple[str, ...] | None = None
+    # A fleet (target = "fleet"): its service hosts, the proxy in front of them, the waves.
+    hosts: tuple[HostSettings, ...] | None = None
+    proxy: ProxySettings | None = None
+    waves: WaveSettings | None = None
+    # Reserved for the canary: its own settings. Validated as their shape only.
     canary: dict[str, str | int | float | bool] | None = None
     # The escalation matrix: its shape is validated where it is read (notify/escalation_config.py,
     # a layer above this one), and by `dhash notify escalate` / `dhash notify status`.
@@ -68,6 +153,30 @@ class EnvironmentSettings(BaseModel):
     @classmethod
     def _a_toml_array(cls, value: object) -> object:
         return tuple(value) if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _a_whole_fleet(self) -> EnvironmentSettings:
+        if self.hosts is None:
+            if self.proxy is not None or self.waves is not None:
+                raise ValueError("proxy and waves describe a fleet: name its hosts too")
+            if self.target == "fleet":
+                raise ValueError('target "fleet" needs its hosts ([[<env>.hosts]] tables)')
+            return self
+        if not self.hosts:
+            raise ValueError("hosts is empty: name at least one host")
+        if self.target != "fleet":
+            raise ValueError('hosts are deployed by target = "fleet"; set it')
+        if self.proxy is None:
+            raise ValueError("a fleet needs its proxy ([<env>.proxy] with runtime_api)")
+        names = [h.name for h in self.hosts]
+        doubled = sorted({n for n in names if names.count(n) > 1})
+        if doubled:
+            raise ValueError(f"host names must be unique: {', '.join(doubled)} named twice")
+        places = [(h.address, h.port) for h in self.hosts]
+        same = sorted({f"{a}:{p}" for a, p in places if places.count((a, p)) > 1})
+        if same:
+            raise ValueError(f"two hosts serve on one address: {', '.join(same)}")
+        return self
 
     @field_validator("shutdown_grace_seconds", "ready_timeout_seconds", "backup_max_age_seconds",
                      "preflight_max_age_seconds", mode="before")  # fmt: skip
@@ -193,23 +302,48 @@ def _problem(error: Mapping[str, Any], values: Mapping[str, Any]) -> str:
     key = str(loc[0]) if loc else "?"
     value = values.get(key)
     kind = error["type"]
+    if kind == "extra_forbidden" and len(loc) > 1:
+        where = ".".join(str(part) for part in loc)
+        return f"{where} is not a known key of {_table_of(loc)}"
     if kind == "extra_forbidden":
         known = ", ".join(EnvironmentSettings.model_fields)
         return f"{key} is not a known setting (known: {known})"
-    if key in ("channels", "hosts") and kind in ("tuple_type", "string_type"):
-        noun = "channel" if key == "channels" else "host"
-        return f'{key} must be a list of {noun} names, e.g. ["file"]'
+    if key == "channels" and kind in ("tuple_type", "string_type"):
+        return f'{key} must be a list of channel names, e.g. ["file"]'
+    if key == "hosts" and len(loc) == 1 and kind in ("tuple_type", "string_type"):
+        return "hosts must be a list of host tables ([[<env>.hosts]] with name and address)"
+    if kind == "missing":
+        where = ".".join(str(part) for part in loc)
+        return f"{where} is required"
+    if kind == "value_error":
+        where = ".".join(str(part) for part in loc)
+        message = str(error["msg"]).removeprefix("Value error, ")
+        return f"{where}: {message}" if where else message
+    where = ".".join(str(part) for part in loc)
     if kind == "greater_than":
-        return f"{key} must be greater than {error['ctx']['gt']}"
+        return f"{where} must be greater than {error['ctx']['gt']}"
+    if kind == "greater_than_equal":
+        return f"{where} must be at least {error['ctx']['ge']}"
     if kind == "less_than_equal":
-        return f"{key} must be at most {error['ctx']['le']}"
+        return f"{where} must be at most {error['ctx']['le']}"
     if kind == "literal_error":
         expected = str(error["ctx"]["expected"]).replace("'", "")
-        return f"{key} must be {expected}"
-    if kind in _WANTED and len(loc) == 1:
-        return f"{key} must be {_WANTED[kind]}, not {value!r}"
-    where = ".".join(str(part) for part in loc)
+        return f"{where} must be {expected}"
+    if kind in _WANTED:
+        shown = value if len(loc) == 1 else error.get("input")
+        return f"{where} must be {_WANTED[kind]}, not {shown!r}"
     return f"{where}: {error['msg']}"
+
+
+def _table_of(loc: tuple[Any, ...]) -> str:
+    """The model a nested location points into, with its keys, for an unknown-key message."""
+    tables: dict[str, type[BaseModel]] = {
+        "hosts": HostSettings,
+        "proxy": ProxySettings,
+        "waves": WaveSettings,
+    }
+    model = tables.get(str(loc[0]), EnvironmentSettings)
+    return f"{loc[0]} (known: {', '.join(model.model_fields)})"
 
 
 def parse_settings(name: str, path: Path, values: Mapping[str, Any]) -> EnvironmentSettings:
@@ -217,7 +351,9 @@ def parse_settings(name: str, path: Path, values: Mapping[str, Any]) -> Environm
     try:
         settings = EnvironmentSettings.model_validate(dict(values))
     except ValidationError as exc:
-        first = exc.errors()[0]
+        errors = exc.errors()
+        # An unknown key first: a typo also shows as the real key missing.
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         raise ConfigError(f"{path}: [{name}] {_problem(first, values)}") from None
     return settings
 

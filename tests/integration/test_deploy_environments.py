@@ -88,11 +88,25 @@ def test_an_unknown_key_is_refused_naming_the_key_and_the_file(tmp_path: Path) -
 
 def test_hosts_and_canary_tables_are_accepted_and_typed(tmp_path: Path) -> None:
     (tmp_path / "dhash-environments.toml").write_text(
-        '[canary]\nhosts = ["10.0.0.5", "10.0.0.6"]\ncanary = { weight = 10 }\n'
+        '[canary]\ntarget = "fleet"\ncanary = { weight = 10 }\n'
+        '[[canary.hosts]]\nname = "web1"\naddress = "10.0.0.5"\n'
+        '[[canary.hosts]]\nname = "web2"\naddress = "10.0.0.6"\nssh_port = 2222\n'
+        '[canary.proxy]\nruntime_api = "/run/haproxy/admin.sock"\n'
+        '[canary.waves]\nsizes = [1, "50%"]\nmax_fail_percentage = 25\n'
     )
     env = load_environment("canary", tmp_path)
-    assert env.settings.hosts == ("10.0.0.5", "10.0.0.6")
+    hosts = env.settings.hosts
+    assert hosts is not None
+    assert [(h.name, h.address, h.ssh_port, h.root) for h in hosts] == [
+        ("web1", "10.0.0.5", 22, "/srv/dhash"),
+        ("web2", "10.0.0.6", 2222, "/srv/dhash"),
+    ]
+    assert hosts[0].url == "http://10.0.0.5:18080"
+    assert env.settings.proxy is not None and env.settings.proxy.backend == "dhash"
+    assert env.settings.waves is not None
+    assert env.settings.waves.sizes == (1, "50%")
+    assert env.settings.waves.max_fail_percentage == 25.0
     assert env.settings.canary == {"weight": 10}
     (tmp_path / "dhash-environments.toml").write_text("[canary]\nhosts = 5\n")
-    with pytest.raises(ConfigError, match="hosts must be a list of host names"):
+    with pytest.raises(ConfigError, match="hosts must be a list of host tables"):
         load_environment("canary", tmp_path)

@@ -360,9 +360,25 @@ def release_install(
 @release_app.command("status")
 def release_status(env: str = EnvOption, as_json: bool = JsonOption) -> None:
     """Current and previous release, the state of each process slot, and whether the last
-    deploy was verified by its monitoring window."""
+    deploy was verified by its monitoring window; on a fleet, every host with its release and
+    its HAProxy status and weight."""
+    from dhash_rollout.environments import load_environment
     from dhash_rollout.runs.verification import last_deploy_verification
 
+    environment = load_environment(env)
+    fleet = environment.settings
+    if fleet.hosts is not None and fleet.proxy is not None:
+        from dhash_rollout.targets.fleet.status import fleet_status, status_lines
+
+        statuses = fleet_status(
+            fleet.hosts, fleet.proxy, known_hosts=environment.root / "fleet" / "known_hosts"
+        )
+        if as_json:
+            typer.echo(json.dumps({"hosts": [s.to_dict() for s in statuses]}, indent=2))
+            return
+        for line in status_lines(statuses):
+            typer.echo(line)
+        return
     target = _target(env)
     status = target.status()
     verification = last_deploy_verification(target.env)

@@ -222,3 +222,24 @@ def pending_migrations(release: Release, current: str | None) -> list[tuple[str,
             continue
         out.append((str(rev.revision), Path(rev.path).read_text(encoding="utf-8")))
     return out
+
+
+def pending_migration_steps(release: Release, current: str | None) -> list[tuple[str, bool]]:
+    """The revisions a release would run from ``current`` to its head, oldest first, each with
+    whether it is a *contract* step (``contract = True`` in its module: it drops or narrows
+    what an older release still reads). A fleet deploy runs the expand ones before its first
+    wave and the contract ones after its last (``deploy/waves.split_migrations``)."""
+    scripts = _script_directory(release)
+    head = release_head(release)
+    if head is None or head == current:
+        return []
+    try:
+        chain = list(scripts.iterate_revisions(head, current or "base"))
+    except Exception as exc:  # alembic's own errors name the revisions it could not connect
+        raise CheckFailed(
+            f"release {release.version}'s migrations do not lead from {current} to {head}: {exc}"
+        ) from exc
+    return [
+        (str(script.revision), bool(getattr(script.module, "contract", False)))
+        for script in reversed(chain)
+    ]

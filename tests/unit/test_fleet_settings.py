@@ -1,0 +1,80 @@
+"""The fleet's part of an environment (hosts, proxy, waves): typed, every mistake refused with
+the key and the reason, nothing defaulted silently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dhash_rollout.environments import load_environment
+from dhash_service.errors import ConfigError
+
+HOSTS = (
+    '[[production.hosts]]\nname = "web1"\naddress = "10.0.0.1"\n'
+    '[[production.hosts]]\nname = "web2"\naddress = "10.0.0.2"\n'
+)
+PROXY = '[production.proxy]\nruntime_api = "/run/haproxy/admin.sock"\n'
+FLEET = '[production]\ntarget = "fleet"\n'
+
+
+def _load(tmp_path: Path, text: str) -> None:
+    (tmp_path / "dhash-environments.toml").write_text(text)
+    load_environment("production", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (FLEET + HOSTS.replace('address = "10.0.0.2"', 'adress = "x"') + PROXY,
+         r"hosts\.1\.adress is not a known key of hosts \(known: name, address"),
+        (FLEET + HOSTS + PROXY + 'drain = 5\n',
+         r"proxy\.drain is not a known key of proxy \(known: kind, runtime_api"),
+        (FLEET + HOSTS + PROXY + '[production.waves]\nsize = [1]\n',
+         r"waves\.size is not a known key of waves"),
+        (FLEET + HOSTS, r"a fleet needs its proxy"),
+        ('[production]\n' + HOSTS + PROXY, r'hosts are deployed by target = "fleet"'),
+        (FLEET, r'target "fleet" needs its hosts'),
+        ('[production]\n' + PROXY, r"proxy and waves describe a fleet"),
+        (FLEET + HOSTS.replace("web2", "web1") + PROXY, r"web1 named twice"),
+        (FLEET + HOSTS.replace("10.0.0.2", "10.0.0.1") + PROXY,
+         r"two hosts serve on one address: 10\.0\.0\.1:18080"),
+        (FLEET + '[[production.hosts]]\naddress = "10.0.0.1"\n' + PROXY,
+         r"hosts\.0\.name is required"),
+        (FLEET + HOSTS.replace('"web1"', '"web 1"') + PROXY, r"hosts\.0\.name"),
+        (FLEET + HOSTS + '[production.proxy]\nbackend = "dhash"\n',
+         r"proxy\.runtime_api is required"),
+        (FLEET + HOSTS + PROXY + '[production.waves]\nsizes = [0]\n', r"a wave of 0 hosts"),
+        (FLEET + HOSTS + PROXY + '[production.waves]\nsizes = ["150%"]\n',
+         r"'150%' is not a percentage"),
+        (FLEET + HOSTS + PROXY + '[production.waves]\nsizes = ["half"]\n',
+         r"'half' is not a percentage"),
+        (FLEET + HOSTS + PROXY + '[production.waves]\nsizes = []\n', r"non-empty list"),
+        (FLEET + HOSTS + PROXY + '[production.waves]\nmax_fail_percentage = 120\n',
+         r"waves\.max_fail_percentage"),
+        (FLEET + HOSTS.replace('address = "10.0.0.1"', 'address = "10.0.0.1"\nssh_port = "22"')
+         + PROXY, r"hosts\.0\.ssh_port"),
+    ],
+)  # fmt: skip
+def test_a_bad_fleet_is_refused_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        _load(tmp_path, text)
+    assert "[production]" in err.value.message
+
+
+def test_a_fleet_gets_the_documented_defaults(tmp_path: Path) -> None:
+    (tmp_path / "dhash-environments.toml").write_text(FLEET + HOSTS + PROXY)
+    settings = load_environment("production", tmp_path).settings
+    assert settings.hosts is not None
+    web1 = settings.hosts[0]
+    assert (web1.ssh_user, web1.ssh_port, web1.ssh_key, web1.root, web1.port, web1.weight) == (
+        "root",
+        22,
+        None,
+        "/srv/dhash",
+        18080,
+        100,
+    )
+    assert settings.proxy is not None
+    assert (settings.proxy.backend, settings.proxy.drain_timeout_seconds) == ("dhash", 30.0)
+    assert settings.waves is None  # the planner's defaults apply: [1, "25%", "100%"], 0 %
