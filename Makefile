@@ -59,8 +59,8 @@ fmt: $(STAMP)
 # a module's shared site and its ordered scenario stay on one worker); the tests marked serial
 # (latency ratios) then run alone. Each invocation fails on its own, exit 5 included.
 TEST_WORKERS ?= 2
-PYTEST_PARALLEL = $(BIN)/pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile -m "not serial"
-PYTEST_SERIAL = $(BIN)/pytest -p no:cacheprovider -m serial
+PYTEST_PARALLEL = $(BIN)/pytest -p no:cacheprovider --durations=40 -n $(TEST_WORKERS) --dist loadfile -m "not serial"
+PYTEST_SERIAL = $(BIN)/pytest -p no:cacheprovider --durations=10 -m serial
 
 test: $(STAMP) system-deps lint
 	DHASH_TEST_SAMPLE=$${DHASH_TEST_SAMPLE:-auto} $(PYTEST_PARALLEL)
