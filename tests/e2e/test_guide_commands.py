@@ -402,7 +402,12 @@ def test_guide_command(ops: OpsDir, cmd: GuideCommand) -> None:
     if script == "scripts/monitor_dhash.js" or guarded:  # real traffic for the gates to measure
         ops.env[TIME_SCALE_ENV] = MONITOR_TIME_SCALE
         try:
-            with LoadGenerator(ops.ports[0], TOKEN, threads=3, max_seconds=40, ingest_every=1):
+            # New images for each command: a duplicate is answered from the store without an
+            # extraction or a hash, so repeated seeds would leave the gates without data.
+            seeds = cmd.number * 100_000_000
+            with LoadGenerator(
+                ops.ports[0], TOKEN, threads=3, max_seconds=40, ingest_every=1, seed_base=seeds
+            ):
                 done = ops.run(cmd.shell)
         finally:
             del ops.env[TIME_SCALE_ENV]
