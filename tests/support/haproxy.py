@@ -115,6 +115,18 @@ def config_text(
     return "\n".join(lines) + "\n"
 
 
+def _accepts(path: Path) -> bool:
+    """True once a connection to the unix socket at ``path`` is accepted."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:  # not there yet, or bound but not listening (ECONNREFUSED)
+        return False
+    finally:
+        probe.close()
+    return True
+
+
 @contextmanager
 def running_haproxy(
     tmp: Path, servers: list[tuple[str, str, int]], backend: str = "dhash"
@@ -130,7 +142,7 @@ def running_haproxy(
         process = subprocess.Popen([HAPROXY, "-db", "-f", str(cfg)], stdout=out, stderr=out)
     try:
         deadline = time.monotonic() + 10
-        while not sock.exists():
+        while not _accepts(sock):  # the file appears at bind(), before haproxy listens on it
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "haproxy did not open its runtime socket"
             time.sleep(0.02)
