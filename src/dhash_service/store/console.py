@@ -15,7 +15,7 @@ SQLite the write transaction starts with ``BEGIN IMMEDIATE``, which serialises c
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -33,6 +33,7 @@ from dhash_service.store.models import (
     ReviewSkip,
     Thumbnail,
 )
+from dhash_service.store.repository import read_transaction, write_transaction
 
 reviews = cast(sa.Table, ReviewItem.__table__)
 images = cast(sa.Table, Image.__table__)
@@ -116,18 +117,11 @@ class ConsoleStore:
         self.engine = engine
         self._sqlite = engine.dialect.name == "sqlite"
 
-    @contextmanager
-    def _write(self) -> Iterator[sa.Connection]:
-        with self.engine.connect() as connection:
-            if self._sqlite:
-                connection.execution_options(sqlite_begin="IMMEDIATE")
-            with connection.begin():
-                yield connection
+    def _write(self) -> AbstractContextManager[sa.Connection]:
+        return write_transaction(self.engine)
 
-    @contextmanager
-    def _read(self) -> Iterator[sa.Connection]:
-        with self.engine.connect() as connection, connection.begin():
-            yield connection
+    def _read(self) -> AbstractContextManager[sa.Connection]:
+        return read_transaction(self.engine)
 
     # --- the queue -------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ every writer); on SQLite writers are serialised by the database lock anyway (``B
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -258,6 +258,23 @@ def _hash_from_row(
 _REVIEW_ACTIONS = {"confirm": "confirmed", "reject": "rejected"}
 
 
+@contextmanager
+def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A write transaction; on SQLite it takes the write lock at BEGIN (no upgrade deadlock).
+    The one place both the repository and the console store open their writes."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.execution_options(sqlite_begin="IMMEDIATE")
+        with connection.begin():
+            yield connection
+
+
+@contextmanager
+def read_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    with engine.connect() as connection, connection.begin():
+        yield connection
+
+
 class Repository:
     """All database access of the service; one short transaction per public method."""
 
@@ -267,19 +284,11 @@ class Repository:
 
     # --- plumbing ------------------------------------------------------------------------------
 
-    @contextmanager
-    def _write(self) -> Iterator[sa.Connection]:
-        """A write transaction; on SQLite it takes the write lock at BEGIN (no upgrade deadlock)."""
-        with self.engine.connect() as connection:
-            if self._sqlite:
-                connection.execution_options(sqlite_begin="IMMEDIATE")
-            with connection.begin():
-                yield connection
+    def _write(self) -> AbstractContextManager[sa.Connection]:
+        return write_transaction(self.engine)
 
-    @contextmanager
-    def _read(self) -> Iterator[sa.Connection]:
-        with self.engine.connect() as connection, connection.begin():
-            yield connection
+    def _read(self) -> AbstractContextManager[sa.Connection]:
+        return read_transaction(self.engine)
 
     @contextmanager
     def _read_once(self) -> Iterator[sa.Connection]:
