@@ -189,8 +189,17 @@ def _redirect(location: str) -> RedirectResponse:
 def login_page(
     request: Request, next: Annotated[str | None, Query(max_length=2000)] = None
 ) -> HTMLResponse:
+    return _login_form(request, _safe_next(next))
+
+
+def _login_form(
+    request: Request, target: str, error: str | None = None, status_code: int = 200
+) -> HTMLResponse:
+    """The login page with a fresh double-submit CSRF token in its form and its cookie."""
     token = new_secret()
-    response = _page(request, "login.html", login_csrf=token, next=_safe_next(next), error=None)
+    response = _page(
+        request, "login.html", status_code=status_code, login_csrf=token, next=target, error=error
+    )
     response.set_cookie(
         LOGIN_CSRF_COOKIE,
         token,
@@ -219,25 +228,12 @@ def login(
     reviewer = accounts.authenticate(name, token)
     if reviewer is None:
         log.warning("console.login_failed", configured=accounts.configured)
-        fresh = new_secret()
         message = (
             "That name and token do not match a reviewer."
             if accounts.configured
             else "No reviewer accounts are configured (DHASH_REVIEWER_TOKENS)."
         )
-        response = _page(
-            request, "login.html", status_code=401, login_csrf=fresh, next=target, error=message
-        )
-        response.set_cookie(
-            LOGIN_CSRF_COOKIE,
-            fresh,
-            max_age=3600,
-            path="/login",
-            httponly=True,
-            samesite="strict",
-            secure=_secure(request),
-        )
-        return response
+        return _login_form(request, target, error=message, status_code=401)
     cookie = new_secret()
     seconds = app_context(request).settings.review_session_seconds
     now = utcnow()
