@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -283,8 +284,17 @@ def _alert_of(refusal: Refused) -> str | None:
     return refusal.grant.alert_id if refusal.grant else None
 
 
-def serve(app: ASGIApp, host: str, port: int) -> None:
-    """Run the listener until SIGTERM/SIGINT. No access log: request paths hold the tokens."""
+class _DropAll(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+def server(app: ASGIApp, host: str, port: int) -> uvicorn.Server:
+    """The listener's uvicorn server. Its access log is silenced for good (a filter, which a
+    later logging setup does not remove): every request path there holds a token."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _DropAll) for f in access.filters):
+        access.addFilter(_DropAll())
     config = uvicorn.Config(
         app,
         host=host,
@@ -294,4 +304,10 @@ def serve(app: ASGIApp, host: str, port: int) -> None:
         lifespan="off",
         server_header=False,
     )
-    uvicorn.Server(config).run()
+    return uvicorn.Server(config)
+
+
+def serve(app: ASGIApp, host: str, port: int) -> None:
+    """Run the listener until SIGTERM/SIGINT (uvicorn then re-raises the signal, so the process
+    ends by it after a graceful shutdown, as systemd expects of a stopped service)."""
+    server(app, host, port).run()
