@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -445,3 +446,23 @@ def test_ack_links_without_a_usable_secret_are_refused_naming_the_variable(
     assert "DHASH_NOTIFY_ACK_SECRET must be at least 32 characters" in short
     assert "DHASH_NOTIFY_ACK_SECRET is not set" in missing
     assert "Traceback" not in unset + short + missing
+
+
+UNIT = Path(__file__).resolve().parents[2] / "docs" / "systemd" / "dhash-ack.service"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not here")
+def test_the_shipped_ack_unit_runs_the_listener_on_loopback_and_verifies(tmp_path: Path) -> None:
+    text = UNIT.read_text(encoding="utf-8")
+    exec_start = "/srv/dhash/ops/.venv/bin/dhash notify ack-server --listen 127.0.0.1:8089"
+    lines = text.splitlines()
+    assert f"ExecStart={exec_start}" in lines
+    assert "EnvironmentFile=/srv/dhash/ops/.env" in lines  # the secret comes from there...
+    assert not [line for line in lines if line.startswith("Environment=")]  # ...never the unit
+    unit = tmp_path / "dhash-ack.service"
+    unit.write_text(text.replace("/srv/dhash/ops/.venv/bin/dhash", str(DHASH)), "utf-8")
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert str(unit) not in done.stderr + done.stdout, done.stderr
