@@ -270,6 +270,20 @@ class AlertStore:
                 )
             return [self._by(db, "id = ?", (a.id,))[0] for a in found]
 
+    def resolve_kind(self, env: str, kind: str, by: str, now: float) -> list[Alert]:
+        """Close the unresolved alerts of ``env`` raised by a notice of ``kind`` (e.g. every
+        ``gate`` alert once a later watch finds all gates passing)."""
+        with self._transaction() as db:
+            self._ensure(db)
+            where = "resolved_at IS NULL AND env = ? AND json_extract(event, '$.kind') = ?"
+            found = self._by(db, where, (env, kind))
+            for alert in found:
+                db.execute(
+                    "UPDATE alerts SET resolved_at = ?, resolved_by = ? WHERE id = ?",
+                    (now, by, alert.id),
+                )
+            return [self._by(db, "id = ?", (a.id,))[0] for a in found]
+
     # --- reading ------------------------------------------------------------------------------
 
     def alerts(self, *, include_resolved: bool = False) -> list[Alert]:

@@ -209,6 +209,8 @@ class Escalator:
                 self.resolve(event.resolves, by=by, seconds=seconds_left)
             if event.run_id and is_recovery(event):  # the run's own alerts are over
                 self.resolve(event.run_id, by=by, seconds=seconds_left)
+            if is_gate_recovery(event):  # the gates pass again: their alerts are over
+                self.resolve_gates(event.env, by=by, seconds=seconds_left)
             alert_id = event.fields.get("Alert")
             if alert_id and seconds_left >= _MIN_INLINE_SECONDS:
                 self.escalate_due(only=alert_id, seconds=seconds_left, flush=False)
@@ -364,6 +366,17 @@ class Escalator:
             self.escalate_due(at, only=alert.id, seconds=seconds, flush=False)
         return closed
 
+    def resolve_gates(
+        self, env: str, by: str, now: float | None = None, *, seconds: float | None = None
+    ) -> list[Alert]:
+        """Close the open quality-gate alerts of ``env`` (a later watch found every gate
+        passing); the levels already paged hear that it is resolved."""
+        at = self.clock() if now is None else now
+        closed = self.alerts.resolve_kind(env, "gate", by, at)
+        for alert in closed:
+            self.escalate_due(at, only=alert.id, seconds=seconds, flush=False)
+        return closed
+
     def status(
         self, *, include_resolved: bool = False, now: float | None = None
     ) -> list[AlertStatus]:
@@ -396,6 +409,17 @@ def is_recovery(event: Event) -> bool:
     """A notice that says its run recovered, so the run's alerts resolve (as alert managers
     close an alert on its "resolved" notification)."""
     return event.phase in RECOVERY_PHASES or event.kind == "success"
+
+
+# The phase of the monitor's "quality gates passed" notice (``dhash monitor``'s PASSED verdict).
+GATES_PASSED_PHASE = "gates-passed"
+
+
+def is_gate_recovery(event: Event) -> bool:
+    """A monitor notice saying every gate of the environment passed a whole watch: its earlier
+    gate alerts (an observing monitor's FAILED, nobody rolled back) resolve, as an alert
+    manager resolves an alert whose condition cleared."""
+    return event.kind == "gate" and event.phase == GATES_PASSED_PHASE
 
 
 def _label(notice: str, config: EscalationConfig) -> str:
