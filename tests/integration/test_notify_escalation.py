@@ -681,3 +681,19 @@ def test_a_watch_that_passes_resolves_the_gate_alert_an_observing_monitor_raised
     assert len(gate_texts) == 2  # its L1 page, then its resolution; nothing at L2 or L3
     assert "quality gate violated" in gate_texts[0] and "paging L1" in gate_texts[0]
     assert f"[RESOLVED] alert {opened['gate']}" in gate_texts[1]
+
+
+def test_a_deploy_with_a_matrix_that_does_not_validate_is_refused_before_it_starts(
+    settings: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    environments = tmp_path / "dhash-environments.toml"
+    environments.write_text(
+        environments.read_text().replace('to = ["' + OPS + '"]', 'to = ["ops-manager"]')
+    )
+
+    assert main(["deploy", "--env", "production", "--no-monitor"]) == 2
+
+    err = capsys.readouterr().err
+    assert "[production] escalation.levels.1.contacts.1.email.to" in err, err
+    assert "'ops-manager' is not an e-mail address" in err and "Traceback" not in err
+    assert not list(tmp_path.rglob("*.jsonl"))  # no run was started, nothing journaled

@@ -170,6 +170,7 @@ def deploy(
     from dhash_rollout.deploy import DeployRequest
     from dhash_rollout.deploy import deploy as run_deploy
     from dhash_rollout.environments import load_environment
+    from dhash_rollout.notify.factory import environment_escalation
     from dhash_rollout.releases import parse_release_settings
     from dhash_rollout.rollback import execute as rollback_inside
     from dhash_rollout.runs.plan import render_plan
@@ -178,6 +179,10 @@ def deploy(
         monitor_source, prometheus_url, gates_config, view="quiet" if as_json else "auto"
     )
     scale = _time_scale(time_scale)
+    # A matrix that does not validate would page nobody about this deploy's failure: refused
+    # now (exit 2, naming the key), like every other setting, not found by cron at 3 AM.
+    with _json_refusal(as_json):
+        environment_escalation(load_environment(env).name)
     settings = (
         parse_release_settings(release_setting, load_environment(env).name)
         if release_setting
