@@ -425,7 +425,10 @@ def test_the_ack_server_command_serves_links_until_sigterm(
     assert f"dhash ack listener on http://127.0.0.1:{port}/ack/<token>" in out
     assert SECRET not in out + err and path not in out + err
     (status,) = build_escalator().status()
-    assert (status.alert.acked_by, status.alert.acked_via) == ("night shift", "the notice ack link")
+    assert (status.alert.acked_by, status.alert.acked_via) == (
+        "night shift",
+        "the notice's ack link",
+    )
 
 
 def test_ack_links_without_a_usable_secret_are_refused_naming_the_variable(

@@ -50,9 +50,12 @@ def ack_command(alert_id: str) -> str:
     return f"dhash notify ack {alert_id}"
 
 
+NOTICE_LINK = "notice"  # the link in the escalating notice itself, before any page
+
+
 def ack_via_link(level: str) -> str:
-    """How an acknowledgement through a page's link is recorded (``acked_via``)."""
-    return f"the {level} ack link"
+    """How an acknowledgement through a link is recorded (``acked_via``): whose link it was."""
+    return "the notice's ack link" if level == NOTICE_LINK else f"the {level} ack link"
 
 
 @dataclass(frozen=True)
@@ -298,7 +301,7 @@ class Escalator:
         """The name of the level whose page carried a link (``notice``: the notice itself)."""
         config = self.config(alert.env)
         if level is None or config is None or level >= len(config.levels):
-            return "notice" if level is None else f"level {level + 1}"
+            return NOTICE_LINK if level is None else f"level {level + 1}"
         return config.levels[level].name
 
     def _paged_contacts(self, alert: Alert, config: EscalationConfig) -> list[Contact]:
