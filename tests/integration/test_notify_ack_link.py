@@ -392,7 +392,7 @@ def _wait_healthy(url: str, process: subprocess.Popen[str]) -> None:
     raise AssertionError("ack-server did not come up")
 
 
-def test_the_ack_server_command_serves_links_until_sigterm(
+def test_the_ack_server_command_serves_links_signed_before_a_rotation_until_sigterm(
     settings: dict[str, str], tmp_path: Path, receiver: WebhookReceiver, listen: socket.socket
 ) -> None:
     escalator = build_escalator()
@@ -400,10 +400,15 @@ def test_the_ack_server_command_serves_links_until_sigterm(
     escalator.escalate_due()
     port = listen.getsockname()[1]
     listen.close()  # the child binds the port the links name
+    rotated = "ack-secret-rotated-" + "c0de" * 8  # the link was signed with SECRET, now previous
     server = subprocess.Popen(
         [str(DHASH), "notify", "ack-server", "--listen", f"127.0.0.1:{port}"],
         cwd=tmp_path,
-        env=dict(os.environ),
+        env={
+            **os.environ,
+            "DHASH_NOTIFY_ACK_SECRET": rotated,
+            "DHASH_NOTIFY_ACK_SECRET_PREVIOUS": SECRET,
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -423,7 +428,7 @@ def test_the_ack_server_command_serves_links_until_sigterm(
     # uvicorn shuts down gracefully, then re-raises the signal: ended by SIGTERM, in time.
     assert server.returncode == -signal.SIGTERM, err
     assert f"dhash ack listener on http://127.0.0.1:{port}/ack/<token>" in out
-    assert SECRET not in out + err and path not in out + err
+    assert SECRET not in out + err and rotated not in out + err and path not in out + err
     (status,) = build_escalator().status()
     assert (status.alert.acked_by, status.alert.acked_via) == (
         "night shift",
@@ -434,6 +439,10 @@ def test_the_ack_server_command_serves_links_until_sigterm(
 def test_ack_links_without_a_usable_secret_are_refused_naming_the_variable(
     settings: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    monkeypatch.setenv("DHASH_NOTIFY_ACK_SECRET_PREVIOUS", "old")
+    assert main(["notify", "escalate"]) == 2
+    short_previous = capsys.readouterr().err
+    monkeypatch.delenv("DHASH_NOTIFY_ACK_SECRET_PREVIOUS")
     monkeypatch.delenv("DHASH_NOTIFY_ACK_SECRET")
     assert main(["notify", "escalate"]) == 2
     unset = capsys.readouterr().err
@@ -445,6 +454,7 @@ def test_ack_links_without_a_usable_secret_are_refused_naming_the_variable(
     assert main(["notify", "ack-server"]) == 2
     missing = capsys.readouterr().err
 
+    assert "DHASH_NOTIFY_ACK_SECRET_PREVIOUS must be at least 32 characters" in short_previous
     assert "DHASH_NOTIFY_ACK_URL is set but DHASH_NOTIFY_ACK_SECRET is not" in unset
     assert "DHASH_NOTIFY_ACK_SECRET must be at least 32 characters" in short
     assert "DHASH_NOTIFY_ACK_SECRET is not set" in missing

@@ -91,6 +91,15 @@ def test_a_token_that_is_not_exactly_what_we_signed_is_refused_as_forged(
     assert verify(secret, token, NOW) == Refused(Refusal.FORGED)
 
 
+def test_during_a_rotation_links_of_the_current_and_the_previous_key_verify() -> None:
+    old, new, third = sign(OTHER, GRANT), sign(SECRET, GRANT), sign("z" * 40, GRANT)
+
+    assert verify((SECRET, OTHER), new, NOW) == GRANT
+    assert verify((SECRET, OTHER), old, NOW) == GRANT
+    assert verify((SECRET, OTHER), third, NOW) == Refused(Refusal.FORGED)
+    assert verify((), new, NOW) == Refused(Refusal.FORGED)  # no key: nothing verifies
+
+
 def test_links_put_the_token_under_the_base_url_and_expire_after_the_ttl() -> None:
     links = AckLinks("https://ops.example.org/dhash/", SECRET, ttl_seconds=7200)
 

@@ -199,7 +199,7 @@ def ack_server(
 ) -> None:
     """Serve the ack links of escalation pages: GET shows a confirm page, POST acknowledges."""
     from dhash_rollout.notify.ack_server import ack_app, serve
-    from dhash_rollout.notify.factory import ack_links, ack_secret, build_escalator
+    from dhash_rollout.notify.factory import ack_links, ack_secrets, build_escalator
     from dhash_service.config import NotificationSettings
 
     host, sep, port_text = listen.rpartition(":")
@@ -207,15 +207,15 @@ def ack_server(
         raise ConfigError(f"--listen wants HOST:PORT, got {listen!r}")
     settings = NotificationSettings()
     links = ack_links(settings, strict=True)  # a broken URL or secret: exit 2 naming it
-    secret = ack_secret(settings)
-    if secret is None:
+    secrets = ack_secrets(settings)
+    if not secrets:
         raise ConfigError("DHASH_NOTIFY_ACK_SECRET is not set: it signs and checks the ack links")
     log_to_stderr()
     build_escalator(strict=True)  # the store and settings are usable before we listen
     typer.echo(f"dhash ack listener on http://{host}:{port_text}/ack/<token>")
     if links is None:
         typer.echo("note: DHASH_NOTIFY_ACK_URL is not set, so pages carry no ack link yet")
-    serve(ack_app(lambda: build_escalator(strict=False), secret), host, int(port_text))
+    serve(ack_app(lambda: build_escalator(strict=False), secrets), host, int(port_text))
 
 
 @notify_app.command("escalate")

@@ -20,6 +20,7 @@ import binascii
 import hashlib
 import hmac
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit
@@ -95,15 +96,21 @@ def sign(secret: str, grant: AckGrant) -> str:
     return f"{payload}.{_signature(secret, payload)}"
 
 
-def verify(secret: str, token: str, now: float) -> AckGrant | Refused:
-    """The grant of a token signed with ``secret`` and not expired at ``now``, else why not."""
+def verify(secrets: str | Sequence[str], token: str, now: float) -> AckGrant | Refused:
+    """The grant of a token signed with one of ``secrets`` (the current key, then the previous
+    one while a rotation is under way) and not expired at ``now``, else why not."""
+    keys = (secrets,) if isinstance(secrets, str) else tuple(secrets)
     forged = Refused(Refusal.FORGED)
     if len(token) > MAX_TOKEN_CHARS or token.count(".") != 1:
         return forged
     payload_b64, given = token.split(".")
     if not (_B64.match(payload_b64) and _B64.match(given)):
         return forged  # also keeps compare_digest to ASCII
-    if not hmac.compare_digest(given.encode("ascii"), _signature(secret, payload_b64).encode()):
+    # Every key is tried, so the time taken does not say which one (if any) matched.
+    matched = [
+        hmac.compare_digest(given.encode(), _signature(k, payload_b64).encode()) for k in keys
+    ]
+    if not any(matched):
         return forged
     try:
         version, alert_id, level, expires = _unb64(payload_b64).decode("ascii").split(":")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -203,9 +203,10 @@ async def _form(request: Request) -> dict[str, str] | Response:
     return {k: v[0] for k, v in fields.items() if v}
 
 
-def ack_app(make_escalator: Callable[[], Escalator], secret: str) -> ASGIApp:
+def ack_app(make_escalator: Callable[[], Escalator], secrets: str | Sequence[str]) -> ASGIApp:
     """The ack listener. ``make_escalator`` is called per request (a long-lived listener sees
-    the environments file as it is now); its clock also decides whether a link expired."""
+    the environments file as it is now); its clock also decides whether a link expired.
+    ``secrets``: the key links are signed with, then the previous one during a rotation."""
 
     def refused(why: Refused) -> Response:
         _log.info("notify.ack_link_refused", reason=str(why.reason), alert=_alert_of(why))
@@ -218,7 +219,7 @@ def ack_app(make_escalator: Callable[[], Escalator], secret: str) -> ASGIApp:
         return _page(404, "Not an acknowledgement link", note="This link is not valid.")
 
     def grant_of(escalator: Escalator, token: str) -> AckGrant | Response:
-        found = verify(secret, token, escalator.clock())
+        found = verify(secrets, token, escalator.clock())
         return refused(found) if isinstance(found, Refused) else found
 
     def show(token: str) -> Response:

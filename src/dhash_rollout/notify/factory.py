@@ -172,6 +172,16 @@ def ack_secret(ns: NotificationSettings | None) -> str | None:
     return secret if secret and check_secret(secret) is None else None
 
 
+def ack_secrets(ns: NotificationSettings | None) -> tuple[str, ...]:
+    """The keys that check ack links: the current one, then the previous one (a rotation:
+    links sent before it keep working until they expire)."""
+    current = ack_secret(ns)
+    if current is None or ns is None:
+        return ()
+    old = ns.ack_secret_previous.get_secret_value().strip() if ns.ack_secret_previous else None
+    return (current, old) if old and check_secret(old) is None else (current,)
+
+
 def ack_links(ns: NotificationSettings | None, strict: bool) -> AckLinks | None:
     """Ack links for the pages, when ``DHASH_NOTIFY_ACK_URL`` and a usable secret are set.
     A URL without a usable secret, or a bad URL, is a configuration error (``strict``) or a
@@ -182,6 +192,13 @@ def ack_links(ns: NotificationSettings | None, strict: bool) -> AckLinks | None:
     raw = ns.ack_secret.get_secret_value() if ns.ack_secret else None
     if raw is not None and (why := check_secret(raw)):
         problems.append(f"DHASH_NOTIFY_ACK_SECRET {why}")
+    old = ns.ack_secret_previous.get_secret_value() if ns.ack_secret_previous else None
+    if old is not None and (why := check_secret(old)):
+        problems.append(f"DHASH_NOTIFY_ACK_SECRET_PREVIOUS {why}")
+    if old is not None and raw is None:
+        problems.append(
+            "DHASH_NOTIFY_ACK_SECRET_PREVIOUS is set but DHASH_NOTIFY_ACK_SECRET is not"
+        )
     if ns.ack_url is not None:
         if raw is None:
             problems.append("DHASH_NOTIFY_ACK_URL is set but DHASH_NOTIFY_ACK_SECRET is not")
@@ -318,6 +335,7 @@ def _configured_secrets(ns: NotificationSettings) -> list[str]:
         ns.discord_webhook_url,
         ns.smtp_password,
         ns.ack_secret,
+        ns.ack_secret_previous,
     ]
     return [v.get_secret_value() for v in values if v is not None]
 
