@@ -280,6 +280,7 @@ def rollback(
     """Roll back: previous release, schema down, or a data restore that keeps later writes."""
     from dhash_rollout.rollback import RollbackRequest
     from dhash_rollout.rollback import rollback as run_rollback
+    from dhash_service.config import Settings
 
     with contextlib.ExitStack() as stack:
         log_path = None if dry_run else stack.enter_context(_log_to_file("rollback", env))
@@ -292,6 +293,7 @@ def rollback(
             dry_run=dry_run,
             smoke_timeout=smoke_timeout,
             log_path=log_path,
+            fault_point=Settings().backup_fault,  # DHASH_BACKUP_FAULT: a crash test's pause
         )
         if initiator:
             request = replace(request, initiator=_one_line("--initiator", initiator))
