@@ -212,3 +212,24 @@ def test_cli_restore_prints_the_snapshot_and_row_counts(tmp_path: Path) -> None:
         "restore", "--backup", "backups/nope.zip", "--env", "production", cwd=tmp_path
     )
     assert missing.returncode == 1 and "no such backup file" in missing.stderr
+
+
+def test_restore_names_where_it_keeps_the_live_database_before_swapping_it_out(
+    tmp_path: Path,
+) -> None:
+    """A caller killed between the swap and the result still knows where the database that
+    served is (a rollback journals it: issue 12): told before the swap, the snapshot complete."""
+    env = sqlite_env(tmp_path / "var" / "production")
+    db = make_sqlite_db(env_db(env), rows=300)
+    info = create_backup(env, tmp_path / "backups")
+    _diverge(db)
+    serving = sqlite_content(db)
+    told: list[tuple[str, object, object]] = []
+
+    def on_snapshot(where: str) -> None:  # the live file is still the serving one here
+        told.append((where, sqlite_content(Path(where)), sqlite_content(db)))
+
+    result = restore_backup(info.path, env, on_snapshot=on_snapshot)
+
+    assert told == [(str(result.snapshot_path), serving, serving)]
+    assert sqlite_content(db) != serving

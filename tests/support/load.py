@@ -52,6 +52,9 @@ class LoadResult:
     statuses: Counter[int] = field(default_factory=Counter)
     ingested: dict[str, list[int]] = field(default_factory=dict)  # content sha256 -> image ids
     seconds: float = 0.0
+    # (began, ended) wall-clock time of each failure, in the order of ``failures``: a test
+    # compares them with the journal's timestamps (a documented outage window)
+    failure_spans: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -68,7 +71,11 @@ class LoadGenerator:
         max_seconds: float = 20.0,
         ingest_every: int = 5,
         seed_base: int = 0,
+        failure_pause: float = 0.0,
     ) -> None:
+        """``failure_pause``: seconds a thread waits after a failed request. A refused
+        connection fails at once, so through an outage (a data restore) the threads would spin
+        on the CPU the restore needs; a few milliseconds keep the outage's edges exact."""
         assert threads <= 4 and max_seconds <= 60
         self.port = port
         self.token = token
@@ -76,6 +83,7 @@ class LoadGenerator:
         self.max_seconds = max_seconds
         self.ingest_every = ingest_every
         self.seed_base = seed_base
+        self.failure_pause = failure_pause
         self.result = LoadResult()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -98,12 +106,14 @@ class LoadGenerator:
         finally:
             conn.close()
 
-    def _one(self, thread: int, n: int) -> None:
+    def _one(self, thread: int, n: int) -> bool:
+        """One request; whether it succeeded."""
         kind = (
             "ingest"
             if self.ingest_every and n % self.ingest_every == 0
             else ("health", "search")[n % 2]
         )
+        began = time.time()
         try:
             if kind == "health":
                 status, _ = self._request("GET", "/health")
@@ -122,18 +132,23 @@ class LoadGenerator:
             with self._lock:
                 self.result.requests += 1
                 self.result.failures.append(f"{kind}: {type(exc).__name__}: {exc}")
-            return
+                self.result.failure_spans.append((began, time.time()))
+            return False
         with self._lock:
             self.result.requests += 1
             self.result.statuses[status] += 1
             if not 200 <= status < 300:
                 self.result.failures.append(f"{kind}: HTTP {status}")
+                self.result.failure_spans.append((began, time.time()))
+                return False
+        return True
 
     def _run(self, thread: int) -> None:
         n = 0
         while not self._stop.is_set() and time.monotonic() - self._started < self.max_seconds:
             n += 1
-            self._one(thread, n)
+            if not self._one(thread, n) and self.failure_pause:
+                self._stop.wait(self.failure_pause)
 
     def __enter__(self) -> LoadGenerator:
         self._started = time.monotonic()

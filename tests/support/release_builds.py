@@ -3,7 +3,10 @@
 ``wheel_for("2.0.0", migration=True)`` copies ``src/``, ``pyproject.toml`` and ``README.md`` to a
 temporary tree, sets ``__version__``, optionally adds one more Alembic revision on top of the
 checkout's head (a nullable column with its downgrade, or an irreversible one), and builds the
-wheel with ``pip wheel``. Wheels are built once per test process and shared by every test.
+wheel with ``pip wheel``. Wheels are built once per test process and shared by every test, and
+kept across processes (xdist workers, later runs) in a cache keyed by the SHA-256 of the exact
+tree they are built from: a changed file is a new key, so a cached wheel is always the build of
+that content.
 
 Also: environments files on free ports, and a child-process environment for ``dhash``.
 """
@@ -11,6 +14,7 @@ Also: environments files on free ports, and a child-process environment for ``dh
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
 import re
 import shutil
@@ -31,6 +35,36 @@ _lock = threading.Lock()
 _cache: dict[tuple[str, str], Path] = {}
 _work = Path(tempfile.mkdtemp(prefix="dhash-test-wheels-"))
 atexit.register(shutil.rmtree, _work, ignore_errors=True)
+_shared = Path(tempfile.gettempdir()) / f"dhash-test-wheel-cache-{os.getuid()}"
+
+
+def _tree_digest(tree: Path) -> str:
+    """The SHA-256 of every file of ``tree`` (relative path and bytes), in path order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in tree.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(tree)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _cached_build(tree: Path, out: Path) -> Path:
+    """The wheel of ``tree``: from the shared cache when that exact tree was built before, else
+    built with the toolkit's own builder and published there (a rename: a concurrent builder of
+    the same tree loses the race harmlessly and uses the winner's wheel)."""
+    home = _shared / _tree_digest(tree)
+    found = sorted(home.glob("*.whl")) if home.is_dir() else []
+    if found:
+        return found[0]
+    wheel = build_wheel(tree, out)  # the toolkit's own builder, as `dhash deploy` uses it
+    _shared.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=_shared))
+    shutil.copy2(wheel, staging / wheel.name)
+    try:
+        staging.rename(home)
+    except OSError:  # another process published the same tree first
+        shutil.rmtree(staging, ignore_errors=True)
+    found = sorted(home.glob("*.whl"))
+    return found[0] if found else wheel
 
 
 def checkout_head() -> str:
@@ -107,7 +141,7 @@ def wheel_for(version: str, migration: str = "", *, broken: bool = False) -> Pat
                 )
         out = _work / "wheels" / f"{version}-{label}"
         out.mkdir(parents=True, exist_ok=True)
-        wheel = build_wheel(tree, out)  # the toolkit's own builder, as `dhash deploy` uses it
+        wheel = _cached_build(tree, out)
         _cache[key] = wheel
         return wheel
 

@@ -82,12 +82,17 @@ def restore_backup(
     progress: Progress | None = None,
     lock_dir: Path | None = None,
     fault_point: str | None = None,
+    on_snapshot: Callable[[str], None] | None = None,
 ) -> RestoreResult:
     """Restore ``path`` into ``env``'s database.
 
     Refuses (unless ``force``) a backup that fails verification or belongs to another
     environment; never accepts unsafe archive members, whatever ``force`` says. Holds the
     environment's backup lock (in ``lock_dir``, default the backup's directory).
+
+    ``on_snapshot`` is told where the live database will be kept, before the swap replaces it:
+    a caller killed right after the swap (before it sees the result) still knows where the
+    database that served is (a rollback journals it, to put it back on a later failure).
     """
     report = progress or _silent
     fault = FaultHook(fault_point)
@@ -135,6 +140,7 @@ def restore_backup(
                 warnings=warnings,
                 report=report,
                 fault=fault,
+                on_snapshot=on_snapshot or (lambda _where: None),
             )
             result = _restore_sqlite(job) if dialect == "sqlite" else _restore_postgres(job)
     return RestoreResult(
@@ -161,6 +167,7 @@ class _Job:
     warnings: list[str]
     report: Progress
     fault: FaultHook
+    on_snapshot: Callable[[str], None]
 
     def accept(self, problems: list[str]) -> None:
         """Refuse on problems, unless forced (then they become warnings)."""
@@ -223,6 +230,8 @@ def _restore_sqlite(job: _Job) -> _Swapped:
                         snapshot.with_name(snapshot.name + suffix),
                     )
             os.replace(snapshot_tmp, snapshot)
+            fsync_dir(live.parent)
+            job.on_snapshot(str(snapshot))
         if wal:
             sqlite_db.set_wal(incoming)
         sqlite_db.remove_sidecars(live)
@@ -296,6 +305,8 @@ def _restore_postgres(job: _Job) -> _Swapped:
             job.accept(check_restored(job.opened.label, db.tables, actual, content=job.content))
             job.report("compare", 1.0)
             job.fault.reach("restore-before-swap")
+            if exists:
+                job.on_snapshot(target.with_database(keep_as).display())
             existed = postgres_db.swap(admin, live, incoming, keep_as)
             swapped = True
             job.report("swap", 1.0)

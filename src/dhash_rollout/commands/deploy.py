@@ -1,8 +1,9 @@
 """``dhash deploy``, ``dhash rollback`` and ``dhash release list|install|status|logs``.
 
 Thin: parse options, call :mod:`dhash_rollout.deploy` / :mod:`dhash_rollout.rollback`, print
-progress (or ``--json``), and fail through :class:`CheckFailed` (exit 1) when the run failed.
-``Locked`` (exit 3) and the other errors map to exit codes in ``cli.py``.
+progress (or ``--json``), and exit with the failing error's own code when the run failed (a
+phase that failed: 1, a backup that does not verify: 4; ``exit_code`` in ``--json`` too).
+Refusals before the run (``Locked``: 3, a bad option: 2) map to exit codes in ``cli.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from dhash_rollout.commands import detach_stdout
-from dhash_service.errors import CheckFailed, ConfigError, DhashError
+from dhash_service.errors import ConfigError, DhashError
 
 if TYPE_CHECKING:
     from dhash_rollout.runs.monitoring import DeployMonitor
@@ -225,8 +226,9 @@ def deploy(
         if result.log_path:
             typer.echo(f"log: {result.log_path}")
     _exit_if_interrupted(result.interrupted, result.error)
-    if not result.ok:
-        raise CheckFailed(result.error or "deploy failed")
+    if not result.ok:  # with the failing error's own exit code (an integrity failure: 4)
+        typer.echo(f"dhash: error: {result.error or 'deploy failed'}", err=True)
+        raise typer.Exit(result.exit_code)
 
 
 @contextlib.contextmanager
@@ -283,6 +285,7 @@ def rollback(
     """Roll back: previous release, schema down, or a data restore that keeps later writes."""
     from dhash_rollout.rollback import RollbackRequest
     from dhash_rollout.rollback import rollback as run_rollback
+    from dhash_service.config import Settings
 
     with contextlib.ExitStack() as stack:
         log_path = None if dry_run else stack.enter_context(_log_to_file("rollback", env))
@@ -295,6 +298,7 @@ def rollback(
             dry_run=dry_run,
             smoke_timeout=smoke_timeout,
             log_path=log_path,
+            fault_point=Settings().backup_fault,  # DHASH_BACKUP_FAULT: a crash test's pause
         )
         if initiator:
             request = replace(request, initiator=_one_line("--initiator", initiator))

@@ -104,6 +104,7 @@ class DeployResult:
     error: str | None = None
     phases: dict[str, dict[str, Any]] = field(default_factory=dict)
     interrupted: bool = False  # stopped by SIGTERM/SIGINT: the run stays open (exit 130)
+    exit_code: int = 1  # of the error that failed it (an integrity failure is 4, as elsewhere)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +112,7 @@ class DeployResult:
             "env": self.env,
             "version": self.version,
             "ok": self.ok,
+            "exit_code": 0 if self.ok else self.exit_code,
             "interrupted": self.interrupted,
             "resumed_from": self.resumed_from,
             "error": self.error,
@@ -465,7 +467,7 @@ class _DeployRunner:
                 phase="resolved",
                 resolves=self.ctx.run_id,
             )
-        return self._result(plan, log_path, message)
+        return replace(self._result(plan, log_path, message), exit_code=exc.exit_code)
 
     def _undo(self, exc: DhashError, state: RunState | None) -> dict[str, Any]:
         """Put the environment back: a rollback plan (``trigger=automatic``) run under this

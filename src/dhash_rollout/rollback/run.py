@@ -87,6 +87,7 @@ class RollbackRequest:
     smoke_timeout: float = 120.0
     log_path: Path | None = None  # default: logs/rollback_<env>_<ts>.log
     settings: ToolkitSettings = field(default_factory=ToolkitSettings.load)
+    fault_point: str | None = None  # test hook: the restore's pause point (docs/backups.md)
 
 
 @dataclass(frozen=True)
@@ -486,6 +487,18 @@ def _resume_choice(run: RunState, env: Environment, target: DeployTarget) -> _Ch
     return _Choice(current, wanted, backup, facts)
 
 
+SERVED_SNAPSHOT = "served_snapshot"  # the restore phase's record of the database that served
+
+
+def _served_snapshot(run: RunState) -> str | None:
+    """Where this rollback's first swap kept the database that served: journaled before the
+    swap (``served_snapshot``), or, in a journal written before that record existed, the
+    snapshot in the restore phase's result."""
+    detail = run.detail_of(Phase.RESTORE)
+    where = detail.get(SERVED_SNAPSHOT) or (detail.get("result") or {}).get("snapshot")
+    return str(where) if where else None
+
+
 class _RollbackRunner:
     def __init__(
         self,
@@ -591,12 +604,11 @@ class _RollbackRunner:
         run = self.ctx.journal.run(self.ctx.run_id)
         if run is None or run.status_of(Phase.ACTIVATE) is not None:
             return {}
-        # The database as it served is the snapshot of this rollback's *first* swap: a resumed
-        # run restores again, and its own snapshot is then the interrupted run's restore.
-        snapshot = self.snapshot
-        if self.resume is not None:
-            first = self.resume.detail_of(Phase.RESTORE).get("result", {}).get("snapshot")
-            snapshot = first or snapshot
+        # The database as it served is the snapshot of this rollback's *first* swap, journaled
+        # before that swap: a resumed run restores again, and its own snapshot is then the
+        # interrupted run's restore (the backup's rows, without the writes since).
+        earlier = _served_snapshot(self.resume) if self.resume is not None else None
+        snapshot = earlier or _served_snapshot(run) or self.snapshot
         swapped = self.swapped or run.status_of(Phase.RESTORE) is not None
         if not swapped or not snapshot:
             return {}
@@ -673,7 +685,21 @@ class _RollbackRunner:
 
     def _restore(self, _step: Step, detail: dict[str, Any]) -> None:
         assert self.facts.backup is not None
-        result = restore_backup(Path(self.facts.backup), self.ctx.env)
+        run = self.ctx.journal.run(self.ctx.run_id)
+        first = run is None or _served_snapshot(run) is None
+
+        def keep(where: str) -> None:
+            # Before the swap, fsynced: a run killed between the swap and this phase's done
+            # record still tells its resumed run which database served (only the first swap's).
+            if first:
+                self.ctx.record(Phase.RESTORE, "started", {SERVED_SNAPSHOT: where})
+
+        result = restore_backup(
+            Path(self.facts.backup),
+            self.ctx.env,
+            fault_point=self.request.fault_point,
+            on_snapshot=keep,
+        )
         self.swapped = True
         self.snapshot = result.snapshot
         detail["backup"] = self.facts.backup
