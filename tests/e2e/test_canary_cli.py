@@ -74,7 +74,7 @@ def test_a_killed_canary_is_resumed_then_aborted_by_an_operator_and_stable_is_un
         _wait_running(site, proc, "2.0.0")
         _wait_until(lambda: "canary 2.0.0 started" in _notices(site))  # its last act
         proc.kill()  # the controller dies; the candidate and the weighted program stay
-        proc.wait(timeout=30)
+        proc.communicate(timeout=30)  # (and its pipes closed)
         shown = site.run("release", "status", "--env", "production")
         assert "canary: 2.0.0 beside 1.0.0: interrupted at 10%" in shown.stdout, shown.stdout
         refused = site.run("rollback", "--env", "production", "--reason", "test")
