@@ -112,10 +112,10 @@ def test_a_killed_canary_is_resumed_then_aborted_by_an_operator_and_stable_is_un
 
 def test_a_good_canary_steps_is_promoted_and_then_watched_by_the_monitor(site: Site) -> None:
     # Two load runs back to back (the generator runs at most 60 s): the candidate's start,
-    # then its steps, the promotion and the monitor's window (60 minutes / 360 = 10 s).
+    # then its steps, the promotion and the monitor's window (60 minutes / 720 = 5 s).
     with _load(site, 500_000) as starting:
         proc = _start(site, "2.0.0", "--steps", "25,50", "--step-minutes", "0.05",
-                      "--monitor-time-scale", "360")  # fmt: skip
+                      "--monitor-time-scale", "720")  # fmt: skip
         _wait_running(site, proc, "2.0.0")
     with _load(site, 600_000) as load:
         try:

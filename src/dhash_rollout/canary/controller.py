@@ -68,7 +68,7 @@ from dhash_rollout.targets.local import LocalTarget
 from dhash_rollout.targets.local.readiness import descends_from
 from dhash_service.errors import CheckFailed, DhashError, Locked, NotFound
 
-PROBE_WEIGHT = 5.0  # % of new connections while the candidate starts (the default first step)
+PROBE_WEIGHT = 5.0  # % of new connections, at least, while the candidate starts
 CANARY_PHASE = "canary"  # the journal's phase of the candidate beside stable
 OPEN = ("running", "interrupted")  # a state whose controller is gone once we hold the lock
 Say = Callable[[str], None]
@@ -362,12 +362,13 @@ class CanaryRun:
         workers = self.target.workers
         stable_idx = tuple(range(workers))
         self.ctx.record(CANARY_PHASE, "started", {"action": f"{version} beside {stable}"})
-        # Before the candidate listens: a small share for the indices it will take, so its
-        # readiness probes reach it and stable keeps (nearly) all the traffic meanwhile.
+        # Before the candidate listens: the first step's share (at least 5 %) for the indices
+        # it will take, so its readiness probes reach it (the kernel gives a connection meant
+        # for an index nobody holds yet to stable; a bound candidate's backlog waits for it).
         set_weight(
             self.port,
             Members(canary=tuple(range(workers, 2 * workers)), stable=stable_idx),
-            PROBE_WEIGHT,
+            max(PROBE_WEIGHT, self.config.steps[0].weight),
         )
         try:
             slot, slot_pid = self.target.start_beside(version, progress=self.say)
