@@ -1,13 +1,15 @@
-"""`dhash canary` end to end on the local target, one site for the module (v1 deployed, v2
-installed), under load throughout, in this order (each test starts where the last left it):
+"""`dhash canary` end to end on the local target, one site for the module (1.0.0 deployed,
+2.0.0 installed: it adds a nullable column), under load throughout, in this order (each test
+starts where the last left it):
 
-1. a canary of v2 whose controller is killed is visible as interrupted (`release status`, the
-   journal), refuses a rollback meanwhile, is resumed by `canary start` again and then aborted
-   by `dhash canary abort` from another process: stable untouched;
-2. a canary of v2 stepped 25 -> 50 % and promoted by the judgement, then watched by the
-   post-deploy monitor's window (time-scaled), journaled like a deploy;
-3. a canary of v1 made really worse (its own release setting adds hash latency on the real
-   code path) is aborted by the judge on its own metrics: v2 keeps serving.
+1. a canary of 2.0.0 made really worse (its own release setting adds hash latency on the real
+   code path): the database is backed up and 2.0.0's expand-only migration runs, then the judge
+   aborts it on its own metrics; 1.0.0 keeps serving, on the expanded schema;
+2. a canary of 2.0.0 (the fault off) whose controller is killed is visible as interrupted
+   (`release status`, the journal), refuses a rollback meanwhile, is resumed by `canary start`
+   again and then aborted by `dhash canary abort` from another process: stable untouched;
+3. a canary of 2.0.0 stepped 25 -> 50 % and promoted by the judgement, then watched by the
+   post-deploy monitor's window (time-scaled), journaled like a deploy.
 
 Zero failed requests to the clients through all of it."""
 
@@ -19,10 +21,13 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from dhash_rollout.canary.controller import read_state
+from dhash_rollout.runs.schema import database_revision
+from dhash_rollout.targets.local.supervisor import SLOTS
 from tests.support.load import LoadGenerator
 from tests.support.release_builds import CHECKOUT, dhash_bin, dhash_env, wheel_for
 from tests.support.rollout_site import TOKEN, Site
@@ -40,9 +45,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     try:
         done = s.deploy(wheel_for("1.0.0"), "--no-monitor")
         assert done.returncode == 0, done.stderr[-2000:]
-        # installing is inert; the canaries of 2.0.0 below run this installed release
+        # installing is inert; the canaries below run this installed release, which adds a
+        # nullable column (an expand-only migration: the first canary backs up and runs it)
         done = s.run("release", "install", "--env", "production",
-                     "--source", str(wheel_for("2.0.0")))  # fmt: skip
+                     "--source", str(wheel_for("2.0.0", migration="reversible")))  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
         yield s
     finally:
@@ -65,14 +71,60 @@ def _start(site: Site, version: str, *args: str) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
+def test_a_really_slower_canary_is_aborted_by_the_judge_after_its_expand_migration(
+    site: Site,
+) -> None:
+    before = database_revision(site.env.database_url)
+    logs = {slot: _log_lines(site, slot) for slot in SLOTS}
+    slow = "DHASH_FAULT_HASH_LATENCY_SECONDS=0.3"  # every hash of the candidate, really slept
+    with _load(site, 700_000) as starting:
+        proc = _start(site, "2.0.0", "--steps", "50", "--step-minutes", "10",
+                      "--release-setting", slow, "--release-setting", FAULT_OK)  # fmt: skip
+        _wait_running(site, proc, "2.0.0")
+    with _load(site, 800_000) as load:
+        try:
+            _out, err = proc.communicate(timeout=58)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            _out, err = proc.communicate(timeout=30)
+            pytest.fail(f"the judge did not abort the slow canary: {err[-3000:]}")
+    assert proc.returncode == 1, err[-3000:]  # aborted by the judgement
+    state = read_state(site.env)
+    assert state is not None and state.status == "aborted", state
+    assert "hash time vs stable" in state.reason, state.reason
+    assert site.target.current().version == "1.0.0"  # type: ignore[union-attr]
+    running = [s for s in site.target.supervisor.slots() if s.state == "RUNNING"]
+    assert [s.release for s in running] == ["1.0.0"]
+    # 1.0.0 served every request on the schema 2.0.0's expand-only migration left; a failed
+    # request is one the bad canary answered itself (its own request log says so: e.g. a slow
+    # hash still in flight when its drain ended is answered 503 "retry on another").
+    failed = starting.result.failures + load.result.failures
+    answered = {slot: _log_lines(site, slot)[len(logs[slot]) :] for slot in SLOTS}
+    stable_slot = next(slot for slot in SLOTS if slot != state.slot)
+    assert [line for line in answered[stable_slot] if '"status": 5' in line] == []
+    by_canary = [line for line in answered[state.slot] if '"status": 503' in line]
+    assert all(f.endswith("HTTP 503") for f in failed), failed
+    assert len(failed) <= len(by_canary), (failed, by_canary)
+    run = site.journal.run(state.run_id)
+    assert run is not None and run.status_of("backup") == "done"  # before the migration
+    assert Path(run.detail_of("backup")["path"]).is_file()
+    assert run.detail_of("backup")["schema"] == before
+    assert run.detail_of("migrate")["to_revision"] == database_revision(site.env.database_url)
+    assert database_revision(site.env.database_url) != before
+    report = (site.env.root / "canary" / "report.html").read_text(encoding="utf-8")
+    assert "ABORTED" in report and 'data-series="canary"' in report
+
+
 def test_a_killed_canary_is_resumed_then_aborted_by_an_operator_and_stable_is_untouched(
     site: Site,
 ) -> None:
     stable = site.target.current().version  # type: ignore[union-attr]
+    started = _notices(site).count("canary 2.0.0 started")
     with _load(site, 0) as starting:
-        proc = _start(site, "2.0.0", "--steps", "10", "--step-minutes", "10")
+        proc = _start(site, "2.0.0", "--steps", "10", "--step-minutes", "10",
+                      "--release-setting", "DHASH_FAULT_HASH_LATENCY_SECONDS=0")  # fmt: skip
         _wait_running(site, proc, "2.0.0")
-        _wait_until(lambda: "canary 2.0.0 started" in _notices(site))  # its last act
+        _wait_until(lambda: _notices(site).count("canary 2.0.0 started") > started)  # last act
         proc.kill()  # the controller dies; the candidate and the weighted program stay
         proc.communicate(timeout=30)  # (and its pipes closed)
         shown = site.run("release", "status", "--env", "production")
@@ -144,32 +196,13 @@ def test_a_good_canary_steps_is_promoted_and_then_watched_by_the_monitor(site: S
     assert body["canary"]["status"] == "promoted" and body["polls"] >= 2
 
 
-def test_a_really_slower_canary_is_aborted_by_the_judge_and_stable_keeps_serving(
-    site: Site,
-) -> None:
-    stable = site.target.current().version  # type: ignore[union-attr]
-    assert stable == "2.0.0"
-    slow = "DHASH_FAULT_HASH_LATENCY_SECONDS=0.3"  # every hash of the candidate, really slept
-    with _load(site, 700_000) as starting:
-        proc = _start(site, "1.0.0", "--steps", "50", "--step-minutes", "10",
-                      "--release-setting", slow, "--release-setting", FAULT_OK)  # fmt: skip
-        _wait_running(site, proc, "1.0.0")
-    with _load(site, 800_000) as load:
-        try:
-            _out, err = proc.communicate(timeout=58)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGABRT)
-            _out, err = proc.communicate(timeout=30)
-            pytest.fail(f"the judge did not abort the slow canary: {err[-3000:]}")
-    assert proc.returncode == 1, err[-3000:]  # aborted by the judgement
-    state = read_state(site.env)
-    assert state is not None and state.status == "aborted", state
-    assert "hash time vs stable" in state.reason, state.reason
-    assert site.target.current().version == stable  # type: ignore[union-attr]
-    running = [s for s in site.target.supervisor.slots() if s.state == "RUNNING"]
-    assert [s.release for s in running] == [stable]
-    assert starting.result.failed == 0, starting.result.failures[:5]
-    assert load.result.failed == 0, load.result.failures[:5]
+def _log_lines(site: Site, slot: str) -> list[str]:
+    """The slot's service log (its request lines: method, route, status, duration)."""
+    try:
+        text = (site.env.root / "shared" / "logs" / f"{slot}.log").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    return [line for line in text.splitlines() if '"event": "request"' in line]
 
 
 def _notices(site: Site) -> str:
