@@ -105,6 +105,9 @@ def config_to_json(config: JudgeConfig) -> dict[str, Any]:
         "alpha": config.alpha,
         "min_samples": config.min_samples,
         "max_wait_seconds": config.max_wait_seconds,
+        "failure_rate_threshold_pct": config.failure_rate_threshold_pct,
+        "p95_threshold_ms": config.p95_threshold_ms,
+        "health_threshold": config.health_threshold,
     }
 
 
@@ -113,11 +116,17 @@ def config_of(state: CanaryState) -> JudgeConfig:
     if not state.config:
         return JudgeConfig()
     c = state.config
+    defaults = JudgeConfig()
     return JudgeConfig(
         steps=tuple(Step(float(w), float(t)) for w, t in c["steps"]),
         alpha=float(c["alpha"]),
         min_samples=int(c["min_samples"]),
         max_wait_seconds=float(c["max_wait_seconds"]),
+        failure_rate_threshold_pct=c.get(
+            "failure_rate_threshold_pct", defaults.failure_rate_threshold_pct
+        ),
+        p95_threshold_ms=c.get("p95_threshold_ms", defaults.p95_threshold_ms),
+        health_threshold=int(c.get("health_threshold", defaults.health_threshold)),
     )
 
 

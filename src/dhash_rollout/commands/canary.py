@@ -58,21 +58,56 @@ def _number(table: dict[str, str | int | float | bool], key: str, default: float
 
 
 def _config(
-    weights: str, step_seconds: float, time_scale: float, *, alpha: float, min_samples: int
+    weights: str,
+    step_seconds: float,
+    time_scale: float,
+    *,
+    alpha: float,
+    min_samples: int | None,
+    gates: dict[str, float],
 ) -> JudgeConfig:
     from dhash_rollout.canary.judge import JudgeConfig, Step
 
     try:
         values = [float(w) for w in weights.split(",") if w.strip()]
         steps = tuple(Step(w, step_seconds / time_scale) for w in values)
+        samples = min_samples if min_samples is not None else int(gates.get("min_samples", 10))
         return JudgeConfig(
             steps=steps,
             max_wait_seconds=600.0 / time_scale,
             alpha=alpha,
-            min_samples=min_samples,
+            min_samples=samples,
+            failure_rate_threshold_pct=gates.get("failure_rate_threshold_pct", 5.0),
+            p95_threshold_ms=gates.get("p95_threshold_ms", 2000.0),
+            health_threshold=int(gates.get("health_threshold", 2)),
         )
     except ValueError as exc:
         raise ConfigError(f"canary steps {weights!r}: {exc}") from exc
+
+
+def canary_gates(gates_file: Path | None) -> dict[str, float]:
+    """The canary gates of the quality-gates file (its ``canary`` environment), which the judge
+    evaluates on the canary alone: the failure-rate and P95 thresholds, the health threshold and
+    ``minSamples``. No file given and none in the working directory, or no ``canary`` section:
+    the judge's defaults (the same values as the shipped file); a bad file is a usage error."""
+    from dhash_rollout.monitor.gates_config import GatesConfigError, load_gates_config
+    from dhash_rollout.monitor.runner import DEFAULT_GATES_FILE
+
+    path = gates_file or DEFAULT_GATES_FILE
+    if gates_file is None and not path.exists():
+        return {}
+    try:
+        gates = load_gates_config(path).environments.get("canary")
+    except GatesConfigError as err:
+        raise ConfigError(err.message) from None
+    if gates is None:
+        return {}
+    return {
+        "failure_rate_threshold_pct": gates.extraction_failure_rate.threshold,
+        "p95_threshold_ms": gates.p95_hash_time.threshold,
+        "health_threshold": gates.health_failures.threshold,
+        "min_samples": float(gates.extraction_failure_rate.min_samples),
+    }
 
 
 def _env_target(env_name: str) -> tuple[Environment, LocalTarget]:
@@ -117,6 +152,12 @@ def start(
     no_monitor: bool = typer.Option(
         False, "--no-monitor", help="No post-deploy monitor's window after a promotion."
     ),
+    gates_config: Path | None = typer.Option(
+        None,
+        "--gates-config",
+        help="Quality gates file: its canary gates for the judge, its environment's for the "
+        "monitor after a promotion (default: quality-gates-config.json).",
+    ),
     monitor_time_scale: float | None = typer.Option(
         None,
         "--monitor-time-scale",
@@ -147,11 +188,13 @@ def start(
         minutes * 60.0,
         time_scale,
         alpha=_number(table, "alpha", 0.05),
-        min_samples=int(_number(table, "min_samples", 10)),
+        min_samples=int(_number(table, "min_samples", 0)) if "min_samples" in table else None,
+        gates=canary_gates(gates_config),
     )
     settings = parse_release_settings(release_setting, env.name) if release_setting else None
+    options = MonitorOptions(gates_config=gates_config)
     if not no_monitor:  # a promotion that could not be watched is refused before the start
-        MonitorOptions().check(env.name)
+        options.check(env.name)
     stop = {"now": False}
 
     def on_signal(_sig: int, _frame: FrameType | None) -> None:
@@ -166,7 +209,7 @@ def start(
             config,
             interval_s=every / time_scale,
             notice=_notice_for(env),
-            monitor=None if no_monitor else deploy_monitor(),
+            monitor=None if no_monitor else deploy_monitor(options),
             rollback=rollback_inside,
             monitor_time_scale=_time_scale(monitor_time_scale),
             release_settings=settings,
