@@ -391,13 +391,20 @@ def release_status(env: str = EnvOption, as_json: bool = JsonOption) -> None:
     target = _target(env)
     status = target.status()
     verification = last_deploy_verification(target.env)
+    from dhash_rollout.canary.controller import status_line
+
+    canary = status_line(target.env)
     if as_json:
         checked = {"state": verification.state, "line": verification.line}
-        typer.echo(json.dumps({**status.to_dict(), "verification": checked}, indent=2))
+        typer.echo(
+            json.dumps({**status.to_dict(), "verification": checked, "canary": canary}, indent=2)
+        )
         return
     for line in _status_lines(status):
         typer.echo(line)
     typer.echo(f"last deploy: {verification.line}")
+    if canary is not None:
+        typer.echo(canary)
 
 
 def _status_lines(status: Any) -> list[str]:
