@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from dhash_rollout.deploy.fleet_run import as_plan, gate_verdict
-from dhash_rollout.deploy.waves import Migration, plan_waves
+from dhash_rollout.deploy.fleet import host_states
+from dhash_rollout.deploy.fleet_run import as_plan, gate_verdict, undo_interrupted
+from dhash_rollout.deploy.waves import HostState, Migration, plan_waves
 from dhash_rollout.environments import Environment, EnvironmentSettings, HostSettings
+from dhash_rollout.runs.journal import Journal, RunState
 from dhash_rollout.runs.monitoring import MonitorResult, Verdict
 from dhash_rollout.runs.plan import Phase
 from dhash_rollout.targets import FACTORIES
@@ -103,3 +106,64 @@ def test_the_host_commands_carry_the_spec_intact_through_the_shell(tmp_path: Pat
 
 def test_the_fleet_target_is_registered() -> None:
     assert set(FACTORIES) >= {"local", "fleet"}
+
+
+class _Hosts:
+    """The host side, recording what it was asked (the real one: tests/integration)."""
+
+    def __init__(self, unreachable: frozenset[str] = frozenset()) -> None:
+        self.unreachable = unreachable
+        self.calls: list[tuple[str, str, str]] = []
+
+    def drain(self, host: str) -> str | None:
+        self.calls.append(("drain", host, ""))
+        return None
+
+    def switch(self, hosts: Sequence[str], version: str) -> dict[str, str | None]:
+        self.calls += [("switch", h, version) for h in hosts]
+        return {h: ("could not connect over SSH" if h in self.unreachable else None) for h in hosts}
+
+    def check(self, hosts: Sequence[str]) -> dict[str, str | None]:
+        return dict.fromkeys(hosts)
+
+    def ready(self, host: str) -> str | None:
+        self.calls.append(("ready", host, ""))
+        return None
+
+
+def _killed_run(tmp_path: Path, states: dict[str, str]) -> tuple[Journal, RunState]:
+    journal = Journal(tmp_path / "journal.jsonl")
+    params = {"kind": "deploy", "version": "1.2.0",
+              "from_versions": {"web1": "1.1.0", "web2": "1.1.0", "web3": "1.0.9"}}  # fmt: skip
+    journal.append("deploy-1", "run", "started", params)
+    for host, state in states.items():
+        journal.append("deploy-1", f"host:{host}", "started", {"state": state, "wave": 1})
+    run = journal.run("deploy-1")
+    assert run is not None and not run.finished
+    return journal, run
+
+
+def test_undoing_a_killed_run_puts_back_the_touched_hosts_only(tmp_path: Path) -> None:
+    journal, run = _killed_run(tmp_path, {"web1": "ready", "web3": "switching"})
+    hosts = _Hosts()
+    outcome = undo_interrupted(run, hosts, ["web1", "web2", "web3"], journal, lambda _m: None)
+    assert outcome.ok and set(outcome.undone) == {"web1", "web3"}
+    switched = {(h, v) for kind, h, v in hosts.calls if kind == "switch"}
+    assert switched == {("web1", "1.1.0"), ("web3", "1.0.9")}  # each to what it served
+    assert not any(h == "web2" for _, h, _ in hosts.calls)  # never touched: left alone
+    # web3 (out of rotation mid-switch) goes back first, web1 (serving) after it
+    assert [h for kind, h, _ in hosts.calls if kind == "switch"] == ["web3", "web1"]
+    closed = journal.run("deploy-1")
+    assert closed is not None and closed.outcome == "failed"
+    assert host_states(closed, ["web1", "web2", "web3"]) == {
+        "web1": HostState.ROLLED_BACK, "web2": HostState.PENDING, "web3": HostState.ROLLED_BACK
+    }  # fmt: skip
+
+
+def test_a_host_that_cannot_be_put_back_is_named(tmp_path: Path) -> None:
+    journal, run = _killed_run(tmp_path, {"web1": "ready", "web2": "ready"})
+    hosts = _Hosts(unreachable=frozenset({"web2"}))
+    outcome = undo_interrupted(run, hosts, ["web1", "web2", "web3"], journal, lambda _m: None)
+    assert not outcome.ok and outcome.undone == ("web1",)
+    assert "could not connect" in outcome.undo_failures["web2"]
+    assert "NOT put back: web2" in outcome.summary()

@@ -63,6 +63,7 @@ from dhash_rollout.runs.schema import (
     pending_migration_steps,
     release_cli,
 )
+from dhash_rollout.targets.fleet.hosts import FleetHosts
 from dhash_rollout.targets.fleet.target import FleetTarget
 from dhash_service.errors import CheckFailed, DhashError
 
@@ -219,11 +220,11 @@ def dry_run(request: DeployRequest, env: Environment, target: FleetTarget) -> De
 
 
 def undo_interrupted(
-    run: RunState, target: FleetTarget, journal: Journal, say: Say
+    run: RunState, hosts: FleetHosts, names: list[str], journal: Journal, say: Say
 ) -> FleetOutcome:
     """Put back what an interrupted fleet deploy touched, from its journal: every host not
-    pending nor already back goes back to the release it served before the run."""
-    names = [h.name for h in target.host_list]
+    pending nor already back goes back to the release it served before the run (its
+    ``from_versions``); hosts it never touched are left alone. The run is closed as failed."""
     states = host_states(run, names)
     previous = dict(run.params.get("from_versions") or {})
 
@@ -231,7 +232,7 @@ def undo_interrupted(
         journal.append(run.deploy_id, phase, status, detail)
 
     version = str(run.params.get("version"))
-    executor = WaveExecutor(target.hosts, record, version, previous, states=states)
+    executor = WaveExecutor(hosts, record, version, previous, states=states)
     undone, problems = executor.undo(0)
     outcome = FleetOutcome(
         not problems, dict(executor.states), 0, "undone after the controller stopped",
@@ -380,7 +381,8 @@ def deploy_fleet(
                 resume = last
             else:
                 progress(f"the interrupted {last.kind} {last.deploy_id} is undone first")
-                undo_interrupted(last, target, journal, progress)
+                names = [h.name for h in target.host_list]
+                undo_interrupted(last, target.hosts, names, journal, progress)
         run_id = resume.deploy_id if resume else new_run_id("deploy")
         log_path, handle, logger = open_run_log(log_dir, "deploy", env.name, request.log_path)
         with handle:

@@ -15,6 +15,10 @@ process's own ``/ready`` before ``current`` moves (docs/architecture.md, "Fleet"
   venv, the toolkit the release carries.
 - ``shutdown``: stop the slots and supervisord (``dhash release stop`` on a fleet, tests).
 
+Each command holds the host's agent lock (``<root>/agent.lock``, ``flock``) while it works:
+a controller killed mid-step leaves its engine step running on the host, and the next
+controller's step (a resume, an undo) must wait for it, not race it for the same slot.
+
 The answer is one JSON line on stdout; a refusal exits 1 with the reason on stderr (the engine
 reports it as the host's error).
 """
@@ -22,10 +26,14 @@ reports it as the host's error).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
+import os
 import shlex
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,6 +164,29 @@ def _activate(spec: HostSpec, version: str) -> dict[str, Any]:
     return {"version": done.version, "previous": done.previous, "changed": done.changed}
 
 
+@contextlib.contextmanager
+def host_lock(root: Path, timeout: float) -> Iterator[None]:
+    """The host's agent lock, waited for up to ``timeout`` seconds."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / "agent.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise DhashError(
+                        f"another step still runs on this host ({root / 'agent.lock'} held "
+                        f"for {timeout:g} s)"
+                    ) from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dhash-fleet-agent")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -170,13 +201,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         spec = HostSpec(**json.loads(args.spec))
-        if args.command == "install":
-            answer = _install(spec, args.wheel, args.settings)
-        elif args.command == "activate":
-            answer = _activate(spec, args.version)
-        else:
-            _target(spec).shutdown()
-            answer = {"stopped": True}
+        with host_lock(Path(spec.root), timeout=600):
+            if args.command == "install":
+                answer = _install(spec, args.wheel, args.settings)
+            elif args.command == "activate":
+                answer = _activate(spec, args.version)
+            else:
+                _target(spec).shutdown()
+                answer = {"stopped": True}
     except DhashError as exc:
         sys.stderr.write(f"{exc.message}\n")
         return 1
