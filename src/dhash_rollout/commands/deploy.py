@@ -208,9 +208,14 @@ def deploy(
             request = replace(request, initiator=_one_line("--initiator", initiator))
         monitor = None if no_monitor else deploy_monitor(options)
         with _json_refusal(as_json):
-            result = run_deploy(
-                request, say=_printer(as_json), monitor=monitor, rollback=rollback_inside
-            )
+            if load_environment(env).target == "fleet":  # hosts behind HAProxy, in waves
+                from dhash_rollout.deploy.fleet_run import deploy_fleet
+
+                result = deploy_fleet(request, say=_printer(as_json), monitor=monitor)
+            else:
+                result = run_deploy(
+                    request, say=_printer(as_json), monitor=monitor, rollback=rollback_inside
+                )
     if monitor is not None and result.run_id is not None:
         from dhash_rollout.commands.monitor import mark_rollback
 
