@@ -1,8 +1,9 @@
 """No configured secret leaks: a canary value in every secret a deploy knows (the API token, the
 Slack, Teams and Discord webhook URLs, the SMTP password, the database password) appears in none
 of what a deploy and a rollback on the local target leave or say: their output, the journal,
-every log (the service's, supervisord's, the rollout's), the notices delivered (webhook bodies,
-mails, the file channel) and every other text file under the environment's root.
+every log (the service's, supervisord's, the rollout's), the monitor's log, ledger, samples and
+HTML report (the second deploy is guarded, its window time-scaled), the notices delivered (webhook
+bodies, mails, the file channel) and every other text file under the environment's root.
 
 The only files allowed to hold a secret are the ones that must: the environments file the test
 wrote, and supervisord's program files (they pass the API token and the database URL to the
@@ -26,7 +27,7 @@ from tests.integration.test_notify_receivers import (
     smtp_server,
     webhook_receiver,
 )
-from tests.support.release_builds import dhash_bin, dhash_env, wheel_for
+from tests.support.release_builds import CHECKOUT, dhash_bin, dhash_env, wheel_for
 from tests.support.rollout_site import Site
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(300)]
@@ -123,10 +124,16 @@ def test_no_secret_appears_in_anything_a_deploy_and_a_rollback_leave_or_say(
         )
         outputs = []
         try:
-            for wheel in (wheel_for("0.0.9"), wheel_for("0.0.10")):
-                outputs.append(
-                    run("deploy", "--env", "production", "--no-monitor", "--source", str(wheel))
-                )
+            first = wheel_for("0.0.9")
+            outputs.append(
+                run("deploy", "--env", "production", "--no-monitor", "--source", str(first))
+            )
+            # Guarded: the monitor reads /metrics with the token and writes its own files.
+            gates = str(CHECKOUT / "quality-gates-config.json")
+            outputs.append(
+                run("deploy", "--env", "production", "--source", str(wheel_for("0.0.10")),
+                    "--time-scale", "720", "--gates-config", gates)
+            )  # fmt: skip
             site.ingest(1, token=CANARIES["api token"])  # the API token in use
             outputs.append(run("rollback", "--env", "production", "--reason", "canary check"))
             outputs.append(run("release", "status", "--env", "production"))
@@ -157,5 +164,7 @@ def test_no_secret_appears_in_anything_a_deploy_and_a_rollback_leave_or_say(
                 continue
             leaked[f"{path.relative_to(site.base)}{member}"] = found
     assert scanned > 5
+    monitor_files = {p.suffix for p in (site.base / "logs").glob("monitor_production_*")}
+    assert {".jsonl", ".html", ".log"} <= monitor_files, monitor_files  # the scan covered them
     assert held == SERVICE_NEEDS  # the scan does see a secret where one must be
     assert {where: names for where, names in leaked.items() if names} == {}
