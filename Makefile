@@ -33,11 +33,11 @@ $(LOCK_VENV)/bin/pip-compile:
 	$(LOCK_VENV)/bin/python -m pip install -q pip-tools==7.6.2
 
 system-deps:
-	@bash scripts/dev/system-deps.sh
+	@PYTHON=$(PYTHON) bash scripts/dev/system-deps.sh
 
 # The guarded rollout that catches a bad release (about three minutes); demo-hash: hashing and
 # matching a generated image set through a real dhash serve.
-demo: $(STAMP) system-deps
+demo: system-deps $(STAMP)
 	$(BIN)/python -m dhash_rollout.demo
 
 demo-hash: $(STAMP)
@@ -62,11 +62,11 @@ TEST_WORKERS ?= 2
 PYTEST_PARALLEL = $(BIN)/pytest -p no:cacheprovider --durations=40 -n $(TEST_WORKERS) --dist loadfile -m "not serial"
 PYTEST_SERIAL = $(BIN)/pytest -p no:cacheprovider --durations=10 -m serial
 
-test: $(STAMP) system-deps lint
+test: system-deps $(STAMP) lint
 	DHASH_TEST_SAMPLE=$${DHASH_TEST_SAMPLE:-auto} $(PYTEST_PARALLEL)
 	DHASH_TEST_SAMPLE=$${DHASH_TEST_SAMPLE:-auto} $(PYTEST_SERIAL)
 
-test-full: $(STAMP) system-deps lint
+test-full: system-deps $(STAMP) lint
 	DHASH_TEST_SAMPLE=all $(PYTEST_PARALLEL)
 	DHASH_TEST_SAMPLE=all $(PYTEST_SERIAL)
 

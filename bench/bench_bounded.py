@@ -10,11 +10,15 @@ Run with ``make bench-bounded``.
    around each round, so the client sharing the cores does not count. The anchor is the CPU
    (``time.process_time``) of ``digest`` alone in this process on exactly the same payloads.
    Rounds alternate server and anchor; the figure is the median over rounds of each round's mean.
+   Each round also sends the same payloads to ``POST /v1/hash`` (extraction and hash, no store)
+   and 120 ``GET /health`` (the fixed price of the HTTP stack and the access log), so the cost
+   splits into HTTP, store and hash.
 2. **Isolation.** An ordinary 3-page PDF with photos and a 10 s video are digested in process and
    through a ``DecoderPool`` child (the path the service takes), alternating, wall time per call
    (the work happens in another process, so its CPU is not this one's); medians and ratios.
 
 Prints the tables; figures are recorded by hand in bench/RESULTS.md. Bounded: fixed counts.
+``BENCH_INGEST_ONLY=1`` skips part 2; ``BENCH_ROUNDS`` (default 5) sets the rounds of part 1.
 """
 
 from __future__ import annotations
@@ -44,17 +48,32 @@ from dhash_service.extraction.limits import RequestBudget  # noqa: E402
 from dhash_service.sandbox.pool import ChildLimits, DecoderPool  # noqa: E402
 
 DHASH = str(Path(sys.executable).parent / "dhash")
-ROUNDS = 5
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 PER_ROUND = 24
 ISOLATION_CALLS = 15
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, all its threads, from ``/proc/<pid>/stat``."""
+    """utime + stime of a process, all its threads, from ``/proc/<pid>/stat`` (clock ticks:
+    10 ms steps, so only sums over many requests are precise)."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def cpu_seconds_ns(pid: int) -> float:
+    """The CPU time of a process's live threads in nanosecond steps (each thread's
+    ``schedstat``): the per-round figure. A thread that ends within a round would be missed,
+    so the bench also prints the tick-based total over all rounds to check it against."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as stat:
+                total += int(stat.read().split()[0])
+        except FileNotFoundError:  # the thread ended between listdir and open
+            continue
+    return total / 1e9
 
 
 def start_server(
@@ -86,11 +105,43 @@ def start_server(
     raise SystemExit("the bench server did not get ready")
 
 
-def ingest_cpu(sources: dict[str, Path | None]) -> tuple[dict[str, float], float]:
-    """Median over rounds of the server CPU per ingest (per source tree), and of the digest
-    CPU per payload. Rounds alternate the servers and the anchor."""
+# What each round sends, per server: the ingest, the same payloads hashed only (no store), and
+# the probe (the fixed price of the HTTP stack and the access log).
+ROUTES = ("POST /v1/images", "POST /v1/hash", "GET /health")
+HEALTH_PER_ROUND = 120
+
+
+def route_cpu(
+    client: httpx.Client, pid: int, route: str, payloads: list[bytes]
+) -> tuple[float, float, int]:
+    """The worker's CPU seconds per request of ``route`` over one round (thread clocks), the
+    round's CPU seconds in clock ticks, and the requests sent."""
+    time.sleep(0.3)  # let the background index poll settle
+    before, before_ticks = cpu_seconds_ns(pid), cpu_seconds(pid)
+    if route == "GET /health":
+        for _ in range(HEALTH_PER_ROUND):
+            assert client.get("/health").status_code == 200
+        sent = HEALTH_PER_ROUND
+    else:
+        path = route.split()[1]
+        for data in payloads:
+            response = client.post(path, content=data)
+            assert response.status_code == (201 if path == "/v1/images" else 200), response.text
+        sent = len(payloads)
+    return (cpu_seconds_ns(pid) - before) / sent, cpu_seconds(pid) - before_ticks, sent
+
+
+def ingest_cpu(
+    sources: dict[str, Path | None],
+) -> tuple[dict[tuple[str, str], tuple[float, float]], float]:
+    """Per source tree and route: the median over rounds of the server CPU per request, and
+    the tick-based mean over all rounds; and the median digest CPU per payload. Rounds
+    alternate the servers and the anchor."""
     base = [photo_jpeg(1920, 1080, seed) for seed in range(4)]
-    server_means: dict[str, list[float]] = {name: [] for name in sources}
+    server_means: dict[tuple[str, str], list[float]] = {
+        (name, route): [] for name in sources for route in ROUTES
+    }
+    ticks: dict[tuple[str, str], list[tuple[float, int]]] = {key: [] for key in server_means}
     anchor_means: list[float] = []
     headers = {"Authorization": f"Bearer {TOKEN}"}
     with running_postgres() as postgres, tempfile.TemporaryDirectory() as scratch:
@@ -103,6 +154,8 @@ def ingest_cpu(sources: dict[str, Path | None]) -> tuple[dict[str, float], float
                 with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
                     for n in range(4):  # warm: lazy imports, first connection, caches
                         client.post("/v1/images", content=unique(base[n % 4], 10_000 + n))
+                        client.post("/v1/hash", content=unique(base[n % 4], 20_000 + n))
+                        client.get("/health")
             for round_ in range(ROUNDS):
                 payloads = [unique(base[i % 4], round_ * 1000 + i) for i in range(PER_ROUND)]
                 order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
@@ -110,12 +163,10 @@ def ingest_cpu(sources: dict[str, Path | None]) -> tuple[dict[str, float], float
                     _, url = servers[name]
                     pid = int(httpx.get(f"{url}/health").json()["pid"])
                     with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
-                        time.sleep(0.3)  # let the background index poll settle
-                        before = cpu_seconds(pid)
-                        for data in payloads:
-                            response = client.post("/v1/images", content=data)
-                            assert response.status_code == 201, response.text
-                        server_means[name].append((cpu_seconds(pid) - before) / PER_ROUND)
+                        for route in ROUTES:
+                            mean, tick_seconds, sent = route_cpu(client, pid, route, payloads)
+                            server_means[name, route].append(mean)
+                            ticks[name, route].append((tick_seconds, sent))
                 started = time.process_time()
                 for data in payloads:
                     digest(data, limits=Limits())
@@ -124,8 +175,14 @@ def ingest_cpu(sources: dict[str, Path | None]) -> tuple[dict[str, float], float
             for process, _ in servers.values():
                 process.terminate()
                 process.wait(30)
-    medians = {name: statistics.median(values) for name, values in server_means.items()}
-    return medians, statistics.median(anchor_means)
+    figures = {
+        key: (
+            statistics.median(values),
+            sum(t for t, _ in ticks[key]) / sum(n for _, n in ticks[key]),
+        )
+        for key, values in server_means.items()
+    }
+    return figures, statistics.median(anchor_means)
 
 
 def alternate(
@@ -179,11 +236,16 @@ def main() -> None:
     if os.environ.get("BENCH_BEFORE_SRC"):
         sources = {"before": Path(os.environ["BENCH_BEFORE_SRC"]), **sources}
     servers, anchor = ingest_cpu(sources)
-    print("\n| 1920x1080 JPEG ingest | CPU ms per image | vs digest |")
-    print("|---|---:|---:|")
-    print(f"| `digest` alone (anchor) | {anchor * 1000:.1f} | 1.00 |")
-    for name, server in servers.items():
-        print(f"| server worker ({name}) | {server * 1000:.1f} | {server / anchor:.2f} |")
+    print("\n| 1920x1080 JPEG | CPU ms per request | vs digest | tick-based mean ms |")
+    print("|---|---:|---:|---:|")
+    print(f"| `digest` alone (anchor) | {anchor * 1000:.2f} | 1.00 | |")
+    for (name, route), (server, by_ticks) in servers.items():
+        print(
+            f"| worker ({name}), {route} | {server * 1000:.2f} | {server / anchor:.2f} "
+            f"| {by_ticks * 1000:.2f} |"
+        )
+    if os.environ.get("BENCH_INGEST_ONLY"):
+        return
     rows = isolation_cost()
     print("\n| ordinary document | in process ms | decoder child ms | ratio |")
     print("|---|---:|---:|---:|")

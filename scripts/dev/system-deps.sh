@@ -18,6 +18,11 @@ command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(pro
 [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v curl >/dev/null || need+=(curl)
+# The guide's `node scripts/*.js` lines, which its end-to-end test runs verbatim.
+command -v node >/dev/null || need+=(nodejs)
+# `python3 -m venv` (the .venv of make demo and make test) needs ensurepip, which Debian ships
+# apart from the interpreter.
+"${PYTHON:-python3}" -c "import ensurepip" 2>/dev/null || need+=(python3-venv)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -54,6 +54,9 @@ class HostSettings(BaseModel):
     root: str = "/srv/dhash"
     port: int = Field(default=18080, gt=0, le=65535)  # the service's port on the host
     weight: int = Field(default=100, ge=0, le=256)  # its HAProxy weight when in service
+    # The host's Python (3.11+) that installs releases there; with release_deps = "shared" the
+    # release venvs layer on its packages (targets/fleet/agent.py).
+    python: str = Field(default="/usr/bin/python3", min_length=1)
 
     @property
     def url(self) -> str:
@@ -86,6 +89,8 @@ class WaveSettings(BaseModel):
     sizes: tuple[WaveSize, ...] = (1, "25%", "100%")
     max_fail_percentage: float = Field(default=0.0, ge=0, le=100)
     parallel: int = Field(default=1, gt=0)  # hosts switched at once within a wave
+    # The monitor's window between waves, on each host of the wave and on the fleet.
+    gate_seconds: float = Field(default=300.0, gt=0)
 
     @field_validator("sizes", mode="before")
     @classmethod
@@ -105,7 +110,7 @@ class WaveSettings(BaseModel):
                     raise ValueError(f"{size!r} is not a percentage between 1% and 100%")
         return value
 
-    @field_validator("max_fail_percentage", mode="before")
+    @field_validator("max_fail_percentage", "gate_seconds", mode="before")
     @classmethod
     def _a_number(cls, value: object) -> object:
         if isinstance(value, int) and not isinstance(value, bool):

@@ -6,10 +6,13 @@ is written last, atomically: a directory without it is a half-finished install a
 
 Sources: a wheel file, a source directory (built with ``pip wheel``) or a git ref of the checkout
 (``git:REF``, exported with ``git archive`` and built). Dependencies are installed either *full*
-(the release venv gets every dependency: self-contained, ~10 s and ~300 MB from a warm pip cache)
-or *shared* (the release venv installs only the wheel and reads its dependencies from the
-toolkit's own environment through a ``.pth`` layer, checked with ``pip check``: ~1 s and <1 MB;
-for local and test environments where the toolkit and the service share one dependency set).
+(the release venv gets every dependency: self-contained, ~10 s and ~300 MB from a warm pip cache;
+installed with ``pip --require-hashes`` from the ``dhash_service/runtime.lock`` the wheel itself
+carries, then the wheel with ``--no-deps``, so a release gets exactly the set it was built and
+tested with, and a package whose hash is not the lock's is refused) or *shared* (the release
+venv installs only the wheel and reads its dependencies from the toolkit's own environment
+through a ``.pth`` layer, checked with ``pip check``: ~1 s and <1 MB; for local and test
+environments where the toolkit and the service share one dependency set).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import sysconfig
 import tarfile
 import tempfile
 import tomllib
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -41,6 +45,13 @@ SETTINGS_FILE = "settings.json"  # the release's own service settings (``--relea
 DIST_NAME = "dhash_service"
 _VERSION_RE = re.compile(r"^[0-9][0-9A-Za-z.+!_-]*$")
 _INIT_VERSION_RE = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']""", re.M)
+# The hash-locked runtime dependency set inside every wheel (pyproject's force-include of
+# requirements/runtime.lock), and the copy a full release keeps beside its venv.
+WHEEL_LOCK = f"{DIST_NAME}/runtime.lock"
+LOCK_FILE = "runtime.lock"
+_LOCK_PIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==\S+")
+_MISMATCH_HEADER = "DO NOT MATCH THE HASHES"
+_MISMATCH_ITEM_RE = re.compile(r"^\s+([A-Za-z0-9][A-Za-z0-9._-]*==[^\s:]+)")
 
 
 class BuildError(DhashError):
@@ -350,10 +361,10 @@ def install_release(
         if dest.exists():
             say(f"removing the half-finished install in {dest}")
             shutil.rmtree(dest)
+        lock = wheel_lock(wheel) if deps == "full" else None  # refused before anything exists
         dest.mkdir(parents=True)
         kept_wheel = dest / wheel.name
         shutil.copy2(wheel, kept_wheel)
-    _make_venv(dest / "venv", kept_wheel, deps, say)
     release = Release(
         version=built,
         path=dest,
@@ -363,15 +374,62 @@ def install_release(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         deps=deps,
     )
-    reported = _run([str(release.dhash), "version"], f"running release {built}").strip()
-    if normalize_version(reported) != built:
-        raise BuildError(f"release {built} reports version {reported!r}")
-    _write_json_atomic(dest / RELEASE_FILE, {**release.to_dict(), "path": None})
+    try:
+        _make_venv(dest / "venv", kept_wheel, deps, say, lock)
+        reported = _run([str(release.dhash), "version"], f"running release {built}").strip()
+        if normalize_version(reported) != built:
+            raise BuildError(f"release {built} reports version {reported!r}")
+        _write_json_atomic(dest / RELEASE_FILE, {**release.to_dict(), "path": None})
+    except BaseException:
+        # Nothing half-built stays behind to be mistaken for a release (release.json is written
+        # last anyway; a kill -9 leaves a directory without it, which the next install redoes).
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
     say(f"installed release {built} in {dest}")
     return release
 
 
-def _make_venv(venv: Path, wheel: Path, deps: DepsMode, say: Callable[[str], None]) -> None:
+def wheel_lock(wheel: Path) -> str:
+    """The hash-locked runtime dependency set ``wheel`` carries (:data:`WHEEL_LOCK`).
+
+    A full install takes its dependencies from here and nowhere else, so a wheel without a lock,
+    or with one that pins nothing or pins without hashes, is refused with what to do.
+    """
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            text = archive.read(WHEEL_LOCK).decode("utf-8")
+    except KeyError:
+        raise BuildError(
+            f'{wheel.name} carries no {WHEEL_LOCK}: a full install (release_deps = "full") '
+            "takes its dependencies, hash-checked, from the lock inside the wheel; build the "
+            "wheel from a checkout with requirements/runtime.lock (make lock)"
+        ) from None
+    except (OSError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+        raise BuildError(f"cannot read {WHEEL_LOCK} from {wheel.name}: {exc}") from None
+    pins = [line for line in text.splitlines() if _LOCK_PIN_RE.match(line)]
+    if not pins:
+        raise BuildError(f"{WHEEL_LOCK} in {wheel.name} pins no package (name==version)")
+    if "--hash=sha256:" not in text:
+        raise BuildError(f"{WHEEL_LOCK} in {wheel.name} has no sha256 hashes (make lock)")
+    return text
+
+
+def hash_mismatches(pip_output: str) -> list[str]:
+    """The ``name==version`` items pip's hash-checking mode refused (its "THESE PACKAGES DO NOT
+    MATCH THE HASHES FROM THE REQUIREMENTS FILE" block), in its order; [] when none."""
+    found: list[str] = []
+    inside = False
+    for line in pip_output.splitlines():
+        if _MISMATCH_HEADER in line:
+            inside = True
+        elif inside and (match := _MISMATCH_ITEM_RE.match(line)):
+            found.append(match.group(1))
+    return found
+
+
+def _make_venv(
+    venv: Path, wheel: Path, deps: DepsMode, say: Callable[[str], None], lock: str | None
+) -> None:
     say(f"creating {venv} ({deps} dependencies)")
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], "creating the release venv")
     python = str(venv / "bin" / "python")
@@ -389,7 +447,37 @@ def _make_venv(venv: Path, wheel: Path, deps: DepsMode, say: Callable[[str], Non
                 f"the shared dependency layer {layer} does not satisfy {wheel.name}: {exc}"
             ) from exc
     else:
-        _run([*pip, str(wheel)], f"installing {wheel.name} with its dependencies")
+        assert lock is not None
+        locked = venv.parent / LOCK_FILE
+        locked.write_text(lock, encoding="utf-8")
+        say(f"installing the dependencies locked in {WHEEL_LOCK} (--require-hashes)")
+        _install_locked(pip, locked, wheel)
+        _run([*pip, "--no-deps", str(wheel)], f"installing {wheel.name}")
+        _run([sys.executable, "-m", "pip", "--python", python, "check"], "pip check")
+
+
+def _install_locked(pip: list[str], lock: Path, wheel: Path) -> None:
+    """``pip install --require-hashes -r lock``: every package at its pinned version with one of
+    its pinned hashes, or nothing; a mismatch is named package by package."""
+    cmd = [*pip, "--require-hashes", "-r", str(lock)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise BuildError(f"installing the locked dependencies: {exc}") from exc
+    if done.returncode == 0:
+        return
+    output = f"{done.stdout}\n{done.stderr}"
+    if refused := hash_mismatches(output):
+        raise BuildError(
+            f"refused: {', '.join(refused)} did not match the sha256 hashes locked in "
+            f"{WHEEL_LOCK} of {wheel.name} (a tampered lock or package, or a stale lock: make "
+            "lock); the release was not installed"
+        )
+    tail = "\n".join(output.strip().splitlines()[-15:])
+    raise BuildError(
+        f"installing the dependencies locked in {WHEEL_LOCK} of {wheel.name} failed "
+        f"(exit {done.returncode}):\n{tail}"
+    )
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:

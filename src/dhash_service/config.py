@@ -200,6 +200,16 @@ class NotificationSettings(BaseSettings):
         default=86400.0, ge=0, validation_alias="DHASH_NOTIFY_DEDUPE_SECONDS"
     )
     smtp_ca_file: Path | None = Field(default=None, validation_alias="DHASH_NOTIFY_SMTP_CA_FILE")
+    # Ack links in escalation pages (`dhash notify ack-server`, docs/notifications.md): the
+    # secret signs them, the URL is where the listener is reachable from a phone.
+    ack_secret: SecretStr | None = Field(default=None, validation_alias="DHASH_NOTIFY_ACK_SECRET")
+    ack_secret_previous: SecretStr | None = Field(
+        default=None, validation_alias="DHASH_NOTIFY_ACK_SECRET_PREVIOUS"
+    )
+    ack_url: str | None = Field(default=None, validation_alias="DHASH_NOTIFY_ACK_URL")
+    ack_link_hours: float = Field(
+        default=24.0, gt=0, le=14 * 24, validation_alias="DHASH_NOTIFY_ACK_LINK_HOURS"
+    )
     min_severity_slack: SeverityName | None = Field(
         default=None, validation_alias="DHASH_NOTIFY_MIN_SEVERITY_SLACK"
     )

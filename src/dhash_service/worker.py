@@ -43,7 +43,7 @@ from dhash_service.api.deps import app_context
 from dhash_service.api.lifecycle import Lifecycle
 from dhash_service.config import Settings
 from dhash_service.errors import ConfigError, DhashError
-from dhash_service.http_timeouts import header_deadline_protocol
+from dhash_service.http_protocol import bounded_protocol
 from dhash_service.logs import configure_logging, get_logger
 
 log = get_logger(__name__)
@@ -211,7 +211,8 @@ def run_worker(host: str, port: int) -> None:
         log_config=None,
         access_log=False,  # our middleware writes one JSON line per request
         server_header=False,
-        http=header_deadline_protocol(settings.header_timeout_seconds),
+        http=bounded_protocol(settings.header_timeout_seconds),
+        loop="asyncio",  # explicit: "auto" would switch to uvloop whenever it is installed
         timeout_keep_alive=5,
         # annotated int, used as asyncio.wait_for's float timeout
         # What is left of the grace after the drain, the wait for just-accepted requests and the

@@ -1,19 +1,24 @@
 """Reliability under failure, as clients see it: the database goes away for a while under load, a
 worker is killed with SIGKILL under load. In both, every answer is a real HTTP answer (503 with
 Retry-After while the store is down, never a 500), and every upload the service acknowledged is in
-the database afterwards. Everything runs on 127.0.0.1: `dhash serve`, a private PostgreSQL (so
-stopping it touches no other test), the bounded load of ``tests.support.outage``.
+the database afterwards. And 400 connections holding the server slowly (slowloris headers,
+stalled upload bodies) cost ``/health`` nothing and are closed at their read timeouts.
+Everything runs on 127.0.0.1: `dhash serve`, a private PostgreSQL (so stopping it touches no
+other test), the bounded load of ``tests.support.outage``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
@@ -186,3 +191,90 @@ def test_a_worker_killed_with_sigkill_under_load_is_replaced_and_loses_no_acknow
     acknowledged = load.acknowledged()
     assert len(acknowledged) > 10
     assert acknowledged <= stored, sorted(acknowledged - stored)[:10]
+
+
+HELD = 200  # of each kind, as the probe by hand
+HOLD_TIMEOUT = 6.0  # this server's header and body read timeouts (default 10 s)
+HEALTH_SECONDS = 1.0  # what /health must answer within while they are held
+
+
+def _wait_closed(sock: socket.socket, deadline: float) -> tuple[bytes, float | None]:
+    """What the server sent on ``sock`` until it closed it (and when), or None if still open
+    at ``deadline``."""
+    answer = b""
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
+        except OSError:  # reset: closed as well
+            return answer, time.monotonic()
+        if not chunk:
+            return answer, time.monotonic()
+        answer += chunk
+    return answer, None
+
+
+def test_slowloris_and_stalled_bodies_leave_health_fast_and_are_closed_at_their_timeout(
+    tmp_path: Path,
+) -> None:
+    """200 connections trickling a header that never ends and 200 uploads whose body stalls:
+    ``/health`` on a fresh connection answers within a second meanwhile, and the server closes
+    every one of them after its read timeout (a stalled body with its 408)."""
+    timeouts = str(HOLD_TIMEOUT)
+    settings = _settings(
+        DHASH_HEADER_TIMEOUT_SECONDS=timeouts, DHASH_BODY_READ_TIMEOUT_SECONDS=timeouts
+    )
+    with dhash_serve(settings, tmp_path) as run:
+        headers: list[socket.socket] = []
+        bodies: list[socket.socket] = []
+        try:
+            opened = time.monotonic()
+            for _ in range(HELD):
+                sock = socket.create_connection(("127.0.0.1", run.port), timeout=5)
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+                headers.append(sock)
+            upload = (
+                b"POST /v1/hash HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode()
+                + b"\r\nContent-Type: image/png\r\nContent-Length: 5000\r\n\r\n\x89PNG\r\n"
+            )  # fmt: skip
+            for _ in range(HELD):
+                sock = socket.create_connection(("127.0.0.1", run.port), timeout=5)
+                sock.sendall(upload)
+                bodies.append(sock)
+            # The first check waits while the server takes in the burst of 400 connections (on
+            # a busy 2-core machine, seconds); then they are only held, and must cost nothing.
+            began = time.monotonic()
+            assert httpx.get(f"{run.url}/health", timeout=10).status_code == 200
+            burst = time.monotonic() - began
+            took: list[float] = []
+            while len(took) < 5:
+                for sock in headers:  # a slowloris keeps trickling: one more header byte each
+                    with contextlib.suppress(OSError):
+                        sock.sendall(b"a")
+                began = time.monotonic()
+                health = httpx.get(f"{run.url}/health", timeout=10)
+                took.append(time.monotonic() - began)
+                assert health.status_code == 200, health.text
+                time.sleep(0.1)
+            held_until = time.monotonic()
+            deadline = opened + HOLD_TIMEOUT + 6.0  # the timeout, the 5000 bytes' rate, slack
+            header_ends = [_wait_closed(s, deadline) for s in headers]
+            body_ends = [_wait_closed(s, deadline) for s in bodies]
+        finally:
+            for sock in headers + bodies:
+                sock.close()
+    print(
+        f"/health with {2 * HELD} connections held: max {max(took) * 1000:.0f} ms "
+        f"(the first, during their burst: {burst * 1000:.0f} ms); "
+        f"closed after {max(t for _a, t in header_ends + body_ends if t) - opened:.1f} s"
+    )
+    assert held_until - opened < HOLD_TIMEOUT, "the checks ran after the connections were cut"
+    assert max(took) < HEALTH_SECONDS, took
+    assert all(at is not None for _answer, at in header_ends), "a trickled header was kept open"
+    assert all(at is not None for _answer, at in body_ends), "a stalled body was kept open"
+    assert all(at >= opened + HOLD_TIMEOUT - 0.5 for _a, at in header_ends + body_ends if at)
+    for answer, _at in body_ends:  # answered, then closed at once (not kept alive for nothing)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"\r\nconnection: close\r\n" in answer.lower(), answer[:200]

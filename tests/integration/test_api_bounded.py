@@ -17,6 +17,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dhash_service.http_protocol import MAX_HEADER_BYTES
 from tests.support.api import photo
 from tests.support.hostile import pdf_nested_forms, pdf_self_referencing_form, pdf_vector_pages
 from tests.support.live_server import ServeProcess, dhash_serve
@@ -124,6 +125,27 @@ def test_content_length_with_transfer_encoding_is_refused_with_400(server: Serve
     )
     assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
     assert b'"ambiguous_length"' in answer
+
+
+def test_headers_past_their_limit_are_431_whether_complete_or_still_arriving(
+    server: ServeProcess,
+) -> None:
+    def request(header: int, *, complete: bool) -> bytes:
+        head = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * header + b"\r\n"
+        return head + b"\r\n" if complete else head
+
+    fits = raw(server, request(MAX_HEADER_BYTES - 1000, complete=True))
+    assert fits.startswith(b"HTTP/1.1 200"), fits[:300]
+    for complete in (True, False):  # counted per header, and while a header is unfinished
+        answer = raw(server, request(MAX_HEADER_BYTES + 1000, complete=complete))
+        assert answer.startswith(b"HTTP/1.1 431"), (complete, answer[:300])
+        assert b'"header_too_large"' in answer and b"connection: close" in answer.lower()
+
+
+def test_a_request_the_parser_refuses_is_a_json_400_naming_why(server: ServeProcess) -> None:
+    answer = raw(server, b"GET /health HTTP/1.1\r\nHo st: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert b'"malformed_request"' in answer and b"Invalid header" in answer
 
 
 def test_a_json_body_over_its_limit_is_413_declared_or_streamed(server: ServeProcess) -> None:

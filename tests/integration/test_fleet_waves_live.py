@@ -1,12 +1,15 @@
-"""The wave executor on real hosts behind a real HAProxy (tests/support/fleet_site.py: three
-network-namespace hosts, each an sshd and an HTTP server serving its ``current`` release
-directory; HAProxy health-checks ``/ready``), with a load generator through the proxy."""
+"""``dhash deploy`` on a fleet of real dhash hosts behind a real HAProxy (tests/support/
+dhash_fleet.py: three network-namespace hosts, each an sshd, its own release root and
+supervisord; the releases are this checkout's wheels, uploaded and installed through pyinfra),
+with a load generator through the proxy."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
-import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,110 +18,143 @@ import pytest
 from dhash_rollout.deploy.fleet import WaveExecutor, host_states
 from dhash_rollout.deploy.waves import HostState, Wave, plan_waves
 from dhash_rollout.runs.journal import Journal
-from tests.support.fleet_site import Load, Site, fleet_site, served
+from tests.support.dhash_fleet import ENV, DhashSite, Load, dhash_fleet_site
 from tests.support.netns_hosts import available, cut_off
+from tests.support.release_builds import dhash_bin, wheel_for
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(available() is not None, reason=str(available())),
 ]
+HOSTS = ["web1", "web2", "web3"]
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    with fleet_site(tmp_path_factory.mktemp("fleetlive"), ["web1", "web2", "web3"]) as made:
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DhashSite]:
+    first = wheel_for("1.1.0")
+    with dhash_fleet_site(tmp_path_factory.mktemp("fleetlive"), HOSTS, first) as made:
         yield made
 
 
-def test_a_good_release_goes_out_in_waves_with_no_failed_request(
-    site: Site, tmp_path: Path
-) -> None:
-    journal = Journal(tmp_path / "journal.jsonl")
-    journal.append("fleet-1", "run", "started", {"kind": "deploy"})
-    plan = plan_waves(list(site.hosts.hosts), [1, "100%"], 0)
-    executor = WaveExecutor(
-        site.hosts, lambda p, s, d: journal.append("fleet-1", p, s, d), "v2",
-        previous=served(site),
+def _dhash(site: DhashSite, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DHASH_")}
+    env["DHASH_ENVIRONMENTS_FILE"] = str(site.base / "dhash-environments.toml")
+    return subprocess.Popen(
+        [dhash_bin(), *args], cwd=site.base, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
+
+
+def _run(site: DhashSite, *args: str, timeout: float = 300) -> tuple[int, str, str]:
+    child = _dhash(site, *args)
+    out, err = child.communicate(timeout=timeout)
+    return child.returncode, out, err
+
+
+def _journal(site: DhashSite) -> Journal:
+    return Journal.for_root(site.env.root)
+
+
+def _wait_for_record(site: DhashSite, phase: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    path = _journal(site).path
+    while time.monotonic() < deadline:
+        if path.exists() and any(
+            json.loads(line).get("phase") == phase and json.loads(line).get("status") == "done"
+            for line in path.read_text().splitlines()
+            if line.strip()
+        ):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {phase} record in {timeout} s")
+
+
+def test_a_killed_fleet_deploy_resumes_from_its_host_states_with_no_failed_request(
+    site: DhashSite,
+) -> None:
+    wheel = wheel_for("1.2.0")
+    code, out, err = _run(site, "deploy", "--env", ENV, "--source", str(wheel), "--dry-run")
+    assert code == 0, err
+    assert "wave 1: web1" in out and "wave 2: web2, web3" in out, out
+    assert site.answering() == dict.fromkeys(HOSTS, "1.1.0")  # the dry run changed nothing
     with Load(site.url) as load:
-        outcome = executor.run(plan)
-    assert outcome.ok, outcome.summary()
-    assert served(site) == {"web1": "v2", "web2": "v2", "web3": "v2"}
-    assert load.failed == [] and load.ok > 20
-    assert load.seen == {"v1", "v2"}  # old and new served side by side, then only new
-    stats = {s.name: s for s in site.runtime.servers("dhash")}
-    assert all(s.up and s.weight == 100 for s in stats.values())
-    run = journal.run("fleet-1")
-    assert run is not None
-    assert host_states(run, ["web1", "web2", "web3"]) == dict.fromkeys(
-        ["web1", "web2", "web3"], HostState.READY
-    )
+        child = _dhash(site, "deploy", "--env", ENV, "--source", str(wheel), "--no-monitor")
+        try:
+            _wait_for_record(site, "wave:1")  # web1 on 1.2.0 and back in service
+        finally:
+            child.send_signal(signal.SIGKILL)  # the controller dies between the waves
+            child.communicate(timeout=30)
+        run = _journal(site).last_run("deploy")
+        assert run is not None and not run.finished
+        killed = host_states(run, HOSTS)
+        assert killed["web1"] == HostState.READY
+        code, out, err = _run(
+            site, "deploy", "--env", ENV, "--source", str(wheel), "--no-monitor", "--json"
+        )
+    assert code == 0, err + out
+    result = json.loads(out)
+    assert result["resumed_from"] == run.deploy_id and result["ok"], result
+    assert site.answering() == dict.fromkeys(HOSTS, "1.2.0")
+    assert load.failed == [] and load.ok > 50, load.failed
+    assert load.seen == {"1.1.0", "1.2.0"}  # old and new served side by side
+    done = _journal(site).run(run.deploy_id)
+    assert done is not None and done.outcome == "done"
+    assert host_states(done, HOSTS) == dict.fromkeys(HOSTS, HostState.READY)
+    web1 = [r for r in _journal(site).records() if r.deploy_id == run.deploy_id
+            and r.phase == "host:web1"]  # fmt: skip
+    assert len(web1) == 4  # draining, switching, checking, ready: not switched again on resume
+    backups = [r for r in _journal(site).records() if r.deploy_id == run.deploy_id
+               and r.phase == "backup" and r.status == "done"]  # fmt: skip
+    assert len(backups) == 1  # the shared database backed up once, not again on resume
+    assert all(s.up and s.weight == 100 for s in site.runtime.servers("dhash"))
 
 
 def test_a_bad_release_stops_after_the_first_wave_and_undoes_that_host_only(
-    site: Site, tmp_path: Path
+    site: DhashSite,
 ) -> None:
-    assert served(site) == {"web1": "v2", "web2": "v2", "web3": "v2"}
-    journal = Journal(tmp_path / "journal.jsonl")
-    journal.append("fleet-2", "run", "started", {"kind": "deploy"})
-    plan = plan_waves(list(site.hosts.hosts), [1, "100%"], 0)
-    executor = WaveExecutor(
-        site.hosts, lambda p, s, d: journal.append("fleet-2", p, s, d), "v3",
-        previous=served(site),
-    )  # fmt: skip
+    before = site.answering()
+    bad = wheel_for("1.3.0")
     with Load(site.url) as load:
-        outcome = executor.run(plan)
-    assert not outcome.ok
-    assert outcome.stopped_at == 1
-    assert "web1: health" in str(outcome.reason)
-    assert outcome.undone == ("web1",), outcome.summary()
-    assert outcome.states == {
-        "web1": HostState.ROLLED_BACK, "web2": HostState.PENDING, "web3": HostState.PENDING
-    }  # fmt: skip
-    assert served(site) == {"web1": "v2", "web2": "v2", "web3": "v2"}
-    assert load.failed == []  # the bad host was drained before its switch, never served
-    assert load.seen == {"v2"}
+        code, out, err = _run(
+            site, "deploy", "--env", ENV, "--source", str(bad), "--no-monitor", "--json",
+            "--release-setting", "DHASH_FAULT_HEALTH_FAILING=true",
+        )  # fmt: skip
+    assert code != 0, err
+    result = json.loads(out)
+    assert "stopped at wave 1" in result["error"] and "web1" in result["error"], result
+    assert "back on the old release: web1" in result["error"]
+    assert site.answering() == before  # web1 back, web2 and web3 never touched
+    assert load.failed == []  # web1 was drained before its switch, never served the bad one
+    assert load.seen == set(before.values())
+    run = _journal(site).run(result["run_id"])
+    assert run is not None and run.outcome == "failed"
+    states = host_states(run, HOSTS)
+    assert states == {"web1": HostState.ROLLED_BACK, "web2": HostState.PENDING,
+                      "web3": HostState.PENDING}  # fmt: skip
     assert all(s.up for s in site.runtime.servers("dhash"))
-    run = journal.run("fleet-2")
-    assert run is not None
-    states = host_states(run, ["web1", "web2", "web3"])
-    assert states["web1"] == HostState.ROLLED_BACK and states["web2"] == HostState.PENDING
 
 
 def test_release_status_shows_every_host_its_release_and_its_proxy_state(
-    site: Site, tmp_path: Path
+    site: DhashSite,
 ) -> None:
-    hosts = list(site.hosts.hosts.values())
-    env_file = tmp_path / "dhash-environments.toml"
-    lines = ["[production]", 'target = "fleet"', f'root = "{tmp_path / "env"}"']
-    for h in hosts:
-        lines += ["[[production.hosts]]", f'name = "{h.name}"', f'address = "{h.address}"',
-                  f"port = {h.port}", f'ssh_key = "{h.ssh_key}"', f'root = "{h.root}"']  # fmt: skip
-    lines += ["[production.proxy]", f'runtime_api = "{site.hosts.proxy.runtime_api}"']
-    env_file.write_text("\n".join(lines) + "\n")
     site.runtime.set_weight("dhash", "web3", 40)
     try:
-        done = subprocess.run(
-            [str(Path(sys.executable).parent / "dhash"), "release", "status", "--env",
-             "production", "--json"],
-            capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
-            env={"PATH": "/usr/bin:/bin", "DHASH_ENVIRONMENTS_FILE": str(env_file)},
-        )  # fmt: skip
+        code, out, err = _run(site, "release", "status", "--env", ENV, "--json", timeout=120)
     finally:
         site.runtime.set_weight("dhash", "web3", 100)
-    assert done.returncode == 0, done.stderr
-    shown = {h["name"]: h for h in json.loads(done.stdout)["hosts"]}
+    assert code == 0, err
+    shown = {h["name"]: h for h in json.loads(out)["hosts"]}
     assert {n: (h["release"], h["proxy_status"]) for n, h in shown.items()} == {
-        n: (served(site)[n], "UP") for n in ("web1", "web2", "web3")
+        n: (v, "UP") for n, v in site.served().items()
     }
     assert shown["web3"]["weight"] == 40 and shown["web1"]["weight"] == 100
 
 
 def test_a_host_lost_during_the_rollout_stops_it_in_a_known_state(
-    site: Site, tmp_path: Path
+    site: DhashSite, tmp_path: Path
 ) -> None:
-    before = served(site)
-    new = "v1" if before["web1"] == "v2" else "v2"
+    before = site.served()
+    assert set(before.values()) == {"1.2.0"}
     web3 = next(h for h in site.fleet.hosts if h.name == "web3")
 
     def lose_web3(wave: Wave) -> None:
@@ -127,23 +163,23 @@ def test_a_host_lost_during_the_rollout_stops_it_in_a_known_state(
     journal = Journal(tmp_path / "journal.jsonl")
     journal.append("fleet-4", "run", "started", {"kind": "deploy"})
     executor = WaveExecutor(
-        site.hosts, lambda p, s, d: journal.append("fleet-4", p, s, d), new,
+        site.hosts, lambda p, s, d: journal.append("fleet-4", p, s, d), "1.1.0",
         previous=before, gate=lose_web3,
     )  # fmt: skip
     try:
         with Load(site.url) as load:
-            outcome = executor.run(plan_waves(["web1", "web2", "web3"], [1, "100%"], 0))
+            outcome = executor.run(plan_waves(HOSTS, [1, "100%"], 0))
     finally:
         cut_off(web3, down=False)
     assert not outcome.ok and outcome.stopped_at == 2
     assert "web3: switch" in str(outcome.reason), outcome.summary()
     assert set(outcome.undone) == {"web1", "web2"}  # back on the old release
     assert set(outcome.undo_failures) == {"web3"}  # named: it could not be reached
-    assert served(site) == before  # web3 was never switched
+    assert site.served() == before  # web3 was never switched
     # Only what was in flight on web3 when it died may fail (HAProxy's server timeout); never
-    # a 503: the undo keeps the serving hosts in rotation (it once drained them all at once).
+    # a 503: the undo keeps the serving hosts in rotation.
     assert set(load.failed) <= {"504", "502"} and len(load.failed) <= 2, load.failed
     run = journal.run("fleet-4")
     assert run is not None
-    assert host_states(run, ["web1", "web2", "web3"])["web3"] == HostState.FAILED
+    assert host_states(run, HOSTS)["web3"] == HostState.FAILED
     site.runtime.ready("dhash", "web3", timeout=15)

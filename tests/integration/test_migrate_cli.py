@@ -98,3 +98,14 @@ def test_failed_dry_run_exits_1_and_says_why(tmp_path: Path) -> None:
     assert done.returncode == 1 and "from_a_newer_release" in done.stderr
     assert "result: FAILED" in (tmp_path / "migrate-dryrun.log").read_text()
     assert os.path.getsize(db) > 0
+
+
+def test_to_upgrades_to_that_revision_only(tmp_path: Path) -> None:
+    """A fleet's expand step: up to the last expand revision, the contract ones left pending."""
+    write_environments(tmp_path, {"production": None})
+    url = f"sqlite:///{tmp_path / 'var/production/shared/data/dhash.sqlite3'}"
+    revisions = [r.revision for r in migrate.migration_status(url).pending]
+    up = run_cli("migrate", "--env", "production", "--to", revisions[1], "--json", cwd=tmp_path)
+    assert up.returncode == 0, up.stderr
+    assert migrate.migration_status(url).current == revisions[1]
+    assert [r.revision for r in migrate.migration_status(url).pending] == revisions[2:]

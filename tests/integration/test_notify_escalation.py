@@ -650,3 +650,50 @@ def test_a_store_written_before_escalation_keeps_its_outbox(
     with closing(sqlite3.connect(log_dir / STORE_FILE)) as db:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"deliveries", "alerts", "alert_notices"} <= tables
+
+
+def test_a_watch_that_passes_resolves_the_gate_alert_an_observing_monitor_raised(
+    settings: dict[str, str], tmp_path: Path, receiver: WebhookReceiver, smtp: SmtpServer
+) -> None:
+    from dhash_rollout.commands.monitor import _CommandEvents, _final_notice
+    from dhash_rollout.runs.monitoring import MonitorResult, Verdict
+
+    events = _CommandEvents(load_environment("production", tmp_path), tmp_path / "logs")
+    failed = MonitorResult(Verdict.FAILED, "p95HashTime 0.61 s > 0.5 s", "p95HashTime")
+    _final_notice(events, failed, None, guarding=False)  # observing: nobody rolls back
+    deploy_alert = build_escalator().open(rollback()).fields["Alert"]  # not a gate's alert
+    opened = {s.alert.event["kind"]: s.alert.id for s in build_escalator().status()}
+    passed = MonitorResult(Verdict.PASSED, "every gate passed for the whole window")
+    _final_notice(events, passed, None, guarding=False)  # a later watch, after the fix
+    escalator = build_escalator()
+    later = escalator.escalate_due(now=time.time() + 45 * MIN)
+
+    states = {s.alert.id: s.alert.state for s in escalator.status(include_resolved=True)}
+    assert states == {opened["gate"]: "resolved", deploy_alert: "open"}
+    # 45 minutes on, the gate alert pages nobody more; the deploy's climbs its whole matrix.
+    assert [(s.alert_id, s.label) for s in later.sent] == [
+        (deploy_alert, "L1"),
+        (deploy_alert, "L2"),
+        (deploy_alert, "L3"),
+    ]
+    slack = [body["text"] for body in receiver.accepted("slack")]
+    gate_texts = [t for t in slack if opened["gate"] in t]
+    assert len(gate_texts) == 2  # its L1 page, then its resolution; nothing at L2 or L3
+    assert "quality gate violated" in gate_texts[0] and "paging L1" in gate_texts[0]
+    assert f"[RESOLVED] alert {opened['gate']}" in gate_texts[1]
+
+
+def test_a_deploy_with_a_matrix_that_does_not_validate_is_refused_before_it_starts(
+    settings: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    environments = tmp_path / "dhash-environments.toml"
+    environments.write_text(
+        environments.read_text().replace('to = ["' + OPS + '"]', 'to = ["ops-manager"]')
+    )
+
+    assert main(["deploy", "--env", "production", "--no-monitor"]) == 2
+
+    err = capsys.readouterr().err
+    assert "[production] escalation.levels.1.contacts.1.email.to" in err, err
+    assert "'ops-manager' is not an e-mail address" in err and "Traceback" not in err
+    assert not list(tmp_path.rglob("*.jsonl"))  # no run was started, nothing journaled

@@ -130,6 +130,11 @@ def validate_teams(body: Any) -> list[str]:
                     problems.append(f"{where}: facts need string title and value")
             else:
                 problems.append(f"{where}: unexpected element {element.get('type')!r}")
+        for j, action in enumerate(card.get("actions", [])):
+            if action.get("type") != "Action.OpenUrl" or not action.get("title"):
+                problems.append(f"card.actions[{j}]: Action.OpenUrl with a title expected")
+            if not str(action.get("url", "")).startswith(("https://", "http://")):
+                problems.append(f"card.actions[{j}]: url must be http(s)")
     return problems
 
 
@@ -153,6 +158,8 @@ def validate_discord(body: Any) -> list[str]:
             total += len(value)
             if not isinstance(value, str) or len(value) > limit:
                 problems.append(f"{where}.{name} longer than {limit}")
+        if "url" in embed and not str(embed["url"]).startswith(("https://", "http://")):
+            problems.append(f"{where}.url must be http(s)")
         colour = embed.get("color")
         if colour is not None and (not isinstance(colour, int) or not 0 <= colour <= 0xFFFFFF):
             problems.append(f"{where}.color must be an integer 0..0xFFFFFF")

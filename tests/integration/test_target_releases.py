@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from dhash_rollout.releases import (
+    LOCK_FILE,
+    WHEEL_LOCK,
+    BuildError,
     ReleaseSource,
+    build_wheel,
     install_release,
     list_releases,
     normalize_version,
@@ -20,6 +27,7 @@ from dhash_rollout.releases import (
 )
 from dhash_service.errors import ConfigError, Conflict
 from tests.support.release_builds import CHECKOUT, wheel_for
+from tests.unit.test_lock_files import parse_lock
 
 
 def test_a_wheel_installs_as_a_versioned_release_that_runs(tmp_path: Path) -> None:
@@ -115,3 +123,73 @@ def test_an_unknown_source_is_a_clear_error(tmp_path: Path) -> None:
 def test_path_like_versions_are_refused(bad: str) -> None:
     with pytest.raises(ConfigError):
         normalize_version(bad)
+
+
+def _pip_list(release_python: Path) -> dict[str, str]:
+    """What is installed in a release venv (it has no pip of its own: the toolkit's pip)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(release_python), "list", "--format", "json"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return {canonical(p["name"]): p["version"] for p in json.loads(done.stdout)}
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@pytest.mark.slow
+def test_a_full_release_installs_exactly_the_lock_its_wheel_carries(tmp_path: Path) -> None:
+    wheel = wheel_for("1.0.0")
+    with zipfile.ZipFile(wheel) as archive:
+        carried = archive.read(WHEEL_LOCK).decode()
+    release = install_release(tmp_path, ReleaseSource("wheel", str(wheel)), deps="full")
+    assert (release.path / LOCK_FILE).read_text() == carried  # kept beside the venv
+    assert not list(release.venv.glob("lib/python*/site-packages/_dhash_shared_deps.pth"))
+    installed = _pip_list(release.venv / "bin" / "python")
+    locked = {name: version for name, (version, _hashes) in parse_lock(carried).items()}
+    assert {n: installed.get(n) for n in locked} == locked  # every pin, at its version
+    assert set(installed) - set(locked) == {"dhash-service"}  # and nothing else
+    out = subprocess.run(
+        [str(release.dhash), "version"], check=True, capture_output=True, text=True
+    )
+    assert out.stdout.strip() == "1.0.0"
+
+
+def _tampered_tree(tmp: Path, package: str) -> Path:
+    """A copy of the 1.0.0 build tree whose lock pins ``package`` with hashes nothing has."""
+    tree = tmp / "tree"
+    shutil.copytree(wheel_for("1.0.0").parent.parent.parent / "src-1.0.0-plain", tree)
+    lock = tree / "requirements/runtime.lock"
+    lines, inside = [], False
+    for line in lock.read_text().splitlines():
+        if re.match(r"^[A-Za-z0-9]", line):
+            inside = line.startswith(f"{package}==")
+        changed = inside and "--hash=sha256:" in line
+        lines.append(
+            re.sub(r"sha256:[0-9a-f]{64}", "sha256:" + "0" * 64, line) if changed else line
+        )
+    lock.write_text("\n".join(lines) + "\n")
+    return tree
+
+
+def test_a_tampered_lock_hash_refuses_the_release_and_leaves_nothing(tmp_path: Path) -> None:
+    wheel = build_wheel(_tampered_tree(tmp_path, "idna"), tmp_path / "wheels")
+    with pytest.raises(BuildError) as refused:
+        install_release(tmp_path / "root", ReleaseSource("wheel", str(wheel)), deps="full")
+    message = str(refused.value)
+    assert message.startswith("refused: idna==") and "did not match the sha256 hashes" in message
+    assert WHEEL_LOCK in message and "not installed" in message
+    assert not (tmp_path / "root" / "releases" / "1.0.0").exists()  # no half-built release
+    assert list_releases(tmp_path / "root") == []
+
+
+def test_a_wheel_without_a_lock_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    stripped = tmp_path / wheel_for("1.0.0").name
+    with zipfile.ZipFile(wheel_for("1.0.0")) as src, zipfile.ZipFile(stripped, "w") as out:
+        for item in src.infolist():
+            if item.filename != WHEEL_LOCK:
+                out.writestr(item, src.read(item))
+    with pytest.raises(BuildError, match=f"carries no {WHEEL_LOCK}"):
+        install_release(tmp_path / "root", ReleaseSource("wheel", str(stripped)), deps="full")
+    assert not (tmp_path / "root" / "releases" / "1.0.0").exists()

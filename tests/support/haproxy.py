@@ -90,7 +90,11 @@ class Proxy:
 
 
 def config_text(
-    socket_path: Path, port: int, servers: list[tuple[str, str, int]], backend: str = "dhash"
+    socket_path: Path,
+    port: int,
+    servers: list[tuple[str, str, int]],
+    backend: str = "dhash",
+    check_timeout: str | None = None,
 ) -> str:
     lines = [
         "global",
@@ -111,6 +115,8 @@ def config_text(
         "    option httpchk GET /ready",
         "    default-server inter 100ms fall 2 rise 2",
     ]
+    if check_timeout:  # else a check must answer within `inter` (a real service on a busy box)
+        lines.append(f"    timeout check {check_timeout}")
     lines += [f"    server {n} {a}:{p} check weight 100" for n, a, p in servers]
     return "\n".join(lines) + "\n"
 
@@ -129,12 +135,15 @@ def _accepts(path: Path) -> bool:
 
 @contextmanager
 def running_haproxy(
-    tmp: Path, servers: list[tuple[str, str, int]], backend: str = "dhash"
+    tmp: Path,
+    servers: list[tuple[str, str, int]],
+    backend: str = "dhash",
+    check_timeout: str | None = None,
 ) -> Iterator[Proxy]:
     sock = tmp / "haproxy.sock"
     port = free_port()
     cfg = tmp / "haproxy.cfg"
-    cfg.write_text(config_text(sock, port, servers, backend))
+    cfg.write_text(config_text(sock, port, servers, backend, check_timeout))
     check = subprocess.run([HAPROXY, "-c", "-q", "-f", str(cfg)], capture_output=True, check=False)
     assert check.returncode == 0, check.stderr.decode()
     log = tmp / "haproxy.log"

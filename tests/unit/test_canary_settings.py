@@ -87,3 +87,49 @@ def test_polls_round_trip_and_a_cut_last_line_is_dropped(tmp_path: Path) -> None
     ledger.write_text(lines[0] + "\nnot json\n" + lines[1] + "\n", encoding="utf-8")
     with pytest.raises(CheckFailed, match="line 2"):
         read_ledger(env)
+
+
+def test_the_canary_gates_of_the_quality_gates_file_set_the_judges_thresholds(
+    tmp_path: Path,
+) -> None:
+    from dhash_rollout.commands.canary import _config, canary_gates
+    from tests.support.release_builds import CHECKOUT
+
+    data = json.loads((CHECKOUT / "quality-gates-config.json").read_text(encoding="utf-8"))
+    gates = data["environments"]["canary"]
+    gates["extractionFailureRate"].update(threshold=7.5, minSamples=4)
+    gates["p95HashTime"].update(threshold=900, warn=800)
+    gates["healthFailures"]["threshold"] = 3
+    path = tmp_path / "gates.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    config = _config("5,50", 60.0, 1.0, alpha=0.05, min_samples=None, gates=canary_gates(path))
+    assert (config.failure_rate_threshold_pct, config.p95_threshold_ms) == (7.5, 900)
+    assert (config.health_threshold, config.min_samples) == (3, 4)
+    # the environment's canary table's min_samples wins over the gate's minSamples
+    assert (
+        _config("5", 60.0, 1.0, alpha=0.05, min_samples=25, gates=canary_gates(path)).min_samples
+        == 25
+    )
+    # kept in the state, so status replays with the same thresholds
+    state = CanaryState(
+        "2.0.0", "1.0.0", "dhash-green", 1, 2, {"canary": [1], "stable": [0]}, 5.0,
+        "running", 0.0, config=config_to_json(config),
+    )  # fmt: skip
+    assert config_of(CanaryState(**json.loads(json.dumps(state.__dict__)))) == config
+
+
+def test_a_gates_file_without_canary_gates_leaves_the_defaults_and_a_bad_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    from dhash_rollout.commands.canary import canary_gates
+    from dhash_service.errors import ConfigError
+    from tests.support.release_builds import CHECKOUT
+
+    data = json.loads((CHECKOUT / "quality-gates-config.json").read_text(encoding="utf-8"))
+    del data["environments"]["canary"]
+    path = tmp_path / "gates.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    assert canary_gates(path) == {}
+    path.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not JSON"):
+        canary_gates(path)

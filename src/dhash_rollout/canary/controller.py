@@ -9,6 +9,14 @@ normal switch: steer everything to the candidate, ``current`` moves, stable drai
 inconclusive canary holds its weight for an operator. The caller holds the environment's lock
 for all of it; ``dhash canary abort`` / ``promote`` from another terminal leave a request file
 that the running controller acts on at its next poll.
+
+The run is journaled in the environment's journal like a deploy (kind ``canary``, under the
+run context the command opens): the backup taken before the expand-only migrations, the
+migrations, the canary phase (its slot and every weight), and at the end the switch and the
+post-deploy monitor's window (the deploy's own monitor phase) or the abort. The run stays open
+while the candidate serves beside stable, so an interrupted or held canary is visible, a deploy
+or rollback is refused meanwhile, and ``start`` again resumes it (or, if its candidate is gone,
+aborts to stable).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dhash_rollout.backup import create_backup
 from dhash_rollout.canary.judge import (
     Action,
     JudgeConfig,
@@ -34,10 +43,20 @@ from dhash_rollout.canary.judge import (
 )
 from dhash_rollout.canary.metrics import Snapshot, increments, read_releases
 from dhash_rollout.canary.quantiles import Histogram
+from dhash_rollout.canary.report import Header, render
 from dhash_rollout.canary.schema_rule import contract_steps
 from dhash_rollout.canary.traffic import Members, clear, map_members, set_weight
-from dhash_rollout.environments import Environment
-from dhash_rollout.releases import ReleaseSource
+from dhash_rollout.deploy.run import GatesFailed, watch_phase
+from dhash_rollout.environments import Environment, api_token
+from dhash_rollout.releases import ReleaseSource, normalize_version, write_release_settings
+from dhash_rollout.runs.context import RunContext
+from dhash_rollout.runs.journal import RUN_PHASE, Journal
+from dhash_rollout.runs.locking import hold_lock
+from dhash_rollout.runs.monitoring import DeployMonitor, MonitorRequest, Verdict
+from dhash_rollout.runs.paths import lock_path
+from dhash_rollout.runs.plan import Phase
+from dhash_rollout.runs.plan import Step as RunStep
+from dhash_rollout.runs.recovery import RunsRollback
 from dhash_rollout.runs.schema import (
     database_revision,
     migrate_with,
@@ -47,9 +66,11 @@ from dhash_rollout.runs.schema import (
 )
 from dhash_rollout.targets.local import LocalTarget
 from dhash_rollout.targets.local.readiness import descends_from
-from dhash_service.errors import CheckFailed, NotFound
+from dhash_service.errors import CheckFailed, DhashError, Locked, NotFound
 
-PROBE_WEIGHT = 5.0  # % of new connections while the candidate starts (the default first step)
+PROBE_WEIGHT = 5.0  # % of new connections, at least, while the candidate starts
+CANARY_PHASE = "canary"  # the journal's phase of the candidate beside stable
+OPEN = ("running", "interrupted")  # a state whose controller is gone once we hold the lock
 Say = Callable[[str], None]
 Notice = Callable[[str, str, str, str], None]  # kind, severity, version, message; never raises
 
@@ -71,10 +92,11 @@ class CanaryState:
     stable_pid: int
     members: dict[str, list[int]]
     weight: float
-    status: str  # running, aborted, promoted, inconclusive, interrupted
+    status: str  # running, aborted, promoted, rolled_back, inconclusive, interrupted
     started_at: float
     reason: str = ""
     config: dict[str, Any] | None = None  # the judge's settings, so status replays the same
+    run_id: str = ""  # the canary's run in the environment's journal
 
 
 def config_to_json(config: JudgeConfig) -> dict[str, Any]:
@@ -83,6 +105,9 @@ def config_to_json(config: JudgeConfig) -> dict[str, Any]:
         "alpha": config.alpha,
         "min_samples": config.min_samples,
         "max_wait_seconds": config.max_wait_seconds,
+        "failure_rate_threshold_pct": config.failure_rate_threshold_pct,
+        "p95_threshold_ms": config.p95_threshold_ms,
+        "health_threshold": config.health_threshold,
     }
 
 
@@ -91,11 +116,17 @@ def config_of(state: CanaryState) -> JudgeConfig:
     if not state.config:
         return JudgeConfig()
     c = state.config
+    defaults = JudgeConfig()
     return JudgeConfig(
         steps=tuple(Step(float(w), float(t)) for w, t in c["steps"]),
         alpha=float(c["alpha"]),
         min_samples=int(c["min_samples"]),
         max_wait_seconds=float(c["max_wait_seconds"]),
+        failure_rate_threshold_pct=c.get(
+            "failure_rate_threshold_pct", defaults.failure_rate_threshold_pct
+        ),
+        p95_threshold_ms=c.get("p95_threshold_ms", defaults.p95_threshold_ms),
+        health_threshold=int(c.get("health_threshold", defaults.health_threshold)),
     )
 
 
@@ -165,64 +196,188 @@ def read_ledger(env: Environment) -> list[Poll]:
     return polls
 
 
+def report_path(env: Environment) -> Path:
+    return canary_dir(env) / "report.html"
+
+
+def write_report(env: Environment, state: CanaryState, path: Path | None = None) -> Path:
+    """The HTML report (canary and stable side by side) from the ledger, written whole
+    (a temporary name, then renamed: never a half-written page that looks valid)."""
+    config = config_of(state)
+    polls = read_ledger(env)
+    header = Header(state.version, state.stable, env.name, state.status, state.reason,
+                    state.run_id)  # fmt: skip
+    text = render(header, polls, replay(polls, config), config)
+    path = path or report_path(env)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def judgements(env: Environment, config: JudgeConfig) -> list[Judgement]:
     """The judgement of every recorded poll, replayed through the same judge."""
     return replay(read_ledger(env), config)
 
 
+def status_line(env: Environment) -> str | None:
+    """One line for ``dhash release status``: the last canary and whether it is still open
+    (its controller alive, or gone: ``dhash canary start`` resumes it); None: no canary yet."""
+    state = read_state(env)
+    if state is None:
+        return None
+    run = Journal.for_root(env.root).run(state.run_id) if state.run_id else None
+    where = f" [{state.run_id}]" if state.run_id else ""
+    head = f"canary: {state.version} beside {state.stable}"
+    if state.status in ("running", "interrupted"):
+        try:
+            with hold_lock(lock_path(env), "status probe"):
+                alive = False
+        except Locked:
+            alive = True
+        if alive:
+            return f"{head}: running at {state.weight:g}%{where}"
+        return (
+            f"{head}: interrupted at {state.weight:g}%, the candidate still serving "
+            f"(dhash canary start --env {env.name} --version {state.version} resumes it){where}"
+        )
+    if state.status == "inconclusive":
+        return f"{head}: held inconclusive at {state.weight:g}% ({state.reason}){where}"
+    verdict = run.detail_of("monitor").get("verdict") if run else None
+    watched = f", monitor {verdict}" if verdict else ""
+    return f"{head}: {state.status}{watched} ({state.reason}){where}"
+
+
 class CanaryRun:
+    """One canary, journaled under ``ctx`` (the command opens it with the lock it holds)."""
+
     def __init__(
         self,
-        env: Environment,
+        ctx: RunContext,
         target: LocalTarget,
         config: JudgeConfig,
         *,
         interval_s: float = 30.0,
-        say: Say = lambda _m: None,
-        base: Path | None = None,
         notice: Notice = _no_notice,
+        monitor: DeployMonitor | None = None,
+        rollback: RunsRollback | None = None,
+        monitor_time_scale: float = 1.0,
+        release_settings: dict[str, str] | None = None,
     ) -> None:
-        self.env = env
+        self.ctx = ctx
+        self.env = ctx.env
         self.notice = notice
-        self.base = base or Path.cwd()  # where the environments file is (release commands)
+        self.base = ctx.base  # where the environments file is (release commands)
         self.target = target
         self.config = config
         self.interval_s = interval_s
-        self.say = say
-        self.port = env.port
+        self.say: Say = ctx.say
+        self.port = ctx.env.port
+        self.monitor = monitor  # the post-deploy window after a promotion (None: none)
+        self.rollback = rollback  # what runs, under this lock, when that window fails
+        self.monitor_time_scale = monitor_time_scale
+        self.release_settings = release_settings  # the candidate's own settings (None: keep)
+
+    def for_state(self, state: CanaryState) -> CanaryRun:
+        """This run acting on the canary ``state`` describes (its journal run)."""
+        if state.run_id:
+            self.ctx.run_id = state.run_id
+        return self
 
     # --- start ---------------------------------------------------------------------------
     def start(self, source: ReleaseSource | None, version: str | None) -> CanaryState:
+        """Start a canary, or resume the interrupted one (its controller died or was stopped:
+        we hold the lock now)."""
         existing = read_state(self.env)
-        if existing is not None and existing.status in ("running", "inconclusive"):
+        if existing is not None and existing.status == "inconclusive":
             raise CheckFailed(
-                f"a canary of {existing.version} is already {existing.status} in "
-                f"{self.env.name}: promote or abort it first"
+                f"a canary of {existing.version} is held inconclusive in {self.env.name}: "
+                "promote or abort it first"
             )
+        if existing is not None and existing.status in OPEN:
+            if version is not None and normalize_version(version) != existing.version:
+                raise CheckFailed(
+                    f"a canary of {existing.version} was interrupted in {self.env.name}: "
+                    f"`dhash canary start --version {existing.version}` resumes it, "
+                    "`dhash canary abort` ends it"
+                )
+            return self.resume(existing)
+        self._close_stale_run(existing)
         stable = self.target.current()
         if stable is None:
             raise NotFound(f"no stable release in {self.env.name}: deploy one first")
+        self.ctx.start(
+            {
+                "env": self.env.name,
+                "version": version,
+                "source": source.describe() if source else "the installed release",
+                "from_version": stable.version,
+                "from_revision": database_revision(self.env.database_url),
+                "steps": [[s.weight, s.seconds] for s in self.config.steps],
+                "release_settings": self.release_settings,
+            }
+        )
+        try:
+            return self._start(stable.version, source, version)
+        except DhashError as exc:
+            self.ctx.finish(False, {"error": exc.message})
+            raise
+
+    def _close_stale_run(self, existing: CanaryState | None) -> None:
+        """A canary run left open in the journal by a start killed before its candidate
+        served (no state names it): its half-started candidate is stopped, the run closed.
+        Any other open run (a deploy, a rollback) is refused: finish or undo it first."""
+        last = self.ctx.journal.last_run()
+        if last is None or last.finished:
+            return
+        if last.kind != "canary":
+            raise CheckFailed(
+                f"the {last.kind} {last.deploy_id} is unfinished in {self.env.name}: "
+                f"finish it (run it again) or `dhash rollback` before a canary"
+            )
+        if existing is not None and existing.run_id == last.deploy_id:
+            return  # its state is ended (aborted, promoted): the run was closed with it
+        stable = self.target.current()
+        for slot in self.target.supervisor.slots():
+            beside = stable is not None and slot.release != stable.version
+            if beside and slot.state == "RUNNING":
+                self.say(f"stopping {slot.release} in {slot.name}, left by an interrupted start")
+                self.target.retire_slot(slot.name, progress=self.say)
+        clear(self.port)
+        self.ctx.journal.append(
+            last.deploy_id, RUN_PHASE, "failed", {"error": "interrupted in its start; cleaned up"}
+        )
+
+    def _start(self, stable: str, source: ReleaseSource | None, version: str | None) -> CanaryState:
         if source is not None:
-            release = self.target.install(source, version=version, progress=self.say)
+            with self.ctx.phase(RunStep(Phase.INSTALL, "install the candidate")) as detail:
+                release = self.target.install(source, version=version, progress=self.say)
+                detail.update(path=str(release.path), version=release.version)
             version = release.version
         if version is None:
             raise CheckFailed("say which release: --source or --version")
+        version = normalize_version(version)
         self._schema_for(version)
+        found = self.target.release(version)
+        if self.release_settings is not None and found is not None:
+            write_release_settings(found, self.release_settings)  # before it starts
         serving = [
             s for s in self.target.supervisor.slots()
-            if s.release == stable.version and s.state == "RUNNING"
+            if s.release == stable and s.state == "RUNNING"
         ]  # fmt: skip
         if not serving or serving[0].pid is None:
-            raise CheckFailed(f"the stable release {stable.version} is not running")
+            raise CheckFailed(f"the stable release {stable} is not running")
         stable_pid = serving[0].pid
         workers = self.target.workers
         stable_idx = tuple(range(workers))
-        # Before the candidate listens: a small share for the indices it will take, so its
-        # readiness probes reach it and stable keeps (nearly) all the traffic meanwhile.
+        self.ctx.record(CANARY_PHASE, "started", {"action": f"{version} beside {stable}"})
+        # Before the candidate listens: the first step's share (at least 5 %) for the indices
+        # it will take, so its readiness probes reach it (the kernel gives a connection meant
+        # for an index nobody holds yet to stable; a bound candidate's backlog waits for it).
         set_weight(
             self.port,
             Members(canary=tuple(range(workers, 2 * workers)), stable=stable_idx),
-            PROBE_WEIGHT,
+            max(PROBE_WEIGHT, self.config.steps[0].weight),
         )
         try:
             slot, slot_pid = self.target.start_beside(version, progress=self.say)
@@ -250,7 +405,7 @@ class CanaryRun:
         request_path(self.env).unlink(missing_ok=True)
         state = CanaryState(
             version=version,
-            stable=stable.version,
+            stable=stable,
             slot=slot,
             slot_pid=slot_pid,
             stable_pid=stable_pid,
@@ -259,18 +414,42 @@ class CanaryRun:
             status="running",
             started_at=time.time(),
             config=config_to_json(self.config),
+            run_id=self.ctx.run_id,
         )
         _write_state(self.env, state)
-        self.say(f"{version} takes {weight:g}% of new connections beside {stable.version}")
+        ledger = str(_ledger_path(self.env))
+        self.ctx.record(CANARY_PHASE, "started", {"slot": slot, "weight": weight, "ledger": ledger})
+        self.say(f"{version} takes {weight:g}% of new connections beside {stable}")
         self.notice(
             "deploy", "INFO", version,
-            f"canary {version} started beside {stable.version} at {weight:g}% of new connections",
+            f"canary {version} started beside {stable} at {weight:g}% of new connections",
         )  # fmt: skip
         return state
 
+    def resume(self, state: CanaryState) -> CanaryState:
+        """Take over an interrupted canary: both releases still serving, it continues at its
+        weight with the same ledger (the same evidence); its candidate gone, it is aborted."""
+        self.for_state(state)
+        slots = {s.name: s for s in self.target.supervisor.slots()}
+        mine = slots.get(state.slot)
+        alive = mine is not None and mine.state == "RUNNING" and mine.pid == state.slot_pid
+        stable_up = any(s.state == "RUNNING" and s.pid == state.stable_pid for s in slots.values())
+        if not (alive and stable_up):
+            gone = "the candidate" if not alive else "the stable release"
+            self.say(f"resuming the interrupted canary of {state.version}: {gone} is not running")
+            self.abort(state, f"interrupted, and {gone} was no longer running: aborted to stable")
+            return state
+        self.config = config_of(state)  # the judge it ran with, over the same ledger
+        set_weight(self.port, self._members(state), state.weight)  # the program it had
+        state.status = "running"
+        _write_state(self.env, state)
+        self.ctx.record(CANARY_PHASE, "started", {"resumed": True, "weight": state.weight})
+        self.say(f"resumed the canary of {state.version} at {state.weight:g}% [{state.run_id}]")
+        return state
+
     def _schema_for(self, version: str) -> None:
-        """Refuse a candidate whose pending migrations contract the schema stable runs on; run
-        the expand-only ones now, before it starts (docs/canary.md, docs/migrations.md)."""
+        """Refuse a candidate whose pending migrations contract the schema stable runs on; back
+        up, then run the expand-only ones, before it starts (docs/canary.md, docs/migrations.md)."""
         release = self.target.release(version)
         if release is None:
             raise NotFound(f"release {version} is not installed in {self.env.root}")
@@ -290,8 +469,15 @@ class CanaryRun:
                 f"release runs on ({'; '.join(str(s) for s in steps)}); deploy it with "
                 "dhash deploy instead"
             )
+        backup = RunStep(Phase.BACKUP, "back up before the expand-only migrations")
+        with self.ctx.phase(backup) as detail:
+            info = create_backup(self.env, self.ctx.backup_dir)  # verified before it returns
+            detail.update(path=str(info.path), sha256=info.sha256, schema=info.schema_revision)
         self.say(f"running {len(pending)} expand-only migration(s) before the canary starts")
-        migrate_with(release, self.env, self.base, None)
+        with self.ctx.phase(RunStep(Phase.MIGRATE, "expand-only migrations")) as detail:
+            detail["from_revision"] = current
+            migrate_with(release, self.env, self.base, None)
+            detail["to_revision"] = database_revision(self.env.database_url)
 
     # --- the loop ------------------------------------------------------------------------
     def _members(self, state: CanaryState) -> Members:
@@ -347,6 +533,8 @@ class CanaryRun:
             if last.action is Action.INCONCLUSIVE:
                 state.status, state.reason = "inconclusive", last.reason
                 _write_state(self.env, state)
+                self.ctx.record(CANARY_PHASE, "started", {"inconclusive": last.reason})
+                write_report(self.env, state)
                 held = f"canary {state.version} inconclusive, holding at {state.weight:g}%"
                 self.notice("info", "WARN", state.version, f"{held}: {last.reason}")
                 return last
@@ -354,9 +542,12 @@ class CanaryRun:
                 state.weight = self.config.steps[judge.step].weight
                 set_weight(self.port, self._members(state), state.weight)
                 _write_state(self.env, state)
+                self.ctx.record(CANARY_PHASE, "started", {"weight": state.weight})
                 self.say(f"{state.version} now takes {state.weight:g}% of new connections")
         state.status = "interrupted"
         _write_state(self.env, state)
+        self.ctx.record(CANARY_PHASE, "started", {"interrupted": f"at {state.weight:g}%"})
+        write_report(self.env, state)
         return last
 
     def _requested(self) -> str | None:
@@ -381,6 +572,7 @@ class CanaryRun:
     # --- the ends ------------------------------------------------------------------------
     def abort(self, state: CanaryState, reason: str) -> None:
         """The candidate out of rotation, then stopped (it drains); stable untouched."""
+        self.for_state(state)
         members = self._members(state)
         set_weight(self.port, Members(members.stable, members.stable), 0)
         self.target.retire_slot(state.slot, progress=self.say)
@@ -388,17 +580,92 @@ class CanaryRun:
         state.status, state.weight, state.reason = "aborted", 0.0, reason
         _write_state(self.env, state)
         request_path(self.env).unlink(missing_ok=True)
-        self.say(f"canary {state.version} aborted: {reason}")
+        report = write_report(self.env, state)
+        self.ctx.record(
+            CANARY_PHASE, "done", {"outcome": "aborted", "reason": reason, "report": str(report)}
+        )
+        self.ctx.finish(False, {"error": f"canary aborted: {reason}", "outcome": "aborted"})
+        self.say(f"canary {state.version} aborted: {reason}; report: {report}")
         self.notice("failure", "ERROR", state.version, f"canary {state.version} aborted "
-                    f"(stable {state.stable} untouched): {reason}")  # fmt: skip
+                    f"(stable {state.stable} untouched): {reason}. Report: {report}")  # fmt: skip
 
     def promote(self, state: CanaryState, reason: str) -> None:
-        """The target's normal switch: everything to the candidate, ``current`` moves, stable
-        drains and stops."""
-        self.target.activate(state.version, progress=self.say)
+        """The target's normal switch (everything to the candidate, ``current`` moves, stable
+        drains and stops), then the post-deploy monitor's window over the new stable, as after
+        a deploy; a failed window rolls back to the old stable under this lock."""
+        self.for_state(state)
+        self.ctx.record(CANARY_PHASE, "done", {"outcome": "promoted", "reason": reason,
+                                                "report": str(report_path(self.env))})  # fmt: skip
+        switch = RunStep(Phase.ACTIVATE, f"switch every new connection to {state.version}")
+        with self.ctx.phase(switch) as detail:
+            result = self.target.activate(state.version, progress=self.say)
+            detail.update(previous=result.previous, instance=result.instance)
+            detail["switched_at"] = switched_at = time.time()
         state.status, state.weight, state.reason = "promoted", 100.0, reason
         _write_state(self.env, state)
         request_path(self.env).unlink(missing_ok=True)
-        self.say(f"canary {state.version} promoted: {reason}")
-        self.notice("success", "INFO", state.version,
-                    f"canary {state.version} promoted, now stable: {reason}")  # fmt: skip
+        report = write_report(self.env, state)
+        self.say(f"canary {state.version} promoted: {reason}; report: {report}")
+        if self.monitor is None:
+            self.ctx.skip(RunStep(Phase.MONITOR, "the monitor", run=False, reason="no monitor"))
+            self.ctx.finish(True, {"version": state.version, "outcome": "promoted"})
+            self.notice("success", "INFO", state.version,
+                        f"canary {state.version} promoted, now stable: {reason}")  # fmt: skip
+            return
+        self._watch(state, reason, switched_at)
+
+    def _watch(self, state: CanaryState, reason: str, switched_at: float) -> None:
+        assert self.monitor is not None
+        request = MonitorRequest(
+            environment=self.env.name,
+            version=state.version,
+            previous_version=state.stable,
+            base_url=self.env.url,
+            window_start=switched_at,
+            run_id=self.ctx.run_id,
+            log_dir=self.ctx.log_dir,
+            time_scale=self.monitor_time_scale,
+            api_token=api_token(self.env),
+        )
+        step = RunStep(Phase.MONITOR, "watch the quality gates over the new stable")
+        try:
+            with self.ctx.phase(step) as detail:
+                watched = watch_phase(self.ctx, self.monitor, request, detail)
+        except GatesFailed as failed:
+            self._roll_back(state, failed.result.reason or failed.message)
+            return
+        if watched.verdict is Verdict.INTERRUPTED:
+            self.say(f"the monitor's window was cut short: {watched.reason}")
+            return  # the run stays open, as a deploy's does (`dhash monitor` resumes the window)
+        summary = watched.extra.get("summary")
+        self.ctx.finish(True, {"version": state.version, "outcome": "promoted"})
+        severity = "INFO" if watched.verdict is Verdict.PASSED else "WARN"
+        text = f"canary {state.version} promoted, now stable: {reason}; "
+        text += f"monitor {watched.verdict}" + (f" ({summary})" if summary else "")
+        self.notice("success", severity, state.version, text)
+
+    def _roll_back(self, state: CanaryState, why: str) -> None:
+        """The monitor failed the promoted release: the injected rollback (the same one a
+        deploy runs) puts the old stable back, journaled inside this run."""
+        why = (why.strip().splitlines() or ["the quality gates failed"])[0][:300]
+        state.status, state.reason = "rolled_back", f"the monitor failed it: {why}"
+        outcome = None
+        if self.rollback is not None:
+            step = RunStep(Phase.AUTO_ROLLBACK, f"roll back automatically: {why}")
+            try:
+                with self.ctx.phase(step) as detail:
+                    outcome = self.rollback(self.ctx, trigger="automatic", reason=why)
+                    detail.update(rollback_run=outcome.run_id, ok=outcome.ok,
+                                  summary=outcome.summary)  # fmt: skip
+                    if not outcome.ok:
+                        raise CheckFailed(f"the automatic rollback failed: {outcome.error}")
+            except DhashError as exc:
+                state.reason += f"; {exc.message}"
+        _write_state(self.env, state)
+        put_back = outcome is not None and outcome.ok
+        self.ctx.finish(False, {"error": state.reason, "outcome": "rolled_back"})
+        self.say(f"canary {state.version} promoted, then {state.reason}")
+        summary = outcome.summary if outcome else "no rollback was available"
+        self.notice("failure", "ERROR" if put_back else "CRITICAL", state.version,
+                    f"canary {state.version} promoted, then failed by the monitor ({why}); "
+                    f"{summary}")  # fmt: skip

@@ -8,10 +8,11 @@ the environment's lock, or ask the running ``start`` to act at its next poll.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
@@ -24,6 +25,8 @@ from dhash_service.errors import CheckFailed, ConfigError, DhashError, Locked
 if TYPE_CHECKING:
     from dhash_rollout.canary.judge import JudgeConfig
     from dhash_rollout.environments import Environment
+    from dhash_rollout.runs.context import RunContext
+    from dhash_rollout.runs.locking import HeldLock
     from dhash_rollout.targets.local import LocalTarget
 
 EXIT_OK, EXIT_ABORTED, EXIT_LOCKED, EXIT_INCONCLUSIVE, EXIT_INTERRUPTED = 0, 1, 3, 5, 130
@@ -55,21 +58,56 @@ def _number(table: dict[str, str | int | float | bool], key: str, default: float
 
 
 def _config(
-    weights: str, step_seconds: float, time_scale: float, *, alpha: float, min_samples: int
+    weights: str,
+    step_seconds: float,
+    time_scale: float,
+    *,
+    alpha: float,
+    min_samples: int | None,
+    gates: dict[str, float],
 ) -> JudgeConfig:
     from dhash_rollout.canary.judge import JudgeConfig, Step
 
     try:
         values = [float(w) for w in weights.split(",") if w.strip()]
         steps = tuple(Step(w, step_seconds / time_scale) for w in values)
+        samples = min_samples if min_samples is not None else int(gates.get("min_samples", 10))
         return JudgeConfig(
             steps=steps,
             max_wait_seconds=600.0 / time_scale,
             alpha=alpha,
-            min_samples=min_samples,
+            min_samples=samples,
+            failure_rate_threshold_pct=gates.get("failure_rate_threshold_pct", 5.0),
+            p95_threshold_ms=gates.get("p95_threshold_ms", 2000.0),
+            health_threshold=int(gates.get("health_threshold", 2)),
         )
     except ValueError as exc:
         raise ConfigError(f"canary steps {weights!r}: {exc}") from exc
+
+
+def canary_gates(gates_file: Path | None) -> dict[str, float]:
+    """The canary gates of the quality-gates file (its ``canary`` environment), which the judge
+    evaluates on the canary alone: the failure-rate and P95 thresholds, the health threshold and
+    ``minSamples``. No file given and none in the working directory, or no ``canary`` section:
+    the judge's defaults (the same values as the shipped file); a bad file is a usage error."""
+    from dhash_rollout.monitor.gates_config import GatesConfigError, load_gates_config
+    from dhash_rollout.monitor.runner import DEFAULT_GATES_FILE
+
+    path = gates_file or DEFAULT_GATES_FILE
+    if gates_file is None and not path.exists():
+        return {}
+    try:
+        gates = load_gates_config(path).environments.get("canary")
+    except GatesConfigError as err:
+        raise ConfigError(err.message) from None
+    if gates is None:
+        return {}
+    return {
+        "failure_rate_threshold_pct": gates.extraction_failure_rate.threshold,
+        "p95_threshold_ms": gates.p95_hash_time.threshold,
+        "health_threshold": gates.health_failures.threshold,
+        "min_samples": float(gates.extraction_failure_rate.min_samples),
+    }
 
 
 def _env_target(env_name: str) -> tuple[Environment, LocalTarget]:
@@ -105,10 +143,36 @@ def start(
         None, "--interval", help="Seconds between polls (default 30)."
     ),
     time_scale: float = typer.Option(1.0, "--time-scale", help="Divide every time by N (tests)."),
+    release_setting: list[str] | None = typer.Option(
+        None,
+        "--release-setting",
+        help="KEY=VALUE of the candidate's own service settings, as for dhash deploy "
+        "(e.g. DHASH_FAULT_HASH_LATENCY_SECONDS=0.5); stored in its settings.json.",
+    ),
+    no_monitor: bool = typer.Option(
+        False, "--no-monitor", help="No post-deploy monitor's window after a promotion."
+    ),
+    gates_config: Path | None = typer.Option(
+        None,
+        "--gates-config",
+        help="Quality gates file: its canary gates for the judge, its environment's for the "
+        "monitor after a promotion (default: quality-gates-config.json).",
+    ),
+    monitor_time_scale: float | None = typer.Option(
+        None,
+        "--monitor-time-scale",
+        help="The monitor's window after a promotion N times faster, as dhash deploy "
+        "--time-scale (default: DHASH_MONITOR_TIME_SCALE, else 1).",
+    ),
 ) -> None:
-    """Start the candidate beside stable and judge it, step by step, until it ends."""
+    """Start the candidate beside stable and judge it, step by step, until it ends; run again
+    after an interruption, it resumes the canary (or aborts it to stable if its candidate is
+    gone)."""
     from dhash_rollout.canary.controller import CanaryRun
-    from dhash_rollout.releases import ReleaseSource
+    from dhash_rollout.commands.deploy import MonitorOptions, deploy_monitor
+    from dhash_rollout.commands.monitor import _time_scale
+    from dhash_rollout.releases import ReleaseSource, parse_release_settings
+    from dhash_rollout.rollback import execute as rollback_inside
     from dhash_rollout.runs.locking import hold_lock
     from dhash_rollout.runs.paths import lock_path
 
@@ -124,8 +188,13 @@ def start(
         minutes * 60.0,
         time_scale,
         alpha=_number(table, "alpha", 0.05),
-        min_samples=int(_number(table, "min_samples", 10)),
+        min_samples=int(_number(table, "min_samples", 0)) if "min_samples" in table else None,
+        gates=canary_gates(gates_config),
     )
+    settings = parse_release_settings(release_setting, env.name) if release_setting else None
+    options = MonitorOptions(gates_config=gates_config)
+    if not no_monitor:  # a promotion that could not be watched is refused before the start
+        options.check(env.name)
     stop = {"now": False}
 
     def on_signal(_sig: int, _frame: FrameType | None) -> None:
@@ -133,14 +202,51 @@ def start(
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    with hold_lock(lock_path(env), "canary"):
+    with hold_lock(lock_path(env), "canary") as held, _context(env, target, held) as ctx:
         run = CanaryRun(
-            env, target, config, interval_s=every / time_scale, say=_say, notice=_notice_for(env)
+            ctx,
+            target,
+            config,
+            interval_s=every / time_scale,
+            notice=_notice_for(env),
+            monitor=None if no_monitor else deploy_monitor(options),
+            rollback=rollback_inside,
+            monitor_time_scale=_time_scale(monitor_time_scale),
+            release_settings=settings,
         )
         src = ReleaseSource.parse(source, Path.cwd()) if source else None
         state = run.start(src, version)
-        run.run(state, lambda: stop["now"])
+        if state.status == "running":  # (a resumed canary whose candidate was gone: aborted)
+            run.run(state, lambda: stop["now"])
     raise typer.Exit(_exit_for(env))
+
+
+@contextlib.contextmanager
+def _context(
+    env: Environment, target: LocalTarget, held: HeldLock, run_id: str | None = None
+) -> Iterator[RunContext]:
+    """The canary's run in the environment's journal and its run log (``logs/canary_*``)."""
+    from dhash_rollout.runs.context import RunContext
+    from dhash_rollout.runs.journal import Journal, new_run_id
+    from dhash_rollout.runs.runlog import open_run_log
+    from dhash_rollout.settings import ToolkitSettings
+
+    backup_dir, log_dir = ToolkitSettings.load().work_dirs(Path.cwd())
+    _path, handle, logger = open_run_log(log_dir, "canary", env.name)
+    with handle:
+        yield RunContext(
+            kind="canary",
+            env=env,
+            target=target,
+            journal=Journal.for_root(env.root),
+            run_id=run_id or new_run_id("canary"),
+            base=Path.cwd(),
+            log_dir=log_dir,
+            backup_dir=backup_dir,
+            logger=logger,
+            say=_say,
+            lock=held,
+        )
 
 
 def _say(message: str) -> None:
@@ -181,6 +287,7 @@ def _exit_for(env: Environment) -> int:
         "aborted": EXIT_ABORTED,
         "inconclusive": EXIT_INCONCLUSIVE,
         "interrupted": EXIT_INTERRUPTED,
+        "rolled_back": EXIT_ABORTED,
     }.get(status, EXIT_OK)
 
 
@@ -189,8 +296,12 @@ def status(
     *,
     env_name: str = EnvOption,
     as_json: bool = typer.Option(False, "--json", help="One JSON object."),
+    html_out: Path | None = typer.Option(
+        None, "--html", help="Also write the HTML report (canary and stable side by side) here."
+    ),
 ) -> None:
-    """Weights, both releases and the judgement so far (replayed from the poll ledger)."""
+    """Weights, both releases and the judgement so far (replayed from the poll ledger); the
+    run writes its HTML report to <root>/canary/report.html when it ends or is held."""
     from dhash_rollout.canary.controller import config_of, judgements, read_state
 
     env, _target = _env_target(env_name)
@@ -226,11 +337,18 @@ def status(
     typer.echo(f"after {len(js)} polls: {last.action.value}: {last.reason}")
     for e in last.evidence:
         typer.echo(f"  {'WORSE' if e.worse else 'ok   '} {e.check}: {e.detail}")
+    if html_out is not None:
+        from dhash_rollout.canary.controller import write_report
+
+        typer.echo(f"report: {write_report(env, state, html_out)}")
 
 
 def _act(env_name: str, what: str) -> None:
     from dhash_rollout.canary.controller import CanaryRun, read_state, request_path
     from dhash_rollout.canary.judge import JudgeConfig
+    from dhash_rollout.commands.deploy import deploy_monitor
+    from dhash_rollout.commands.monitor import _time_scale
+    from dhash_rollout.rollback import execute as rollback_inside
     from dhash_rollout.runs.locking import hold_lock
     from dhash_rollout.runs.paths import lock_path
 
@@ -239,8 +357,19 @@ def _act(env_name: str, what: str) -> None:
     if state is None or state.status not in ("running", "inconclusive", "interrupted"):
         raise CheckFailed(f"no canary to {what} in {env.name}")
     try:
-        with hold_lock(lock_path(env), f"canary {what}"):
-            run = CanaryRun(env, target, JudgeConfig(), say=_say, notice=_notice_for(env))
+        with (
+            hold_lock(lock_path(env), f"canary {what}") as held,
+            _context(env, target, held, state.run_id or None) as ctx,
+        ):
+            run = CanaryRun(
+                ctx,
+                target,
+                JudgeConfig(),
+                notice=_notice_for(env),
+                monitor=deploy_monitor() if what == "promote" else None,
+                rollback=rollback_inside,
+                monitor_time_scale=_time_scale(None),
+            )
             if what == "abort":
                 run.abort(state, "aborted by an operator")
             else:

@@ -171,6 +171,7 @@ def deploy(
     from dhash_rollout.deploy import DeployRequest
     from dhash_rollout.deploy import deploy as run_deploy
     from dhash_rollout.environments import load_environment
+    from dhash_rollout.notify.factory import environment_escalation
     from dhash_rollout.releases import parse_release_settings
     from dhash_rollout.rollback import execute as rollback_inside
     from dhash_rollout.runs.plan import render_plan
@@ -179,6 +180,10 @@ def deploy(
         monitor_source, prometheus_url, gates_config, view="quiet" if as_json else "auto"
     )
     scale = _time_scale(time_scale)
+    # A matrix that does not validate would page nobody about this deploy's failure: refused
+    # now (exit 2, naming the key), like every other setting, not found by cron at 3 AM.
+    with _json_refusal(as_json):
+        environment_escalation(load_environment(env).name)
     settings = (
         parse_release_settings(release_setting, load_environment(env).name)
         if release_setting
@@ -203,9 +208,14 @@ def deploy(
             request = replace(request, initiator=_one_line("--initiator", initiator))
         monitor = None if no_monitor else deploy_monitor(options)
         with _json_refusal(as_json):
-            result = run_deploy(
-                request, say=_printer(as_json), monitor=monitor, rollback=rollback_inside
-            )
+            if load_environment(env).target == "fleet":  # hosts behind HAProxy, in waves
+                from dhash_rollout.deploy.fleet_run import deploy_fleet
+
+                result = deploy_fleet(request, say=_printer(as_json), monitor=monitor)
+            else:
+                result = run_deploy(
+                    request, say=_printer(as_json), monitor=monitor, rollback=rollback_inside
+                )
     if monitor is not None and result.run_id is not None:
         from dhash_rollout.commands.monitor import mark_rollback
 
@@ -386,13 +396,20 @@ def release_status(env: str = EnvOption, as_json: bool = JsonOption) -> None:
     target = _target(env)
     status = target.status()
     verification = last_deploy_verification(target.env)
+    from dhash_rollout.canary.controller import status_line
+
+    canary = status_line(target.env)
     if as_json:
         checked = {"state": verification.state, "line": verification.line}
-        typer.echo(json.dumps({**status.to_dict(), "verification": checked}, indent=2))
+        typer.echo(
+            json.dumps({**status.to_dict(), "verification": checked, "canary": canary}, indent=2)
+        )
         return
     for line in _status_lines(status):
         typer.echo(line)
     typer.echo(f"last deploy: {verification.line}")
+    if canary is not None:
+        typer.echo(canary)
 
 
 def _status_lines(status: Any) -> list[str]:

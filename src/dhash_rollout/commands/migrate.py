@@ -86,6 +86,9 @@ def migrate(
     downgrade_to: str | None = typer.Option(
         None, "--downgrade", help="Downgrade to this revision instead (same as `downgrade REV`)."
     ),
+    upgrade_to: str | None = typer.Option(
+        None, "--to", help="Upgrade to this revision, not head (a fleet's expand step)."
+    ),
     log: Path = LogOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -94,7 +97,9 @@ def migrate(
         ctx.obj = {"env": env, "dry_run": dry_run, "log": log, "json": as_json}
         return
     url = _database_url(env)
-    direction, target = ("downgrade", downgrade_to) if downgrade_to else ("upgrade", "head")
+    direction, target = (
+        ("downgrade", downgrade_to) if downgrade_to else ("upgrade", upgrade_to or "head")
+    )
     if dry_run:
         _dry_run(url, log, as_json, target=target, direction=direction)
         return
@@ -104,7 +109,7 @@ def migrate(
         status = migrations.downgrade(url, downgrade_to)
         _print_status(status, as_json, "downgraded")
     else:
-        status = migrations.upgrade(url)
+        status = migrations.upgrade(url, upgrade_to or "head")
         _print_status(status, as_json, "upgraded")
 
 

@@ -55,7 +55,9 @@ class _CommandEvents:
     def record(self, event: str, data: Mapping[str, object]) -> None:
         self.recorded.append((event, data))
 
-    def notify(self, severity: Severity, title: str, message: str) -> None:
+    def notify(
+        self, severity: Severity, title: str, message: str, *, phase: str | None = None
+    ) -> None:
         from dhash_rollout.notify import Event, notifier_from_settings
 
         if self.quiet_notify:
@@ -71,6 +73,7 @@ class _CommandEvents:
                     message=message,
                     severity=severity,
                     subject=title,
+                    phase=phase,
                 )
             )
         except DhashError as err:  # a notice that cannot go out never stops the monitor
@@ -367,13 +370,19 @@ def _print_result(
 def _final_notice(
     events: _CommandEvents, result: MonitorResult, rollback: RollbackOutcome | None, guarding: bool
 ) -> None:
+    from dhash_rollout.notify.escalator import GATES_PASSED_PHASE
     from dhash_rollout.notify.model import Severity
     from dhash_rollout.runs.monitoring import Verdict
 
     report = f" Report: {result.report_path}"
     env = events.env.name
-    if result.verdict is Verdict.PASSED:
-        events.notify(Severity.INFO, f"{env}: quality gates passed", result.reason + report)
+    if result.verdict is Verdict.PASSED:  # also resolves the environment's open gate alerts
+        events.notify(
+            Severity.INFO,
+            f"{env}: quality gates passed",
+            result.reason + report,
+            phase=GATES_PASSED_PHASE,
+        )
     elif result.verdict is Verdict.INCONCLUSIVE:
         events.notify(Severity.WARN, f"{env}: monitoring inconclusive", result.reason + report)
     elif result.verdict is Verdict.FAILED:

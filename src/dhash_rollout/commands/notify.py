@@ -189,6 +189,35 @@ def ack(
     _warn_problems(escalator)  # the ack holds; whoever was not told is named
 
 
+@notify_app.command("ack-server")
+def ack_server(
+    listen: str = typer.Option(
+        "127.0.0.1:8089",
+        "--listen",
+        help="HOST:PORT to listen on (put it behind your TLS proxy at DHASH_NOTIFY_ACK_URL).",
+    ),
+) -> None:
+    """Serve the ack links of escalation pages: GET shows a confirm page, POST acknowledges."""
+    from dhash_rollout.notify.ack_server import ack_app, serve
+    from dhash_rollout.notify.factory import ack_links, ack_secrets, build_escalator
+    from dhash_service.config import NotificationSettings
+
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"--listen wants HOST:PORT, got {listen!r}")
+    settings = NotificationSettings()
+    links = ack_links(settings, strict=True)  # a broken URL or secret: exit 2 naming it
+    secrets = ack_secrets(settings)
+    if not secrets:
+        raise ConfigError("DHASH_NOTIFY_ACK_SECRET is not set: it signs and checks the ack links")
+    log_to_stderr()
+    build_escalator(strict=True)  # the store and settings are usable before we listen
+    typer.echo(f"dhash ack listener on http://{host}:{port_text}/ack/<token>")
+    if links is None:
+        typer.echo("note: DHASH_NOTIFY_ACK_URL is not set, so pages carry no ack link yet")
+    serve(ack_app(lambda: build_escalator(strict=False), secrets), host, int(port_text))
+
+
 @notify_app.command("escalate")
 def escalate(as_json: bool = JsonOption) -> None:
     """Page every level that is due (idempotent: run it every minute from cron or a timer)."""
@@ -249,7 +278,8 @@ def status(
             to = ", ".join(f"{c} ({st})" for c, st in n["contacts"].items()) or "(sending)"
             typer.echo(f"    {n['label']:<12} {n['sent_at'] or n['claimed_at']}  {to}")
         if d["acked_by"]:
-            typer.echo(f"    acknowledged by {d['acked_by']} at {d['acked_at']}")
+            via = f" through {d['acked_via']}" if d["acked_via"] else ""
+            typer.echo(f"    acknowledged by {d['acked_by']} at {d['acked_at']}{via}")
         if d["resolved_by"]:
             typer.echo(f"    resolved by {d['resolved_by']} at {d['resolved_at']}")
         if d["next_level"] is not None:

@@ -28,6 +28,7 @@ Record = Callable[[str, Status, Mapping[str, Any]], None]  # RunContext.record
 WaveGate = Callable[[Wave], str | None]
 
 HOST_PHASE = "host:"
+WAVE_PHASE = "wave:"  # a wave's end: its hosts done and its gate passed
 
 
 @dataclass
@@ -118,7 +119,7 @@ class WaveExecutor:
                 self._set(host, HostState.READY, wave.number)
         return failures
 
-    def _undo(self, wave: int) -> tuple[tuple[str, ...], dict[str, str]]:
+    def undo(self, wave: int) -> tuple[tuple[str, ...], dict[str, str]]:
         """Switch every touched host back to what it served, then put it back. The hosts out
         of rotation (failed, or stopped mid-step) go back together first; the ones serving
         the new release then one at a time, so the rest of the fleet keeps serving."""
@@ -178,10 +179,14 @@ class WaveExecutor:
                 if verdict:
                     reason = f"the gates failed after wave {wave.number}: {verdict}"
             if reason:
-                undone, problems = self._undo(wave.number)
+                undone, problems = self.undo(wave.number)
                 return FleetOutcome(
                     False, dict(self.states), wave.number, reason,
                     {**within_budget, **failures}, undone, problems,
                 )  # fmt: skip
             within_budget.update(failures)  # left drained, out of service, and reported
+            self.record(
+                f"{WAVE_PHASE}{wave.number}", "done",
+                {"hosts": list(wave.hosts), "failed": sorted(failures), "version": self.version},
+            )  # fmt: skip
         return FleetOutcome(True, dict(self.states), failures=within_budget)

@@ -357,6 +357,38 @@ class GatesFailed(CheckFailed):
         self.result = result
 
 
+def watch_phase(
+    ctx: RunContext, monitor: DeployMonitor, request: MonitorRequest, detail: dict[str, Any]
+) -> MonitorResult:
+    """The monitor phase's body, for a deploy and a promoted canary alike: the monitor's window
+    over the release that now serves, its verdict and evidence in the phase's journal detail.
+    Raises :class:`GatesFailed` on FAILED (and on INCONCLUSIVE under the environment's
+    ``monitor_inconclusive = fail``); an INTERRUPTED window leaves the phase ``started``."""
+    with stop_on_signals(ctx.stop):
+        result = monitor.watch(request, RunEvents(ctx), SystemClock())
+    detail.update(verdict=str(result.verdict), reason=result.reason, polls=result.polls)
+    detail["evidence"] = [e.__dict__ for e in result.evidence]  # the decision's evidence
+    if result.failed_gate:
+        detail["failed_gate"] = result.failed_gate
+    if result.report_path:
+        detail["report"] = str(result.report_path)
+    if result.ledger_path:
+        detail["ledger"] = str(result.ledger_path)
+    policy = ctx.env.settings.monitor_inconclusive
+    if result.verdict is Verdict.INCONCLUSIVE and policy == "fail":
+        detail["policy"] = "monitor_inconclusive = fail"
+        raise GatesFailed(
+            f"quality gates inconclusive ({result.reason}) and {ctx.env.name}'s "
+            "monitor_inconclusive policy is fail",
+            result,
+        )
+    if result.verdict is Verdict.FAILED:
+        raise GatesFailed(f"quality gates failed: {result.reason}", result)
+    if result.verdict is Verdict.INTERRUPTED:
+        ctx.record(Phase.MONITOR, "started", {"interrupted": result.reason})
+    return result
+
+
 class _DeployRunner:
     monitor: DeployMonitor | None = None
     rollback: RunsRollback | None = None
@@ -634,29 +666,13 @@ class _DeployRunner:
     def _monitor(self, _step: Step, detail: dict[str, Any]) -> None:
         if self.monitor is None:
             raise CheckFailed("the monitor is not available")
-        with stop_on_signals(self.ctx.stop):
-            result = self.monitor.watch(self.monitor_request(), RunEvents(self.ctx), SystemClock())
+        try:
+            result = watch_phase(self.ctx, self.monitor, self.monitor_request(), detail)
+        except GatesFailed as failed:
+            self.watched = failed.result  # its report goes into the failure notice
+            raise
         self.watched = result
-        detail.update(verdict=str(result.verdict), reason=result.reason, polls=result.polls)
-        detail["evidence"] = [e.__dict__ for e in result.evidence]  # the decision's evidence
-        if result.failed_gate:
-            detail["failed_gate"] = result.failed_gate
-        if result.report_path:
-            detail["report"] = str(result.report_path)
-        if result.ledger_path:
-            detail["ledger"] = str(result.ledger_path)
-        policy = self.ctx.env.settings.monitor_inconclusive
-        if result.verdict is Verdict.INCONCLUSIVE and policy == "fail":
-            detail["policy"] = "monitor_inconclusive = fail"
-            raise GatesFailed(
-                f"quality gates inconclusive ({result.reason}) and {self.ctx.env.name}'s "
-                "monitor_inconclusive policy is fail",
-                result,
-            )
-        if result.verdict is Verdict.FAILED:
-            raise GatesFailed(f"quality gates failed: {result.reason}", result)
         if result.verdict is Verdict.INTERRUPTED:
-            self.ctx.record(Phase.MONITOR, "started", {"interrupted": result.reason})
             raise MonitorInterrupted(
                 f"{result.reason}; the run stays open: `dhash deploy --env {self.ctx.env.name} "
                 f"--version {self.version}` resumes it"

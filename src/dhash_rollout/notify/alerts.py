@@ -58,8 +58,11 @@ _SCHEMA = (
     )
     """,
 )
+# Columns added after the table was first shipped: (name, type), added to an older store.
+_ADDED_COLUMNS = (("acked_via", "TEXT"),)
 _ALERT_COLUMNS = (
-    "id, key, env, severity, event, run_id, opened_at, acked_at, acked_by, resolved_at, resolved_by"
+    "id, key, env, severity, event, run_id, opened_at, acked_at, acked_by, resolved_at,"
+    " resolved_by, acked_via"
 )
 # A closed alert is still looked at this long, so its acknowledgement or resolution is announced.
 _ANNOUNCE_WINDOW_SECONDS = 86400.0
@@ -104,6 +107,7 @@ class Alert:
     resolved_at: float | None = None
     resolved_by: str | None = None
     notices: tuple[Notice, ...] = ()
+    acked_via: str | None = None  # how: None for the command line, else e.g. "the L2 ack link"
 
     @property
     def is_open(self) -> bool:
@@ -158,6 +162,10 @@ class AlertStore:
     def _ensure(self, db: sqlite3.Connection) -> None:
         for statement in _SCHEMA:
             db.execute(statement)
+        have = {str(row[1]) for row in db.execute("PRAGMA table_info(alerts)")}
+        for name, kind in _ADDED_COLUMNS:
+            if name not in have:  # a store written before this column existed
+                db.execute(f"ALTER TABLE alerts ADD COLUMN {name} {kind}")
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -228,7 +236,9 @@ class AlertStore:
 
     # --- acknowledging and resolving ----------------------------------------------------------
 
-    def ack(self, alert_id: str, by: str, now: float) -> tuple[Alert, bool]:
+    def ack(
+        self, alert_id: str, by: str, now: float, *, via: str | None = None
+    ) -> tuple[Alert, bool]:
         """Acknowledge; returns the alert and whether this call did it (False: already
         acknowledged or resolved, which is not an error for a second on-call person)."""
         with self._transaction() as db:
@@ -242,7 +252,8 @@ class AlertStore:
             if not alert.is_open:
                 return alert, False
             db.execute(
-                "UPDATE alerts SET acked_at = ?, acked_by = ? WHERE id = ?", (now, by, alert.id)
+                "UPDATE alerts SET acked_at = ?, acked_by = ?, acked_via = ? WHERE id = ?",
+                (now, by, via, alert.id),
             )
             return self._by(db, "id = ?", (alert.id,))[0], True
 
@@ -252,6 +263,20 @@ class AlertStore:
             self._ensure(db)
             where = "resolved_at IS NULL AND (id = ? OR key = ? OR run_id = ?)"
             found = self._by(db, where, (ref.strip().upper(), ref, ref))
+            for alert in found:
+                db.execute(
+                    "UPDATE alerts SET resolved_at = ?, resolved_by = ? WHERE id = ?",
+                    (now, by, alert.id),
+                )
+            return [self._by(db, "id = ?", (a.id,))[0] for a in found]
+
+    def resolve_kind(self, env: str, kind: str, by: str, now: float) -> list[Alert]:
+        """Close the unresolved alerts of ``env`` raised by a notice of ``kind`` (e.g. every
+        ``gate`` alert once a later watch finds all gates passing)."""
+        with self._transaction() as db:
+            self._ensure(db)
+            where = "resolved_at IS NULL AND env = ? AND json_extract(event, '$.kind') = ?"
+            found = self._by(db, where, (env, kind))
             for alert in found:
                 db.execute(
                     "UPDATE alerts SET resolved_at = ?, resolved_by = ? WHERE id = ?",
@@ -308,6 +333,7 @@ class AlertStore:
                 resolved_at=r[9],
                 resolved_by=r[10],
                 notices=tuple(notices.get(str(r[0]), ())),
+                acked_via=r[11],
             )
             for r in rows
         ]

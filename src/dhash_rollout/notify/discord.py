@@ -39,7 +39,7 @@ def render_payload(event: Event, now: datetime | None = None) -> dict[str, Any]:
             break
         budget -= len(name) + len(value)
         fields.append({"name": name, "value": value, "inline": True})
-    embed = {
+    embed: dict[str, Any] = {
         "title": title,
         "description": render.truncate(event.message, min(DESCRIPTION_CHARS, budget)),
         "color": int(render.colour(event).lstrip("#"), 16),
@@ -47,6 +47,8 @@ def render_payload(event: Event, now: datetime | None = None) -> dict[str, Any]:
         "footer": {"text": footer},
         "timestamp": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
     }
+    if link := render.ack_link(event):
+        embed["url"] = link  # the title becomes the ack link
     return {"username": "dhash", "embeds": [embed], "allowed_mentions": {"parse": []}}
 
 

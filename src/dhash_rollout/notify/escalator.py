@@ -23,6 +23,7 @@ from dhash_service.errors import ConfigError
 from dhash_service.logs import get_logger
 
 from . import render
+from .ack_link import AckLinks
 from .alerts import Alert, AlertStore, NoticeClaim, store_errors
 from .channel import Channel
 from .contacts import ChannelBuilder, contact_channel, contact_name
@@ -47,6 +48,14 @@ _MIN_INLINE_SECONDS = 1.0
 
 def ack_command(alert_id: str) -> str:
     return f"dhash notify ack {alert_id}"
+
+
+NOTICE_LINK = "notice"  # the link in the escalating notice itself, before any page
+
+
+def ack_via_link(level: str) -> str:
+    """How an acknowledgement through a link is recorded (``acked_via``): whose link it was."""
+    return "the notice's ack link" if level == NOTICE_LINK else f"the {level} ack link"
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,7 @@ class AlertStatus:
             "escalation_configured": self.configured,
             "acked_at": _iso(a.acked_at),
             "acked_by": a.acked_by,
+            "acked_via": a.acked_via,
             "resolved_at": _iso(a.resolved_at),
             "resolved_by": a.resolved_by,
             "notices": [
@@ -139,8 +149,10 @@ class Escalator:
         dedupe_seconds: float = 86400.0,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        links: AckLinks | None = None,
     ) -> None:
         self.log_dir = log_dir
+        self.links = links  # None: no ack links configured, pages name the command only
         self.build = build
         self.policy = policy or RetryPolicy()
         self.total_seconds = total_seconds
@@ -188,7 +200,7 @@ class Escalator:
         except Exception as exc:  # never fail the sender over escalation
             _log.warning("notify.alert_not_opened", key=event.dedupe_key, error=repr(exc))
             return event
-        return _with_alert(event, alert.id)
+        return _with_alert(event, alert.id, self._link(alert.id, None))
 
     def opened(self, event: Event, seconds_left: float) -> None:
         """Page the alert's first level at once, within what is left of the sender's budget
@@ -200,6 +212,8 @@ class Escalator:
                 self.resolve(event.resolves, by=by, seconds=seconds_left)
             if event.run_id and is_recovery(event):  # the run's own alerts are over
                 self.resolve(event.run_id, by=by, seconds=seconds_left)
+            if is_gate_recovery(event):  # the gates pass again: their alerts are over
+                self.resolve_gates(event.env, by=by, seconds=seconds_left)
             alert_id = event.fields.get("Alert")
             if alert_id and seconds_left >= _MIN_INLINE_SECONDS:
                 self.escalate_due(only=alert_id, seconds=seconds_left, flush=False)
@@ -258,7 +272,7 @@ class Escalator:
         if index is not None:
             level = config.levels[index]
             contacts: list[Contact] = list(level.contacts)
-            event = _page_event(alert, level.name, now)
+            event = _page_event(alert, level.name, now, self._link(alert.id, index, now))
         else:
             contacts = self._paged_contacts(alert, config)
             event = _closing_event(alert, claim.notice)
@@ -276,6 +290,19 @@ class Escalator:
                     error=outcome.error,
                 )
         return SentNotice(alert.id, claim.notice, claim.label, report)
+
+    def _link(self, alert_id: str, level: int | None, now: float | None = None) -> str | None:
+        """The signed ack URL for this notice, when ack links are configured."""
+        if self.links is None:
+            return None
+        return self.links.url(alert_id, level, self.clock() if now is None else now)
+
+    def level_name(self, alert: Alert, level: int | None) -> str:
+        """The name of the level whose page carried a link (``notice``: the notice itself)."""
+        config = self.config(alert.env)
+        if level is None or config is None or level >= len(config.levels):
+            return NOTICE_LINK if level is None else f"level {level + 1}"
+        return config.levels[level].name
 
     def _paged_contacts(self, alert: Alert, config: EscalationConfig) -> list[Contact]:
         """The contacts of every level paged so far, once each: who hears of an ack."""
@@ -322,12 +349,12 @@ class Escalator:
     # --- acknowledging, resolving, status -------------------------------------------------
 
     def ack(
-        self, alert_id: str, by: str, now: float | None = None
+        self, alert_id: str, by: str, now: float | None = None, *, via: str | None = None
     ) -> tuple[Alert, bool, EscalationRun]:
         """Stop the climb; the levels already paged hear of it once (here, or on the next
-        ``escalate`` if this process dies first)."""
+        ``escalate`` if this process dies first). ``via``: how (None: the command line)."""
         at = self.clock() if now is None else now
-        alert, changed = self.alerts.ack(alert_id, by, at)
+        alert, changed = self.alerts.ack(alert_id, by, at, via=via)
         run = self.escalate_due(at, only=alert.id, flush=False)
         return alert, changed, run
 
@@ -338,6 +365,17 @@ class Escalator:
         the levels already paged hear that it is resolved."""
         at = self.clock() if now is None else now
         closed = self.alerts.resolve(ref, by, at)
+        for alert in closed:
+            self.escalate_due(at, only=alert.id, seconds=seconds, flush=False)
+        return closed
+
+    def resolve_gates(
+        self, env: str, by: str, now: float | None = None, *, seconds: float | None = None
+    ) -> list[Alert]:
+        """Close the open quality-gate alerts of ``env`` (a later watch found every gate
+        passing); the levels already paged hear that it is resolved."""
+        at = self.clock() if now is None else now
+        closed = self.alerts.resolve_kind(env, "gate", by, at)
         for alert in closed:
             self.escalate_due(at, only=alert.id, seconds=seconds, flush=False)
         return closed
@@ -376,6 +414,17 @@ def is_recovery(event: Event) -> bool:
     return event.phase in RECOVERY_PHASES or event.kind == "success"
 
 
+# The phase of the monitor's "quality gates passed" notice (``dhash monitor``'s PASSED verdict).
+GATES_PASSED_PHASE = "gates-passed"
+
+
+def is_gate_recovery(event: Event) -> bool:
+    """A monitor notice saying every gate of the environment passed a whole watch: its earlier
+    gate alerts (an observing monitor's FAILED, nobody rolled back) resolve, as an alert
+    manager resolves an alert whose condition cleared."""
+    return event.kind == "gate" and event.phase == GATES_PASSED_PHASE
+
+
 def _label(notice: str, config: EscalationConfig) -> str:
     level = paged_level(notice)
     if level is not None:
@@ -383,14 +432,26 @@ def _label(notice: str, config: EscalationConfig) -> str:
     return "acknowledged" if notice == ACK_NOTICE else "resolved"
 
 
-def _with_alert(event: Event, alert_id: str) -> Event:
+def _with_alert(event: Event, alert_id: str, link: str | None) -> Event:
     how = ack_command(alert_id)
     return replace(
         event,
         key=event.dedupe_key,  # the occurrence's key, fixed before the text changes
-        message=f"{event.message}\n\nAlert {alert_id} escalates until acknowledged: {how}",
-        fields=_fields(event.fields, {"Alert": alert_id, "Acknowledge": how}),
+        message=f"{event.message}\n\nAlert {alert_id} escalates until acknowledged: {how}"
+        + _or_open(link),
+        fields=_fields(event.fields, _ack_fields({"Alert": alert_id}, how, link)),
     )
+
+
+def _or_open(link: str | None) -> str:
+    return f", or open {link}" if link else ""
+
+
+def _ack_fields(base: dict[str, str], how: str, link: str | None) -> dict[str, str]:
+    found = {**base, "Acknowledge": how}
+    if link:
+        found[render.ACK_LINK_FIELD] = link
+    return found
 
 
 def _fields(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
@@ -398,7 +459,7 @@ def _fields(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]
     return {**dict(kept), **extra}
 
 
-def _page_event(alert: Alert, level: str, now: float) -> Event:
+def _page_event(alert: Alert, level: str, now: float, link: str | None) -> Event:
     original = Event.from_dict(alert.event)
     minutes = int(max(0.0, now - alert.opened_at) // 60)
     how = ack_command(alert.id)
@@ -410,8 +471,10 @@ def _page_event(alert: Alert, level: str, now: float) -> Event:
             render.single_line(f"[{level}] {render.headline(original)} · alert {alert.id}"), 200
         ),
         message=f"{original.message}\n\nAlert {alert.id} ({age}): paging {level}. "
-        f"Acknowledge: {how}",
-        fields=_fields(original.fields, {"Alert": alert.id, "Level": level, "Acknowledge": how}),
+        f"Acknowledge: {how}{_or_open(link)}",
+        fields=_fields(
+            original.fields, _ack_fields({"Alert": alert.id, "Level": level}, how, link)
+        ),
         resolves=None,
     )
 
@@ -425,7 +488,10 @@ def _closing_event(alert: Alert, notice: str) -> Event:
     original = Event.from_dict(alert.event)
     if notice == ACK_NOTICE:
         when = _iso(alert.acked_at)
-        text = f"Alert {alert.id} acknowledged by {alert.acked_by} at {when}: no further levels."
+        via = f" through {alert.acked_via}" if alert.acked_via else ""
+        text = (
+            f"Alert {alert.id} acknowledged by {alert.acked_by} at {when}{via}: no further levels."
+        )
         kind, subject = "info", f"[ACK] alert {alert.id} acknowledged by {alert.acked_by}"
     else:
         when = _iso(alert.resolved_at)

@@ -21,6 +21,7 @@ from dhash_service.errors import ConfigError
 from dhash_service.logs import get_logger
 
 from . import discord, mail, slack, teams
+from .ack_link import AckLinks, check_base_url, check_secret
 from .channel import Channel
 from .discord import DiscordChannel
 from .escalation_config import EscalationConfig, escalation_of
@@ -120,7 +121,13 @@ def build_notifier(
         min_severity=_min_severities(notification, environment, strict),
         env_name=environment.name,
         log=log,
-        escalation=_escalator(notification, policy, log_dir, total_seconds, dedupe_seconds),
+        escalation=_escalator(
+            notification,
+            policy,
+            log_dir,
+            (total_seconds, dedupe_seconds),
+            links=ack_links(notification, strict),
+        ),
     )
     return notifier
 
@@ -139,8 +146,9 @@ def _escalator(
     ns: NotificationSettings | None,
     policy: RetryPolicy,
     log_dir: Path,
-    total_seconds: float,
-    dedupe_seconds: float,
+    budgets: tuple[float, float],  # the notifier's total_seconds and dedupe_seconds
+    *,
+    links: AckLinks | None,
 ) -> Escalator:
     def build(name: str, overrides: Mapping[str, Any]) -> Channel | Unavailable:
         if ns is None:
@@ -152,9 +160,59 @@ def _escalator(
         build=build,
         config_for=environment_escalation,
         policy=policy,
-        total_seconds=total_seconds,
-        dedupe_seconds=dedupe_seconds,
+        total_seconds=budgets[0],
+        dedupe_seconds=budgets[1],
+        links=links,
     )
+
+
+def ack_secret(ns: NotificationSettings | None) -> str | None:
+    """The key that signs and checks ack links, or None (unset or unusable)."""
+    secret = ns.ack_secret.get_secret_value().strip() if ns and ns.ack_secret else None
+    return secret if secret and check_secret(secret) is None else None
+
+
+def ack_secrets(ns: NotificationSettings | None) -> tuple[str, ...]:
+    """The keys that check ack links: the current one, then the previous one (a rotation:
+    links sent before it keep working until they expire)."""
+    current = ack_secret(ns)
+    if current is None or ns is None:
+        return ()
+    old = ns.ack_secret_previous.get_secret_value().strip() if ns.ack_secret_previous else None
+    return (current, old) if old and check_secret(old) is None else (current,)
+
+
+def ack_links(ns: NotificationSettings | None, strict: bool) -> AckLinks | None:
+    """Ack links for the pages, when ``DHASH_NOTIFY_ACK_URL`` and a usable secret are set.
+    A URL without a usable secret, or a bad URL, is a configuration error (``strict``) or a
+    warning: the pages then name ``dhash notify ack`` only."""
+    if ns is None:
+        return None
+    problems = []
+    raw = ns.ack_secret.get_secret_value() if ns.ack_secret else None
+    if raw is not None and (why := check_secret(raw)):
+        problems.append(f"DHASH_NOTIFY_ACK_SECRET {why}")
+    old = ns.ack_secret_previous.get_secret_value() if ns.ack_secret_previous else None
+    if old is not None and (why := check_secret(old)):
+        problems.append(f"DHASH_NOTIFY_ACK_SECRET_PREVIOUS {why}")
+    if old is not None and raw is None:
+        problems.append(
+            "DHASH_NOTIFY_ACK_SECRET_PREVIOUS is set but DHASH_NOTIFY_ACK_SECRET is not"
+        )
+    if ns.ack_url is not None:
+        if raw is None:
+            problems.append("DHASH_NOTIFY_ACK_URL is set but DHASH_NOTIFY_ACK_SECRET is not")
+        if why := check_base_url(ns.ack_url.strip()):
+            problems.append(f"DHASH_NOTIFY_ACK_URL {why}")
+    if problems:
+        if strict:
+            raise ConfigError("; ".join(problems))
+        _log.warning("notify.ack_links_unusable", error="; ".join(problems))
+        return None
+    secret = ack_secret(ns)
+    if ns.ack_url is None or secret is None:
+        return None
+    return AckLinks(ns.ack_url.strip(), secret, ns.ack_link_hours * 3600.0)
 
 
 def environment_escalation(env_name: str) -> EscalationConfig | None:
@@ -271,7 +329,14 @@ def _min_severities(
 
 
 def _configured_secrets(ns: NotificationSettings) -> list[str]:
-    values = [ns.slack_webhook_url, ns.teams_webhook_url, ns.discord_webhook_url, ns.smtp_password]
+    values = [
+        ns.slack_webhook_url,
+        ns.teams_webhook_url,
+        ns.discord_webhook_url,
+        ns.smtp_password,
+        ns.ack_secret,
+        ns.ack_secret_previous,
+    ]
     return [v.get_secret_value() for v in values if v is not None]
 
 

@@ -55,6 +55,15 @@ TONE_COLOURS: dict[Tone, str] = {
 }
 
 
+# The fact that carries an alert's signed ack URL (docs/notifications.md): each channel also
+# makes it clickable its own way (a Slack link, a Teams action, the Discord embed's title).
+ACK_LINK_FIELD = "Acknowledge link"
+
+
+def ack_link(event: Event) -> str | None:
+    return event.fields.get(ACK_LINK_FIELD) or None
+
+
 @dataclass(frozen=True)
 class Fact:
     label: str

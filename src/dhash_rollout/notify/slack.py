@@ -41,6 +41,10 @@ def render_payload(event: Event) -> dict[str, Any]:
         }
         for f in render.facts(event)[:MAX_FIELDS]
     ]
+    if link := render.ack_link(event):
+        alert = event.fields.get("Alert", "")
+        text = f"<{escape_mrkdwn(link)}|Acknowledge alert {escape_mrkdwn(alert)}>".strip()
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
     if fields:
         blocks.append({"type": "section", "fields": fields})
     blocks.append(

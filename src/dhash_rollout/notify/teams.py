@@ -55,6 +55,9 @@ def render_payload(event: Event) -> dict[str, Any]:
             },
         ],
     }
+    if link := render.ack_link(event):
+        title = f"Acknowledge alert {event.fields.get('Alert', '')}".strip()
+        card["actions"] = [{"type": "Action.OpenUrl", "title": title, "url": link}]
     return {
         "type": "message",
         "attachments": [{"contentType": CARD_CONTENT_TYPE, "contentUrl": None, "content": card}],

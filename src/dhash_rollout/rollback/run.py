@@ -52,7 +52,7 @@ from dhash_rollout.runs.locking import hold_lock
 from dhash_rollout.runs.notices import notify
 from dhash_rollout.runs.paths import lock_path
 from dhash_rollout.runs.plan import Phase, Plan, Step, render_plan
-from dhash_rollout.runs.recovery import TRIGGERS, RollbackOutcome, Trigger
+from dhash_rollout.runs.recovery import TRIGGERS, RollbackOutcome, Trigger, open_canary
 from dhash_rollout.runs.runlog import open_run_log
 from dhash_rollout.runs.schema import (
     database_readable,
@@ -353,6 +353,8 @@ def rollback(request: RollbackRequest, say: Say | None = None) -> RollbackResult
     with hold_lock(lock_path(env), "rollback") as held:
         last = journal.last_run()
         unfinished = last if last and not last.finished else None
+        if unfinished is not None and unfinished.kind == "canary":
+            raise CheckFailed(open_canary(unfinished, env.name))
         resume = unfinished if unfinished and unfinished.kind == "rollback" else None
         run_id = resume.deploy_id if resume else new_run_id("rollback")
         log_path, handle, logger = open_run_log(log_dir, "rollback", env.name, request.log_path)

@@ -34,6 +34,8 @@ class Phase(StrEnum):
     DOWNGRADE = "downgrade"
     UNDO = "undo"  # a failed deploy puts back what it changed
     AUTO_ROLLBACK = "auto_rollback"  # the deploy ran a rollback under its own lock
+    WAVES = "waves"  # a fleet deploy: the hosts switched in waves (deploy/fleet_run.py)
+    CONTRACT = "migrate_contract"  # a fleet deploy's contract migrations, after the last wave
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dhash_rollout.runs.plan import Phase, Step
 from dhash_rollout.runs.runlog import open_run_log
 from dhash_rollout.runs.schema import database_revision, migrate_with
 from dhash_rollout.targets import DeployTarget
-from dhash_service.errors import ConfigError, DhashError
+from dhash_service.errors import CheckFailed, ConfigError, DhashError
 
 Say = Callable[[str], None]
 
@@ -82,6 +82,17 @@ def undo_deploy(ctx: RunContext, left: Leftover) -> dict[str, Any]:
     return {"steps": steps, "summary": "; ".join(steps) or "nothing had changed"}
 
 
+def open_canary(run: RunState, env_name: str) -> str:
+    """Why a deploy or rollback is refused while a canary run is open in the journal: its
+    candidate still serves beside stable in the idle slot (interrupted, or held inconclusive)."""
+    version = run.params.get("version", "?")
+    return (
+        f"the canary of {version} ({run.deploy_id}) is still open in {env_name}: "
+        f"`dhash canary start --env {env_name} --version {version}` resumes it, "
+        f"`dhash canary abort --env {env_name}` (or promote) ends it"
+    )
+
+
 def recover_interrupted(  # noqa: PLR0917 - the interrupted run and where it ran
     run: RunState,
     env: Environment,
@@ -93,6 +104,8 @@ def recover_interrupted(  # noqa: PLR0917 - the interrupted run and where it ran
 ) -> None:
     """Undo an interrupted deploy that will not be resumed, so the environment is fully old
     (``dirs``: the backups and logs directories)."""
+    if run.kind == "canary":
+        raise CheckFailed(open_canary(run, env.name))
     if run.kind != "deploy":
         raise ConfigError(
             f"the rollback {run.deploy_id} was interrupted: run `dhash rollback` again to finish it"

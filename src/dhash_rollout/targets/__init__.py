@@ -125,9 +125,15 @@ def _local(env: Environment, deps: DepsMode | None) -> Target:
     return LocalTarget(env, deps=deps)
 
 
-# The seam for other targets: a remote-host (fleet) target registers its factory here under
-# the name an environment's ``target`` key gives, and deploy and rollback use it unchanged.
-FACTORIES: dict[str, TargetFactory] = {"local": _local}
+def _fleet(env: Environment, deps: DepsMode | None) -> Target:
+    from dhash_rollout.targets.fleet.target import FleetTarget
+
+    return FleetTarget(env, deps=deps)
+
+
+# The seam for other targets: each registers its factory here under the name an environment's
+# ``target`` key gives (``fleet``: hosts behind HAProxy, targets/fleet/target.py).
+FACTORIES: dict[str, TargetFactory] = {"local": _local, "fleet": _fleet}
 
 
 def get_target(env: Environment, *, deps: DepsMode | None = None) -> Target:

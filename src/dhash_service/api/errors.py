@@ -44,6 +44,8 @@ def error_response(err: DhashError, request_id: str | None) -> JSONResponse:
         headers["WWW-Authenticate"] = 'Bearer realm="dhash"'
     if isinstance(err, Unavailable):
         headers.update(unavailable_headers())
+    if err.http_status == 408:  # the body was not read: the connection cannot carry another
+        headers["Connection"] = "close"  # request (RFC 9110, 15.5.9); uvicorn closes it now
     return JSONResponse(error_body(err, request_id), status_code=err.http_status, headers=headers)
 
 

@@ -49,6 +49,7 @@ def _job(
     parallel: int,
     known_hosts: Path,
     connect_timeout: int,
+    uploads: Mapping[str, Sequence[tuple[str, str]]],
 ) -> dict[str, Any]:
     return {
         "step": step,
@@ -63,6 +64,7 @@ def _job(
                 "ssh_key": h.ssh_key,
                 "known_hosts": str(known_hosts),
                 "commands": list(commands[h.name]),
+                "uploads": [list(pair) for pair in uploads.get(h.name, ())],
             }
             for h in hosts
         ],
@@ -78,8 +80,11 @@ def run_step(
     parallel: int = 1,
     connect_timeout: int = 10,
     timeout: float = 600.0,
+    uploads: Mapping[str, Sequence[tuple[str, str]]] | None = None,
 ) -> dict[str, HostResult]:
     """Run ``commands[host]`` on every host (``parallel`` at a time) and report each one.
+    ``uploads[host]``: ``(local file, remote path)`` pairs sent first with pyinfra's
+    ``files.put`` (over SFTP; skipped when the remote copy already matches).
 
     Host keys are trusted on first use and recorded in ``known_hosts`` (later changes are
     refused, as OpenSSH's ``accept-new``)."""
@@ -88,7 +93,7 @@ def run_step(
         raise EngineError(f"no commands for {', '.join(missing)} in step {step}")
     job = _job(
         hosts, commands, step=step, parallel=parallel, known_hosts=known_hosts,
-        connect_timeout=connect_timeout,
+        connect_timeout=connect_timeout, uploads=uploads or {},
     )  # fmt: skip
     known_hosts.parent.mkdir(parents=True, exist_ok=True)
     known_hosts.touch(exist_ok=True)
@@ -128,6 +133,7 @@ def _execute(job: Mapping[str, Any]) -> dict[str, Any]:  # pragma: no cover - ch
     from pyinfra.api.operations import run_ops
     from pyinfra.api.state import State
     from pyinfra.context import host as current
+    from pyinfra.operations import files
 
     names = [
         (
@@ -140,6 +146,7 @@ def _execute(job: Mapping[str, Any]) -> dict[str, Any]:  # pragma: no cover - ch
                 "ssh_known_hosts_file": h["known_hosts"],
                 "ssh_strict_host_key_checking": "accept-new",
                 "dhash_commands": h["commands"],
+                "dhash_uploads": h.get("uploads", []),
             },
         )
         for h in job["hosts"]
@@ -151,7 +158,9 @@ def _execute(job: Mapping[str, Any]) -> dict[str, Any]:  # pragma: no cover - ch
     state = State(inventory=inventory, config=config)
 
     @operation(is_idempotent=False)
-    def dhash_step() -> Any:  # one step of a fleet deploy: the host's planned commands
+    def dhash_step() -> Any:  # one step of a fleet deploy: the host's uploads, then commands
+        for local, remote in current.data.get("dhash_uploads"):
+            yield from files.put._inner(src=local, dest=remote, add_deploy_dir=False)
         for command in current.data.get("dhash_commands"):
             yield StringCommand(command)
 

@@ -209,9 +209,10 @@ class Supervisor:
         port: int,
         workers: int,
         grace: float,
+        host: str = "127.0.0.1",
     ) -> None:
         env = ",".join(f"{k}={_quote(v)}" for k, v in environment.items())
-        command = f"{release.dhash} serve --host 127.0.0.1 --port {port} --workers {workers}"
+        command = f"{release.dhash} serve --host {host} --port {port} --workers {workers}"
         text = "\n".join(
             [
                 f"; release = {release.version}",

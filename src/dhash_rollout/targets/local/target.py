@@ -76,8 +76,13 @@ def _silent(_message: str) -> None:
 class LocalTarget:
     """Releases and supervisord-run processes on this machine, under ``env.root``."""
 
-    def __init__(self, env: Environment, *, deps: DepsMode | None = None) -> None:
+    def __init__(
+        self, env: Environment, *, deps: DepsMode | None = None, bind: str = "127.0.0.1"
+    ) -> None:
         self.env = env
+        # Where the service listens: loopback here; a fleet host's agent binds every address
+        # of the host, so the proxy reaches it (targets/fleet/agent.py).
+        self.bind = bind
         self.root = env.root
         chosen = deps or env.settings.release_deps
         if chosen not in DEPS_MODES:
@@ -129,7 +134,7 @@ class LocalTarget:
             "DHASH_DATABASE_URL": self.env.database_url,
             "DHASH_DATA_DIR": str(self.layout.shared / "data"),
             "DHASH_LOG_DIR": str(self.layout.log_dir),
-            "DHASH_HOST": "127.0.0.1",
+            "DHASH_HOST": self.bind,
             "DHASH_PORT": str(self.env.port),
             "DHASH_WORKERS": str(self.workers),
             "DHASH_SHUTDOWN_GRACE_SECONDS": str(self.grace),
@@ -155,6 +160,7 @@ class LocalTarget:
             port=self.env.port,
             workers=self.workers,
             grace=self.grace,
+            host=self.bind,
         )
         self.supervisor.sync_programs()
 
@@ -169,7 +175,7 @@ class LocalTarget:
         if release is None:
             raise NotFound(f"release {version} is not installed in {self.root}")
         self.supervisor.ensure()
-        if clear_steering("127.0.0.1", self.env.port):
+        if clear_steering(self.bind, self.env.port):
             say(
                 f"cleared the connection steering a killed run left on port {self.env.port} "
                 "(it sent every new connection to one process)"
@@ -212,7 +218,7 @@ class LocalTarget:
         new_pid = next(s.pid for s in now if s.name == slot)
         steer = (
             steer_new_connections(
-                "127.0.0.1", self.env.port, lambda: self.readiness.all_reach(new_pid)
+                self.bind, self.env.port, lambda: self.readiness.all_reach(new_pid)
             )
             if serving_others and new_pid
             else contextlib.nullcontext(False)

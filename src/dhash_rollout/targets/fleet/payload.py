@@ -1,0 +1,78 @@
+"""A dhash release as the payload of a fleet host: what installing, switching and checking it
+are on the host, as the engine's shell commands (:mod:`.agent` runs on the host).
+
+- install (inert, before the first wave): the release's wheel is uploaded with pyinfra's
+  ``files.put`` to ``<root>/incoming/`` and installed there by the agent into
+  ``<root>/releases/<v>``, with the release's own settings;
+- switch (in its wave, drained): the agent's blue/green activation under the host's root
+  (supervisord slots, the new process's own ``/ready`` before ``current`` moves);
+- check: the host's real ``/health`` and ``/ready`` on its own address, from the host.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dhash_rollout.environments import Environment, HostSettings
+from dhash_rollout.targets.fleet.agent import (
+    HostSpec,
+    activate_command,
+    incoming,
+    install_command,
+    shutdown_command,
+)
+from dhash_rollout.targets.fleet.engine import run_step
+
+
+@dataclass(frozen=True)
+class DhashReleases:
+    """The :class:`~dhash_rollout.targets.fleet.hosts.HostCommands` of a dhash release."""
+
+    env: Environment
+    check_timeout: float = 5.0
+
+    def spec(self, host: HostSettings) -> HostSpec:
+        return HostSpec.for_host(host, self.env)
+
+    def switch(self, host: HostSettings, version: str) -> list[str]:
+        return [activate_command(host, self.spec(host), version)]
+
+    def check(self, host: HostSettings) -> list[str]:
+        curl = f"curl -fsS -o /dev/null --max-time {self.check_timeout:g}"
+        return [
+            f"{curl} {shlex.quote(host.url + path)} || "
+            f"{{ echo '{path} of {host.name} did not answer 200' >&2; exit 1; }}"
+            for path in ("/health", "/ready")
+        ]
+
+    def install(
+        self,
+        hosts: Sequence[HostSettings],
+        wheel: Path,
+        *,
+        known_hosts: Path,
+        settings: Mapping[str, str] | None = None,
+        parallel: int = 1,
+        connect_timeout: int = 10,
+    ) -> dict[str, str | None]:
+        """Upload ``wheel`` to every host and install it there; each host's error or None."""
+        results = run_step(
+            hosts,
+            {h.name: [install_command(h, self.spec(h), wheel.name, settings)] for h in hosts},
+            uploads={h.name: [(str(wheel), incoming(h, wheel.name))] for h in hosts},
+            step=f"install {wheel.name}", known_hosts=known_hosts, parallel=parallel,
+            connect_timeout=connect_timeout,
+        )  # fmt: skip
+        return {n: (None if r.ok else r.error or "failed") for n, r in results.items()}
+
+    def shutdown(
+        self, hosts: Sequence[HostSettings], *, known_hosts: Path, parallel: int = 1
+    ) -> dict[str, str | None]:
+        results = run_step(
+            hosts, {h.name: [shutdown_command(h, self.spec(h))] for h in hosts},
+            step="shutdown", known_hosts=known_hosts, parallel=parallel,
+        )  # fmt: skip
+        return {n: (None if r.ok else r.error or "failed") for n, r in results.items()}
