@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import cast
 
 from dhash_rollout.environments import load_environment
-from dhash_rollout.rollback.run import _close_parent
+from dhash_rollout.rollback.run import _close_parent, _served_snapshot
 from dhash_rollout.runs.context import RunContext
 from dhash_rollout.runs.journal import RUN_PHASE, Journal
 from dhash_rollout.targets import Target
@@ -46,3 +46,29 @@ def test_a_finished_parent_or_none_is_left_alone(tmp_path: Path) -> None:
         assert state is not None
         _close_parent(_ctx(tmp_path, journal, run_id), state)
     assert len(list(journal.records())) == before
+
+
+def test_the_database_that_served_is_the_first_swaps_snapshot_journaled_before_it(
+    tmp_path: Path,
+) -> None:
+    """Issue 12 item 2: where the first swap kept the serving database is journaled before the
+    swap (``served_snapshot``); a resumed run's own restore result names its own snapshot (the
+    interrupted run's restore), which must not win. Journals from before that record name
+    the snapshot in the restore's result only."""
+    cases = [
+        ([{"served_snapshot": "db.prerestore-1"}], "db.prerestore-1"),  # killed after the swap
+        (
+            [{"served_snapshot": "db.prerestore-1"}, {"result": {"snapshot": "db.prerestore-2"}}],
+            "db.prerestore-1",  # resumed, restored again: its own snapshot is not the one
+        ),
+        ([{"result": {"snapshot": "db.prerestore-1"}}], "db.prerestore-1"),  # an older journal
+        ([{"action": "restore"}], None),  # killed before the swap: nothing replaced
+    ]
+    for n, (details, expected) in enumerate(cases):
+        journal = Journal(tmp_path / f"journal-{n}.jsonl")
+        journal.append("rollback-1", RUN_PHASE, "started", {"kind": "rollback"})
+        for detail in details:
+            journal.append("rollback-1", "restore", "started", detail)
+        run = journal.run("rollback-1")
+        assert run is not None
+        assert _served_snapshot(run) == expected, details
