@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from dhash_rollout.canary.controller import read_state
+from dhash_rollout.canary.controller import read_ledger, read_state
 from dhash_rollout.runs.schema import database_revision
 from dhash_rollout.targets.local.supervisor import SLOTS
 from tests.support.load import LoadGenerator
@@ -139,7 +139,7 @@ def test_a_killed_canary_is_resumed_then_aborted_by_an_operator_and_stable_is_un
         )
         assert resumed is not None, again.communicate()[1][-3000:]
     with _load(site, 100_000) as load:
-        time.sleep(1.5)  # a few polls
+        _wait_until(lambda: len(read_ledger(site.env)) >= 2)  # the resumed run polls
         shown = site.run("canary", "status", "--env", "production")
         assert "canary 2.0.0" in shown.stdout and "10% of new connections" in shown.stdout
         assert "failures vs stable" in shown.stdout
@@ -164,10 +164,10 @@ def test_a_killed_canary_is_resumed_then_aborted_by_an_operator_and_stable_is_un
 
 def test_a_good_canary_steps_is_promoted_and_then_watched_by_the_monitor(site: Site) -> None:
     # Two load runs back to back (the generator runs at most 60 s): the candidate's start,
-    # then its steps, the promotion and the monitor's window (60 minutes / 720 = 5 s).
+    # then its steps, the promotion and the monitor's window (60 minutes / 1440 = 2.5 s).
     with _load(site, 500_000) as starting:
-        proc = _start(site, "2.0.0", "--steps", "25,50", "--step-minutes", "0.05",
-                      "--monitor-time-scale", "720")  # fmt: skip
+        proc = _start(site, "2.0.0", "--steps", "25,50", "--step-minutes", "0.02",
+                      "--monitor-time-scale", "1440")  # fmt: skip
         _wait_running(site, proc, "2.0.0")
     with _load(site, 600_000) as load:
         try:
