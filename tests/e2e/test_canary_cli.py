@@ -8,10 +8,12 @@ starts where the last left it):
 2. a canary of 2.0.0 (the fault off) whose controller is killed is visible as interrupted
    (`release status`, the journal), refuses a rollback meanwhile, is resumed by `canary start`
    again and then aborted by `dhash canary abort` from another process: stable untouched;
-3. a canary of 2.0.0 stepped 25 -> 50 % and promoted by the judgement, then watched by the
+3. a canary of 2.0.0 whose controller is killed and whose candidate stops meanwhile is aborted
+   to stable by the next `canary start` (nothing to resume);
+4. a canary of 2.0.0 stepped 25 -> 50 % and promoted by the judgement, then watched by the
    post-deploy monitor's window (time-scaled), journaled like a deploy.
 
-Zero failed requests to the clients through all of it."""
+Zero failed requests to the clients through the tests under load (1, 2, 4)."""
 
 from __future__ import annotations
 
@@ -160,6 +162,29 @@ def test_a_killed_canary_is_resumed_then_aborted_by_an_operator_and_stable_is_un
     # The weighted program is gone with the canary: a process joining the port now gets new
     # connections from the kernel's own spreading (the next deploy's readiness needs that).
     assert _joiner_reached(site.env.port)
+
+
+def test_a_canary_whose_candidate_stopped_meanwhile_is_aborted_to_stable_by_the_next_start(
+    site: Site,
+) -> None:
+    proc = _start(site, "2.0.0", "--steps", "10", "--step-minutes", "10")
+    _wait_running(site, proc, "2.0.0")
+    proc.kill()
+    proc.communicate(timeout=30)
+    state = read_state(site.env)
+    assert state is not None
+    site.target.retire_slot(state.slot)  # the candidate stops while no controller watches it
+    again = site.run("canary", "start", "--env", "production", "--version", "2.0.0")
+    assert again.returncode == 1, again.stderr[-3000:]  # aborted, nothing resumed
+    ended = read_state(site.env)
+    assert ended is not None and ended.status == "aborted"
+    assert "the candidate was no longer running" in ended.reason, ended.reason
+    run = site.journal.run(state.run_id)
+    assert run is not None and run.outcome == "failed"
+    running = [s for s in site.target.supervisor.slots() if s.state == "RUNNING"]
+    assert [s.release for s in running] == ["1.0.0"]
+    assert site.health()["version"] == "1.0.0"
+    assert _joiner_reached(site.env.port)  # the weighted program went with it
 
 
 def test_a_good_canary_steps_is_promoted_and_then_watched_by_the_monitor(site: Site) -> None:
