@@ -8,10 +8,12 @@ starts where the last left it):
 2. a canary of 2.0.0 (the fault off) whose controller is killed is visible as interrupted
    (`release status`, the journal), refuses a rollback meanwhile, is resumed by `canary start`
    again and then aborted by `dhash canary abort` from another process: stable untouched;
-3. a canary of 2.0.0 stepped 25 -> 50 % and promoted by the judgement, then watched by the
+3. a canary of 2.0.0 whose controller is killed and whose candidate stops meanwhile is aborted
+   to stable by the next `canary start` (nothing to resume);
+4. a canary of 2.0.0 stepped 25 -> 50 % and promoted by the judgement, then watched by the
    post-deploy monitor's window (time-scaled), journaled like a deploy.
 
-Zero failed requests to the clients through all of it."""
+Zero failed requests to the clients through the tests under load (1, 2, 4)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from dhash_rollout.canary.controller import read_state
+from dhash_rollout.canary.controller import read_ledger, read_state
 from dhash_rollout.runs.schema import database_revision
 from dhash_rollout.targets.local.supervisor import SLOTS
 from tests.support.load import LoadGenerator
@@ -139,7 +141,7 @@ def test_a_killed_canary_is_resumed_then_aborted_by_an_operator_and_stable_is_un
         )
         assert resumed is not None, again.communicate()[1][-3000:]
     with _load(site, 100_000) as load:
-        time.sleep(1.5)  # a few polls
+        _wait_until(lambda: len(read_ledger(site.env)) >= 2)  # the resumed run polls
         shown = site.run("canary", "status", "--env", "production")
         assert "canary 2.0.0" in shown.stdout and "10% of new connections" in shown.stdout
         assert "failures vs stable" in shown.stdout
@@ -162,12 +164,35 @@ def test_a_killed_canary_is_resumed_then_aborted_by_an_operator_and_stable_is_un
     assert _joiner_reached(site.env.port)
 
 
+def test_a_canary_whose_candidate_stopped_meanwhile_is_aborted_to_stable_by_the_next_start(
+    site: Site,
+) -> None:
+    proc = _start(site, "2.0.0", "--steps", "10", "--step-minutes", "10")
+    _wait_running(site, proc, "2.0.0")
+    proc.kill()
+    proc.communicate(timeout=30)
+    state = read_state(site.env)
+    assert state is not None
+    site.target.retire_slot(state.slot)  # the candidate stops while no controller watches it
+    again = site.run("canary", "start", "--env", "production", "--version", "2.0.0")
+    assert again.returncode == 1, again.stderr[-3000:]  # aborted, nothing resumed
+    ended = read_state(site.env)
+    assert ended is not None and ended.status == "aborted"
+    assert "the candidate was no longer running" in ended.reason, ended.reason
+    run = site.journal.run(state.run_id)
+    assert run is not None and run.outcome == "failed"
+    running = [s for s in site.target.supervisor.slots() if s.state == "RUNNING"]
+    assert [s.release for s in running] == ["1.0.0"]
+    assert site.health()["version"] == "1.0.0"
+    assert _joiner_reached(site.env.port)  # the weighted program went with it
+
+
 def test_a_good_canary_steps_is_promoted_and_then_watched_by_the_monitor(site: Site) -> None:
     # Two load runs back to back (the generator runs at most 60 s): the candidate's start,
-    # then its steps, the promotion and the monitor's window (60 minutes / 720 = 5 s).
+    # then its steps, the promotion and the monitor's window (60 minutes / 1440 = 2.5 s).
     with _load(site, 500_000) as starting:
-        proc = _start(site, "2.0.0", "--steps", "25,50", "--step-minutes", "0.05",
-                      "--monitor-time-scale", "720")  # fmt: skip
+        proc = _start(site, "2.0.0", "--steps", "25,50", "--step-minutes", "0.02",
+                      "--monitor-time-scale", "1440")  # fmt: skip
         _wait_running(site, proc, "2.0.0")
     with _load(site, 600_000) as load:
         try:

@@ -336,7 +336,13 @@ class CanaryRun:
                 f"finish it (run it again) or `dhash rollback` before a canary"
             )
         if existing is not None and existing.run_id == last.deploy_id:
-            return  # its state is ended (aborted, promoted): the run was closed with it
+            # its state has ended (aborted, promoted) but the process died before the run was
+            # closed (e.g. killed in the monitor's window after the switch): close it now
+            self.ctx.journal.append(
+                last.deploy_id, RUN_PHASE, "done" if existing.status == "promoted" else "failed",
+                {"outcome": existing.status, "closed": "by the next canary start"},
+            )  # fmt: skip
+            return
         stable = self.target.current()
         for slot in self.target.supervisor.slots():
             beside = stable is not None and slot.release != stable.version
@@ -635,8 +641,19 @@ class CanaryRun:
             self._roll_back(state, failed.result.reason or failed.message)
             return
         if watched.verdict is Verdict.INTERRUPTED:
-            self.say(f"the monitor's window was cut short: {watched.reason}")
-            return  # the run stays open, as a deploy's does (`dhash monitor` resumes the window)
+            # The candidate is stable now: nothing of the canary is left to resume, so the run
+            # closes (a deploy or another canary may follow); `dhash monitor` watches the rest.
+            text = (
+                f"the monitor's window was cut short ({watched.reason}): `dhash monitor "
+                f"--env {self.env.name}` watches {state.version}"
+            )
+            self.ctx.finish(True, {"version": state.version, "outcome": "promoted",
+                                   "monitor": text})  # fmt: skip
+            self.say(text)
+            self.notice(
+                "success", "WARN", state.version, f"canary {state.version} promoted; {text}"
+            )
+            return
         summary = watched.extra.get("summary")
         self.ctx.finish(True, {"version": state.version, "outcome": "promoted"})
         severity = "INFO" if watched.verdict is Verdict.PASSED else "WARN"

@@ -61,8 +61,8 @@ def _plot(
     ys = [p[1] for p in points] + ([hline] if hline is not None else [])
     x0 = min(xs)
     x1 = max(*xs, x0 + 1e-9)
-    y0, y1 = min([*ys, 0.0]), max([*ys, 1e-9])
-    y1 += (y1 - y0) * 0.08 or 1.0
+    y0, y1 = min([*ys, 0.0]), max([*ys, 0.0])
+    y1 = y1 + (y1 - y0) * 0.08 if y1 - y0 > 1e-6 else y0 + 1.0  # all equal (e.g. no failure)
 
     def x(t: float) -> float:
         return PAD + (WIDTH - 2 * PAD) * (t - x0) / (x1 - x0)

@@ -331,6 +331,8 @@ def status(
         f"canary {state.version} ({state.slot}) beside stable {state.stable}: {state.status}, "
         f"{state.weight:g}% of new connections"
     )
+    if state.run_id:
+        typer.echo(f"run {state.run_id} in {env.root / 'journal.jsonl'}")
     if last is None:
         typer.echo("no poll yet")
         return
