@@ -10,14 +10,15 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dhash_rollout.deploy.fleet import WaveExecutor, host_states
-from dhash_rollout.deploy.waves import HostState, Wave, plan_waves
-from dhash_rollout.runs.journal import Journal
+from dhash_rollout.deploy.waves import HostState, plan_waves
+from dhash_rollout.runs.journal import Journal, Status
 from tests.support.dhash_fleet import ENV, DhashSite, Load, dhash_fleet_site
 from tests.support.netns_hosts import available, cut_off
 from tests.support.release_builds import dhash_bin, wheel_for
@@ -150,36 +151,35 @@ def test_release_status_shows_every_host_its_release_and_its_proxy_state(
     assert shown["web3"]["weight"] == 40 and shown["web1"]["weight"] == 100
 
 
-def test_a_host_lost_during_the_rollout_stops_it_in_a_known_state(
+def test_a_host_lost_mid_wave_stops_the_rollout_in_a_known_state(
     site: DhashSite, tmp_path: Path
 ) -> None:
     before = site.served()
-    assert set(before.values()) == {"1.2.0"}
     web3 = next(h for h in site.fleet.hosts if h.name == "web3")
-
-    def lose_web3(wave: Wave) -> None:
-        cut_off(web3)  # after wave 1 passed: web3 dies before wave 2 reaches it
-
     journal = Journal(tmp_path / "journal.jsonl")
     journal.append("fleet-4", "run", "started", {"kind": "deploy"})
-    executor = WaveExecutor(
-        site.hosts, lambda p, s, d: journal.append("fleet-4", p, s, d), "1.1.0",
-        previous=before, gate=lose_web3,
-    )  # fmt: skip
+
+    def record(phase: str, status: Status, detail: Mapping[str, Any]) -> None:
+        journal.append("fleet-4", phase, status, detail)
+        if phase == "host:web3" and detail["state"] == "draining":
+            cut_off(web3)  # web3 dies in its own wave, as its drain begins
+
+    executor = WaveExecutor(site.hosts, record, "1.1.0", previous=before)
     try:
         with Load(site.url) as load:
-            outcome = executor.run(plan_waves(HOSTS, [1, "100%"], 0))
+            outcome = executor.run(plan_waves(HOSTS, [1, "100%"], 0, first="web3"))
     finally:
         cut_off(web3, down=False)
-    assert not outcome.ok and outcome.stopped_at == 2
-    assert "web3: switch" in str(outcome.reason), outcome.summary()
-    assert set(outcome.undone) == {"web1", "web2"}  # back on the old release
-    assert set(outcome.undo_failures) == {"web3"}  # named: it could not be reached
-    assert site.served() == before  # web3 was never switched
-    # Only what was in flight on web3 when it died may fail (HAProxy's server timeout); never
-    # a 503: the undo keeps the serving hosts in rotation.
+    assert not outcome.ok and outcome.stopped_at == 1
+    assert "web3: switch" in str(outcome.reason), outcome.summary()  # which host, and why
+    assert "connect" in str(outcome.reason), outcome.reason  # it could not be reached
+    assert set(outcome.undo_failures) == {"web3"}  # named: it could not be put back
+    assert outcome.states["web1"] == outcome.states["web2"] == HostState.PENDING  # untouched
+    assert site.served() == before  # nothing was switched anywhere
+    # Only what was in flight on web3 when it died may fail (HAProxy's server timeout), never
+    # a 503: the other hosts stay in rotation.
     assert set(load.failed) <= {"504", "502"} and len(load.failed) <= 2, load.failed
     run = journal.run("fleet-4")
     assert run is not None
     assert host_states(run, HOSTS)["web3"] == HostState.FAILED
-    site.runtime.ready("dhash", "web3", timeout=15)
+    site.runtime.ready("dhash", "web3", timeout=30)
