@@ -10,23 +10,25 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dhash_rollout.deploy.fleet import WaveExecutor, host_states
-from dhash_rollout.deploy.waves import HostState, Wave, plan_waves
-from dhash_rollout.runs.journal import Journal
+from dhash_rollout.deploy.waves import HostState, plan_waves
+from dhash_rollout.runs.journal import Journal, Status
 from tests.support.dhash_fleet import ENV, DhashSite, Load, dhash_fleet_site
 from tests.support.netns_hosts import available, cut_off
-from tests.support.release_builds import dhash_bin, wheel_for
+from tests.support.release_builds import CHECKOUT, dhash_bin, wheel_for
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(available() is not None, reason=str(available())),
 ]
 HOSTS = ["web1", "web2", "web3"]
+GATES = CHECKOUT / "quality-gates-config.json"
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +58,7 @@ def _journal(site: DhashSite) -> Journal:
 
 
 def _wait_for_record(site: DhashSite, phase: str, timeout: float = 180) -> None:
+    """Until the journal has a ``done`` record of ``phase`` (polled every 20 ms)."""
     deadline = time.monotonic() + timeout
     path = _journal(site).path
     while time.monotonic() < deadline:
@@ -65,32 +68,34 @@ def _wait_for_record(site: DhashSite, phase: str, timeout: float = 180) -> None:
             if line.strip()
         ):
             return
-        time.sleep(0.05)
+        time.sleep(0.02)
     raise AssertionError(f"no {phase} record in {timeout} s")
 
 
-def test_a_killed_fleet_deploy_resumes_from_its_host_states_with_no_failed_request(
+def test_a_fleet_deploy_killed_between_waves_resumes_with_its_gates_and_no_failed_request(
     site: DhashSite,
 ) -> None:
     wheel = wheel_for("1.2.0")
-    code, out, err = _run(site, "deploy", "--env", ENV, "--source", str(wheel), "--dry-run")
+    deploy = ["deploy", "--env", ENV, "--source", str(wheel)]
+    code, out, err = _run(site, *deploy, "--dry-run")
     assert code == 0, err
     assert "wave 1: web1" in out and "wave 2: web2, web3" in out, out
     assert site.answering() == dict.fromkeys(HOSTS, "1.1.0")  # the dry run changed nothing
+    # The monitor's gates between waves: 60 nominal seconds per wave, 10 times faster.
+    guarded = [*deploy, "--gates-config", str(GATES), "--time-scale", "10"]
     with Load(site.url) as load:
-        child = _dhash(site, "deploy", "--env", ENV, "--source", str(wheel), "--no-monitor")
+        child = _dhash(site, *guarded)
         try:
-            _wait_for_record(site, "wave:1")  # web1 on 1.2.0 and back in service
+            _wait_for_record(site, "host:web1")  # web1 on 1.2.0: its gate has begun
         finally:
             child.send_signal(signal.SIGKILL)  # the controller dies between the waves
             child.communicate(timeout=30)
         run = _journal(site).last_run("deploy")
         assert run is not None and not run.finished
         killed = host_states(run, HOSTS)
-        assert killed["web1"] == HostState.READY
-        code, out, err = _run(
-            site, "deploy", "--env", ENV, "--source", str(wheel), "--no-monitor", "--json"
-        )
+        assert killed == {"web1": HostState.READY, "web2": HostState.PENDING,
+                          "web3": HostState.PENDING}  # fmt: skip
+        code, out, err = _run(site, *guarded, "--json")
     assert code == 0, err + out
     result = json.loads(out)
     assert result["resumed_from"] == run.deploy_id and result["ok"], result
@@ -100,12 +105,14 @@ def test_a_killed_fleet_deploy_resumes_from_its_host_states_with_no_failed_reque
     done = _journal(site).run(run.deploy_id)
     assert done is not None and done.outcome == "done"
     assert host_states(done, HOSTS) == dict.fromkeys(HOSTS, HostState.READY)
-    web1 = [r for r in _journal(site).records() if r.deploy_id == run.deploy_id
-            and r.phase == "host:web1"]  # fmt: skip
+    records = [r for r in _journal(site).records() if r.deploy_id == run.deploy_id]
+    web1 = [r for r in records if r.phase == "host:web1"]
     assert len(web1) == 4  # draining, switching, checking, ready: not switched again on resume
-    backups = [r for r in _journal(site).records() if r.deploy_id == run.deploy_id
-               and r.phase == "backup" and r.status == "done"]  # fmt: skip
-    assert len(backups) == 1  # the shared database backed up once, not again on resume
+    once = [r.phase for r in records if r.phase in ("backup", "install") and r.status == "done"]
+    assert once == ["backup", "install"]  # the shared database and the install: once per run
+    gates = [r for r in records if r.phase.startswith("gate:")]
+    assert len(gates) == 1 and gates[0].status == "done", gates  # the resumed wave's gate
+    assert set(gates[0].detail) == {"web2", "web3", "fleet", "errors"}  # each host, the fleet
     assert all(s.up and s.weight == 100 for s in site.runtime.servers("dhash"))
 
 
@@ -150,36 +157,35 @@ def test_release_status_shows_every_host_its_release_and_its_proxy_state(
     assert shown["web3"]["weight"] == 40 and shown["web1"]["weight"] == 100
 
 
-def test_a_host_lost_during_the_rollout_stops_it_in_a_known_state(
+def test_a_host_lost_mid_wave_stops_the_rollout_in_a_known_state(
     site: DhashSite, tmp_path: Path
 ) -> None:
     before = site.served()
-    assert set(before.values()) == {"1.2.0"}
     web3 = next(h for h in site.fleet.hosts if h.name == "web3")
-
-    def lose_web3(wave: Wave) -> None:
-        cut_off(web3)  # after wave 1 passed: web3 dies before wave 2 reaches it
-
     journal = Journal(tmp_path / "journal.jsonl")
     journal.append("fleet-4", "run", "started", {"kind": "deploy"})
-    executor = WaveExecutor(
-        site.hosts, lambda p, s, d: journal.append("fleet-4", p, s, d), "1.1.0",
-        previous=before, gate=lose_web3,
-    )  # fmt: skip
+
+    def record(phase: str, status: Status, detail: Mapping[str, Any]) -> None:
+        journal.append("fleet-4", phase, status, detail)
+        if phase == "host:web3" and detail["state"] == "draining":
+            cut_off(web3)  # web3 dies in its own wave, as its drain begins
+
+    executor = WaveExecutor(site.hosts, record, "1.1.0", previous=before)
     try:
         with Load(site.url) as load:
-            outcome = executor.run(plan_waves(HOSTS, [1, "100%"], 0))
+            outcome = executor.run(plan_waves(HOSTS, [1, "100%"], 0, first="web3"))
     finally:
         cut_off(web3, down=False)
-    assert not outcome.ok and outcome.stopped_at == 2
-    assert "web3: switch" in str(outcome.reason), outcome.summary()
-    assert set(outcome.undone) == {"web1", "web2"}  # back on the old release
-    assert set(outcome.undo_failures) == {"web3"}  # named: it could not be reached
-    assert site.served() == before  # web3 was never switched
-    # Only what was in flight on web3 when it died may fail (HAProxy's server timeout); never
-    # a 503: the undo keeps the serving hosts in rotation.
+    assert not outcome.ok and outcome.stopped_at == 1
+    assert "web3: switch" in str(outcome.reason), outcome.summary()  # which host, and why
+    assert "connect" in str(outcome.reason), outcome.reason  # it could not be reached
+    assert set(outcome.undo_failures) == {"web3"}  # named: it could not be put back
+    assert outcome.states["web1"] == outcome.states["web2"] == HostState.PENDING  # untouched
+    assert site.served() == before  # nothing was switched anywhere
+    # Only what was in flight on web3 when it died may fail (HAProxy's server timeout), never
+    # a 503: the other hosts stay in rotation.
     assert set(load.failed) <= {"504", "502"} and len(load.failed) <= 2, load.failed
     run = journal.run("fleet-4")
     assert run is not None
     assert host_states(run, HOSTS)["web3"] == HostState.FAILED
-    site.runtime.ready("dhash", "web3", timeout=15)
+    site.runtime.ready("dhash", "web3", timeout=30)

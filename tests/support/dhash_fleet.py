@@ -90,6 +90,7 @@ def _environments(base: Path, fleet: Fleet, runtime_api: str, proxy_url: str, db
         f"[{ENV}.proxy]", f'runtime_api = "{runtime_api}"', f'url = "{proxy_url}"',
         "drain_timeout_seconds = 10",
         f"[{ENV}.waves]", 'sizes = [1, "100%"]', "max_fail_percentage = 0", "parallel = 3",
+        "gate_seconds = 60",  # nominal: run with --time-scale
     ]  # fmt: skip
     (base / "dhash-environments.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
 

@@ -1,11 +1,12 @@
-"""A fleet on this machine for the wave executor's tests and bench-fleet: namespace hosts
+"""A fleet on this machine for bench-fleet's orchestration costs: namespace hosts
 (tests/support/netns_hosts.py), each an sshd (the engine's way in) and an HTTP server serving
 its ``current`` release directory, behind a real HAProxy health-checking ``/ready``.
 
 A release here is a directory with an ``index.html`` and, when good, a ``ready`` file; the
 switch is the local target's layout (``current`` -> ``releases/<v>``, atomic rename) run
 through pyinfra. The executor, the proxy client and the engine are the real ones; the
-payload is not dhash's (issue 17's note: what is left).
+payload is not dhash's: the end-to-end tests run real dhash releases on
+tests/support/dhash_fleet.py instead.
 """
 
 from __future__ import annotations

@@ -274,7 +274,8 @@ class FleetDeploy:
         if not step.run:
             self.ctx.skip(step)
             return
-        if step.phase == Phase.BACKUP and self._done(step.phase):
+        # Once per run: the shared database's backup, and the install (inert, on every host).
+        if step.phase in (Phase.BACKUP, Phase.INSTALL) and self._done(step.phase):
             self.ctx.skip(Step(step.phase, step.action, False, "done before the interruption"))
             return
         with self.ctx.phase(step) as detail:

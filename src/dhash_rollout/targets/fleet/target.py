@@ -16,6 +16,8 @@ what a rollback or an undo asks of a target.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from dhash_rollout.environments import Environment, HostSettings, ProxySettings, WaveSettings
 from dhash_rollout.releases import DepsMode, Release, ReleaseSource, normalize_version
@@ -60,17 +62,23 @@ class FleetTarget:
         """The controller's copy first (it builds the wheel once), then that same wheel on
         every host, in parallel; refused naming each host that could not install it."""
         say = progress or _silent
-        release = self.controller.install(source, version=version, progress=progress)
-        wheel = release.path / release.wheel
-        say(f"installing {release.version} on {len(self.host_list)} hosts")
-        failed = {
-            name: why
-            for name, why in self.payload.install(
+
+        def on_hosts(wheel: Path) -> dict[str, str | None]:
+            say(f"installing {wheel.name} on {len(self.host_list)} hosts")
+            return self.payload.install(
                 self.host_list, wheel, known_hosts=self.known_hosts, settings=settings,
                 parallel=len(self.host_list),
-            ).items()
-            if why
-        }  # fmt: skip
+            )  # fmt: skip
+
+        if source.kind == "wheel":  # the hosts need not wait for the controller's copy
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                hosts = pool.submit(on_hosts, Path(source.location))
+                release = self.controller.install(source, version=version, progress=progress)
+                answers = hosts.result()
+        else:  # the controller builds the wheel once; the hosts get that one
+            release = self.controller.install(source, version=version, progress=progress)
+            answers = on_hosts(release.path / release.wheel)
+        failed = {name: why for name, why in answers.items() if why}
         if failed:
             named = "; ".join(f"{h}: {why.strip().splitlines()[-1]}" for h, why in failed.items())
             raise CheckFailed(f"release {release.version} did not install on {named}")
