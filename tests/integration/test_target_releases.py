@@ -26,7 +26,7 @@ from dhash_rollout.releases import (
     source_version,
 )
 from dhash_service.errors import ConfigError, Conflict
-from tests.support.release_builds import CHECKOUT, wheel_for
+from tests.support.release_builds import CHECKOUT, tree_for, wheel_for
 from tests.unit.test_lock_files import parse_lock
 
 
@@ -89,7 +89,7 @@ def test_the_expected_version_must_match_the_build(tmp_path: Path) -> None:
 
 def test_a_source_directory_is_built_into_a_release(tmp_path: Path) -> None:
     tree = tmp_path / "tree"
-    shutil.copytree(wheel_for("3.0.0").parent.parent.parent / "src-3.0.0-plain", tree)
+    shutil.copytree(tree_for("3.0.0"), tree)
     assert source_version(tree) == "3.0.0"
     release = install_release(tmp_path / "root", ReleaseSource("dir", str(tree)), deps="shared")
     assert release.version == "3.0.0"
@@ -159,7 +159,7 @@ def test_a_full_release_installs_exactly_the_lock_its_wheel_carries(tmp_path: Pa
 def _tampered_tree(tmp: Path, package: str) -> Path:
     """A copy of the 1.0.0 build tree whose lock pins ``package`` with hashes nothing has."""
     tree = tmp / "tree"
-    shutil.copytree(wheel_for("1.0.0").parent.parent.parent / "src-1.0.0-plain", tree)
+    shutil.copytree(tree_for("1.0.0"), tree)
     lock = tree / "requirements/runtime.lock"
     lines, inside = [], False
     for line in lock.read_text().splitlines():

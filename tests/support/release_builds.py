@@ -146,6 +146,13 @@ def wheel_for(version: str, migration: str = "", *, broken: bool = False) -> Pat
         return wheel
 
 
+def tree_for(version: str, migration: str = "") -> Path:
+    """The source tree ``wheel_for(version, migration)`` built its wheel from (the wheel itself
+    may come from the shared cache, far from the tree)."""
+    wheel_for(version, migration)
+    return _work / f"src-{version}-{migration or 'plain'}"
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
