@@ -72,6 +72,7 @@ def _wait_for_record(site: DhashSite, phase: str, timeout: float = 180) -> None:
     raise AssertionError(f"no {phase} record in {timeout} s")
 
 
+@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the two rollouts per run
 def test_a_fleet_deploy_killed_between_waves_resumes_with_its_gates_and_no_failed_request(
     site: DhashSite,
 ) -> None:
@@ -116,6 +117,7 @@ def test_a_fleet_deploy_killed_between_waves_resumes_with_its_gates_and_no_faile
     assert all(s.up and s.weight == 100 for s in site.runtime.servers("dhash"))
 
 
+@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the two rollouts per run
 def test_a_bad_release_stops_after_the_first_wave_and_undoes_that_host_only(
     site: DhashSite,
 ) -> None:

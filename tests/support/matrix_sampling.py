@@ -21,7 +21,7 @@ import os
 import random
 import secrets
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import pytest
 
@@ -57,14 +57,19 @@ def choose(cases: Sequence[str], keep: int, seed: int, group: str) -> set[str]:
 
 
 def sample(
-    items: Iterable[tuple[str, int]], seed: int, named: Iterable[str] = ()
+    items: Iterable[tuple[str, int]],
+    seed: int,
+    named: Iterable[str] = (),
+    group_of: Mapping[str, str] | None = None,
 ) -> tuple[set[str], list[str]]:
     """``(kept, deselected)`` node ids of the ``(nodeid, keep)`` matrix cases; ``named`` ones
-    (given on the command line) are always kept."""
+    (given on the command line) are always kept. ``group_of`` puts a case in a named matrix
+    (``matrix(keep=1, group="...")``: several test functions of a module, e.g. scenarios that
+    share one costly site, of which a run keeps ``keep``)."""
     groups: dict[str, list[str]] = defaultdict(list)
     keeps: dict[str, int] = {}
     for nodeid, keep in items:
-        group = matrix_group(nodeid)
+        group = (group_of or {}).get(nodeid) or matrix_group(nodeid)
         groups[group].append(nodeid)
         keeps[group] = min(keep, keeps.get(group, keep))
     named_ids = set(named)
@@ -101,6 +106,17 @@ def _keep(item: pytest.Item) -> int | None:
     return keep
 
 
+def _group(item: pytest.Item) -> str | None:
+    """A named matrix is per module: ``<file>::<group>``."""
+    marker = item.get_closest_marker("matrix")
+    group = marker.kwargs.get("group") if marker is not None else None
+    if group is None:
+        return None
+    if not isinstance(group, str) or not group:
+        raise pytest.UsageError(f"{item.nodeid}: matrix(group=...) must be a non-empty string")
+    return f"{item.nodeid.split('::', 1)[0]}::{group}"
+
+
 def _named_on_command_line(config: pytest.Config) -> set[str]:
     root = config.rootpath
     named = set()
@@ -119,8 +135,8 @@ def _named_on_command_line(config: pytest.Config) -> set[str]:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "matrix(keep=1): a parametrized matrix that make test samples (keep cases per run) "
-        "and make test-full runs whole",
+        "matrix(keep=1, group=None): a parametrized matrix (or, with group, the module's tests "
+        "of that group) that make test samples (keep cases per run) and make test-full runs whole",
     )
     seed = parse_sample(os.environ.get(ENV))
     if seed is not None and not hasattr(config, "workerinput"):
@@ -146,7 +162,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     matrix = [(item.nodeid, keep) for item in items if (keep := _keep(item)) is not None]
     if not matrix:
         return
-    _kept, deselected = sample(matrix, seed, _named_on_command_line(config))
+    group_of = {item.nodeid: group for item in items if (group := _group(item)) is not None}
+    _kept, deselected = sample(matrix, seed, _named_on_command_line(config), group_of)
     if not deselected:
         return
     dropped = set(deselected)

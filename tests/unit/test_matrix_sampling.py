@@ -69,6 +69,17 @@ def test_sample_keeps_cases_named_on_the_command_line() -> None:
     assert len(kept) in (2, 3) and set(deselected) == set(CASES) - kept
 
 
+def test_a_named_group_samples_several_test_functions_as_one_matrix() -> None:
+    scenarios = ["m.py::test_resume", "m.py::test_bad_release"]
+    group_of = dict.fromkeys(scenarios, "m.py::scenario")
+    for seed in range(1, 20):
+        kept, deselected = sample([(n, 1) for n in scenarios], seed, group_of=group_of)
+        assert len(kept) == 1 and len(deselected) == 1
+    # Without the group each function is its own matrix of one case: both always run.
+    kept, deselected = sample([(n, 1) for n in scenarios], 5)
+    assert kept == set(scenarios) and deselected == []
+
+
 def _pytest(tmp_path: Path, sample_env: str, *args: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "conftest.py").write_text('pytest_plugins = ["tests.support.matrix_sampling"]\n')
     (tmp_path / "test_suite.py").write_text(SUITE)
