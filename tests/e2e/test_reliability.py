@@ -22,6 +22,7 @@ import httpx
 import psycopg
 import pytest
 
+from dhash_rollout.monitor.sources import probe_health
 from tests.support.live_server import dhash_serve
 from tests.support.outage import Answer, Probe, UploadLoad
 from tests.support.postgres import PostgresServer, running_postgres
@@ -79,6 +80,8 @@ def test_postgres_stopped_under_load_answers_503_with_retry_after_and_loses_noth
             private_postgres.stop()
             stopped = load.now()
             time.sleep(OUTAGE_SECONDS)
+            with httpx.Client(timeout=5) as client:  # the monitor's health gate, as it polls
+                during = probe_health(client, f"http://127.0.0.1:{run.port}")
             restarting = load.now()  # it may serve before start() returns: judge until here
             private_postgres.start()
             restarted = load.now()
@@ -86,6 +89,8 @@ def test_postgres_stopped_under_load_answers_503_with_retry_after_and_loses_noth
                 lambda: any(a.status == 201 and a.at > restarted for a in load.answers), 15.0
             )
             time.sleep(1.0)  # and a little steady traffic after
+            with httpx.Client(timeout=5) as client:
+                after = probe_health(client, f"http://127.0.0.1:{run.port}")
         finally:
             load.stop()
             probe.stop()
@@ -116,6 +121,9 @@ def test_postgres_stopped_under_load_answers_503_with_retry_after_and_loses_noth
     assert down_ready and all(a.status == 503 for a in down_ready), down_ready[:3]
     assert "unreachable" in down_ready[-1].detail, down_ready[-1].detail  # and says why
     assert probe.ready[-1].status == 200, probe.ready[-1]
+    # /health stays up, yet the monitor's health gate counts the outage (it reads /ready's store)
+    assert during.value == 1.0 and "store: unreachable" in (during.detail or ""), during
+    assert after.value == 0.0, after
     assert "Traceback" not in log
 
     with psycopg.connect(private_postgres.dsn(database)) as conn:

@@ -11,13 +11,14 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 from pytest_httpserver import HTTPServer
 
 from dhash_rollout.monitor.gates import Measurement
 from dhash_rollout.monitor.ledger import LedgerFiles, read_rows
 from dhash_rollout.monitor.runner import GateMonitor
-from dhash_rollout.monitor.sources import MetricSource
+from dhash_rollout.monitor.sources import MetricSource, dependency_failure, probe_health
 from dhash_rollout.notify.model import Severity
 from dhash_rollout.runs.monitoring import MonitorRequest, Verdict
 
@@ -181,3 +182,35 @@ def test_health_failing_for_three_polls_fails_the_health_gate(
     result = monitor_with(source).watch(request(url, tmp_path), Events(), FakeClock(T0))
     assert result.verdict is Verdict.FAILED and result.failed_gate == "healthFailures"
     assert result.polls == 3
+
+
+@pytest.mark.parametrize(
+    ("ready", "broken"),
+    [
+        ({"ready": False, "checks": {"store": "unreachable: OperationalError"}},
+         "store: unreachable: OperationalError"),
+        ({"ready": False, "checks": {"store": "ok", "shutdown": "draining"}}, None),
+        ({"ready": False, "checks": {"store": "ok", "admission": "saturated"}}, None),
+        ({"ready": False, "checks": {"store": "ok", "index": "loading"}}, None),
+        ({"ready": False, "checks": {"store": "not started"}}, "store: not started"),
+        (None, None),
+        ("not json", None),
+        ({"checks": ["store"]}, None),
+    ],
+)  # fmt: skip
+def test_the_health_gate_counts_an_unreachable_store_not_a_busy_or_draining_worker(
+    ready: object, broken: str | None
+) -> None:
+    assert dependency_failure(ready) == broken
+
+
+def test_a_live_process_whose_store_is_down_is_a_failed_health_check(
+    httpserver: HTTPServer,
+) -> None:
+    httpserver.expect_request("/health").respond_with_json({"status": "ok"})
+    httpserver.expect_request("/ready").respond_with_json(
+        {"ready": False, "checks": {"store": "unreachable: OperationalError"}}, status=503
+    )
+    with httpx.Client(timeout=5) as client:
+        seen = probe_health(client, httpserver.url_for("/"))
+    assert seen.value == 1.0 and "store: unreachable" in (seen.detail or "")

@@ -315,13 +315,41 @@ class SourceError(Exception):
     pass
 
 
+# The /ready checks that say the service cannot do its work: its store. Saturation, a drain or
+# an index still loading make a worker not ready too, but they are load and lifecycle, not ill
+# health: counting them would fail the gate of a release that is merely busy.
+DEPENDENCY_CHECKS = ("store",)
+
+
+def dependency_failure(readiness: object) -> str | None:
+    """What a ``/ready`` body says is broken among ``DEPENDENCY_CHECKS`` (e.g. ``store:
+    unreachable: OperationalError``), or None. ``/health`` deliberately touches no dependency
+    (a slow store must not make a live process look dead), so the gate reads it here."""
+    checks = readiness.get("checks") if isinstance(readiness, dict) else None
+    if not isinstance(checks, dict):
+        return None
+    broken = [f"{name}: {checks[name]}" for name in DEPENDENCY_CHECKS
+              if name in checks and checks[name] != "ok"]  # fmt: skip
+    return "; ".join(broken) or None
+
+
 def probe_health(client: httpx.Client, base_url: str) -> Measurement:
-    """One ``GET /health``: 1 for non-OK (an error status, a refused connection, a timeout)."""
-    url = base_url.rstrip("/") + "/health"
+    """One health check: 1 for non-OK. Non-OK is ``GET /health`` failing (an error status, a
+    refused connection, a timeout) or, with the process alive, ``GET /ready`` saying its store
+    is unreachable (a database outage the liveness probe is built not to see)."""
+    base = base_url.rstrip("/")
     try:
-        answer = client.get(url)
+        answer = client.get(base + "/health")
     except httpx.HTTPError as exc:
         return Measurement(1.0, samples=1, detail=f"{type(exc).__name__}")
     if answer.status_code != 200:
         return Measurement(1.0, samples=1, detail=f"HTTP {answer.status_code}")
+    try:
+        ready = client.get(base + "/ready")
+        body: object = ready.json() if ready.status_code != 200 else None
+    except (httpx.HTTPError, ValueError):
+        body = None  # /health answered: a /ready hiccup alone is not ill health
+    broken = dependency_failure(body)
+    if broken is not None:
+        return Measurement(1.0, samples=1, detail=f"/health 200, /ready {broken}")
     return Measurement(0.0, samples=1, detail="HTTP 200")
