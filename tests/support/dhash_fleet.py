@@ -77,7 +77,7 @@ def _environments(base: Path, fleet: Fleet, runtime_api: str, proxy_url: str, db
         'release_deps = "shared"',
         'preflight = "warn"',
         "shutdown_grace_seconds = 2",
-        "ready_timeout_seconds = 30",
+        "ready_timeout_seconds = 15",  # a bad release (its /ready failing) is given up sooner
         'channels = ["file"]',
     ]
     for h in fleet.hosts:
