@@ -37,7 +37,7 @@ from tests.integration.test_notify_escalation import (
     MIN,
     OPS,
     FakeClock,
-    _matrix,
+    notify_env,
     recipients,
     rollback,
 )
@@ -49,7 +49,6 @@ from tests.integration.test_notify_receivers import (
 )
 
 SECRET = "ack-secret-canary-" + "7f3a" * 8  # looked for in every log, file and output
-_NOTIFY_VARS = ("SLACK_", "TEAMS_", "DISCORD_", "SMTP_", "DHASH_")
 _TOKEN = re.compile(r"/ack/([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")
 
 
@@ -92,31 +91,15 @@ def settings(
     smtp: SmtpServer,
     listen: socket.socket,
 ) -> dict[str, str]:
-    for name in list(os.environ):
-        if name.startswith(_NOTIFY_VARS):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "dhash-environments.toml").write_text(_matrix(receiver))
-    values = {
-        "DHASH_ENVIRONMENTS_FILE": str(tmp_path / "dhash-environments.toml"),
-        "DHASH_LOG_DIR": str(tmp_path / "logs"),
-        "SLACK_WEBHOOK_URL": receiver.url("slack", "T0/B0/oncall"),
-        "SMTP_HOST": "127.0.0.1",
-        "SMTP_PORT": str(smtp.port),
-        "SMTP_SECURITY": "none",
-        "SMTP_FROM": "dhash <dhash@example.org>",
-        "SMTP_TO": "everyone@example.org",
-        "DHASH_NOTIFY_MAX_ATTEMPTS": "2",
-        "DHASH_NOTIFY_BACKOFF_INITIAL_SECONDS": "0.01",
-        "DHASH_NOTIFY_BACKOFF_MAX_SECONDS": "0.02",
-        "DHASH_NOTIFY_READ_TIMEOUT_SECONDS": "2",
-        "DHASH_NOTIFY_TOTAL_SECONDS": "5",
-        "DHASH_NOTIFY_ACK_SECRET": SECRET,
-        "DHASH_NOTIFY_ACK_URL": f"http://127.0.0.1:{listen.getsockname()[1]}/oncall",
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
+    listener = f"http://127.0.0.1:{listen.getsockname()[1]}/oncall"
+    return notify_env(
+        monkeypatch,
+        tmp_path,
+        receiver,
+        smtp,
+        DHASH_NOTIFY_ACK_SECRET=SECRET,
+        DHASH_NOTIFY_ACK_URL=listener,
+    )
 
 
 @pytest.fixture

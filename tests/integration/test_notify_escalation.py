@@ -109,11 +109,15 @@ contacts = [
 """
 
 
-@pytest.fixture
-def settings(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, receiver: WebhookReceiver, smtp: SmtpServer
+def notify_env(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    receiver: WebhookReceiver,
+    smtp: SmtpServer,
+    **extra: str,
 ) -> dict[str, str]:
-    """The environment (also for child processes): the matrix, the receivers, fast retries."""
+    """The environment (also for child processes): the matrix, the receivers, fast retries;
+    ``extra`` adds or overrides variables (the ack-link tests' secret and listener)."""
     for name in list(os.environ):
         if name.startswith(_NOTIFY_VARS):
             monkeypatch.delenv(name)
@@ -133,10 +137,18 @@ def settings(
         "DHASH_NOTIFY_BACKOFF_MAX_SECONDS": "0.02",
         "DHASH_NOTIFY_READ_TIMEOUT_SECONDS": "2",
         "DHASH_NOTIFY_TOTAL_SECONDS": "5",
+        **extra,
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     return values
+
+
+@pytest.fixture
+def settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, receiver: WebhookReceiver, smtp: SmtpServer
+) -> dict[str, str]:
+    return notify_env(monkeypatch, tmp_path, receiver, smtp)
 
 
 @pytest.fixture

@@ -222,7 +222,8 @@ def ack_app(make_escalator: Callable[[], Escalator], secrets: str | Sequence[str
         found = verify(secrets, token, escalator.clock())
         return refused(found) if isinstance(found, Refused) else found
 
-    def show(token: str) -> Response:
+    def linked(token: str) -> tuple[Escalator, AckGrant, Alert] | Response:
+        """The alert a link names, or the page refusing it (forged, expired, unknown alert)."""
         escalator = make_escalator()
         grant = grant_of(escalator, token)
         if isinstance(grant, Response):
@@ -230,18 +231,22 @@ def ack_app(make_escalator: Callable[[], Escalator], secrets: str | Sequence[str
         alert = escalator.alerts.get(grant.alert_id)
         if alert is None:
             return _page(404, "No such alert", note=f"Alert {grant.alert_id} is not in the store.")
+        return escalator, grant, alert
+
+    def show(token: str) -> Response:
+        found = linked(token)
+        if isinstance(found, Response):
+            return found
+        _escalator, _grant, alert = found
         if not alert.is_open:
             return _alert_page(200, f"Alert {alert.id} is {alert.state}", alert)
         return _alert_page(200, f"Acknowledge alert {alert.id}?", alert, form=True)
 
     def acknowledge(token: str, form: dict[str, str]) -> Response:
-        escalator = make_escalator()
-        grant = grant_of(escalator, token)
-        if isinstance(grant, Response):
-            return grant
-        alert = escalator.alerts.get(grant.alert_id)
-        if alert is None:
-            return _page(404, "No such alert", note=f"Alert {grant.alert_id} is not in the store.")
+        found = linked(token)
+        if isinstance(found, Response):
+            return found
+        escalator, grant, alert = found
         name = form.get("by", "")
         if problem := check_name(name):
             title = f"Acknowledge alert {alert.id}?"
