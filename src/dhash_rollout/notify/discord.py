@@ -5,14 +5,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from . import render
 from .model import Event
-from .retry import RetryPolicy
-from .webhook import post_json
+from .webhook import WebhookChannel
 
 # Embed limits (discord.com/developers/docs/resources/message#embed-object-embed-limits).
 TITLE_CHARS = 256
@@ -53,16 +52,8 @@ def render_payload(event: Event, now: datetime | None = None) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class DiscordChannel:
-    url: str = field(repr=False)
-    policy: RetryPolicy
+class DiscordChannel(WebhookChannel):
     name: str = "discord"
 
     def render(self, event: Event) -> dict[str, Any]:
         return render_payload(event)
-
-    def deliver(self, payload: dict[str, Any], seconds_left: float) -> str:
-        return post_json(self.name, self.url, payload, self.policy, seconds_left)
-
-    def secret_values(self) -> tuple[str, ...]:
-        return (self.url,)

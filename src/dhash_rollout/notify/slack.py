@@ -6,13 +6,12 @@ fallback. User text is escaped for mrkdwn so a message cannot ping ``<!channel>`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import render
 from .model import Event
-from .retry import RetryPolicy
-from .webhook import post_json
+from .webhook import WebhookChannel
 
 # Block Kit limits (api.slack.com/reference/block-kit/blocks).
 HEADER_CHARS = 150
@@ -62,16 +61,8 @@ def render_payload(event: Event) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class SlackChannel:
-    url: str = field(repr=False)
-    policy: RetryPolicy
+class SlackChannel(WebhookChannel):
     name: str = "slack"
 
     def render(self, event: Event) -> dict[str, Any]:
         return render_payload(event)
-
-    def deliver(self, payload: dict[str, Any], seconds_left: float) -> str:
-        return post_json(self.name, self.url, payload, self.policy, seconds_left)
-
-    def secret_values(self) -> tuple[str, ...]:
-        return (self.url,)

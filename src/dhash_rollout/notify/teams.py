@@ -6,13 +6,12 @@ connector ``MessageCard`` format is retired, so it is not produced.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import render
 from .model import Event
-from .retry import RetryPolicy
-from .webhook import post_json
+from .webhook import WebhookChannel
 
 CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
 CARD_VERSION = "1.4"
@@ -65,16 +64,8 @@ def render_payload(event: Event) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class TeamsChannel:
-    url: str = field(repr=False)
-    policy: RetryPolicy
+class TeamsChannel(WebhookChannel):
     name: str = "teams"
 
     def render(self, event: Event) -> dict[str, Any]:
         return render_payload(event)
-
-    def deliver(self, payload: dict[str, Any], seconds_left: float) -> str:
-        return post_json(self.name, self.url, payload, self.policy, seconds_left)
-
-    def secret_values(self) -> tuple[str, ...]:
-        return (self.url,)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,6 +44,22 @@ def check_webhook_url(url: str) -> str | None:
     if parts.scheme == "http" and is_loopback(host):
         return None
     return "must be an https:// URL (plain http is allowed only on loopback)"
+
+
+@dataclass(frozen=True)
+class WebhookChannel:
+    """What Slack, Teams and Discord share: one JSON POST to a URL that is the credential
+    (so it is the secret to redact). Subclasses give the name and render the vendor payload."""
+
+    url: str = field(repr=False)
+    policy: RetryPolicy
+    name: str = "webhook"
+
+    def deliver(self, payload: dict[str, Any], seconds_left: float) -> str:
+        return post_json(self.name, self.url, payload, self.policy, seconds_left)
+
+    def secret_values(self) -> tuple[str, ...]:
+        return (self.url,)
 
 
 def post_json(
