@@ -68,6 +68,7 @@ from dhash_rollout.targets.fleet.target import FleetTarget
 from dhash_service.errors import CheckFailed, DhashError
 
 Say = Callable[[str], None]
+FLEET_GATE = "fleet"  # the gate over the whole fleet: health through the proxy, every host's sum
 
 
 def gate_verdict(results: Mapping[str, MonitorResult], inconclusive: str) -> str | None:
@@ -87,7 +88,8 @@ def gate_verdict(results: Mapping[str, MonitorResult], inconclusive: str) -> str
 @dataclass
 class MonitorGate:
     """The monitor between waves: one window per host of the wave (its own ``/metrics``) and
-    one for the fleet (through the proxy), watched at the same time."""
+    one for the fleet (health through the proxy, the gates over every host's own metrics:
+    :class:`~dhash_rollout.monitor.sources.FleetScrapeSource`), watched at the same time."""
 
     monitor: DeployMonitor
     ctx: RunContext
@@ -98,18 +100,23 @@ class MonitorGate:
 
     def _request(self, wave: Wave, name: str, url: str) -> MonitorRequest:
         env = self.ctx.env
+        fleet = (
+            tuple((h, host.url) for h, host in self.target.hosts.hosts.items())
+            if name == FLEET_GATE
+            else ()
+        )
         return MonitorRequest(
             environment=env.name, version=self.version, previous_version=self.previous_version,
             base_url=url, window_start=time.time(),
             run_id=f"{self.ctx.run_id}-wave{wave.number}-{name}", log_dir=self.ctx.log_dir,
             duration_s=self.target.waves.gate_seconds, time_scale=self.time_scale,
-            api_token=api_token(env),
+            api_token=api_token(env), fleet_hosts=fleet,
         )  # fmt: skip
 
     def __call__(self, wave: Wave) -> str | None:
         urls = {h: self.target.hosts.hosts[h].url for h in wave.hosts}
         if self.target.proxy.url:
-            urls["fleet"] = self.target.proxy.url
+            urls[FLEET_GATE] = self.target.proxy.url
         results: dict[str, MonitorResult] = {}
         errors: dict[str, str] = {}
 

@@ -38,6 +38,7 @@ from dhash_rollout.monitor.gates_config import (
 from dhash_rollout.monitor.ledger import Ledger, LedgerFiles, files_for
 from dhash_rollout.monitor.report import write_report
 from dhash_rollout.monitor.sources import (
+    FleetScrapeSource,
     MetricSource,
     PrometheusSource,
     SampleStore,
@@ -63,6 +64,8 @@ SourceFactory = Callable[[MonitorRequest, LedgerFiles], MetricSource]
 
 
 def scrape_source(request: MonitorRequest, files: LedgerFiles) -> MetricSource:
+    if request.fleet_hosts:
+        return FleetScrapeSource(dict(request.fleet_hosts), store=SampleStore(files.samples))
     return ScrapeSource(
         request.base_url, version=request.version or None, store=SampleStore(files.samples)
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -178,12 +178,14 @@ class ScrapeSource:
         store: SampleStore | None = None,
         timeout_s: float = 5.0,
         client: httpx.Client | None = None,
+        instance: str | None = None,
     ) -> None:
         self.url = base_url.rstrip("/") + "/metrics"
         self.version = version
         self.store = store if store is not None else SampleStore()
         self.client = client or httpx.Client(timeout=timeout_s)
         self.skipped_old = 0
+        self.instance = instance
 
     def close(self) -> None:
         self.client.close()
@@ -202,7 +204,7 @@ class ScrapeSource:
         if self.version is not None and scraped.version not in (None, self.version):
             self.skipped_old += 1  # the old release answered: its samples never count
             return None
-        self.store.add(scraped)
+        self.store.add(with_instance(scraped, self.instance) if self.instance else scraped)
         return None
 
     def failure_rate(self, start: float, end: float) -> Measurement:
@@ -233,6 +235,47 @@ class ScrapeSource:
         if latest is None:
             return Measurement(None, detail="no queue gauge scraped")
         return Measurement(latest.v, samples=1)
+
+
+def with_instance(scraped: Scraped, instance: str) -> Scraped:
+    """``scraped`` with an ``instance`` label on every series, as Prometheus adds per target:
+    each host's counters stay their own series, so increases never mix two hosts' counters."""
+    values = {
+        (name, tuple(sorted((*labels, ("instance", instance))))): value
+        for (name, labels), value in scraped.values.items()
+    }
+    return Scraped(scraped.at, values, scraped.version)
+
+
+class FleetScrapeSource(ScrapeSource):
+    """Every host's own ``/metrics`` at each poll, the gates over their sum.
+
+    A fleet's view through its proxy cannot come from scraping the proxy: each scrape reaches
+    whichever host the balancer picks, so one series would jump between hosts' counters and
+    every jump read as a reset. Here each host is its own instance and the gates are PromQL's
+    ``sum(increase(...))`` across them; every release counts (the fleet as its clients see it,
+    old and new hosts side by side); the per-host gates judge the new release alone."""
+
+    name = "scrape-fleet"
+
+    def __init__(
+        self,
+        hosts: Mapping[str, str],
+        *,
+        store: SampleStore | None = None,
+        timeout_s: float = 5.0,
+    ) -> None:
+        if not hosts:
+            raise ValueError("a fleet source needs at least one host")
+        super().__init__(next(iter(hosts.values())), store=store, timeout_s=timeout_s)
+        self.members = [
+            ScrapeSource(url, store=self.store, client=self.client, instance=name)
+            for name, url in hosts.items()
+        ]
+
+    def collect(self, at: float) -> str | None:
+        problems = [why for member in self.members if (why := member.collect(at))]
+        return "; ".join(problems) or None
 
 
 def range_selector(start: float, end: float) -> str:

@@ -64,6 +64,9 @@ class MonitorRequest:
     duration_s: float | None = None  # None: the gates config's monitoring.durationMinutes
     time_scale: float = 1.0  # N: the same schedule N times faster (demos, tests); said on screen
     api_token: str | None = None  # a read-scope token, when the service's reads need one
+    # A fleet's view: (host, base URL) of every host, whose own /metrics the gates sum (the
+    # health gate still probes base_url, the proxy). Empty: base_url's /metrics.
+    fleet_hosts: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
