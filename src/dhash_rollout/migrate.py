@@ -6,6 +6,10 @@ back. PostgreSQL has transactional DDL; SQLite gets it through the engine's expl
 recipe (``dhash_service.store.schema.create_engine_for``). The report lists the pending
 revisions, what would change (tables, columns, indexes) and every SQL statement executed, and
 the database is checked afterwards to be at the revision it started at.
+
+With ``--source`` (:func:`rehearse`) the migrations run for real, committed, on a throw-away
+copy of a backup or of another database (made by ``dhash_rollout.backup.scratch``): the data a
+restore would bring back, migrated exactly as the live store would be.
 """
 
 from __future__ import annotations
@@ -83,6 +87,11 @@ class DryRunReport:
     duration_seconds: float
     log_path: Path | None = None
     notes: list[str] = field(default_factory=list)
+    # A rehearsal on a copy (``--source``): what the copy was made of, and its tables' rows
+    # before and after the migrations ran (a data migration's effect is seen there).
+    source: str | None = None
+    rows_before: dict[str, int] = field(default_factory=dict)
+    rows_after: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -470,18 +479,140 @@ def _planned(
         raise ConfigError(f"cannot plan {direction} from {start!r} to {target!r}: {exc}") from None
 
 
+def _row_counts(connection: sa.Connection) -> dict[str, int]:
+    return {
+        table: int(
+            connection.execute(sa.select(sa.func.count()).select_from(sa.table(table))).scalar_one()
+        )
+        for table in sorted(sa.inspect(connection).get_table_names())
+    }
+
+
+def _copy_state(url: str) -> tuple[str | None, dict[str, dict[str, Any]], dict[str, int]]:
+    with _engine(url) as engine, engine.connect() as conn:
+        return _current(conn), _schema_shape(conn), _row_counts(conn)
+
+
+def rehearse(
+    copy_url: str,
+    log_path: Path | None = None,
+    *,
+    source: str,
+    source_revision: Callable[[], str | None],
+    target: str = "head",
+    direction: str = "upgrade",
+    notes: list[str] | None = None,
+    config_factory: ConfigFactory = store_schema.alembic_config,
+) -> DryRunReport:
+    """Run the migrations for real on ``copy_url``, a throw-away copy of ``source``.
+
+    Unlike :func:`dry_run` nothing is rolled back: the copy is migrated exactly as the live
+    store would be (each revision committed, statements that cannot run in a transaction
+    included), then its revision, schema and row counts are read. ``source_revision`` reads
+    the source's revision again afterwards: ``unchanged`` says the source was left alone.
+    Never raises for a failing migration (``ok=False`` and why).
+    """
+    if direction not in ("upgrade", "downgrade"):
+        raise ConfigError(f"unknown direction {direction!r}")
+    _check_revision(target)
+    if log_path is not None and log_path.is_dir():
+        raise ConfigError(f"--log {log_path} is a directory; name a file")
+    started = time.monotonic()
+    script = _script(config_factory(copy_url))
+    try:
+        start, before, rows_before = _copy_state(copy_url)
+    except sa.exc.OperationalError as exc:
+        raise _unavailable(copy_url, exc) from None
+    source_before = source_revision()
+    pending, resolved = _planned(script, start, target, direction)
+    statements: list[str] = []
+
+    def capture(
+        _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool
+    ) -> None:
+        text = statement.strip()
+        statements.append(f"{text}  -- {parameters!r}" if parameters else text)
+
+    error: str | None = None
+    sa.event.listen(sa.Engine, "before_cursor_execute", capture)  # the engine env.py makes
+    try:
+        run = command.upgrade if direction == "upgrade" else command.downgrade
+        run(config_factory(copy_url), resolved)
+    except Exception as exc:  # a migration script may raise anything: report it
+        error = _first_line(exc)
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", capture)
+    try:
+        reached, after, rows_after = _copy_state(copy_url)
+    except sa.exc.OperationalError as exc:
+        raise _unavailable(copy_url, exc) from None
+    expected = None if resolved == "base" else resolved
+    if error is None and reached != expected:
+        error = f"migrations ended at {reached!r}, expected {expected!r}"
+    elif error is not None:
+        error += f"; {_what_stayed(start, reached)} on the copy"
+    source_now = source_revision()
+    unchanged = source_now == source_before
+    if not unchanged and error is None:
+        error = f"the source moved from {source_before!r} to {source_now!r} meanwhile"
+    report = DryRunReport(
+        database=display_url(copy_url),
+        direction=direction,
+        start=start,
+        target=target,
+        pending=pending,
+        changes=describe_changes(before, after),
+        statements=statements,
+        ok=error is None,
+        error=error,
+        unchanged=unchanged,
+        duration_seconds=time.monotonic() - started,
+        log_path=log_path,
+        notes=[
+            "the migrations ran for real on a copy, which was then deleted; "
+            "the source and the live database were only read",
+            *(notes or []),
+        ],
+        source=source,
+        rows_before=rows_before,
+        rows_after=rows_after,
+    )
+    if log_path is not None:
+        write_dry_run_log(report, log_path)
+    return report
+
+
 def write_dry_run_log(report: DryRunReport, path: Path) -> None:
     """The human-readable ``migrate-dryrun.log`` the guide's checklist asks for."""
+    rows = [
+        f"- {table}: {report.rows_before.get(table, '-')} -> {report.rows_after.get(table, '-')}"
+        for table in sorted(report.rows_before.keys() | report.rows_after.keys())
+    ]
+    where = (
+        [f"source: {report.source}", f"database: a copy ({report.database})"]
+        if report.source
+        else [f"database: {report.database}"]
+    )
+    unchanged = (
+        f"source unchanged: {'yes' if report.unchanged else 'NO'}"
+        if report.source
+        else f"database unchanged after rollback: {'yes' if report.unchanged else 'NO'}"
+    )
+    statements = (
+        f"## SQL executed on the copy ({len(report.statements)})"
+        if report.source
+        else f"## SQL executed inside the rolled-back transaction ({len(report.statements)})"
+    )
     lines = [
         f"# dhash migrate dry-run ({report.direction}) at "
         f"{datetime.now(UTC).isoformat(timespec='seconds')}",
-        f"database: {report.database}",
+        *where,
         f"version: {__version__}",  # whose migrations ran: preflight matches the deploy's
         f"current revision: {report.start or '(none)'}",
         f"target: {report.target}",
         f"result: {'OK' if report.ok else 'FAILED'}"
         + (f" - {report.error}" if report.error else ""),
-        f"database unchanged after rollback: {'yes' if report.unchanged else 'NO'}",
+        unchanged,
         f"duration: {report.duration_seconds:.3f}s",
         *(f"note: {n}" for n in report.notes),
         "",
@@ -491,7 +622,8 @@ def write_dry_run_log(report: DryRunReport, path: Path) -> None:
         f"## changes ({len(report.changes)})",
         *(f"- {c}" for c in report.changes),
         "",
-        f"## SQL executed inside the rolled-back transaction ({len(report.statements)})",
+        *([f"## rows per table, before -> after ({len(rows)})", *rows, ""] if rows else []),
+        statements,
         *(f"{s};" for s in report.statements),
         "",
     ]

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from dhash_rollout.backup import create_backup, list_backups
+from dhash_rollout.backup.scratch import scratch_copy
 from dhash_rollout.checks.daily import run_weekly
 from dhash_rollout.checks.maintenance import run_maintenance
 from dhash_rollout.checks.preflight import run_preflight
@@ -22,7 +23,7 @@ from dhash_rollout.deploy import DeployRequest
 from dhash_rollout.deploy import dry_run as deploy_dry_run
 from dhash_rollout.environments import Environment, load_environment
 from dhash_rollout.migrate import dry_run as migrate_dry_run
-from dhash_rollout.migrate import upgrade
+from dhash_rollout.migrate import rehearse, upgrade
 from tests.support.live_server import DHASH
 from tests.support.release_builds import CHECKOUT, write_environments
 
@@ -169,6 +170,27 @@ def test_preflight_does_not_take_a_rehearsed_downgrade_for_the_deploys_migration
     assert _failed(tmp_path, env) == {
         "migrate dry-run log": "migrate-dryrun.log rehearses a downgrade, not the deploy's "
         "upgrade: run ./scripts/migrate_dhash.sh --dry-run --env production"
+    }
+
+
+def test_preflight_does_not_take_a_rehearsal_on_a_copy_for_the_live_dry_run(
+    tmp_path: Path,
+) -> None:
+    """A `migrate --dry-run --source` log put in place of migrate-dryrun.log: a copy of another
+    database was migrated, which says nothing of this one."""
+    env = _ready_for_production(tmp_path)
+    live = Path(env.database_url.removeprefix("sqlite:///"))
+    with scratch_copy(str(live)) as copy:
+        rehearse(
+            copy.url,
+            tmp_path / "migrate-dryrun.log",
+            source=copy.label,
+            source_revision=copy.source_revision,
+        )
+    assert _failed(tmp_path, env) == {
+        "migrate dry-run log": f"migrate-dryrun.log is a rehearsal on a copy of SQLite database "
+        f"{live}, not a dry run of production's database: run ./scripts/migrate_dhash.sh "
+        "--dry-run --env production"
     }
 
 

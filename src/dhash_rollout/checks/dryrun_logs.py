@@ -71,6 +71,11 @@ def check_migrate_dryrun(path: Path, env: Environment, version: str | None = Non
             f"./scripts/migrate_dhash.sh --dry-run --env {env.name}"
         )
     fields = dict(line.split(": ", 1) for line in lines if ": " in line)
+    if "source" in fields:  # `migrate --dry-run --source`: a copy was migrated, not this database
+        raise CheckFailed(
+            f"{path.name} is a rehearsal on a copy of {fields['source']}, not a dry run of "
+            f"{env.name}'s database: run ./scripts/migrate_dhash.sh --dry-run --env {env.name}"
+        )
     database = fields.get("database")
     if database and database != redact_text(display_url(env.database_url)):
         raise CheckFailed(f"{path.name} is a dry run of {database}, not {env.name}'s database")

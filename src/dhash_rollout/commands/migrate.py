@@ -2,18 +2,25 @@
 ``--dry-run`` that writes ``migrate-dryrun.log``.
 
 The database is the environment's (``--env``) or, without ``--env``, ``DHASH_DATABASE_URL``.
+``--dry-run --source BACKUP|DATABASE`` rehearses on a throw-away copy of a backup or of another
+database instead (``migrate-dryrun-source.log``): the live database is only read.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from dhash_service.errors import CheckFailed
+from dhash_service.errors import CheckFailed, ConfigError
+
+if TYPE_CHECKING:
+    from dhash_rollout.migrate import DryRunReport
 
 DRYRUN_LOG = "migrate-dryrun.log"
+SOURCE_LOG = "migrate-dryrun-source.log"  # never the live dry-run's evidence preflight reads
 
 migrate_app = typer.Typer(
     name="migrate",
@@ -26,7 +33,16 @@ JsonOption = typer.Option(False, "--json", help="Print the result as JSON.")
 DryRunOption = typer.Option(
     False, "--dry-run", help="Run inside a transaction and roll it back; write the log."
 )
-LogOption = typer.Option(Path(DRYRUN_LOG), "--log", help="Where --dry-run writes its report.")
+LogOption = typer.Option(
+    None,
+    "--log",
+    help=f"Where --dry-run writes its report ({DRYRUN_LOG}; {SOURCE_LOG} with --source).",
+)
+SourceOption = typer.Option(
+    None,
+    "--source",
+    help="With --dry-run: rehearse on a copy of this backup archive, SQLite file or database URL.",
+)
 
 
 def _database_url(env: str | None) -> str:
@@ -57,24 +73,63 @@ def _print_status(status: object, as_json: bool, verb: str = "") -> None:
         typer.echo(f"pending:  {rev.revision}  {rev.message}")
 
 
-def _dry_run(url: str, log: Path, as_json: bool, *, target: str, direction: str) -> None:
-    from dhash_rollout.migrate import dry_run
+def _dry_run(
+    url: str,
+    log: Path | None,
+    as_json: bool,
+    *,
+    target: str,
+    direction: str,
+    source: str | None = None,
+) -> None:
+    from dhash_rollout.migrate import check_database_url, dry_run
 
-    report = dry_run(url, log, target=target, direction=direction)
+    if source is not None:
+        check_database_url(url)  # a mistyped --env URL is a usage error before any copy
+        log = log or Path(SOURCE_LOG)
+        report = _rehearse(url, source, log, target=target, direction=direction)
+    else:
+        log = log or Path(DRYRUN_LOG)
+        report = dry_run(url, log, target=target, direction=direction)
     if as_json:
         typer.echo(json.dumps({"event": "migrate_dry_run", **report.to_dict()}))
     else:
-        typer.echo(f"dry-run {direction} of {report.database}: {'OK' if report.ok else 'FAILED'}")
+        what = f"a copy of {report.source}" if report.source else report.database
+        typer.echo(f"dry-run {direction} of {what}: {'OK' if report.ok else 'FAILED'}")
         typer.echo(f"current: {report.start or '(none)'}  target: {target}")
+        verb = "applied to the copy" if report.source else "would apply"
         for rev in report.pending:
-            typer.echo(f"would apply: {rev.revision}  {rev.message}")
+            typer.echo(f"{verb}: {rev.revision}  {rev.message}")
         for change in report.changes:
             typer.echo(f"  {change}")
-        typer.echo(f"{len(report.statements)} SQL statements, rolled back; log: {log}")
+        for table in sorted(report.rows_before.keys() | report.rows_after.keys()):
+            before, after = report.rows_before.get(table), report.rows_after.get(table)
+            if before != after and (before is not None or after):  # not new empty tables
+                typer.echo(f"  rows {table}: {before if before is not None else '-'} -> "
+                           f"{after if after is not None else '-'}")  # fmt: skip
+        done = "on the copy, then deleted it" if report.source else "rolled back"
+        typer.echo(f"{len(report.statements)} SQL statements, {done}; log: {log}")
         if report.error:
             typer.echo(f"error: {report.error}", err=True)
     if not report.ok:
         raise CheckFailed(f"migration dry-run failed: {report.error} (see {log})")
+
+
+def _rehearse(url: str, source: str, log: Path, *, target: str, direction: str) -> DryRunReport:
+    """Copy ``source`` (a PostgreSQL backup onto the server of ``url``), migrate the copy."""
+    from dhash_rollout.backup.scratch import scratch_copy
+    from dhash_rollout.migrate import rehearse
+
+    with scratch_copy(source, server_url=url) as copy:
+        return rehearse(
+            copy.url,
+            log,
+            source=copy.label,
+            source_revision=copy.source_revision,
+            target=target,
+            direction=direction,
+            notes=copy.notes,
+        )
 
 
 @migrate_app.callback()
@@ -89,19 +144,21 @@ def migrate(
     upgrade_to: str | None = typer.Option(
         None, "--to", help="Upgrade to this revision, not head (a fleet's expand step)."
     ),
-    log: Path = LogOption,
+    log: Path | None = LogOption,
+    source: str | None = SourceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Upgrade the database to this release's head (--dry-run to rehearse it)."""
     if ctx.invoked_subcommand is not None:
-        ctx.obj = {"env": env, "dry_run": dry_run, "log": log, "json": as_json}
+        ctx.obj = {"env": env, "dry_run": dry_run, "log": log, "json": as_json, "source": source}
         return
+    _source_needs_dry_run(source, dry_run)
     url = _database_url(env)
     direction, target = (
         ("downgrade", downgrade_to) if downgrade_to else ("upgrade", upgrade_to or "head")
     )
     if dry_run:
-        _dry_run(url, log, as_json, target=target, direction=direction)
+        _dry_run(url, log, as_json, target=target, direction=direction, source=source)
         return
     from dhash_rollout import migrate as migrations
 
@@ -111,6 +168,14 @@ def migrate(
     else:
         status = migrations.upgrade(url, upgrade_to or "head")
         _print_status(status, as_json, "upgraded")
+
+
+def _source_needs_dry_run(source: str | None, dry_run: bool) -> None:
+    if source is not None and not dry_run:
+        raise ConfigError(
+            "--source rehearses on a copy of a backup or database: it needs --dry-run "
+            "(to put a backup in place, use dhash restore)"
+        )
 
 
 def _inherit(ctx: typer.Context, key: str, value: object) -> object:
@@ -135,15 +200,22 @@ def downgrade(
     *,
     env: str | None = EnvOption,
     dry_run: bool = DryRunOption,
-    log: Path = LogOption,
+    log: Path | None = LogOption,
+    source: str | None = SourceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Downgrade to REVISION (--dry-run to rehearse it)."""
     env_name = _inherit(ctx, "env", env)
-    url = _database_url(env_name if isinstance(env_name, str) else None)
     use_json = bool(_inherit(ctx, "json", as_json))
-    if dry_run or _inherit(ctx, "dry_run", False):
-        _dry_run(url, log, use_json, target=revision, direction="downgrade")
+    rehearsal = _inherit(ctx, "source", source)
+    rehearsal = rehearsal if isinstance(rehearsal, str) else None
+    dry = bool(dry_run or _inherit(ctx, "dry_run", False))
+    _source_needs_dry_run(rehearsal, dry)
+    url = _database_url(env_name if isinstance(env_name, str) else None)
+    if dry:
+        given = _inherit(ctx, "log", log)
+        _dry_run(url, given if isinstance(given, Path) else None, use_json, target=revision,
+                 direction="downgrade", source=rehearsal)  # fmt: skip
         return
     from dhash_rollout import migrate as migrations
 
