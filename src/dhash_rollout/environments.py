@@ -368,6 +368,16 @@ def environments_file(base: Path | None = None) -> Path:
     return Path(named) if named else (base or Path.cwd()) / DEFAULT_FILE
 
 
+def _default_url(updates: Mapping[str, Any], settings: EnvironmentSettings) -> str | None:
+    """Where clients reach the environment when no ``url`` is given: a fleet's proxy (its
+    checks, a rollback's health and smoke, go through it), else the local port."""
+    if settings.proxy is not None and settings.proxy.url:
+        return settings.proxy.url
+    if "port" in updates:
+        return f"http://127.0.0.1:{updates['port']}"
+    return None
+
+
 def load_environment(name: str, base: Path | None = None) -> Environment:
     """The named environment: file values over local defaults. Unknown names are refused."""
     base = base or Path.cwd()
@@ -401,8 +411,8 @@ def load_environment(name: str, base: Path | None = None) -> Environment:
             updates[key] = tuple(raw)
         else:
             updates[key] = raw
-    if "port" in updates and "url" not in updates:
-        updates["url"] = f"http://127.0.0.1:{updates['port']}"
+    if "url" not in updates and (url := _default_url(updates, settings)) is not None:
+        updates["url"] = url
     if "root" in updates and "database_url" not in updates:
         updates["database_url"] = (
             f"sqlite:///{updates['root'] / 'shared' / 'data' / 'dhash.sqlite3'}"

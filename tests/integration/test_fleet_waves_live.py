@@ -19,6 +19,7 @@ import pytest
 from dhash_rollout.deploy.fleet import WaveExecutor, host_states
 from dhash_rollout.deploy.waves import HostState, plan_waves
 from dhash_rollout.runs.journal import Journal, Status
+from dhash_rollout.runs.plan import Phase
 from tests.support.dhash_fleet import ENV, DhashSite, Load, dhash_fleet_site
 from tests.support.netns_hosts import available, cut_off
 from tests.support.release_builds import CHECKOUT, dhash_bin, wheel_for
@@ -103,6 +104,7 @@ def test_a_fleet_deploy_killed_between_waves_resumes_with_its_gates_and_no_faile
     assert site.answering() == dict.fromkeys(HOSTS, "1.2.0")
     assert load.failed == [] and load.ok > 50, load.failed
     assert load.seen == {"1.1.0", "1.2.0"}  # old and new served side by side
+    assert len(load.acknowledged) > 10 and load.lost() == []  # every acknowledged write kept
     done = _journal(site).run(run.deploy_id)
     assert done is not None and done.outcome == "done"
     assert host_states(done, HOSTS) == dict.fromkeys(HOSTS, HostState.READY)
@@ -114,6 +116,28 @@ def test_a_fleet_deploy_killed_between_waves_resumes_with_its_gates_and_no_faile
     gates = [r for r in records if r.phase.startswith("gate:")]
     assert len(gates) == 1 and gates[0].status == "done", gates  # the resumed wave's gate
     assert set(gates[0].detail) == {"web2", "web3", "fleet", "errors"}  # each host, the fleet
+    assert all(s.up and s.weight == 100 for s in site.runtime.servers("dhash"))
+    _rollback_puts_every_host_back(site)
+
+
+def _rollback_puts_every_host_back(site: DhashSite) -> None:
+    """``dhash rollback`` on the fleet the resumed deploy left on 1.2.0 (its end state, no
+    rollout of its own): every host back on 1.1.0 one at a time through the proxy, journaled
+    as a rollback run naming each host, under ingest load with no failed request."""
+    with Load(site.url) as load:
+        code, out, err = _run(site, "rollback", "--env", ENV, "--reason", "fleet drill", "--json")
+    assert code == 0, err + out
+    result = json.loads(out)
+    assert result["ok"] and result["plan"]["version"] == "1.1.0", result
+    assert site.answering() == dict.fromkeys(HOSTS, "1.1.0")
+    assert load.failed == [] and len(load.acknowledged) > 5, load.failed
+    assert load.lost() == []
+    assert load.seen <= {"1.1.0", "1.2.0"} and "1.1.0" in load.seen
+    rolled = _journal(site).run(result["run_id"])
+    assert rolled is not None and rolled.kind == "rollback" and rolled.outcome == "done"
+    assert rolled.params["from_version"] == "1.2.0" and rolled.params["to_version"] == "1.1.0"
+    activated = rolled.detail_of(Phase.ACTIVATE)
+    assert activated, rolled.phases  # the switch back, with every host it rolled
     assert all(s.up and s.weight == 100 for s in site.runtime.servers("dhash"))
 
 
@@ -134,6 +158,7 @@ def test_a_bad_release_stops_after_the_first_wave_and_undoes_that_host_only(
     assert "back on the old release: web1" in result["error"]
     assert site.answering() == before  # web1 back, web2 and web3 never touched
     assert load.failed == []  # web1 was drained before its switch, never served the bad one
+    assert load.acknowledged and load.lost() == []
     assert load.seen == set(before.values())
     run = _journal(site).run(result["run_id"])
     assert run is not None and run.outcome == "failed"

@@ -11,6 +11,7 @@ The controller's side is a ``dhash-environments.toml`` with ``target = "fleet"``
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -26,15 +27,20 @@ import httpx
 
 from dhash_rollout import migrate
 from dhash_rollout.environments import Environment, HostSettings, load_environment
+from dhash_rollout.releases import ReleaseSource
 from dhash_rollout.targets.fleet.haproxy import HAProxyRuntime
 from dhash_rollout.targets.fleet.hosts import ProxiedHosts
 from dhash_rollout.targets.fleet.payload import DhashReleases
+from dhash_rollout.targets.fleet.target import FleetTarget
 from tests.support.haproxy import running_haproxy
+from tests.support.load import unique_png
 from tests.support.netns_hosts import Fleet, namespace_fleet
 
 PORT = 18080
 ENV = "staging"  # faults may be injected (a bad release); production refuses them
 TOKEN = "fleet-test-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+_LOADS = itertools.count(1)  # each Load ingests images no other one did
 
 
 @dataclass
@@ -133,11 +139,10 @@ def dhash_fleet_site(tmp: Path, names: list[str], first: Path) -> Iterator[Dhash
                     settings, env.settings.proxy, payload, known_hosts=known_hosts,
                     parallel=len(names), ready_timeout=30, connect_timeout=3,
                 )  # fmt: skip
-                failed = payload.install(
-                    list(settings.values()), first, known_hosts=known_hosts, parallel=len(names)
-                )
-                assert not any(failed.values()), failed
                 version = first.name.split("-")[1]
+                # On every host and the controller's copy, as the first `dhash deploy` leaves
+                # them (a rollback to this release reads its schema head from that copy).
+                FleetTarget(env).install(ReleaseSource("wheel", str(first)), version=version)
                 switched = hosts.switch(list(settings), version)
                 assert not any(switched.values()), switched
                 runtime = HAProxyRuntime(proxy.runtime_api)
@@ -151,29 +156,54 @@ def dhash_fleet_site(tmp: Path, names: list[str], first: Path) -> Iterator[Dhash
 @dataclass
 class Load:
     """Requests through the proxy, back to back, until stopped: ``/health`` says which
-    release answered each one."""
+    release answered, and every ``ingest_every``-th request is a real write (``POST
+    /v1/images`` of a new image with the environment's token) whose acknowledged image ids
+    are kept, so a test can check that none of them is lost (:meth:`lost`)."""
 
     url: str
+    ingest_every: int = 3
+    seed_base: int = field(default_factory=lambda: next(_LOADS) * 1_000_000)  # new images
     ok: int = 0
     failed: list[str] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
+    acknowledged: list[int] = field(default_factory=list)  # image ids of every 201
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
+    def _ingest(self, client: httpx.Client, n: int) -> httpx.Response:
+        seed = self.seed_base + n
+        files = {"file": (f"fleet-{seed}.png", unique_png(seed), "image/png")}
+        answer = client.post("/v1/images", files=files, headers=AUTH)
+        if answer.status_code == 201:
+            self.acknowledged += [int(item["image_id"]) for item in answer.json()["items"]]
+        return answer
+
     def _run(self) -> None:
+        n = 0
         with httpx.Client(base_url=self.url, timeout=10) as client:
             while not self._stop.is_set():
+                n += 1
+                write = self.ingest_every > 0 and n % self.ingest_every == 0
                 try:
-                    answer = client.get("/health")
+                    answer = self._ingest(client, n) if write else client.get("/health")
                 except httpx.HTTPError as exc:
                     self.failed.append(repr(exc))
                     continue
-                if answer.status_code == 200:
+                if write and answer.status_code == 201:
+                    self.ok += 1
+                elif answer.status_code == 200:
                     self.ok += 1
                     self.seen.add(json.loads(answer.text)["version"])
                 else:
                     self.failed.append(str(answer.status_code))
                 time.sleep(0.01)
+
+    def lost(self) -> list[int]:
+        """The acknowledged image ids the fleet (read through the proxy) no longer has."""
+        with httpx.Client(base_url=self.url, timeout=10, headers=AUTH) as client:
+            return [
+                i for i in self.acknowledged if client.get(f"/v1/images/{i}").status_code != 200
+            ]
 
     def __enter__(self) -> Load:
         self._thread = threading.Thread(target=self._run, daemon=True)

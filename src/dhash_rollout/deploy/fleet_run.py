@@ -42,7 +42,7 @@ from dhash_rollout.deploy.run import (
 from dhash_rollout.deploy.waves import HostState, Migration, Wave, WavePlan, plan_waves
 from dhash_rollout.environments import Environment, api_token, load_environment
 from dhash_rollout.releases import Release, ReleaseSource
-from dhash_rollout.runs.context import RunContext
+from dhash_rollout.runs.context import RunContext, deploy_run_context
 from dhash_rollout.runs.events import RunEvents
 from dhash_rollout.runs.journal import Journal, RunState, Status, new_run_id
 from dhash_rollout.runs.locking import hold_lock
@@ -56,7 +56,6 @@ from dhash_rollout.runs.monitoring import (
 from dhash_rollout.runs.notices import notify
 from dhash_rollout.runs.paths import lock_path
 from dhash_rollout.runs.plan import Phase, Plan, Step, render_plan
-from dhash_rollout.runs.runlog import open_run_log
 from dhash_rollout.runs.schema import (
     database_revision,
     migrate_with,
@@ -378,7 +377,7 @@ def deploy_fleet(
             f"{env.name} names no API token, so the hosts' write endpoints would refuse every "
             f"request: set api_token in [{env.name}] of dhash-environments.toml"
         )
-    backup_dir, log_dir = request.settings.work_dirs(request.base)
+    dirs = request.settings.work_dirs(request.base)
     journal = Journal.for_root(env.root)
     with hold_lock(lock_path(env), "deploy") as held:
         version, _source = resolve_release(request, target)
@@ -392,13 +391,10 @@ def deploy_fleet(
                 names = [h.name for h in target.host_list]
                 undo_interrupted(last, target.hosts, names, journal, progress)
         run_id = resume.deploy_id if resume else new_run_id("deploy")
-        log_path, handle, logger = open_run_log(log_dir, "deploy", env.name, request.log_path)
-        with handle:
-            ctx = RunContext(
-                kind="deploy", env=env, target=target, journal=journal, run_id=run_id,
-                base=request.base, log_dir=log_dir, backup_dir=backup_dir, logger=logger,
-                say=progress, lock=held,
-            )  # fmt: skip
+        with deploy_run_context(
+            env, target, journal, run_id, base=request.base, dirs=dirs, say=progress, lock=held,
+            log_path=request.log_path,
+        ) as ctx:  # fmt: skip
             if resume is not None:
                 params = dict(resume.params)
                 progress(f"deploy {env.name} {version} [{run_id}]: resuming the interrupted run")
@@ -417,10 +413,10 @@ def deploy_fleet(
                 progress(f"deploy {env.name} {version} [{run_id}] to {len(served)} hosts")
             ctx.record(Phase.LOCK, "done", {"holder": held.holder})
             runner = FleetDeploy(ctx, request, target, params, resume=resume, monitor=monitor)
-            return _finish(ctx, runner, log_path)
+            return _finish(ctx, runner, ctx.log_path)
 
 
-def _finish(ctx: RunContext, runner: FleetDeploy, log_path: Path) -> DeployResult:
+def _finish(ctx: RunContext, runner: FleetDeploy, log_path: Path | None) -> DeployResult:
     version = runner.version
     plan = Plan("deploy", ctx.env.name, version, ())
     try:
@@ -441,7 +437,7 @@ def _finish(ctx: RunContext, runner: FleetDeploy, log_path: Path) -> DeployResul
 
 
 def _result(
-    ctx: RunContext, runner: FleetDeploy, plan: Plan, log_path: Path, error: str | None
+    ctx: RunContext, runner: FleetDeploy, plan: Plan, log_path: Path | None, error: str | None
 ) -> DeployResult:
     resumed = runner.resume.deploy_id if runner.resume else None
     return DeployResult(

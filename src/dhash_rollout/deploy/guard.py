@@ -17,14 +17,13 @@ from dataclasses import replace
 from dhash_rollout.deploy.plan import plan_deploy
 from dhash_rollout.deploy.run import DeployRequest, DeployResult, _DeployRunner, gather_facts
 from dhash_rollout.environments import load_environment
-from dhash_rollout.runs.context import RunContext
+from dhash_rollout.runs.context import deploy_run_context
 from dhash_rollout.runs.journal import Journal, RunState
 from dhash_rollout.runs.locking import hold_lock
 from dhash_rollout.runs.monitoring import DeployMonitor
 from dhash_rollout.runs.paths import lock_path
 from dhash_rollout.runs.plan import Phase
 from dhash_rollout.runs.recovery import RunsRollback
-from dhash_rollout.runs.runlog import open_run_log
 from dhash_rollout.targets import get_target
 from dhash_service.errors import CheckFailed
 
@@ -45,7 +44,7 @@ def resume_guard(
     progress = say or (lambda _m: None)
     env = load_environment(request.env, request.base)
     target = get_target(env)
-    backup_dir, log_dir = request.settings.work_dirs(request.base)
+    dirs = request.settings.work_dirs(request.base)
     journal = Journal.for_root(env.root)
     with hold_lock(lock_path(env), "monitor") as held:
         run = journal.run(run_id)  # read under the lock: the deploy may have just finished
@@ -53,13 +52,10 @@ def resume_guard(
             raise CheckFailed(f"the deploy {run_id} is not waiting for its guard any more")
         version = str(run.params["version"])
         request = replace(request, version=version, source=None, no_monitor=False)
-        log_path, handle, logger = open_run_log(log_dir, "deploy", env.name, request.log_path)
-        with handle:
-            ctx = RunContext(
-                kind="deploy", env=env, target=target, journal=journal, run_id=run_id,
-                base=request.base, log_dir=log_dir, backup_dir=backup_dir, logger=logger,
-                say=progress, lock=held,
-            )  # fmt: skip
+        with deploy_run_context(
+            env, target, journal, run_id, base=request.base, dirs=dirs, say=progress, lock=held,
+            log_path=request.log_path,
+        ) as ctx:  # fmt: skip
             ctx.record(Phase.LOCK, "done", {"resumed_by": "dhash monitor", "holder": held.holder})
             facts = gather_facts(request, env, target, run, monitor_available=True)
             plan = plan_deploy(facts)
@@ -68,7 +64,7 @@ def resume_guard(
             progress(f"resuming the guard of {run_id} ({version}): {', '.join(todo)}")
             runner = _DeployRunner(ctx, request, facts, dict(run.params), None)
             runner.monitor, runner.rollback = monitor, rollback
-            return runner.run(plan, log_path)
+            return runner.run(plan, ctx.log_path)
 
 
 def _left(run: RunState) -> tuple[Phase, ...]:

@@ -36,7 +36,7 @@ from dhash_rollout.releases import (
     source_version,
     write_release_settings,
 )
-from dhash_rollout.runs.context import RunContext, run_steps
+from dhash_rollout.runs.context import RunContext, deploy_run_context, run_steps
 from dhash_rollout.runs.events import RunEvents, stop_on_signals
 from dhash_rollout.runs.health import health_phase
 from dhash_rollout.runs.interrupt import (
@@ -64,7 +64,6 @@ from dhash_rollout.runs.recovery import (
     recover_interrupted,
     undo_deploy,
 )
-from dhash_rollout.runs.runlog import open_run_log
 from dhash_rollout.runs.schema import database_exists, database_revision, migrate_with
 from dhash_rollout.settings import ToolkitSettings
 from dhash_rollout.targets import DeployTarget, get_target
@@ -256,7 +255,7 @@ def deploy(
     progress = say or (lambda _m: None)
     env = load_environment(request.env, request.base)
     target = get_target(env)
-    backup_dir, log_dir = request.settings.work_dirs(request.base)
+    dirs = request.settings.work_dirs(request.base)
     journal = Journal.for_root(env.root)
     with hold_lock(lock_path(env), "deploy") as held:
         last = journal.last_run()
@@ -265,21 +264,10 @@ def deploy(
         if unfinished is not None:
             resume = _take_over(unfinished, request, target, env, journal, progress)
         run_id = resume.deploy_id if resume else new_run_id("deploy")
-        log_path, handle, logger = open_run_log(log_dir, "deploy", env.name, request.log_path)
-        with handle:
-            ctx = RunContext(
-                kind="deploy",
-                env=env,
-                target=target,
-                journal=journal,
-                run_id=run_id,
-                base=request.base,
-                log_dir=log_dir,
-                backup_dir=backup_dir,
-                logger=logger,
-                say=progress,
-                lock=held,
-            )
+        with deploy_run_context(
+            env, target, journal, run_id, base=request.base, dirs=dirs, say=progress, lock=held,
+            log_path=request.log_path,
+        ) as ctx:  # fmt: skip
             facts = gather_facts(request, env, target, resume, monitor_available=bool(monitor))
             plan = plan_deploy(facts)
             params = _params(request, facts, resume)
@@ -297,7 +285,7 @@ def deploy(
             )
             runner = _DeployRunner(ctx, request, facts, params, release_source(request))
             runner.monitor, runner.rollback = monitor, rollback
-            return runner.run(plan, log_path)
+            return runner.run(plan, ctx.log_path)
 
 
 def release_source(request: DeployRequest) -> ReleaseSource | None:
@@ -413,7 +401,7 @@ class _DeployRunner:
         self.inconclusive: str | None = None  # the monitor's reason, for a WARN success notice
         self.watched: MonitorResult | None = None  # the monitor's result, for the notices
 
-    def run(self, plan: Plan, log_path: Path) -> DeployResult:
+    def run(self, plan: Plan, log_path: Path | None) -> DeployResult:
         handlers = {
             Phase.PREFLIGHT: self._preflight,
             Phase.NOTIFY_START: self._notify_start,
@@ -443,7 +431,9 @@ class _DeployRunner:
         self.ctx.finish(True, {"version": self.version})
         return self._result(plan, log_path, None)
 
-    def run_interrupted(self, plan: Plan, log_path: Path, stop: RunInterrupted) -> DeployResult:
+    def run_interrupted(
+        self, plan: Plan, log_path: Path | None, stop: RunInterrupted
+    ) -> DeployResult:
         env = self.ctx.env.name
         message = report_interrupted(
             self.ctx,
@@ -453,7 +443,7 @@ class _DeployRunner:
         )
         return replace(self._result(plan, log_path, message), interrupted=True)
 
-    def _result(self, plan: Plan, log_path: Path, error: str | None) -> DeployResult:
+    def _result(self, plan: Plan, log_path: Path | None, error: str | None) -> DeployResult:
         return DeployResult(
             self.ctx.run_id,
             self.ctx.env.name,
@@ -466,7 +456,7 @@ class _DeployRunner:
             self.ctx.results,
         )
 
-    def _failed(self, plan: Plan, log_path: Path, exc: DhashError) -> DeployResult:
+    def _failed(self, plan: Plan, log_path: Path | None, exc: DhashError) -> DeployResult:
         state = self.ctx.journal.run(self.ctx.run_id)
         phase = state.interrupted_phase if state else None
         if isinstance(exc, GatesFailed):

@@ -39,7 +39,7 @@ from dhash_rollout.rollback.decision import (
     restore_reason,
     rollback_headline,
 )
-from dhash_rollout.runs.context import RunContext, run_steps
+from dhash_rollout.runs.context import RunContext, deploy_run_context, run_steps
 from dhash_rollout.runs.health import health_phase
 from dhash_rollout.runs.interrupt import (
     RunInterrupted,
@@ -53,7 +53,6 @@ from dhash_rollout.runs.notices import notify
 from dhash_rollout.runs.paths import lock_path
 from dhash_rollout.runs.plan import Phase, Plan, Step, render_plan
 from dhash_rollout.runs.recovery import TRIGGERS, RollbackOutcome, Trigger, open_canary
-from dhash_rollout.runs.runlog import open_run_log
 from dhash_rollout.runs.schema import (
     database_readable,
     database_revision,
@@ -334,12 +333,12 @@ def rollback(request: RollbackRequest, say: Say | None = None) -> RollbackResult
     progress = say or (lambda _m: None)
     env = load_environment(request.env, request.base)
     target = get_target(env)
-    backup_dir, log_dir = request.settings.work_dirs(request.base)
+    dirs = request.settings.work_dirs(request.base)
     journal = Journal.for_root(env.root)
     if request.dry_run:
         last = journal.last_run()
         unfinished = last if last and not last.finished else None
-        choice = _choose(request, env, target, journal, backup_dir, unfinished)
+        choice = _choose(request, env, target, journal, dirs[0], unfinished)
         plan = plan_rollback(choice.facts)
         empty = _nothing_to_do(plan, choice.facts)
         refusal = choice.facts.backup_refusal if plan.step(Phase.RESTORE).run else None
@@ -357,13 +356,11 @@ def rollback(request: RollbackRequest, say: Say | None = None) -> RollbackResult
             raise CheckFailed(open_canary(unfinished, env.name))
         resume = unfinished if unfinished and unfinished.kind == "rollback" else None
         run_id = resume.deploy_id if resume else new_run_id("rollback")
-        log_path, handle, logger = open_run_log(log_dir, "rollback", env.name, request.log_path)
-        with handle:
-            ctx = RunContext(
-                "rollback", env, target, journal, run_id, request.base, log_dir, backup_dir,
-                logger, progress, lock=held,
-            )  # fmt: skip
-            return _execute(ctx, request, unfinished, resume, log_path)
+        with deploy_run_context(
+            env, target, journal, run_id, base=request.base, dirs=dirs, say=progress, lock=held,
+            log_path=request.log_path, kind="rollback",
+        ) as ctx:  # fmt: skip
+            return _execute(ctx, request, unfinished, resume, ctx.log_path)
 
 
 def execute(ctx: RunContext, *, trigger: Trigger, reason: str) -> RollbackOutcome:

@@ -14,6 +14,7 @@ from dhash_rollout.environments import Environment
 from dhash_rollout.runs.journal import RUN_PHASE, Journal, Status
 from dhash_rollout.runs.locking import HeldLock
 from dhash_rollout.runs.plan import Phase, Plan, Step
+from dhash_rollout.runs.runlog import open_run_log
 from dhash_rollout.targets import DeployTarget
 from dhash_service.errors import DhashError
 
@@ -40,6 +41,7 @@ class RunContext:
     parent: str | None = None  # the run this one runs inside (an automatic rollback's deploy)
     stop: threading.Event = field(default_factory=threading.Event)  # SIGTERM/SIGINT asked
     stop_signal: str | None = None  # which signal asked it (runs/interrupt.py)
+    log_path: Path | None = None  # the run's JSON-lines log (runs/runlog.py)
 
     def child(self, kind: str, run_id: str) -> RunContext:
         """A run inside this one (same lock, journal, log and stop flag), e.g. the automatic
@@ -93,6 +95,34 @@ class RunContext:
         self.journal.append(self.run_id, step.phase, "done", detail)
         self.logger.info("phase_done", request_id=self.run_id, phase=step.phase, **detail)
         self.say(f"  ✓ {step.phase} ({detail['seconds']:.1f} s)")
+
+
+@contextlib.contextmanager
+def deploy_run_context(
+    env: Environment,
+    target: DeployTarget,
+    journal: Journal,
+    run_id: str,
+    *,
+    base: Path,
+    dirs: tuple[Path, Path],
+    say: Progress,
+    lock: HeldLock | None = None,
+    log_path: Path | None = None,
+    kind: str = "deploy",
+) -> Iterator[RunContext]:
+    """A deploy's (or rollback's) run with its log open: the one opening every deploy path
+    shares (the deploy, its resumed guard, the fleet's waves, the undo of an interrupted run),
+    so they journal and log alike. ``dirs``: the backups and logs directories
+    (``ToolkitSettings.work_dirs``); ``log_path``: an explicit log file (``--log-file``)."""
+    backup_dir, log_dir = dirs
+    path, handle, logger = open_run_log(log_dir, kind, env.name, log_path)
+    with handle:
+        yield RunContext(
+            kind=kind, env=env, target=target, journal=journal, run_id=run_id, base=base,
+            log_dir=log_dir, backup_dir=backup_dir, logger=logger, say=say, lock=lock,
+            log_path=path,
+        )  # fmt: skip
 
 
 class RunInterrupted(BaseException):

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from dhash_rollout.environments import Environment
-from dhash_rollout.runs.context import RunContext
+from dhash_rollout.runs.context import RunContext, deploy_run_context
 from dhash_rollout.runs.journal import Journal, RunState
 from dhash_rollout.runs.plan import Phase, Step
-from dhash_rollout.runs.runlog import open_run_log
 from dhash_rollout.runs.schema import database_revision, migrate_with
 from dhash_rollout.targets import DeployTarget
 from dhash_service.errors import CheckFailed, ConfigError, DhashError
@@ -110,12 +109,9 @@ def recover_interrupted(  # noqa: PLR0917 - the interrupted run and where it ran
         raise ConfigError(
             f"the rollback {run.deploy_id} was interrupted: run `dhash rollback` again to finish it"
         )
-    backup_dir, log_dir = dirs
-    _log, handle, logger = open_run_log(log_dir, "deploy", env.name)
-    with handle:
-        ctx = RunContext(
-            "deploy", env, target, journal, run.deploy_id, base, log_dir, backup_dir, logger, say
-        )
+    with deploy_run_context(
+        env, target, journal, run.deploy_id, base=base, dirs=dirs, say=say
+    ) as ctx:
         try:
             undo = undo_deploy(ctx, Leftover.of(run.params, run))
         except DhashError as exc:
