@@ -132,8 +132,9 @@ printf '#!/bin/sh\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d"
 chmod 755 "$ROOT/usr/sbin/policy-rc.d"
 ca="${PIP_CERT:-${SSL_CERT_FILE:-}}"
 if [ -n "$ca" ] && [ -r "$ca" ]; then
-  cp "$ca" "$ROOT/etc/ssl/network-ca.crt"
-  CHENV+=(PIP_CERT=/etc/ssl/network-ca.crt SSL_CERT_FILE=/etc/ssl/network-ca.crt)
+  mkdir -p "$ROOT/etc/fresh-check"
+  cp "$ca" "$ROOT/etc/fresh-check/network-ca.crt"
+  CHENV+=(PIP_CERT=/etc/fresh-check/network-ca.crt SSL_CERT_FILE=/etc/fresh-check/network-ca.crt)
   say "the network's CA bundle: $ca (PIP_CERT in the root)"
 fi
 
