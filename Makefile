@@ -10,13 +10,17 @@ LOCK_VENV := .venv-lock
 LOCK_FLAGS := --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
 	--no-emit-find-links --quiet -c requirements/pins.txt
 
-.PHONY: demo demo-hash test test-full lint fmt lock lock-upgrade bench serve system-deps clean
+.PHONY: demo demo-hash test test-full lint fmt lock lock-upgrade bench serve system-deps system-deps-demo venv clean
 
-$(STAMP): pyproject.toml requirements/dev.lock
+# The .venv needs python3 and its venv module first (order-only: they do not make it stale).
+$(STAMP): pyproject.toml requirements/dev.lock | system-deps-demo
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --require-hashes -r requirements/dev.lock
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.installed-*; touch $@
+
+# Only the .venv (what demo, test and lint build first); the fresh-machine check times it alone.
+venv: $(STAMP)
 
 # Re-resolve the locks after pyproject.toml changed, keeping every pin that still fits;
 # `make lock-upgrade` moves everything to the newest versions (within requirements/pins.txt).
@@ -32,15 +36,20 @@ $(LOCK_VENV)/bin/pip-compile:
 	@test -x $(LOCK_VENV)/bin/python || $(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install -q pip-tools==7.6.2
 
+# Debian packages, installed only when missing (scripts/dev/system-deps.sh has the one table):
+# system-deps-demo what the demo needs (python3, python3-venv), system-deps what the tests need too.
 system-deps:
-	@PYTHON=$(PYTHON) bash scripts/dev/system-deps.sh
+	@PYTHON=$(PYTHON) bash scripts/dev/system-deps.sh test
+
+system-deps-demo:
+	@PYTHON=$(PYTHON) bash scripts/dev/system-deps.sh demo
 
 # The guarded rollout that catches a bad release (about three minutes); demo-hash: hashing and
 # matching a generated image set through a real dhash serve.
-demo: system-deps $(STAMP)
+demo: system-deps-demo $(STAMP)
 	$(BIN)/python -m dhash_rollout.demo
 
-demo-hash: $(STAMP)
+demo-hash: system-deps-demo $(STAMP)
 	$(BIN)/python -m dhash_rollout.demo.hashing
 
 lint: $(STAMP)
