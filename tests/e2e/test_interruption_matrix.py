@@ -1,13 +1,13 @@
 """The interruption matrix (issue 12): under a live load generator, the controller is killed
 (SIGKILL) or stopped (SIGTERM) at a phase boundary of a deploy or of a rollback (an app and
-schema rollback, or a data restore), or meets an incident (a stray listener on the port, a
-rollback after a rollback, a restore that fails after the swap); then the operator's next
-command runs. Every case checks: exactly one release serves, ``release status`` tells the truth
-(no orphan, no foreign listener), every acknowledged ingest and reviewer's decision (made after
-the setup's backup) is in the database, and no request
-failed outside a documented outage: a data restore's (from the service's stop before the export
-to the release serving again, read from the journal) or, beside a stray listener, the stray's
-share until it is gone. The restore cases measure their outage and print it.
+schema rollback, or a data restore), or inside a guarded deploy's monitor window, or meets an
+incident (a stray listener on the port, a rollback after a rollback, a restore that fails after
+the swap); then the operator's next command runs. Every case checks: exactly one release
+serves, ``release status`` tells the truth (no orphan, no foreign listener), every acknowledged
+ingest and reviewer's decision (made after the setup's backup) is in the database, and no
+request failed outside a documented outage: a data restore's (from the service's stop before
+the export to the release serving again, read from the journal) or, beside a stray listener,
+the stray's share until it is gone. The restore cases measure their outage and print it.
 
 Each case is a fresh site (a first deploy, then the interrupted run), so ``make test`` samples
 one case per run (``matrix(keep=1)``) and ``make test-full`` runs them all. Each case prints
@@ -29,7 +29,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dhash_rollout.monitor.ledger import read_rows
 from dhash_rollout.runs.journal import RUN_PHASE, JournalRecord
+from tests.integration.monitor_support import gates_file
 from tests.support.load import LoadGenerator
 from tests.support.release_builds import dhash_bin, dhash_env, wheel_for
 from tests.support.review_seed import review_band_pairs
@@ -39,6 +41,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # a case is two deplo
 
 OLD, NEW, NEWER = "1.0.0", "2.0.0", "3.0.0"
 LOAD_SECONDS = 55.0
+# The monitor cases' 60-minute window in 15 s: long enough for a re-run (a process start, seconds
+# on a busy machine) to find it still open and continue it, short enough for the case's budget.
+MONITOR_SCALE = "240"
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,10 @@ CASES = [
     # The last phase has no boundary after it (a SIGTERM there lets the deploy finish); the
     # monitor phase is the guarded deploy's (--no-monitor here: tests/integration/*guarded*).
     Case("deploy", "notify_result", signal.SIGKILL),
+    # The post-deploy monitor's window of a guarded deploy (MONITOR_SCALE times faster), stopped
+    # while it watches: SIGTERM ends the window INTERRUPTED and the re-run continues the same
+    # run and window; after a SIGKILL the rollback undoes the deploy.
+    *(Case("deploy", "monitor", sig) for sig in BOTH),
     # An app and schema rollback (no outage), stopped in each phase that runs (the last one,
     # notify_result, has no boundary after it: a SIGTERM there lets the rollback finish).
     *(
@@ -153,6 +162,14 @@ def _setup(site: Site, case: Case) -> None:
         kind = "irreversible" if case.restores else "reversible"
         done = site.deploy(wheel_for(NEW, kind), "--no-monitor")
         assert done.returncode == 0, done.stdout + done.stderr
+    if case.phase == "monitor":
+        # The gates at levels a loaded 2-core machine's loopback traffic stays inside (the case
+        # is about the interruption, not the gates: each fires on its fault in the monitor tests).
+        gates_file(
+            site.base,
+            p95HashTime={"threshold": 5000, "warn": 4000, "minSamples": 5},
+            extractionFailureRate={"minSamples": 5},
+        )
     if case.kind == "twice":  # the same migration as 2.0.0: 3.0.0 -> 2.0.0 is an app switch
         done = site.deploy(wheel_for(NEWER, "reversible"), "--no-monitor")
         assert done.returncode == 0, done.stdout + done.stderr
@@ -190,21 +207,20 @@ def _rollback_run(site: Site, after: int) -> str:
 
 def _play(site: Site, case: Case) -> Played:
     """Interrupt as the case says, run the operator's next command; what must hold after."""
-    deploy = (
-        "deploy",
-        "--env",
-        "production",
-        "--no-monitor",
-        "--source",
-        str(wheel_for(NEW, "reversible")),
-    )
+    source = ("--source", str(wheel_for(NEW, "reversible")))
+    deploy: tuple[str, ...] = ("deploy", "--env", "production", "--no-monitor", *source)
     rollback = ("rollback", "--env", "production", "--reason", f"matrix {case.name}")
     if case.kind == "deploy":
         assert case.phase is not None
-        _interrupt(site, (*deploy, "--no-monitor"), case.phase, case.sig)
+        if case.phase == "monitor":  # guarded: the same deploy with its monitor on
+            deploy = ("deploy", "--env", "production", *source, "--time-scale", MONITOR_SCALE,
+                      "--gates-config", "gates.json")  # fmt: skip
+        run_id = _interrupt(site, deploy, case.phase, case.sig)
         if case.sig is signal.SIGTERM:  # the printed next command: re-run resumes it
-            done = _run(site, *deploy, "--no-monitor")
+            done = _run(site, *deploy)
             assert done.returncode == 0, done.stdout + done.stderr
+            if case.phase == "monitor":
+                _continued_its_window(site, run_id, done.stdout)
             return Played(NEW)
         done = _run(site, *rollback)  # after a kill: roll back (it undoes the deploy)
         assert done.returncode in (0, 1), done.stdout + done.stderr
@@ -226,6 +242,20 @@ def _play(site: Site, case: Case) -> Played:
     if case.kind == "restore-fails":
         return _restore_fails(site, rollback, after_swap=case.phase == "after-swap")
     return _stray(site, deploy)
+
+
+def _continued_its_window(site: Site, run_id: str | None, out: str) -> None:
+    """The re-run of a deploy stopped in its monitor phase resumed that run and watched the
+    rest of the same window (one start row in its ledger) to a verdict that let it finish."""
+    assert run_id is not None and f"[{run_id}]" in out and "resuming the interrupted run" in out
+    run = site.journal.run(run_id)
+    assert run is not None and run.outcome == "done", run
+    monitor = run.detail_of("monitor")
+    assert monitor["verdict"] in ("passed", "inconclusive"), monitor
+    rows = read_rows(Path(monitor["ledger"]))
+    assert len([r for r in rows if r["kind"] == "start"]) == 1, rows[:3]
+    polls = [float(r["offset"]) for r in rows if r["kind"] == "poll"]
+    assert polls == sorted(set(polls)) and polls, polls  # one schedule, never started again
 
 
 def _rollback_twice(site: Site, rollback: tuple[str, ...], case: Case) -> Played:

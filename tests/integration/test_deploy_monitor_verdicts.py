@@ -6,6 +6,8 @@ open and a re-run resumes it. The monitor here is a small object at the typed se
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,9 +41,14 @@ class FakeMonitor:
     verdict: Verdict
     requests: list[MonitorRequest] = field(default_factory=list)
     rival_exit: int | None = None  # a rollback by another process while the window is open
+    terminated: bool = False  # a real SIGTERM reaches this process while it watches
 
     def watch(self, request: MonitorRequest, events: MonitorEvents, clock: Clock) -> MonitorResult:
         self.requests.append(request)
+        if self.terminated:  # as an operator's `kill` or a service manager's stop would
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert events.stop_requested()  # the window ends INTERRUPTED, as the real one does
+            return MonitorResult(Verdict.INTERRUPTED, "monitoring was stopped")
         events.record("poll", {"gate": "error_rate", "value": 0.2})
         events.notify(Severity.WARN, "error_rate", "0.2 over 0.05")
         rival = self.site.run("rollback", "--env", "production", "--reason", "rival")
@@ -138,12 +145,18 @@ def test_an_inconclusive_verdict_deploys_with_a_warning(in_site: Site) -> None:
 
 
 def test_an_interrupted_window_leaves_the_run_open_and_a_rerun_resumes_it(in_site: Site) -> None:
-    stopped = _deploy(in_site, "4.0.0", FakeMonitor(in_site, Verdict.INTERRUPTED))
-    assert not stopped.ok
-    assert stopped.error is not None and "resumes it" in stopped.error
+    """A SIGTERM while the window is open is an interruption like one in any other phase
+    (issue 12 item 8): journaled, "interrupted at monitor" with the next command, exit 130 —
+    it read FAILED and exited 1 before (found by the interruption matrix's monitor case)."""
+    stopped = _deploy(in_site, "4.0.0", FakeMonitor(in_site, Verdict.INTERRUPTED, terminated=True))
+    assert not stopped.ok and stopped.interrupted
+    assert stopped.error is not None and "interrupted at monitor by SIGTERM" in stopped.error
+    assert "`dhash deploy --env production --version 4.0.0` resumes it" in stopped.error
     open_run = in_site.journal.last_run()
     assert open_run is not None and not open_run.finished
     assert open_run.interrupted_phase == "monitor"
+    assert open_run.detail_of("interrupted")["signal"] == "SIGTERM"
+    assert any(n.get("phase") == "interrupted-monitor" for n in _notices(in_site))
     resumed = _deploy(in_site, "4.0.0", FakeMonitor(in_site, Verdict.PASSED))
     assert resumed.ok, resumed.error
     assert resumed.run_id == stopped.run_id

@@ -352,7 +352,11 @@ def watch_phase(
     over the release that now serves, its verdict and evidence in the phase's journal detail.
     Raises :class:`GatesFailed` on FAILED (and on INCONCLUSIVE under the environment's
     ``monitor_inconclusive = fail``); an INTERRUPTED window leaves the phase ``started``."""
-    with stop_on_signals(ctx.stop):
+
+    def stopped_by(name: str) -> None:
+        ctx.stop_signal = name
+
+    with stop_on_signals(ctx.stop, stopped_by):
         result = monitor.watch(request, RunEvents(ctx), SystemClock())
     detail.update(verdict=str(result.verdict), reason=result.reason, polls=result.polls)
     detail["evidence"] = [e.__dict__ for e in result.evidence]  # the decision's evidence
@@ -421,6 +425,10 @@ class _DeployRunner:
         except RunInterrupted as stop:
             return self.run_interrupted(plan, log_path, stop)
         except MonitorInterrupted as stopped:
+            if self.ctx.stop.is_set():  # a SIGTERM/SIGINT ended the window: an interruption
+                signal_name = self.ctx.stop_signal or "a stop signal"
+                at_monitor = RunInterrupted(signal_name, Phase.MONITOR.value, at_once=True)
+                return self.run_interrupted(plan, log_path, at_monitor)
             message = f"deploy of {self.version} stopped while monitoring: {stopped.message}"
             self.ctx.say(f"  {message}")
             return self._result(plan, log_path, message)

@@ -8,7 +8,7 @@ import contextlib
 import itertools
 import signal
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import FrameType
 
 from dhash_rollout.notify.model import Severity
@@ -45,14 +45,19 @@ class RunEvents:
 
 
 @contextlib.contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+def stop_on_signals(
+    stop: threading.Event, on_signal: Callable[[str], None] | None = None
+) -> Iterator[None]:
     """SIGTERM/SIGINT set ``stop`` instead of killing the run, while the body runs (main thread
-    only: elsewhere signals cannot be caught, and the body runs unguarded)."""
+    only: elsewhere signals cannot be caught, and the body runs unguarded). ``on_signal`` is
+    told the signal's name (the run's interruption record names it)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def asked(_signum: int, _frame: FrameType | None) -> None:
+    def asked(signum: int, _frame: FrameType | None) -> None:
+        if on_signal is not None:
+            on_signal(signal.Signals(signum).name)
         stop.set()
 
     previous = {sig: signal.signal(sig, asked) for sig in STOP_SIGNALS}
