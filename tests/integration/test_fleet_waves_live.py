@@ -148,8 +148,10 @@ def _rollback_puts_every_host_back(site: DhashSite) -> None:
     rolled = _journal(site).run(result["run_id"])
     assert rolled is not None and rolled.kind == "rollback" and rolled.outcome == "done"
     assert rolled.params["from_version"] == "1.2.0" and rolled.params["to_version"] == "1.1.0"
-    activated = rolled.detail_of(Phase.ACTIVATE)
-    assert activated, rolled.phases  # the switch back, with every host it rolled
+    activated = rolled.detail_of(Phase.ACTIVATE)  # every host rolled, one at a time
+    assert (activated["instance"], activated["previous"]) == ("web1,web2,web3", "1.2.0"), activated
+    # its checks through the proxy (the fleet's url)
+    assert rolled.status_of(Phase.HEALTH) == rolled.status_of(Phase.SMOKE) == "done"
     assert all(s.up and s.weight == 100 for s in site.runtime.servers("dhash"))
 
 
