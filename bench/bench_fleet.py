@@ -1,17 +1,22 @@
 """Fleet deploy time for 1, 3 and 6 hosts, and the time from a breach to every touched host
-back on the old release.
+back on the old release, with the real payload: dhash releases on every host.
 
-Each size gets its own namespace fleet (tests/support/fleet_site.py: real sshd per host, real
-HAProxy, the real wave executor, HAProxy client and pyinfra connector; the release payload is a
-directory switched by symlink, not a dhash release, so these are the orchestration's costs:
-drain, engine steps over SSH, health check, ready). Per size, interleaved repetitions of:
+Each size gets its own fleet (tests/support/dhash_fleet.py: namespace hosts, each a real sshd,
+its own release root and supervisord, behind a real HAProxy health-checking ``/ready``; every
+host serves a real dhash release installed from this checkout's wheel through pyinfra and the
+host agent; one shared PostgreSQL database, through its unix socket). Releases 1.1.0
+(serving), 1.2.0 (good) and 1.3.0 (bad: its ``/health`` fails, the monitor issue's fault
+setting) are installed on every host first (the install is timed once per size); then, per
+size, interleaved repetitions of:
 
 - anchor: one host per wave (``sizes = [1]``: Ansible's ``serial: 1``), parallel 1;
 - waves: ``[1, "25%", "100%"]`` with parallel = the wave's size;
-- breach: a bad release on ``[1, "100%"]``; from the first host's FAILED record (the breach)
+- breach: the bad release on ``[1, "100%"]``; from the first host's FAILED record (the breach)
   to the last ROLLED_BACK record (all touched hosts back in service on the old release).
 
-Medians over the repetitions, the waves / anchor ratio, and how the time grows with hosts.
+A switch is the host's blue/green: the new release's slot started under supervisord, checked,
+the old one stopped. Medians over the repetitions, the waves / anchor ratio, and how the time
+grows with hosts. ``bench/bench_fleet.py [REPEATS]`` (default 2).
 """
 
 from __future__ import annotations
@@ -27,17 +32,30 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support.fleet_site import Site, fleet_site, served  # noqa: E402
+from tests.support.dhash_fleet import DhashSite, dhash_fleet_site  # noqa: E402
 from tests.support.netns_hosts import available  # noqa: E402
+from tests.support.postgres import running_postgres  # noqa: E402
+from tests.support.release_builds import wheel_for  # noqa: E402
 
 from dhash_rollout.deploy.fleet import WaveExecutor  # noqa: E402
 from dhash_rollout.deploy.waves import plan_waves  # noqa: E402
 
 SIZES = (1, 3, 6)
-REPEATS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+REPEATS = int(sys.argv[1]) if len(sys.argv) > 1 else 2
+BAD = {"DHASH_FAULT_HEALTH_FAILING": "true"}
 
 
-def deploy(site: Site, version: str, sizes: list[int | str], parallel: int) -> dict[str, Any]:
+def install(site: DhashSite, wheel: Path, settings: Mapping[str, str] | None = None) -> float:
+    hosts = site.settings()
+    began = time.monotonic()
+    failed = site.payload.install(
+        hosts, wheel, known_hosts=site.known_hosts, settings=settings, parallel=len(hosts)
+    )
+    assert not any(failed.values()), failed
+    return time.monotonic() - began
+
+
+def deploy(site: DhashSite, version: str, sizes: list[int | str], parallel: int) -> dict[str, Any]:
     site.hosts.parallel = parallel
     marks: list[tuple[float, str, Mapping[str, Any]]] = []
 
@@ -45,55 +63,74 @@ def deploy(site: Site, version: str, sizes: list[int | str], parallel: int) -> d
         marks.append((time.monotonic(), phase, dict(detail)))
 
     plan = plan_waves(list(site.hosts.hosts), sizes, 0)
-    executor = WaveExecutor(site.hosts, record, version, previous=served(site))
+    executor = WaveExecutor(site.hosts, record, version, previous=site.served())
     began = time.monotonic()
     outcome = executor.run(plan)
     took = time.monotonic() - began
     result: dict[str, Any] = {"ok": outcome.ok, "seconds": took, "waves": len(plan.waves)}
-    failed = [t for t, _, d in marks if d["state"] == "failed"]
-    back = [t for t, _, d in marks if d["state"] == "rolled_back"]
+    failed = [t for t, _, d in marks if d.get("state") == "failed"]
+    back = [t for t, _, d in marks if d.get("state") == "rolled_back"]
     if failed and back:
         result["breach_to_back"] = max(back) - min(failed)
     return result
+
+
+Row = tuple[int, float, float, float, int, float]
+
+
+def one_size(n: int, wheels: Mapping[str, Path], database_url: str) -> Row:
+    """A fresh fleet of ``n`` hosts on its own database: the install of 1.2.0 (timed) and
+    1.3.0, then the interleaved repetitions."""
+    names = [f"web{i + 1}" for i in range(n)]
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        dhash_fleet_site(Path(tmp), names, wheels["1.1.0"], database_url) as site,
+    ):
+        installed = install(site, wheels["1.2.0"])
+        install(site, wheels["1.3.0"], BAD)
+        anchor, waves, breach = [], [], []
+        current = "1.1.0"
+        for _ in range(REPEATS):
+            target = "1.2.0" if current == "1.1.0" else "1.1.0"
+            a = deploy(site, target, [1], 1)
+            assert a["ok"], a
+            anchor.append(a["seconds"])
+            current = target
+            target = "1.2.0" if current == "1.1.0" else "1.1.0"
+            w = deploy(site, target, [1, "25%", "100%"], n)
+            assert w["ok"], w
+            waves.append(w["seconds"])
+            current = target
+            b = deploy(site, "1.3.0", [1, "100%"], n)
+            assert not b["ok"] and "breach_to_back" in b, b
+            breach.append(b["breach_to_back"])
+        print(
+            f"{n} hosts: install {installed:.2f}, anchor {anchor}, waves {waves}, breach {breach}",
+            flush=True,
+        )
+        return (
+            n, statistics.median(anchor), statistics.median(waves), statistics.median(breach),
+            w["waves"], installed,
+        )  # fmt: skip
 
 
 def main() -> None:
     reason = available()
     if reason:
         sys.exit(f"bench-fleet needs namespace hosts: {reason}")
+    wheels = {v: wheel_for(v) for v in ("1.1.0", "1.2.0", "1.3.0")}
     rows = []
-    for n in SIZES:
-        names = [f"web{i + 1}" for i in range(n)]
-        with tempfile.TemporaryDirectory() as tmp, fleet_site(Path(tmp), names) as site:
-            anchor, waves, breach = [], [], []
-            current = "v1"
-            for _ in range(REPEATS):
-                target = "v2" if current == "v1" else "v1"
-                a = deploy(site, target, [1], 1)
-                assert a["ok"], a
-                anchor.append(a["seconds"])
-                current = target
-                target = "v2" if current == "v1" else "v1"
-                w = deploy(site, target, [1, "25%", "100%"], n)
-                assert w["ok"], w
-                waves.append(w["seconds"])
-                current = target
-                b = deploy(site, "v3", [1, "100%"], n)
-                assert not b["ok"] and "breach_to_back" in b, b
-                breach.append(b["breach_to_back"])
-            rows.append(
-                (n, statistics.median(anchor), statistics.median(waves), statistics.median(breach),
-                 w["waves"])
-            )  # fmt: skip
-            print(f"{n} hosts: anchor {anchor}, waves {waves}, breach {breach}", flush=True)
+    with running_postgres() as server:
+        for n in SIZES:
+            rows.append(one_size(n, wheels, server.socket_url(server.create_database("bench"))))
     print()
-    print("| hosts | waves | serial: 1 (anchor) s | waves, parallel s | waves / anchor | "
-          "breach -> touched back s |")  # fmt: skip
-    print("|---:|---:|---:|---:|---:|---:|")
-    for n, a, w, b, k in rows:
-        print(f"| {n} | {k} | {a:.2f} | {w:.2f} | {w / a:.2f} | {b:.2f} |")
+    print("| hosts | waves | install s | serial: 1 (anchor) s | waves, parallel s | "
+          "waves / anchor | breach -> touched back s |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for n, a, w, b, k, i in rows:
+        print(f"| {n} | {k} | {i:.2f} | {a:.2f} | {w:.2f} | {w / a:.2f} | {b:.2f} |")
     base = rows[0]
-    for n, a, w, _, _ in rows[1:]:
+    for n, a, w, _, _, _ in rows[1:]:
         print(f"{n} hosts vs 1: anchor x{a / base[1]:.2f}, waves x{w / base[2]:.2f}")
 
 

@@ -1,7 +1,8 @@
 """``dhash deploy`` on a fleet of real dhash hosts behind a real HAProxy (tests/support/
 dhash_fleet.py: three network-namespace hosts, each an sshd, its own release root and
 supervisord; the releases are this checkout's wheels, uploaded and installed through pyinfra),
-with a load generator through the proxy."""
+on one PostgreSQL database, with a load generator (reads and acknowledged writes) through the
+proxy."""
 
 from __future__ import annotations
 
@@ -22,10 +23,12 @@ from dhash_rollout.runs.journal import Journal, Status
 from dhash_rollout.runs.plan import Phase
 from tests.support.dhash_fleet import ENV, DhashSite, Load, dhash_fleet_site
 from tests.support.netns_hosts import available, cut_off
+from tests.support.postgres import PostgresServer
 from tests.support.release_builds import CHECKOUT, dhash_bin, wheel_for
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.postgres,
     pytest.mark.skipif(available() is not None, reason=str(available())),
 ]
 HOSTS = ["web1", "web2", "web3"]
@@ -33,10 +36,19 @@ GATES = CHECKOUT / "quality-gates-config.json"
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DhashSite]:
+def site(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer
+) -> Iterator[DhashSite]:
+    """Three hosts on one PostgreSQL database (through its unix socket: the hosts' network
+    namespaces do not share the controller's loopback)."""
     first = wheel_for("1.1.0")
-    with dhash_fleet_site(tmp_path_factory.mktemp("fleetlive"), HOSTS, first) as made:
-        yield made
+    database = postgres_server.create_database("fleet")
+    try:
+        url = postgres_server.socket_url(database)
+        with dhash_fleet_site(tmp_path_factory.mktemp("fleetlive"), HOSTS, first, url) as made:
+            yield made
+    finally:
+        postgres_server.drop_database(database)
 
 
 def _dhash(site: DhashSite, *args: str) -> subprocess.Popen[str]:
@@ -136,8 +148,10 @@ def _rollback_puts_every_host_back(site: DhashSite) -> None:
     rolled = _journal(site).run(result["run_id"])
     assert rolled is not None and rolled.kind == "rollback" and rolled.outcome == "done"
     assert rolled.params["from_version"] == "1.2.0" and rolled.params["to_version"] == "1.1.0"
-    activated = rolled.detail_of(Phase.ACTIVATE)
-    assert activated, rolled.phases  # the switch back, with every host it rolled
+    activated = rolled.detail_of(Phase.ACTIVATE)  # every host rolled, one at a time
+    assert (activated["instance"], activated["previous"]) == ("web1,web2,web3", "1.2.0"), activated
+    # its checks through the proxy (the fleet's url)
+    assert rolled.status_of(Phase.HEALTH) == rolled.status_of(Phase.SMOKE) == "done"
     assert all(s.up and s.weight == 100 for s in site.runtime.servers("dhash"))
 
 

@@ -4,7 +4,8 @@ Namespace hosts (tests/support/netns_hosts.py: a network namespace and an sshd e
 real HAProxy that health-checks ``/ready``; every host serves a real dhash release installed
 and activated *through the engine* (pyinfra over SSH: the wheel uploaded, the agent's
 install and blue/green switch under the host's root, its own supervisord). All hosts share
-one database (an SQLite file every namespace sees, as they share this machine's filesystem).
+one database: PostgreSQL through its unix socket, or an SQLite file (every namespace shares
+this machine's filesystem, not its loopback).
 The controller's side is a ``dhash-environments.toml`` with ``target = "fleet"``.
 """
 
@@ -118,13 +119,18 @@ def _stop_supervisors(fleet: Fleet) -> None:
 
 
 @contextmanager
-def dhash_fleet_site(tmp: Path, names: list[str], first: Path) -> Iterator[DhashSite]:
-    """``names`` hosts serving the release of the wheel ``first`` behind HAProxy."""
+def dhash_fleet_site(
+    tmp: Path, names: list[str], first: Path, database_url: str | None = None
+) -> Iterator[DhashSite]:
+    """``names`` hosts serving the release of the wheel ``first`` behind HAProxy, on
+    ``database_url`` (an empty database every host reaches, e.g. PostgreSQL through its unix
+    socket; default: an SQLite file)."""
     with namespace_fleet(tmp, names) as fleet:
         base = tmp / "controller-base"
         base.mkdir()
-        (tmp / "db").mkdir()
-        database_url = f"sqlite:///{tmp / 'db' / 'dhash.sqlite3'}"
+        if database_url is None:
+            (tmp / "db").mkdir()
+            database_url = f"sqlite:///{tmp / 'db' / 'dhash.sqlite3'}"
         migrate.upgrade(database_url)
         backends = [(h.name, h.address, PORT) for h in fleet.hosts]
         try:

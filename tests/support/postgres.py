@@ -50,6 +50,12 @@ class PostgresServer:
     def url(self, database: str = "postgres", driver: str = "postgresql+psycopg") -> str:
         return f"{driver}://{self.user}@127.0.0.1:{self.port}/{database}"
 
+    def socket_url(self, database: str, driver: str = "postgresql+psycopg") -> str:
+        """The same database through the server's unix socket: reachable from a network
+        namespace (tests/support/netns_hosts.py) that shares this machine's filesystem but not
+        its loopback."""
+        return f"{driver}://{self.user}@/{database}?host={self.data_dir.parent}&port={self.port}"
+
     def dsn(self, database: str = "postgres") -> str:
         return f"host=127.0.0.1 port={self.port} user={self.user} dbname={database}"
 

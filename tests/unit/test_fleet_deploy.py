@@ -7,15 +7,19 @@ import json
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
+import structlog
 
 from dhash_rollout.deploy.fleet import host_states
-from dhash_rollout.deploy.fleet_run import as_plan, gate_verdict, undo_interrupted
+from dhash_rollout.deploy.fleet_run import MonitorGate, as_plan, gate_verdict, undo_interrupted
 from dhash_rollout.deploy.waves import HostState, Migration, plan_waves
 from dhash_rollout.environments import Environment, EnvironmentSettings, HostSettings
+from dhash_rollout.runs.context import RunContext
 from dhash_rollout.runs.journal import Journal, RunState
-from dhash_rollout.runs.monitoring import MonitorResult, Verdict
+from dhash_rollout.runs.monitoring import MonitorRequest, MonitorResult, Verdict
 from dhash_rollout.runs.plan import Phase
 from dhash_rollout.targets import FACTORIES
 from dhash_rollout.targets.fleet.agent import HostSpec, activate_command, install_command
@@ -167,3 +171,38 @@ def test_a_host_that_cannot_be_put_back_is_named(tmp_path: Path) -> None:
     assert not outcome.ok and outcome.undone == ("web1",)
     assert "could not connect" in outcome.undo_failures["web2"]
     assert "NOT put back: web2" in outcome.summary()
+
+
+class _Watches:
+    """A DeployMonitor that notes where each watch keeps its ledgers and crashes on one."""
+
+    def __init__(self, crash: str) -> None:
+        self.crash = crash
+        self.dirs: dict[str, Path] = {}
+
+    def watch(self, request: MonitorRequest, events: object, clock: object) -> MonitorResult:
+        name = request.run_id.rsplit("-", 1)[-1]
+        self.dirs[name] = request.log_dir
+        if name == self.crash:
+            raise RuntimeError("ledger mixed up")
+        return _result(Verdict.PASSED)
+
+
+def test_the_wave_gate_fails_when_a_watch_crashes_and_keeps_each_watch_apart(
+    tmp_path: Path,
+) -> None:
+    hosts = {n: HostSettings(name=n, address=f"10.0.0.{i + 1}") for i, n in enumerate(["a", "b"])}
+    target = SimpleNamespace(
+        hosts=SimpleNamespace(hosts=hosts), proxy=SimpleNamespace(url="http://lb:80"),
+        waves=SimpleNamespace(gate_seconds=1.0),
+    )  # fmt: skip
+    env = _env(tmp_path)
+    ctx = RunContext(
+        "deploy", env, cast(Any, target), Journal(tmp_path / "j.jsonl"), "deploy-1", tmp_path,
+        tmp_path / "logs", tmp_path / "backups", structlog.get_logger(), lambda _m: None,
+    )  # fmt: skip
+    monitor = _Watches(crash="b")
+    gate = MonitorGate(monitor, ctx, cast(Any, target), "1.2.0", "1.1.0", 1.0)
+    reason = gate(plan_waves(["a", "b"], ["100%"], 0).waves[0])
+    assert reason == "b: the monitor failed: RuntimeError: ledger mixed up"  # not a pass
+    assert len(set(monitor.dirs.values())) == 3  # a, b and the fleet: one ledger directory each

@@ -78,3 +78,23 @@ def test_a_fleet_gets_the_documented_defaults(tmp_path: Path) -> None:
     assert settings.proxy is not None
     assert (settings.proxy.backend, settings.proxy.drain_timeout_seconds) == ("dhash", 30.0)
     assert settings.waves is None  # the planner's defaults apply: [1, "25%", "100%"], 0 %
+
+
+@pytest.mark.parametrize(
+    ("extra", "url"),
+    [
+        ('url = "http://lb.example:80"\n', "http://lb.example:80"),  # the proxy's url
+        ("", None),  # no proxy url: the environment's own default stays
+    ],
+)
+def test_a_fleet_is_reached_through_its_proxy_unless_told_otherwise(
+    tmp_path: Path, extra: str, url: str | None
+) -> None:
+    (tmp_path / "dhash-environments.toml").write_text(FLEET + HOSTS + PROXY + extra)
+    env = load_environment("production", tmp_path)
+    (tmp_path / "plain").mkdir()
+    default = load_environment("production", tmp_path / "plain").url
+    assert env.url == (url or default)
+    own = FLEET + 'url = "http://10.0.0.9:8000"\n' + HOSTS + PROXY + extra
+    (tmp_path / "dhash-environments.toml").write_text(own)
+    assert load_environment("production", tmp_path).url == "http://10.0.0.9:8000"  # given wins

@@ -107,10 +107,17 @@ class MonitorGate:
         return MonitorRequest(
             environment=env.name, version=self.version, previous_version=self.previous_version,
             base_url=url, window_start=time.time(),
-            run_id=f"{self.ctx.run_id}-wave{wave.number}-{name}", log_dir=self.ctx.log_dir,
+            run_id=f"{self.ctx.run_id}-wave{wave.number}-{name}", log_dir=self.log_dir(name),
             duration_s=self.target.waves.gate_seconds, time_scale=self.time_scale,
             api_token=api_token(env), fleet_hosts=fleet,
         )  # fmt: skip
+
+    def log_dir(self, name: str) -> Path:
+        """Each watched host's (and the fleet's) own directory of monitor ledgers: the
+        watches start in the same second, and ledgers are named by it (``monitor_<env>_<ts>``);
+        in one directory concurrent watches could pick the same ledger (seen: two of three
+        gate results lost)."""
+        return self.ctx.log_dir / "fleet-gates" / name
 
     def __call__(self, wave: Wave) -> str | None:
         urls = {h: self.target.hosts.hosts[h].url for h in wave.hosts}
@@ -126,6 +133,8 @@ class MonitorGate:
                 results[name] = self.monitor.watch(request, events, SystemClock())
             except DhashError as exc:
                 errors[name] = exc.message
+            except Exception as exc:  # a watch that crashed has not verified anything
+                errors[name] = f"{type(exc).__name__}: {exc}"
 
         threads = [threading.Thread(target=watch, args=item) for item in urls.items()]
         for thread in threads:
