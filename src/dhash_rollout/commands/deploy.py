@@ -374,10 +374,10 @@ def release_install(
 @release_app.command("status")
 def release_status(env: str = EnvOption, as_json: bool = JsonOption) -> None:
     """Current and previous release, the state of each process slot, and whether the last
-    deploy was verified by its monitoring window; on a fleet, every host with its release and
-    its HAProxy status and weight."""
+    deploy (or promoted canary) was verified by its monitoring window; on a fleet, every host
+    with its release and its HAProxy status and weight."""
+    from dhash_rollout.canary.verification import last_change_verification
     from dhash_rollout.environments import load_environment
-    from dhash_rollout.runs.verification import last_deploy_verification
 
     environment = load_environment(env)
     fleet = environment.settings
@@ -395,7 +395,7 @@ def release_status(env: str = EnvOption, as_json: bool = JsonOption) -> None:
         return
     target = _target(env)
     status = target.status()
-    verification = last_deploy_verification(target.env)
+    verification = last_change_verification(target.env)
     from dhash_rollout.canary.controller import status_line
 
     canary = status_line(target.env)
