@@ -52,13 +52,19 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     # the gates the post-deploy monitor reads after a promotion
     (s.base / "quality-gates-config.json").symlink_to(CHECKOUT / "quality-gates-config.json")
     try:
+        # installing is inert (no lock, its own release directory), so it runs beside the first
+        # deploy; the canaries below run this installed release, which adds a nullable column
+        # (an expand-only migration: the first canary backs up and runs it)
+        candidate = str(wheel_for("2.0.0", migration="reversible"))
+        installing = subprocess.Popen(
+            [dhash_bin(), "release", "install", "--env", "production", "--source", candidate],
+            cwd=s.base, env=dhash_env(s.base), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
         done = s.deploy(wheel_for("1.0.0"), "--no-monitor")
+        _out, err = installing.communicate(timeout=240)
         assert done.returncode == 0, done.stderr[-2000:]
-        # installing is inert; the canaries below run this installed release, which adds a
-        # nullable column (an expand-only migration: the first canary backs up and runs it)
-        done = s.run("release", "install", "--env", "production",
-                     "--source", str(wheel_for("2.0.0", migration="reversible")))  # fmt: skip
-        assert done.returncode == 0, done.stderr[-2000:]
+        assert installing.returncode == 0, err[-2000:]
         yield s
     finally:
         s.shutdown()
@@ -95,7 +101,9 @@ def test_a_really_slower_canary_is_aborted_by_the_judge_after_its_expand_migrati
         proc = _start(site, "2.0.0", "--steps", "50", "--step-minutes", "10",
                       "--release-setting", slow, "--release-setting", FAULT_OK)  # fmt: skip
         _wait_running(site, proc, "2.0.0")
-    with _load(site, 800_000) as load:
+    # every request an upload: the judge's samples twice as fast (two clients: no more at once
+    # than a release's two extraction slots)
+    with _load(site, 800_000, ingest_every=1) as load:
         try:
             _out, err = proc.communicate(timeout=58)
         except subprocess.TimeoutExpired:
@@ -267,7 +275,10 @@ def test_a_canary_promoted_from_another_terminal_then_failed_by_the_monitor_is_r
                   "--gates-config", str(gates), "--monitor-time-scale", "90")  # fmt: skip
     _wait_running(site, proc, "2.0.0")
     promoted = site.run("canary", "promote", "--env", "production", timeout=120)
-    with _load(site, 900_000, threads=3, ingest_every=1) as load:
+    # Two clients, every request an upload: no more at once than the release's two extraction
+    # slots (a third would queue behind the slower hashes and be shed with a 503 by admission
+    # control, as designed: seen at load 10).
+    with _load(site, 900_000, ingest_every=1) as load:
         try:
             _out, err = proc.communicate(timeout=55)
         except subprocess.TimeoutExpired:
