@@ -66,6 +66,7 @@ from dhash_rollout.runs.schema import (
 )
 from dhash_rollout.targets.local import LocalTarget
 from dhash_rollout.targets.local.readiness import descends_from
+from dhash_rollout.targets.local.supervisor import ACTIVE_STATES
 from dhash_service.errors import CheckFailed, DhashError, Locked, NotFound
 
 PROBE_WEIGHT = 5.0  # % of new connections, at least, while the candidate starts
@@ -346,7 +347,7 @@ class CanaryRun:
         stable = self.target.current()
         for slot in self.target.supervisor.slots():
             beside = stable is not None and slot.release != stable.version
-            if beside and slot.state == "RUNNING":
+            if beside and slot.state in ACTIVE_STATES:  # (still booting, too)
                 self.say(f"stopping {slot.release} in {slot.name}, left by an interrupted start")
                 self.target.retire_slot(slot.name, progress=self.say)
         clear(self.port)
@@ -543,6 +544,10 @@ class CanaryRun:
                 write_report(self.env, state)
                 held = f"canary {state.version} inconclusive, holding at {state.weight:g}%"
                 self.notice("info", "WARN", state.version, f"{held}: {last.reason}")
+                self.say(
+                    f"{held} beside {state.stable} for an operator: `dhash canary promote "
+                    f"--env {self.env.name}` or `dhash canary abort --env {self.env.name}`"
+                )
                 return last
             if judge.step != step:
                 state.weight = self.config.steps[judge.step].weight

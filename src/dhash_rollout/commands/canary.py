@@ -20,6 +20,15 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from dhash_rollout.commands.guard import (
+    MonitorOptions,
+    NoMonitorOption,
+    ReleaseSettingOption,
+    deploy_monitor,
+    gates_config_option,
+    monitor_scale,
+    parse_guard,
+)
 from dhash_service.errors import CheckFailed, ConfigError, DhashError, Locked
 
 if TYPE_CHECKING:
@@ -143,20 +152,11 @@ def start(
         None, "--interval", help="Seconds between polls (default 30)."
     ),
     time_scale: float = typer.Option(1.0, "--time-scale", help="Divide every time by N (tests)."),
-    release_setting: list[str] | None = typer.Option(
-        None,
-        "--release-setting",
-        help="KEY=VALUE of the candidate's own service settings, as for dhash deploy "
-        "(e.g. DHASH_FAULT_HASH_LATENCY_SECONDS=0.5); stored in its settings.json.",
-    ),
-    no_monitor: bool = typer.Option(
-        False, "--no-monitor", help="No post-deploy monitor's window after a promotion."
-    ),
-    gates_config: Path | None = typer.Option(
-        None,
-        "--gates-config",
-        help="Quality gates file: its canary gates for the judge, its environment's for the "
-        "monitor after a promotion (default: quality-gates-config.json).",
+    release_setting: list[str] | None = ReleaseSettingOption,
+    no_monitor: bool = NoMonitorOption,
+    gates_config: Path | None = gates_config_option(
+        "Quality gates file: its canary gates for the judge, its environment's for the "
+        "monitor after a promotion (default: quality-gates-config.json)."
     ),
     monitor_time_scale: float | None = typer.Option(
         None,
@@ -169,9 +169,7 @@ def start(
     after an interruption, it resumes the canary (or aborts it to stable if its candidate is
     gone)."""
     from dhash_rollout.canary.controller import CanaryRun
-    from dhash_rollout.commands.deploy import MonitorOptions, deploy_monitor
-    from dhash_rollout.commands.monitor import _time_scale
-    from dhash_rollout.releases import ReleaseSource, parse_release_settings
+    from dhash_rollout.releases import ReleaseSource
     from dhash_rollout.rollback import execute as rollback_inside
     from dhash_rollout.runs.locking import hold_lock
     from dhash_rollout.runs.paths import lock_path
@@ -191,10 +189,14 @@ def start(
         min_samples=int(_number(table, "min_samples", 0)) if "min_samples" in table else None,
         gates=canary_gates(gates_config),
     )
-    settings = parse_release_settings(release_setting, env.name) if release_setting else None
-    options = MonitorOptions(gates_config=gates_config)
-    if not no_monitor:  # a promotion that could not be watched is refused before the start
-        options.check(env.name)
+    # a promotion that could not be watched is refused before the start
+    guard = parse_guard(
+        env.name,
+        MonitorOptions(gates_config=gates_config),
+        no_monitor=no_monitor,
+        given_scale=monitor_time_scale,
+        given_settings=release_setting,
+    )
     stop = {"now": False}
 
     def on_signal(_sig: int, _frame: FrameType | None) -> None:
@@ -209,10 +211,10 @@ def start(
             config,
             interval_s=every / time_scale,
             notice=_notice_for(env),
-            monitor=None if no_monitor else deploy_monitor(options),
+            monitor=guard.deploy_monitor(),
             rollback=rollback_inside,
-            monitor_time_scale=_time_scale(monitor_time_scale),
-            release_settings=settings,
+            monitor_time_scale=guard.time_scale,
+            release_settings=guard.release_settings,
         )
         src = ReleaseSource.parse(source, Path.cwd()) if source else None
         state = run.start(src, version)
@@ -348,8 +350,6 @@ def status(
 def _act(env_name: str, what: str) -> None:
     from dhash_rollout.canary.controller import CanaryRun, read_state, request_path
     from dhash_rollout.canary.judge import JudgeConfig
-    from dhash_rollout.commands.deploy import deploy_monitor
-    from dhash_rollout.commands.monitor import _time_scale
     from dhash_rollout.rollback import execute as rollback_inside
     from dhash_rollout.runs.locking import hold_lock
     from dhash_rollout.runs.paths import lock_path
@@ -370,7 +370,7 @@ def _act(env_name: str, what: str) -> None:
                 notice=_notice_for(env),
                 monitor=deploy_monitor() if what == "promote" else None,
                 rollback=rollback_inside,
-                monitor_time_scale=_time_scale(None),
+                monitor_time_scale=monitor_scale(None),
             )
             if what == "abort":
                 run.abort(state, "aborted by an operator")

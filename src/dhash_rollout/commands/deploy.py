@@ -12,17 +12,21 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
 from dhash_rollout.commands import detach_stdout
+from dhash_rollout.commands.guard import (
+    MonitorOptions,
+    NoMonitorOption,
+    ReleaseSettingOption,
+    gates_config_option,
+    parse_guard,
+)
 from dhash_service.errors import ConfigError, DhashError
-
-if TYPE_CHECKING:
-    from dhash_rollout.runs.monitoring import DeployMonitor
 
 EnvOption = typer.Option(..., "--env", help="Environment: staging, production or canary.")
 JsonOption = typer.Option(False, "--json", help="Print the result as JSON.")
@@ -46,53 +50,6 @@ def _printer(as_json: bool) -> Any:
             detach_stdout()
 
     return say
-
-
-@dataclass(frozen=True)
-class MonitorOptions:
-    """How the deploy's monitor phase measures: the metric source and the gates file."""
-
-    source: str = "scrape"
-    prometheus_url: str | None = None
-    gates_config: Path | None = None  # None: quality-gates-config.json of the working directory
-    view: str = "auto"  # auto (Rich on a terminal, else plain lines), plain, quiet
-
-    def check(self, env: str) -> None:
-        """Refuse a bad source or gates file before the deploy begins (exit 2), not after the
-        switch: a deploy that cannot be monitored must not start."""
-        from dhash_rollout.monitor.gates_config import GatesConfigError, load_gates_config
-        from dhash_rollout.monitor.runner import DEFAULT_GATES_FILE
-
-        if self.source not in ("scrape", "prometheus"):
-            raise ConfigError(f"--monitor-source must be scrape or prometheus, not {self.source!r}")
-        if self.source == "prometheus" and not self.prometheus_url:
-            raise ConfigError("--monitor-source prometheus needs --prometheus-url")
-        try:
-            load_gates_config(self.gates_config or DEFAULT_GATES_FILE, environment=env)
-        except GatesConfigError as err:
-            raise ConfigError(
-                f"{err.message} (the deploy's monitor reads it: pass --gates-config FILE, "
-                "or --no-monitor to deploy unguarded)"
-            ) from None
-
-
-def deploy_monitor(options: MonitorOptions | None = None) -> DeployMonitor | None:
-    """The post-deploy monitor the deploy runs after the switch: the quality gates over the new
-    release's real metrics (:class:`dhash_rollout.monitor.deploy_guard.DeployGuard`), with the
-    escalation of unacknowledged alerts on its polls. The deploy acts on its verdict."""
-    from dhash_rollout.commands.monitor import escalate_on_poll
-    from dhash_rollout.monitor.deploy_guard import DeployGuard
-    from dhash_rollout.monitor.runner import prometheus_source, scrape_source
-
-    options = options or MonitorOptions()
-    source = (
-        prometheus_source(options.prometheus_url or "")
-        if options.source == "prometheus"
-        else scrape_source
-    )
-    return DeployGuard(
-        source=source, gates_file=options.gates_config, view=options.view, escalate=escalate_on_poll
-    )
 
 
 @contextlib.contextmanager
@@ -135,17 +92,15 @@ def deploy(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Plan every phase, execute none; write deploy-dryrun.log."
     ),
-    no_monitor: bool = typer.Option(
-        False, "--no-monitor", help="Skip the post-deploy quality-gate monitoring phase."
-    ),
+    no_monitor: bool = NoMonitorOption,
     monitor_source: str = typer.Option(
         "scrape", "--monitor-source", help="The monitor's metrics: scrape (default) or prometheus."
     ),
     prometheus_url: str | None = typer.Option(
         None, "--prometheus-url", help="Prometheus base URL (with --monitor-source prometheus)."
     ),
-    gates_config: Path | None = typer.Option(
-        None, "--gates-config", help="Quality gates file (default: quality-gates-config.json)."
+    gates_config: Path | None = gates_config_option(
+        "Quality gates file (default: quality-gates-config.json)."
     ),
     time_scale: float | None = typer.Option(
         None,
@@ -154,12 +109,7 @@ def deploy(
         help="Run the monitoring window N times faster (demos, tests; also "
         "DHASH_MONITOR_TIME_SCALE).",
     ),
-    release_setting: list[str] | None = typer.Option(
-        None,
-        "--release-setting",
-        help="KEY=VALUE service setting for this release only (repeatable), e.g. "
-        "DHASH_FAULT_HASH_LATENCY_SECONDS=0.5; stored in <root>/releases/<v>/settings.json.",
-    ),
+    release_setting: list[str] | None = ReleaseSettingOption,
     smoke_timeout: float = typer.Option(
         120.0, "--smoke-timeout", min=1.0, help="Deadline of the post-deploy smoke tests (s)."
     ),
@@ -167,30 +117,28 @@ def deploy(
     as_json: bool = JsonOption,
 ) -> None:
     """Guarded deploy: lock, preflight, backup, install, migrate, switch, health, smoke, notify."""
-    from dhash_rollout.commands.monitor import _time_scale
     from dhash_rollout.deploy import DeployRequest
     from dhash_rollout.deploy import deploy as run_deploy
     from dhash_rollout.environments import load_environment
     from dhash_rollout.notify.factory import environment_escalation
-    from dhash_rollout.releases import parse_release_settings
     from dhash_rollout.rollback import execute as rollback_inside
     from dhash_rollout.runs.plan import render_plan
 
     options = MonitorOptions(
         monitor_source, prometheus_url, gates_config, view="quiet" if as_json else "auto"
     )
-    scale = _time_scale(time_scale)
     # A matrix that does not validate would page nobody about this deploy's failure: refused
     # now (exit 2, naming the key), like every other setting, not found by cron at 3 AM.
     with _json_refusal(as_json):
         environment_escalation(load_environment(env).name)
-    settings = (
-        parse_release_settings(release_setting, load_environment(env).name)
-        if release_setting
-        else None
+    guard = parse_guard(
+        load_environment(env).name,
+        options,
+        no_monitor=no_monitor,
+        given_scale=time_scale,
+        given_settings=release_setting,
+        check=not dry_run,
     )
-    if not no_monitor and not dry_run:
-        options.check(env)
     with contextlib.ExitStack() as stack:
         log_path = None if dry_run else stack.enter_context(_log_to_file("deploy", env))
         request = DeployRequest(
@@ -201,12 +149,12 @@ def deploy(
             no_monitor=no_monitor,
             smoke_timeout=smoke_timeout,
             log_path=log_path,
-            monitor_time_scale=scale,
-            release_settings=settings,
+            monitor_time_scale=guard.time_scale,
+            release_settings=guard.release_settings,
         )
         if initiator:
             request = replace(request, initiator=_one_line("--initiator", initiator))
-        monitor = None if no_monitor else deploy_monitor(options)
+        monitor = guard.deploy_monitor()
         with _json_refusal(as_json):
             if load_environment(env).target == "fleet":  # hosts behind HAProxy, in waves
                 from dhash_rollout.deploy.fleet_run import deploy_fleet
@@ -374,10 +322,10 @@ def release_install(
 @release_app.command("status")
 def release_status(env: str = EnvOption, as_json: bool = JsonOption) -> None:
     """Current and previous release, the state of each process slot, and whether the last
-    deploy was verified by its monitoring window; on a fleet, every host with its release and
-    its HAProxy status and weight."""
+    deploy (or promoted canary) was verified by its monitoring window; on a fleet, every host
+    with its release and its HAProxy status and weight."""
+    from dhash_rollout.canary.verification import last_change_verification
     from dhash_rollout.environments import load_environment
-    from dhash_rollout.runs.verification import last_deploy_verification
 
     environment = load_environment(env)
     fleet = environment.settings
@@ -395,7 +343,7 @@ def release_status(env: str = EnvOption, as_json: bool = JsonOption) -> None:
         return
     target = _target(env)
     status = target.status()
-    verification = last_deploy_verification(target.env)
+    verification = last_change_verification(target.env)
     from dhash_rollout.canary.controller import status_line
 
     canary = status_line(target.env)

@@ -1,6 +1,6 @@
 """The deploy's monitor phase: :class:`GateMonitor` over the new release from its switch.
 
-The command layer hands this to the deploy (``commands/deploy.deploy_monitor``) as its
+The command layer hands this to the deploy (``commands/guard.deploy_monitor``) as its
 :class:`~dhash_rollout.runs.monitoring.DeployMonitor`. It adds to the gate monitor what the
 deploy's notices and the on-call rota need and nothing else: a one-line summary of every gate
 (the INFO/WARN/ERROR notice carries it with the report's path), and the escalation of

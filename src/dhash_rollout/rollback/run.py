@@ -116,12 +116,24 @@ class RollbackResult:
         }
 
 
+def _made_version(run: RunState) -> str | None:
+    """The release a run put in service: a deploy's, or a promoted canary's (its switch is the
+    deploy's; started from ``--source``, its version is the install's)."""
+    if run.kind == "deploy":
+        version = run.params.get("version")
+        return str(version) if version else None
+    if run.kind == "canary" and run.status_of(Phase.ACTIVATE) == "done":
+        version = run.params.get("version") or run.detail_of(Phase.INSTALL).get("version")
+        return normalize_version(str(version)) if version else None
+    return None
+
+
 def _deploy_that_made(journal: Journal, version: str) -> RunState | None:
-    """The latest deploy run that put ``version`` in service in place of another release
-    (finished or not); a re-deploy of the serving version does not count."""
+    """The latest deploy run (or promoted canary) that put ``version`` in service in place of
+    another release (finished or not); a re-deploy of the serving version does not count."""
     found = None
     for run in journal.runs():
-        made_it = run.kind == "deploy" and run.params.get("version") == version
+        made_it = _made_version(run) == version
         replaced = run.params.get("from_version") != version
         if made_it and replaced and run.outcome != "failed":
             found = run
@@ -155,7 +167,7 @@ def _footprint(run: RunState | None) -> DeployFootprint | None:
     if run is None:
         return None
     bound = _bound_backup(run)
-    version, was = run.params.get("version"), run.params.get("from_version")
+    version, was = _made_version(run) or run.params.get("version"), run.params.get("from_version")
     return DeployFootprint(
         version=str(version) if version else None,
         from_version=str(was) if was else None,
