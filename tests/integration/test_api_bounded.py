@@ -269,3 +269,33 @@ def test_one_client_gets_one_document_slot(server: ServeProcess) -> None:
     assert codes == [422, 503], [a.text for a in answers]
     refused = next(a for a in answers if a.status_code == 503)
     assert refused.json()["error"] == "overloaded" and refused.headers["retry-after"] == "1"
+
+
+def test_a_document_whose_client_hangs_up_is_abandoned_and_frees_its_slot(
+    server: ServeProcess,
+) -> None:
+    # The client's one document slot is taken while its document decodes (the test above): after
+    # it hangs up, the extraction is abandoned at once, so its next document is admitted (decoded
+    # to its budget: 422), not refused (503) as it would be while the first ran to its budget.
+    token = OTHER_TOKENS[3]
+    hostile = pdf_nested_forms(7, 10)
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(
+            (
+                f"POST /v1/hash HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+                f"Content-Length: {len(hostile)}\r\n\r\n"
+            ).encode()
+            + hostile
+        )
+        time.sleep(0.6)  # admitted and decoding
+    time.sleep(0.6)  # well inside the first one's 3 s budget
+    started = time.monotonic()
+    again = httpx.post(
+        f"{server.url}/v1/hash",
+        content=hostile,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert again.status_code == 422, again.text
+    assert time.monotonic() - started >= DOCUMENT_BUDGET - 0.5  # decoded, not refused at once

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from dhash_service.store.repository import (
     NewImage,
     NewMatch,
     NewReview,
+    NewThumbnail,
     Repository,
     StoredHash,
 )
@@ -264,3 +266,103 @@ def test_unknown_images_are_not_found(repo: Repository) -> None:
     with pytest.raises(NotFound):
         repo.get_image(424242, "dhash64")
     assert np.asarray(repo.library_since("dhash64", 64, 0, 5).image_ids).size == 0
+
+
+def _rows_of(repo: Repository, content_id: int) -> dict[str, list[tuple[object, ...]]]:
+    """Everything one stored upload wrote, ids as positions, times and its sha256 left out."""
+    with repo.engine.connect() as c:
+        ids = list(
+            c.execute(
+                sa.text("SELECT id FROM images WHERE content_id = :c ORDER BY id"),
+                {"c": content_id},
+            ).scalars()
+        )
+        at = {image_id: n for n, image_id in enumerate(ids)}
+
+        def rows(sql: str, key: int = 0) -> list[tuple[object, ...]]:
+            found = c.execute(sa.text(sql), {"c": content_id, "ids": ids}).all()
+            return sorted((at[r[key]], *r[:key], *r[key + 1 :]) for r in found)
+
+        audit = c.execute(
+            sa.text("SELECT actor, action, detail FROM audit_events WHERE subject_id = :c"),
+            {"c": content_id},
+        ).all()
+        return {
+            "content": [
+                tuple(r)
+                for r in c.execute(
+                    sa.text(
+                        "SELECT input_kind, size_bytes, filename, source, failures FROM contents"
+                        " WHERE id = :c"
+                    ),
+                    {"c": content_id},
+                )
+            ],
+            "images": rows(
+                "SELECT id, locator, kind, width, height, decision, confidence FROM images"
+                " WHERE content_id = :c"
+            ),
+            "hashes": rows(
+                "SELECT image_id, algorithm, bits, value, wide, low_information FROM hashes"
+                " WHERE image_id = ANY(:ids)"
+            ),
+            "thumbnails": rows(
+                "SELECT image_id, media_type, width, height, data FROM thumbnails"
+                " WHERE image_id = ANY(:ids)"
+            ),
+            "matches": rows(
+                "SELECT query_image_id, library_image_id, rank, distance, confidence, decision"
+                " FROM matches WHERE query_image_id = ANY(:ids)"
+            ),
+            "reviews": rows(
+                "SELECT image_id, candidate_image_id, distance, confidence, reason, status,"
+                " reviewer, resolved_at FROM review_items WHERE image_id = ANY(:ids)"
+            ),
+            "audit": [
+                (actor, action, {k: v for k, v in detail.items() if k != "sha256"})
+                for actor, action, detail in audit
+            ],
+        }
+
+
+@pytest.mark.postgres
+def test_the_one_statement_write_stores_what_the_transaction_stores(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL writes an ordinary upload as one statement (store/one_statement.py), the rest
+    # as a transaction of statements: the same upload written both ways leaves the same rows.
+    schema.upgrade(postgres_url)
+    repo = Repository(schema.create_engine_for(postgres_url))
+    try:
+        one = repo.save_content(content("lib1", image("a", value=1), library=True))
+        two = repo.save_content(content("lib2", image("b", value=2), library=True))
+        lib = [repo.get_content(i, "dhash64").images[0].id for i in (one, two)]
+        matched = image(
+            "page 1",
+            value=3,
+            decision="review",
+            confidence=0.55,
+            matches=[NewMatch(lib[1], 0, 3, 0.55), NewMatch(lib[0], 1, 5, 0.4)],
+            review=NewReview(lib[1], 3, 0.55, "review_band"),
+            thumbnail=NewThumbnail(b"RIFF-webp-bytes", 64, 48, "image/webp"),
+        )
+        plain = image(
+            "page 2", value=TOP_BIT_HASH, thumbnail=NewThumbnail(b"x", 1, 1, "image/webp")
+        )
+        wide = image("page 3", hash=StoredHash(2**255 + 7, "dhash256", 256, True))
+
+        def upload(sha: str) -> NewContent:
+            return replace(content(sha, matched, plain, wide), failures=[{"locator": "p4"}])
+
+        in_one = repo.store_content(upload("one statement"))
+        monkeypatch.setattr("dhash_service.store.repository.MAX_IMAGES", 0)
+        in_many = repo.store_content(upload("transaction"))
+        assert _rows_of(repo, in_one.id) == _rows_of(repo, in_many.id)
+        assert _rows_of(repo, in_one.id)["reviews"] and _rows_of(repo, in_one.id)["matches"]
+        assert in_one.refs == in_many.refs and set(in_one.refs) == set(lib)
+        assert [s.review_id is not None for s in in_one.images] == [True, False, False]
+        with pytest.raises(DuplicateContent):
+            monkeypatch.setattr("dhash_service.store.repository.MAX_IMAGES", 4)
+            repo.store_content(upload("one statement"))
+    finally:
+        repo.engine.dispose()

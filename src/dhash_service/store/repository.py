@@ -36,6 +36,7 @@ from dhash_service.store.models import (
     to_signed64,
     utcnow,
 )
+from dhash_service.store.one_statement import MAX_IMAGES, ImageShape, Shape, statement_for
 from dhash_service.store.schema import LIBRARY_LOCK_KEY
 
 contents = cast(sa.Table, Content.__table__)
@@ -255,6 +256,107 @@ def _hash_from_row(
     return StoredHash(number, algorithm, bits, bool(low))
 
 
+# --- the rows an ingest writes (both write paths build them here) ------------------------------
+# A foreign key given as None is filled in by the statement (``one_statement``).
+
+
+def _content_row(new: NewContent, now: datetime) -> dict[str, Any]:
+    return {
+        "sha256": new.sha256,
+        "input_kind": new.input_kind,
+        "size_bytes": new.size_bytes,
+        "filename": new.filename,
+        "source": new.source,
+        "failures": new.failures,
+        "created_at": now,
+    }
+
+
+def _ingest_audit_row(new: NewContent, content_id: int | None, now: datetime) -> dict[str, Any]:
+    row = {
+        "at": now,
+        "actor": new.actor,
+        "action": "ingest",
+        "subject_type": "content",
+        "detail": {"sha256": new.sha256, "images": len(new.images), "library": new.library},
+    }
+    return row if content_id is None else {**row, "subject_id": content_id}
+
+
+def _image_row(image: NewImage, content_id: int | None, now: datetime) -> dict[str, Any]:
+    row = {
+        "locator": image.locator,
+        "kind": image.kind,
+        "width": image.width,
+        "height": image.height,
+        "decision": image.decision,
+        "confidence": image.confidence,
+        "created_at": now,
+    }
+    return row if content_id is None else {**row, "content_id": content_id}
+
+
+def _with_image(row: dict[str, Any], key: str, image_id: int | None) -> dict[str, Any]:
+    return row if image_id is None else {**row, key: image_id}
+
+
+def _hash_row(image: NewImage, image_id: int | None) -> dict[str, Any]:
+    row = {
+        "algorithm": image.hash.algorithm,
+        "bits": image.hash.bits,
+        "low_information": image.hash.low_information,
+        **_hash_columns(image.hash),
+    }
+    return _with_image(row, "image_id", image_id)
+
+
+def _thumbnail_row(thumbnail: NewThumbnail, image_id: int | None) -> dict[str, Any]:
+    row = {
+        "media_type": thumbnail.media_type,
+        "width": thumbnail.width,
+        "height": thumbnail.height,
+        "data": thumbnail.data,
+    }
+    return _with_image(row, "image_id", image_id)
+
+
+def _match_rows(image: NewImage, image_id: int | None) -> list[dict[str, Any]]:
+    return [
+        _with_image(
+            {
+                "library_image_id": m.library_image_id,
+                "rank": m.rank,
+                "distance": m.distance,
+                "confidence": m.confidence,
+                "decision": image.decision,
+            },
+            "query_image_id",
+            image_id,
+        )
+        for m in image.matches
+    ]
+
+
+def _review_row(review: NewReview, image_id: int | None, now: datetime) -> dict[str, Any]:
+    row = {
+        "candidate_image_id": review.candidate_image_id,
+        "distance": review.distance,
+        "confidence": review.confidence,
+        "reason": review.reason,
+        "status": "pending",
+        "created_at": now,
+    }
+    return _with_image(row, "image_id", image_id)
+
+
+def _matched_ids(new: NewContent) -> list[int]:
+    return sorted({m.library_image_id for image in new.images for m in image.matches})
+
+
+def _prefixed(prefix: str, row: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}_{name}": value for name, value in row.items()}
+
+
 _REVIEW_ACTIONS = {"confirm": "confirmed", "reject": "rejected"}
 
 
@@ -343,114 +445,91 @@ class Repository:
 
     def store_content(self, new: NewContent) -> SavedContent:
         """``save_content``, returning every id it made and the refs of the matched library
-        images: one transaction, one statement per row kind (the ingest path's whole write).
+        images: on PostgreSQL an ordinary upload (not into the library, at most
+        ``one_statement.MAX_IMAGES`` images) in one statement, otherwise one transaction of one
+        statement per row kind (the ingest path's whole write). Both write the same rows from
+        the same ``_*_row`` values.
 
         Raises :class:`DuplicateContent` when the same bytes were stored concurrently.
         """
         try:
+            if not self._sqlite and not new.library and len(new.images) <= MAX_IMAGES:
+                return self._store_in_one_statement(new)
             with self._write() as connection:
+                now = utcnow()
                 content_id = int(
-                    connection.execute(
-                        _INSERT_CONTENT,
-                        {
-                            "sha256": new.sha256,
-                            "input_kind": new.input_kind,
-                            "size_bytes": new.size_bytes,
-                            "filename": new.filename,
-                            "source": new.source,
-                            "failures": new.failures,
-                            "created_at": utcnow(),
-                        },
-                    ).scalar_one()
+                    connection.execute(_INSERT_CONTENT, _content_row(new, now)).scalar_one()
                 )
-                saved = [self._insert_image(connection, content_id, image) for image in new.images]
-                self._audit(
-                    connection,
-                    actor=new.actor,
-                    action="ingest",
-                    subject_type="content",
-                    subject_id=content_id,
-                    detail={"sha256": new.sha256, "images": len(saved), "library": new.library},
-                )
+                saved = [
+                    self._insert_image(connection, content_id, image, now) for image in new.images
+                ]
+                connection.execute(_INSERT_AUDIT, _ingest_audit_row(new, content_id, now))
                 if new.library:
                     self._add_members(connection, [image.id for image in saved], new.actor)
-                matched = {m.library_image_id for image in new.images for m in image.matches}
-                refs = self._refs(connection, sorted(matched))
+                refs = self._refs(connection, _matched_ids(new))
         except sa_exc.IntegrityError as error:
             if self.content_id_by_sha256(new.sha256) is not None:
                 raise DuplicateContent(new.sha256) from error
             raise
         return SavedContent(content_id, saved, refs)
 
-    def _insert_image(
-        self, connection: sa.Connection, content_id: int, image: NewImage
-    ) -> SavedImage:
+    def _store_in_one_statement(self, new: NewContent) -> SavedContent:
+        """The write as ``one_statement``'s single statement, in autocommit (it is atomic)."""
         now = utcnow()
+        matched = _matched_ids(new)
+        shape = Shape(
+            tuple(
+                ImageShape(
+                    image.thumbnail is not None, len(image.matches), image.review is not None
+                )
+                for image in new.images
+            ),
+            len(matched),
+        )
+        params: dict[str, Any] = _prefixed("c", _content_row(new, now))
+        params.update(_prefixed("a", _ingest_audit_row(new, None, now)))
+        for i, image in enumerate(new.images):
+            params.update(_prefixed(f"i{i}", _image_row(image, None, now)))
+            params.update(_prefixed(f"h{i}", _hash_row(image, None)))
+            if image.thumbnail is not None:
+                params.update(_prefixed(f"t{i}", _thumbnail_row(image.thumbnail, None)))
+            for k, match_row in enumerate(_match_rows(image, None)):
+                params.update(_prefixed(f"m{i}_{k}", match_row))
+            if image.review is not None:
+                params.update(_prefixed(f"r{i}", _review_row(image.review, None, now)))
+        params.update({f"ref_{j}": image_id for j, image_id in enumerate(matched)})
+        with self._read_once() as connection:
+            row = connection.execute(statement_for(shape), params).one()._mapping
+        saved = [
+            SavedImage(
+                int(row[f"image_{i}"]),
+                None if row[f"review_{i}"] is None else int(row[f"review_{i}"]),
+            )
+            for i in range(len(new.images))
+        ]
+        refs = {
+            image_id: ImageRef(row[f"ref_source_{j}"], row[f"ref_locator_{j}"])
+            for j, image_id in enumerate(matched)
+            if row[f"ref_locator_{j}"] is not None
+        }
+        return SavedContent(int(row["content_id"]), saved, refs)
+
+    def _insert_image(
+        self, connection: sa.Connection, content_id: int, image: NewImage, now: datetime
+    ) -> SavedImage:
         image_id = int(
-            connection.execute(
-                _INSERT_IMAGE,
-                {
-                    "content_id": content_id,
-                    "locator": image.locator,
-                    "kind": image.kind,
-                    "width": image.width,
-                    "height": image.height,
-                    "decision": image.decision,
-                    "confidence": image.confidence,
-                    "created_at": now,
-                },
-            ).scalar_one()
+            connection.execute(_INSERT_IMAGE, _image_row(image, content_id, now)).scalar_one()
         )
-        connection.execute(
-            _INSERT_HASH,
-            {
-                "image_id": image_id,
-                "algorithm": image.hash.algorithm,
-                "bits": image.hash.bits,
-                "low_information": image.hash.low_information,
-                **_hash_columns(image.hash),
-            },
-        )
+        connection.execute(_INSERT_HASH, _hash_row(image, image_id))
         if image.matches:
-            connection.execute(
-                _INSERT_MATCHES,
-                [
-                    {
-                        "query_image_id": image_id,
-                        "library_image_id": m.library_image_id,
-                        "rank": m.rank,
-                        "distance": m.distance,
-                        "confidence": m.confidence,
-                        "decision": image.decision,
-                    }
-                    for m in image.matches
-                ],
-            )
+            connection.execute(_INSERT_MATCHES, _match_rows(image, image_id))
         if image.thumbnail is not None:
-            connection.execute(
-                _INSERT_THUMBNAIL,
-                {
-                    "image_id": image_id,
-                    "media_type": image.thumbnail.media_type,
-                    "width": image.thumbnail.width,
-                    "height": image.thumbnail.height,
-                    "data": image.thumbnail.data,
-                },
-            )
+            connection.execute(_INSERT_THUMBNAIL, _thumbnail_row(image.thumbnail, image_id))
         review_id = None
         if image.review is not None:
             review_id = int(
                 connection.execute(
-                    _INSERT_REVIEW,
-                    {
-                        "image_id": image_id,
-                        "candidate_image_id": image.review.candidate_image_id,
-                        "distance": image.review.distance,
-                        "confidence": image.review.confidence,
-                        "reason": image.review.reason,
-                        "status": "pending",
-                        "created_at": now,
-                    },
+                    _INSERT_REVIEW, _review_row(image.review, image_id, now)
                 ).scalar_one()
             )
         return SavedImage(image_id, review_id)
