@@ -16,11 +16,14 @@ MIRROR=""  # empty: debootstrap's default Debian mirror
 KEEP=0
 DEMO_ONLY=0
 NICE=${NICE:-10}
-# A few tests that need what `make test` installed: the README and the system-deps table, the
-# bit-identical hash against imagehash, PDF pages through pdftoppm, a real PostgreSQL, promtool.
+# A few tests that need what `make test` installed (about 30 s): the README and the system-deps
+# table, the bit-identical hash against imagehash, PDF pages through pdftoppm, a real PostgreSQL,
+# promtool, a real HAProxy, the review console in Debian's chromium.
 TESTS="tests/unit/test_system_deps.py tests/unit/test_readme_runbook_map.py
 tests/unit/test_hash_compat.py tests/unit/test_extract_formats.py
-tests/integration/test_postgres_fixture.py tests/unit/test_monitor_promql.py"
+tests/integration/test_postgres_fixture.py tests/unit/test_monitor_promql.py
+tests/integration/test_fleet_haproxy.py::test_show_stat_lists_the_backend_servers_up_with_their_weight
+tests/e2e/test_review_browser.py::test_session_cookie_is_httponly_strict_and_expires"
 
 while [ $# -gt 0 ]; do
   case "$1" in

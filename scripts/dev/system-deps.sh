@@ -21,6 +21,7 @@ test|iproute2|command -v ip >/dev/null
 test|prometheus|command -v prometheus >/dev/null && command -v promtool >/dev/null
 test|chromium|command -v chromium >/dev/null
 test|chromium-driver|command -v chromedriver >/dev/null
+test|libatomic1|ldconfig -p | grep -q 'libatomic\.so\.1 '
 test|haproxy|[ -x /usr/sbin/haproxy ]
 test|openssh-server|[ -x /usr/sbin/sshd ]
 test|curl|command -v curl >/dev/null
@@ -31,7 +32,7 @@ EOF
 # the PDF test inputs; `ip` builds the network namespaces of the rollout-under-load and fleet
 # tests; the monitor's tests check the PromQL math with promtool and run a real Prometheus; the
 # review console's browser tests drive Debian's chromium through its driver (no browser is ever
-# downloaded); the fleet's tests put a real HAProxy in front of hosts that each run an sshd; the
+# downloaded), from Playwright's own node, which needs libatomic (a minimal Debian has none); the fleet's tests put a real HAProxy in front of hosts that each run an sshd; the
 # guide's `curl` and `node scripts/*.js` lines run verbatim in its end-to-end test. `python3-venv`
 # carries ensurepip, which `python3 -m venv` needs and Debian ships apart from the interpreter.
 

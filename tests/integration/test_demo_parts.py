@@ -4,6 +4,7 @@ reviewer's decisions made only on the release it waits for and checked after."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 
@@ -52,6 +53,8 @@ def test_requests_nobody_answers_are_failures_recorded_not_raised() -> None:
     assert result.failed == result.requests
     assert result.acks == []
     assert any("ConnectionRefusedError" in f for f in result.failures), result.failures[:3]
+    # each says when, on the load's clock, so a failure can be placed against the switches
+    assert all(re.match(r"(ingest|health|search) at t\+\d+\.\d s: ", f) for f in result.failures)
 
 
 def _queue_two(client: DhashClient, base: int) -> None:

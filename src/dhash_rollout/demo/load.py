@@ -129,12 +129,14 @@ class LoadGenerator:
     def _count(self, what: str, status: int | None, error: str | None = None) -> None:
         with self._lock:
             self.result.requests += 1
+            # When, on the load's clock (the story's "from t+N s"), tells which switch it met.
+            when = f"{what} at t+{time.time() - self.result.started:.1f} s"
             if status is not None:
                 self.result.statuses[status] += 1
                 if not 200 <= status < 300:
-                    self.result.failures.append(f"{what}: HTTP {status}")
+                    self.result.failures.append(f"{when}: HTTP {status}")
             else:
-                self.result.failures.append(f"{what}: {error}")
+                self.result.failures.append(f"{when}: {error}")
 
     def _ingest(self, seed: int) -> None:
         body, ctype = multipart(photo_jpeg(seed), f"load-{seed}.jpg")
