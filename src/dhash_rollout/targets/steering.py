@@ -23,19 +23,31 @@ and a controller killed inside a switch leaves it behind (issue 12). Left there,
 sends every new connection to whichever process joined second: the next switch's new, unchecked
 slot, or, after a killed deploy, the new slot rather than the old release the rollback waits
 for. So a switch detaches its program when done, and :func:`clear_steering` removes one that a
-killed run left before anything waits for readiness. Detaching needs a member of the group: for
-the few microseconds between joining and closing, the kernel may hand our socket a new
-connection (reset on close, or handed to a peer with ``tcp_migrate_req``).
+killed run left before anything waits for readiness.
+
+Attaching and detaching need a member of the group. Joining it with a socket of our own has a
+window: between joining and closing (or attaching), the kernel may hand our socket a new
+connection, which is reset when we close (unless ``tcp_migrate_req`` hands it to a peer): seen
+as 63 resets in 66,857 connections over 2,000 joins beside four busy clients, and once as a
+reset request in a demo run. So we borrow a member instead: ``pidfd_getfd(2)`` (Linux 5.6)
+gives us a duplicate of a serving process's own listening socket, the program is attached or
+detached through it, and the duplicate is closed at once, so no socket of ours ever joins the
+group and none outlives its process. Joining stays the fallback where borrowing is not allowed
+(``pidfd_getfd`` needs ptrace rights over the holder: root, or the same user without Yama's
+restrictions).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import socket
 import struct
 import sys
 from collections.abc import Callable, Iterator
+
+from dhash_rollout.targets.socket_table import listening_inodes, socket_fds
 
 SO_ATTACH_REUSEPORT_CBPF = 51
 SO_DETACH_REUSEPORT_BPF = 68
@@ -63,6 +75,65 @@ def _group_member(host: str, port: int) -> socket.socket:
     return sock
 
 
+SYS_PIDFD_GETFD = 438  # the same number on every architecture (the unified syscall table)
+
+
+def _borrow(pid: int, fd: int, host: str, port: int) -> socket.socket | None:
+    """A duplicate of process ``pid``'s socket ``fd`` if it listens on ``host:port``, else None
+    (gone, no right to it, or the fd number now names something else)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        dup = int(libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0))
+    finally:
+        os.close(pidfd)
+    if dup < 0:
+        return None
+    try:
+        sock = socket.socket(fileno=dup)
+    except OSError:
+        os.close(dup)
+        return None
+    try:
+        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+        bound = sock.getsockname()[:2]
+    except OSError:
+        listening, bound = False, None
+    if not listening or bound is None or bound[1] != port or bound[0] != host:
+        sock.close()
+        return None
+    return sock
+
+
+def borrowed_member(host: str, port: int) -> socket.socket | None:
+    """A duplicate of a serving listener of ``host:port``'s group (see the module docstring);
+    None when there is none we may borrow. Close it as soon as the program is set."""
+    try:
+        inodes = listening_inodes(port, host=host)
+    except OSError:  # not an address literal (a name): join instead
+        return None
+    for pid, fd in socket_fds(inodes).values():
+        if pid == os.getpid():
+            continue  # our own listener (tests): borrowing it would be a plain dup
+        sock = _borrow(pid, fd, host, port)
+        if sock is not None:
+            return sock
+    return None
+
+
+@contextlib.contextmanager
+def member(host: str, port: int) -> Iterator[socket.socket]:
+    """A member of the group to set its program through, for a moment: a borrowed serving
+    listener when there is one, else a socket of our own joining the group (with its window).
+    ``OSError`` when neither is possible."""
+    sock = borrowed_member(host, port) or _group_member(host, port)
+    with sock:
+        yield sock
+
+
 def _detach(sock: socket.socket) -> bool:
     """Detach the group's program through ``sock``; False when there was none (ENOENT)."""
     try:
@@ -78,12 +149,14 @@ def clear_steering(host: str, port: int) -> bool:
     Never raises: off Linux, or when the port cannot be joined, there is nothing to clear."""
     if not sys.platform.startswith("linux"):
         return False
+    with contextlib.suppress(OSError):  # a name, not an address: the join below decides
+        if not listening_inodes(port, host=host):
+            return False  # no listener, no group: the kernel frees its program with it
     try:
-        sock = _group_member(host, port)
+        with member(host, port) as sock:
+            return _detach(sock)
     except OSError:
         return False
-    with sock:
-        return _detach(sock)
 
 
 @contextlib.contextmanager
@@ -96,6 +169,15 @@ def steer_new_connections(host: str, port: int, reaches_new: Callable[[], bool])
     """
     if not sys.platform.startswith("linux"):
         yield False
+        return
+    borrowed = _steer_through_borrowed(host, port, reaches_new)
+    if borrowed is not None:
+        try:
+            yield borrowed
+        finally:
+            if borrowed:
+                with contextlib.suppress(OSError), member(host, port) as sock:
+                    _detach(sock)
         return
     try:
         sock = _group_member(host, port)
@@ -122,6 +204,25 @@ def steer_new_connections(host: str, port: int, reaches_new: Callable[[], bool])
         if steering:
             _detach(sock)
         sock.close()
+
+
+def _steer_through_borrowed(host: str, port: int, reaches_new: Callable[[], bool]) -> bool | None:
+    """Attach and check the program through a borrowed member (closed before returning):
+    whether steering is in effect, or None when no member could be borrowed."""
+    sock = borrowed_member(host, port)
+    if sock is None:
+        return None
+    with sock:
+        try:
+            for index in (1, 0):
+                fprog, _keep = _return_program(index)
+                sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+                if reaches_new():
+                    return True
+            _detach(sock)
+        except OSError:
+            _detach(sock)
+    return False
 
 
 # --- weighted steering: the canary's share of new connections ---------------------------------
@@ -183,17 +284,11 @@ def _fprog(
 
 @contextlib.contextmanager
 def group_member(host: str, port: int) -> Iterator[socket.socket]:
-    """A listener of our own in the port's group, through which programs are attached. It never
-    accepts; a program never returns its index (it joined last)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        sock.listen(1)
+    """A member of the port's group through which programs are attached: a borrowed serving
+    listener (no window), else a listener of our own that never accepts (it joined last, so
+    a program never returns its index)."""
+    with member(host, port) as sock:
         yield sock
-    finally:
-        sock.close()
 
 
 def attach(sock: socket.socket, instructions: list[tuple[int, int, int, int]]) -> None:

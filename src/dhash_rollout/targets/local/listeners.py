@@ -27,9 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dhash_rollout.targets.local.readiness import descends_from
-
-PROC = Path("/proc")
-_LISTEN = "0A"
+from dhash_rollout.targets.socket_table import PROC, listening_inodes, socket_holders
 
 
 @dataclass(frozen=True)
@@ -54,42 +52,6 @@ class Listener:
             "release": self.release,
             "command": self.command,
         }
-
-
-def listening_inodes(port: int, proc: Path = PROC) -> set[int]:
-    """Inodes of the TCP sockets (IPv4 and IPv6) listening on ``port``."""
-    inodes: set[int] = set()
-    for name in ("tcp", "tcp6"):
-        try:
-            lines = (proc / "net" / name).read_text(encoding="ascii").splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 10 or fields[3] != _LISTEN:
-                continue
-            _address, _, hex_port = fields[1].rpartition(":")
-            if int(hex_port, 16) == port and fields[9] != "0":
-                inodes.add(int(fields[9]))
-    return inodes
-
-
-def socket_holders(inodes: Iterable[int], proc: Path = PROC) -> dict[int, int]:
-    """inode -> pid for the sockets among ``inodes`` whose holder we may read."""
-    wanted = {f"socket:[{inode}]": inode for inode in inodes}
-    found: dict[int, int] = {}
-    if not wanted:
-        return found
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            for fd in (entry / "fd").iterdir():
-                with contextlib.suppress(OSError):
-                    inode = wanted.get(os.readlink(fd))
-                    if inode is not None:
-                        found.setdefault(inode, int(entry.name))
-    return found
 
 
 def _command(pid: int, proc: Path) -> str:
