@@ -47,15 +47,38 @@ class LedgerFiles:
 
 
 def files_for(directory: Path, environment: str, window_start: float, run_id: str) -> LedgerFiles:
-    """This run's files; a ledger of another run with the same stem gets a suffix, not mixed."""
+    """This run's files; a ledger of another run with the same stem gets a suffix, not mixed.
+
+    A stem is claimed by creating ``<stem>.claim`` (holding the run id) exclusively, so two
+    monitors starting in the same second in one directory (a fleet's gate watches its hosts
+    and the fleet at once) cannot both take it: looking for a start row first and writing it
+    later let both pick the same file. The same run id finds its claim again (a resume)."""
     base = run_stem(environment, window_start)
+    directory.mkdir(parents=True, exist_ok=True)
     for n in range(100):
         stem = base if n == 0 else f"{base}_{n}"
         files = LedgerFiles(directory, stem)
         start = next((r for r in read_rows(files.ledger) if r.get("kind") == "start"), None)
-        if start is None or start.get("run_id") == run_id:
-            return files
+        if start is not None and start.get("run_id") != run_id:
+            continue
+        claim = directory / f"{stem}.claim"
+        try:
+            fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            if _claimed_by(claim) == run_id:
+                return files  # ours: a resume
+            continue  # another run's (or one still writing its id)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(run_id + "\n")
+        return files
     raise RuntimeError(f"too many monitor ledgers named {base}_* in {directory}")
+
+
+def _claimed_by(claim: Path) -> str | None:
+    try:
+        return claim.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
