@@ -109,6 +109,10 @@ def test_sigterm_answers_every_queued_request_and_exits_zero(
         time.sleep(1.0)  # the document decodes, the rest queue behind one extraction slot
         prober = threading.Thread(target=probe)
         prober.start()
+        # one /ready answer at least before the signal (a loaded machine may take over 0.2 s)
+        deadline = time.monotonic() + 10
+        while not ready and time.monotonic() < deadline:
+            time.sleep(0.02)
         time.sleep(0.2)
         terminating = time.monotonic()
         run.terminate()
