@@ -25,9 +25,10 @@ JOURNAL_NAME = "journal.jsonl"
 
 
 def new_run_id(kind: str, now: datetime | None = None) -> str:
-    """``deploy-20240101T120000Z-3f9a``: sortable, readable and unique per run."""
+    """``deploy-20240101T120000Z-3f9a0c1e``: sortable, readable and unique per run (32 random
+    bits: 16 collided in a test making 50 in one second, about 2 % of the time)."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    return f"{kind}-{stamp}-{secrets.token_hex(2)}"
+    return f"{kind}-{stamp}-{secrets.token_hex(4)}"
 
 
 @dataclass(frozen=True)
