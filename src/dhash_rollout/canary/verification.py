@@ -10,11 +10,8 @@ from dataclasses import replace
 
 from dhash_rollout.environments import Environment
 from dhash_rollout.runs.journal import Journal, RunState
-from dhash_rollout.runs.locking import hold_lock
-from dhash_rollout.runs.paths import lock_path
 from dhash_rollout.runs.plan import Phase
-from dhash_rollout.runs.verification import Verification, describe
-from dhash_service.errors import Locked
+from dhash_rollout.runs.verification import Verification, describe, lock_held
 
 
 def changed_release(run: RunState) -> bool:
@@ -44,16 +41,5 @@ def describe_change(run: RunState | None, *, monitor_alive: bool) -> Verificatio
 def last_change_verification(env: Environment) -> Verification:
     """The environment's last deploy or promoted canary, as :func:`describe` sees it."""
     run = last_change(Journal.for_root(env.root).runs())
-    alive = run is not None and not run.finished and _lock_held(env)
+    alive = run is not None and not run.finished and lock_held(env)
     return describe_change(run, monitor_alive=alive)
-
-
-def _lock_held(env: Environment) -> bool:
-    path = lock_path(env)
-    if not path.exists():
-        return False
-    try:
-        with hold_lock(path, "status probe"):
-            return False
-    except Locked:
-        return True

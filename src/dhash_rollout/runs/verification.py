@@ -81,7 +81,8 @@ def describe(run: RunState | None, *, monitor_alive: bool) -> Verification:
     return Verification("none", f"{name}: {run.outcome or 'unfinished'} — not verified")
 
 
-def _lock_held(env: Environment) -> bool:
+def lock_held(env: Environment) -> bool:
+    """Whether a live run holds the environment's lock (a probe: it takes the lock a moment)."""
     path = lock_path(env)
     if not path.exists():
         return False
@@ -96,5 +97,5 @@ def last_deploy_verification(env: Environment) -> Verification:
     """The environment's last deploy, as :func:`describe` sees it."""
     journal = Journal.for_root(env.root)
     run = journal.last_run("deploy")
-    alive = run is not None and not run.finished and _lock_held(env)
+    alive = run is not None and not run.finished and lock_held(env)
     return describe(run, monitor_alive=alive)
