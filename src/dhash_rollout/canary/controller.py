@@ -51,9 +51,7 @@ from dhash_rollout.environments import Environment, api_token
 from dhash_rollout.releases import ReleaseSource, normalize_version, write_release_settings
 from dhash_rollout.runs.context import RunContext
 from dhash_rollout.runs.journal import RUN_PHASE, Journal
-from dhash_rollout.runs.locking import hold_lock
 from dhash_rollout.runs.monitoring import DeployMonitor, MonitorRequest, Verdict
-from dhash_rollout.runs.paths import lock_path
 from dhash_rollout.runs.plan import Phase
 from dhash_rollout.runs.plan import Step as RunStep
 from dhash_rollout.runs.recovery import RunsRollback
@@ -64,10 +62,11 @@ from dhash_rollout.runs.schema import (
     release_head,
     release_revisions,
 )
+from dhash_rollout.runs.verification import lock_held
 from dhash_rollout.targets.local import LocalTarget
 from dhash_rollout.targets.local.readiness import descends_from
 from dhash_rollout.targets.local.supervisor import ACTIVE_STATES
-from dhash_service.errors import CheckFailed, DhashError, Locked, NotFound
+from dhash_service.errors import CheckFailed, DhashError, NotFound
 
 PROBE_WEIGHT = 5.0  # % of new connections, at least, while the candidate starts
 CANARY_PHASE = "canary"  # the journal's phase of the candidate beside stable
@@ -231,12 +230,7 @@ def status_line(env: Environment) -> str | None:
     where = f" [{state.run_id}]" if state.run_id else ""
     head = f"canary: {state.version} beside {state.stable}"
     if state.status in ("running", "interrupted"):
-        try:
-            with hold_lock(lock_path(env), "status probe"):
-                alive = False
-        except Locked:
-            alive = True
-        if alive:
+        if lock_held(env):
             return f"{head}: running at {state.weight:g}%{where}"
         return (
             f"{head}: interrupted at {state.weight:g}%, the candidate still serving "

@@ -46,7 +46,7 @@ from dhash_rollout.runs.interrupt import (
     stopped_in,
 )
 from dhash_rollout.runs.journal import Journal, RunState, new_run_id
-from dhash_rollout.runs.locking import hold_lock
+from dhash_rollout.runs.locking import hold_lock, lock_holder
 from dhash_rollout.runs.monitoring import (
     DeployMonitor,
     MonitorRequest,
@@ -67,7 +67,7 @@ from dhash_rollout.runs.recovery import (
 from dhash_rollout.runs.schema import database_exists, database_revision, migrate_with
 from dhash_rollout.settings import ToolkitSettings
 from dhash_rollout.targets import DeployTarget, get_target
-from dhash_service.errors import CheckFailed, ConfigError, DhashError, Locked, NotFound
+from dhash_service.errors import CheckFailed, ConfigError, DhashError, NotFound
 
 INSTALLED = "the installed release"
 DRY_RUN_LOG = "deploy-dryrun.log"
@@ -227,14 +227,7 @@ def dry_run(request: DeployRequest, monitor: DeployMonitor | None = None) -> Dep
 
 def _lock_holder(env: Environment) -> str | None:
     """Who holds the deploy lock right now (for the dry-run), without keeping it."""
-    path = lock_path(env)
-    if not path.exists():
-        return None
-    try:
-        with hold_lock(path, "dry-run probe"):
-            return None
-    except Locked as exc:
-        return exc.message.split(" is held by ", 1)[-1]
+    return lock_holder(lock_path(env))
 
 
 def deploy(

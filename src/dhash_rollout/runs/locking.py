@@ -9,6 +9,12 @@ monitor's automatic rollback) passes the :class:`HeldLock` it runs under as ``wi
 the same path again without waiting for itself (``flock`` alone would refuse it, a second
 ``open`` being a second owner). Reentry is explicit: any other taker, in this process or
 another, is refused as before, so two runs of one process still exclude each other.
+
+Looking is not taking: :func:`lock_holder` asks whether a run holds the lock with a *shared*
+``flock`` on a read-only descriptor and writes nothing, so ``release status`` and the dry-run
+never overwrite a dead holder's record. A taker that meets such a look (it lasts microseconds)
+tries again for :data:`LOOK_GRACE_S` before refusing, so a status in one terminal cannot make a
+rollback in another exit 3.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -50,6 +57,9 @@ class _Owned:
     pid: int
 
 
+LOOK_GRACE_S = 0.25  # how long a taker retries a lock that may only be looked at
+_RETRY_S = 0.005
+
 _owned: dict[Path, _Owned] = {}
 _owned_guard = threading.Lock()
 
@@ -65,6 +75,46 @@ def _read_holder(fd: int) -> LockHolder | None:
 
 def _key(path: Path) -> Path:
     return path.resolve()
+
+
+def _describe(holder: LockHolder | None) -> str:
+    if holder is None:
+        return "another process"
+    return f"pid {holder.pid} on {holder.host} ({holder.purpose}) since {holder.started_at}"
+
+
+def _take(fd: int) -> bool:
+    """Take ``fd``'s lock exclusively, retrying briefly past a look; False: a run holds it."""
+    deadline = time.monotonic() + LOOK_GRACE_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_RETRY_S)
+
+
+def lock_holder(path: Path) -> str | None:
+    """Who holds ``path`` right now ("pid ... on ... (deploy) since ..."), None: nobody.
+
+    A look, not a take: a shared lock on a read-only descriptor, released at once, and nothing
+    written, so the record a killed holder left stays for the next taker to report.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _describe(_read_holder(fd))
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -97,16 +147,8 @@ def hold_lock(path: Path, purpose: str, *, within: HeldLock | None = None) -> It
         return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            who = (
-                f"pid {holder.pid} on {holder.host} ({holder.purpose}) since {holder.started_at}"
-                if holder
-                else "another process"
-            )
-            raise Locked(f"{purpose}: {path} is held by {who}") from None
+        if not _take(fd):
+            raise Locked(f"{purpose}: {path} is held by {_describe(_read_holder(fd))}")
         stale = _read_holder(fd)
         me = LockHolder(
             pid=os.getpid(),

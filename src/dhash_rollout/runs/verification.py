@@ -15,11 +15,10 @@ from typing import Any, Literal
 
 from dhash_rollout.environments import Environment
 from dhash_rollout.runs.journal import Journal, RunState
-from dhash_rollout.runs.locking import hold_lock
+from dhash_rollout.runs.locking import lock_holder
 from dhash_rollout.runs.monitoring import CUT_SHORT
 from dhash_rollout.runs.paths import lock_path
 from dhash_rollout.runs.plan import Phase
-from dhash_service.errors import Locked
 
 State = Literal[
     "verified", "inconclusive", "failed", "unmonitored", "watching", "interrupted", "none"
@@ -82,15 +81,8 @@ def describe(run: RunState | None, *, monitor_alive: bool) -> Verification:
 
 
 def lock_held(env: Environment) -> bool:
-    """Whether a live run holds the environment's lock (a probe: it takes the lock a moment)."""
-    path = lock_path(env)
-    if not path.exists():
-        return False
-    try:
-        with hold_lock(path, "status probe"):
-            return False
-    except Locked:
-        return True
+    """Whether a live run holds the environment's lock (a look: nothing is taken or written)."""
+    return lock_holder(lock_path(env)) is not None
 
 
 def last_deploy_verification(env: Environment) -> Verification:
