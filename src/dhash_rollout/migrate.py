@@ -366,6 +366,24 @@ def dry_run(
     return report
 
 
+@contextmanager
+def _captured(target: sa.Connection | type[sa.Engine], statements: list[str]) -> Iterator[None]:
+    """Append every statement ``target`` sends meanwhile to ``statements`` (the report's list,
+    with parameters), however the migration ends."""
+
+    def capture(
+        _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool
+    ) -> None:
+        text = statement.strip()
+        statements.append(f"{text}  -- {parameters!r}" if parameters else text)
+
+    sa.event.listen(target, "before_cursor_execute", capture)
+    try:
+        yield
+    finally:
+        sa.event.remove(target, "before_cursor_execute", capture)
+
+
 def _dry_run_on(
     database_url: str,
     script: ScriptDirectory,
@@ -374,12 +392,6 @@ def _dry_run_on(
     direction: str,
 ) -> DryRunReport:
     statements: list[str] = []
-
-    def capture(
-        _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool
-    ) -> None:
-        text = statement.strip()
-        statements.append(f"{text}  -- {parameters!r}" if parameters else text)
 
     error: str | None = None
     changes: list[str] = []
@@ -401,12 +413,9 @@ def _dry_run_on(
                     before = _schema_shape(conn)
                     config = config_factory(database_url)
                     config.attributes["connection"] = conn
-                    sa.event.listen(conn, "before_cursor_execute", capture)
-                    try:
+                    with _captured(conn, statements):
                         run = command.upgrade if direction == "upgrade" else command.downgrade
                         run(config, resolved)
-                    finally:
-                        sa.event.remove(conn, "before_cursor_execute", capture)
                     changes = describe_changes(before, _schema_shape(conn))
                     if sqlite and (
                         broken := conn.exec_driver_sql("PRAGMA foreign_key_check").all()
@@ -527,21 +536,13 @@ def rehearse(
     pending, resolved = _planned(script, start, target, direction)
     statements: list[str] = []
 
-    def capture(
-        _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool
-    ) -> None:
-        text = statement.strip()
-        statements.append(f"{text}  -- {parameters!r}" if parameters else text)
-
     error: str | None = None
-    sa.event.listen(sa.Engine, "before_cursor_execute", capture)  # the engine env.py makes
     try:
-        run = command.upgrade if direction == "upgrade" else command.downgrade
-        run(config_factory(copy_url), resolved)
+        with _captured(sa.Engine, statements):  # every engine: the one env.py makes
+            run = command.upgrade if direction == "upgrade" else command.downgrade
+            run(config_factory(copy_url), resolved)
     except Exception as exc:  # a migration script may raise anything: report it
         error = _first_line(exc)
-    finally:
-        sa.event.remove(sa.Engine, "before_cursor_execute", capture)
     try:
         reached, after, rows_after = _copy_state(copy_url)
     except sa.exc.OperationalError as exc:
