@@ -109,3 +109,29 @@ def test_to_upgrades_to_that_revision_only(tmp_path: Path) -> None:
     assert up.returncode == 0, up.stderr
     assert migrate.migration_status(url).current == revisions[1]
     assert [r.revision for r in migrate.migration_status(url).pending] == revisions[2:]
+
+
+def test_with_json_every_refusal_and_failure_is_one_json_answer(tmp_path: Path) -> None:
+    write_environments(tmp_path, {"production": None})
+    unknown = run_cli("migrate", "status", "--env", "nosuch", "--json", cwd=tmp_path)
+    answer = json.loads(unknown.stdout)
+    assert answer["ok"] is False and answer["exit_code"] == unknown.returncode != 0
+    assert "nosuch" in answer["error"] and "nosuch" in unknown.stderr
+
+    no_dry = run_cli("migrate", "--source", "x.tar.gz", "--env", "production", "--json",
+                     cwd=tmp_path)  # fmt: skip
+    assert json.loads(no_dry.stdout)["exit_code"] == no_dry.returncode == 2
+
+    db = tmp_path / "var/production/shared/data/dhash.sqlite3"
+    db.parent.mkdir(parents=True)
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+    conn.execute("INSERT INTO alembic_version VALUES ('from_a_newer_release')")
+    conn.commit()
+    conn.close()
+    failed = run_cli("migrate", "--dry-run", "--env", "production", "--json", cwd=tmp_path)
+    report = json.loads(failed.stdout)  # one document: the report, no refusal after it
+    assert failed.returncode == 1 and report["event"] == "migrate_dry_run"
+    assert report["ok"] is False and "from_a_newer_release" in failed.stderr

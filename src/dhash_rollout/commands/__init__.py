@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import sys
+from collections.abc import Iterator
+
+import typer
+
+from dhash_service.errors import DhashError
 
 
 def detach_stdout() -> None:
@@ -23,3 +30,18 @@ def log_to_stderr() -> None:
 
     level = Settings().log_level.upper()
     configure_logging("WARNING" if level == "INFO" else level, stream=sys.stderr)
+
+
+@contextlib.contextmanager
+def json_refusal(as_json: bool) -> Iterator[None]:
+    """With ``--json`` a refusal (lock held, nothing to roll back, database down) is a JSON
+    object on stdout too, with the same exit code, not only a line on stderr."""
+    try:
+        yield
+    except DhashError as err:
+        if not as_json:
+            raise
+        answer = {"ok": False, "refused": True, "error": err.message, "exit_code": err.exit_code}
+        typer.echo(json.dumps(answer, indent=2))
+        typer.echo(f"dhash: error: {err.message}", err=True)
+        raise typer.Exit(err.exit_code) from None

@@ -18,7 +18,7 @@ from typing import Any
 
 import typer
 
-from dhash_rollout.commands import detach_stdout
+from dhash_rollout.commands import detach_stdout, json_refusal
 from dhash_rollout.commands.guard import (
     MonitorOptions,
     NoMonitorOption,
@@ -129,7 +129,7 @@ def deploy(
     )
     # A matrix that does not validate would page nobody about this deploy's failure: refused
     # now (exit 2, naming the key), like every other setting, not found by cron at 3 AM.
-    with _json_refusal(as_json):
+    with json_refusal(as_json):
         environment_escalation(load_environment(env).name)
     guard = parse_guard(
         load_environment(env).name,
@@ -155,7 +155,7 @@ def deploy(
         if initiator:
             request = replace(request, initiator=_one_line("--initiator", initiator))
         monitor = guard.deploy_monitor()
-        with _json_refusal(as_json):
+        with json_refusal(as_json):
             if load_environment(env).target == "fleet":  # hosts behind HAProxy, in waves
                 from dhash_rollout.deploy.fleet_run import deploy_fleet
 
@@ -182,21 +182,6 @@ def deploy(
     if not result.ok:  # with the failing error's own exit code (an integrity failure: 4)
         typer.echo(f"dhash: error: {result.error or 'deploy failed'}", err=True)
         raise typer.Exit(result.exit_code)
-
-
-@contextlib.contextmanager
-def _json_refusal(as_json: bool) -> Iterator[None]:
-    """With ``--json`` a refusal (lock held, nothing to roll back, database down) is a JSON
-    object on stdout too, with the same exit code, not only a line on stderr."""
-    try:
-        yield
-    except DhashError as err:
-        if not as_json:
-            raise
-        answer = {"ok": False, "refused": True, "error": err.message, "exit_code": err.exit_code}
-        typer.echo(json.dumps(answer, indent=2))
-        typer.echo(f"dhash: error: {err.message}", err=True)
-        raise typer.Exit(err.exit_code) from None
 
 
 def _exit_if_interrupted(interrupted: bool, message: str | None) -> None:
@@ -255,7 +240,7 @@ def rollback(
         )
         if initiator:
             request = replace(request, initiator=_one_line("--initiator", initiator))
-        with _json_refusal(as_json):
+        with json_refusal(as_json):
             result = run_rollback(request, say=_printer(as_json))
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))

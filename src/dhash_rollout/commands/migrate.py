@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from dhash_rollout.commands import json_refusal
 from dhash_service.errors import CheckFailed, ConfigError
 
 if TYPE_CHECKING:
@@ -112,7 +113,11 @@ def _dry_run(
         if report.error:
             typer.echo(f"error: {report.error}", err=True)
     if not report.ok:
-        raise CheckFailed(f"migration dry-run failed: {report.error} (see {log})")
+        failed = CheckFailed(f"migration dry-run failed: {report.error} (see {log})")
+        if as_json:  # the report above is the one JSON answer: only the exit code is left
+            typer.echo(f"dhash: error: {failed.message}", err=True)
+            raise typer.Exit(failed.exit_code)
+        raise failed
 
 
 def _rehearse(url: str, source: str, log: Path, *, target: str, direction: str) -> DryRunReport:
@@ -152,22 +157,23 @@ def migrate(
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"env": env, "dry_run": dry_run, "log": log, "json": as_json, "source": source}
         return
-    _source_needs_dry_run(source, dry_run)
-    url = _database_url(env)
-    direction, target = (
-        ("downgrade", downgrade_to) if downgrade_to else ("upgrade", upgrade_to or "head")
-    )
-    if dry_run:
-        _dry_run(url, log, as_json, target=target, direction=direction, source=source)
-        return
-    from dhash_rollout import migrate as migrations
+    with json_refusal(as_json):
+        _source_needs_dry_run(source, dry_run)
+        url = _database_url(env)
+        direction, target = (
+            ("downgrade", downgrade_to) if downgrade_to else ("upgrade", upgrade_to or "head")
+        )
+        if dry_run:
+            _dry_run(url, log, as_json, target=target, direction=direction, source=source)
+            return
+        from dhash_rollout import migrate as migrations
 
-    if downgrade_to:
-        status = migrations.downgrade(url, downgrade_to)
-        _print_status(status, as_json, "downgraded")
-    else:
-        status = migrations.upgrade(url, upgrade_to or "head")
-        _print_status(status, as_json, "upgraded")
+        if downgrade_to:
+            status = migrations.downgrade(url, downgrade_to)
+            _print_status(status, as_json, "downgraded")
+        else:
+            status = migrations.upgrade(url, upgrade_to or "head")
+            _print_status(status, as_json, "upgraded")
 
 
 def _source_needs_dry_run(source: str | None, dry_run: bool) -> None:
@@ -189,8 +195,10 @@ def status(ctx: typer.Context, env: str | None = EnvOption, as_json: bool = Json
     from dhash_rollout.migrate import migration_status
 
     env_name = _inherit(ctx, "env", env)
-    url = _database_url(env_name if isinstance(env_name, str) else None)
-    _print_status(migration_status(url), bool(_inherit(ctx, "json", as_json)))
+    use_json = bool(_inherit(ctx, "json", as_json))
+    with json_refusal(use_json):
+        url = _database_url(env_name if isinstance(env_name, str) else None)
+        _print_status(migration_status(url), use_json)
 
 
 @migrate_app.command("downgrade")
@@ -210,16 +218,17 @@ def downgrade(
     rehearsal = _inherit(ctx, "source", source)
     rehearsal = rehearsal if isinstance(rehearsal, str) else None
     dry = bool(dry_run or _inherit(ctx, "dry_run", False))
-    _source_needs_dry_run(rehearsal, dry)
-    url = _database_url(env_name if isinstance(env_name, str) else None)
-    if dry:
-        given = _inherit(ctx, "log", log)
-        _dry_run(url, given if isinstance(given, Path) else None, use_json, target=revision,
-                 direction="downgrade", source=rehearsal)  # fmt: skip
-        return
-    from dhash_rollout import migrate as migrations
+    with json_refusal(use_json):
+        _source_needs_dry_run(rehearsal, dry)
+        url = _database_url(env_name if isinstance(env_name, str) else None)
+        if dry:
+            given = _inherit(ctx, "log", log)
+            _dry_run(url, given if isinstance(given, Path) else None, use_json, target=revision,
+                     direction="downgrade", source=rehearsal)  # fmt: skip
+            return
+        from dhash_rollout import migrate as migrations
 
-    _print_status(migrations.downgrade(url, revision), use_json, "downgraded")
+        _print_status(migrations.downgrade(url, revision), use_json, "downgraded")
 
 
 def register(app: typer.Typer) -> None:
