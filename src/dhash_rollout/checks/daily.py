@@ -3,7 +3,8 @@
 Daily: the service answers ``/health``, only the environment's own supervised release listens
 on its port (no orphan of a dead supervisord, no foreign process sharing the port group), the
 newest backup is at most 24 hours old, the filesystems holding ``logs/`` and ``backups/`` have
-room, and the last deploy's monitoring window was not cut short (``runs.verification``).
+room, and the last release change's (deploy or promoted canary) monitoring window was not cut
+short (``runs.release_change``).
 Weekly: the newest seven backups of the
 environment verify end to end (outer SHA256 as ``sha256sum -c`` checks it, then the manifest and
 every member), which is stronger than the guide's checksum loop and reports each one.
@@ -22,7 +23,8 @@ from dhash_rollout.checks.paths import backup_dir, log_dir, shown
 from dhash_rollout.checks.report import CheckReport, CheckRun
 from dhash_rollout.environments import Environment, api_token
 from dhash_rollout.runs.health import probe_health
-from dhash_rollout.runs.verification import PROBLEMS, last_deploy_verification
+from dhash_rollout.runs.release_change import last_change_verification
+from dhash_rollout.runs.verification import PROBLEMS
 from dhash_rollout.targets import get_target
 from dhash_service.errors import CheckFailed
 
@@ -124,7 +126,7 @@ def check_last_deploy(env: Environment) -> str:
     """A deploy whose monitoring window was cut short is a problem to look at (nobody knows
     whether the release is good); one made without monitoring, or rolled back by its gates,
     is reported as it is, not as a failure."""
-    verification = last_deploy_verification(env)
+    verification = last_change_verification(env)  # a promoted canary is a release change
     if verification.state in PROBLEMS:
         raise CheckFailed(verification.line)
     return verification.line

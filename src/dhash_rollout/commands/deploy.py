@@ -309,8 +309,8 @@ def release_status(env: str = EnvOption, as_json: bool = JsonOption) -> None:
     """Current and previous release, the state of each process slot, and whether the last
     deploy (or promoted canary) was verified by its monitoring window; on a fleet, every host
     with its release and its HAProxy status and weight."""
-    from dhash_rollout.canary.verification import last_change_verification
     from dhash_rollout.environments import load_environment
+    from dhash_rollout.runs.release_change import last_change_verification
 
     environment = load_environment(env)
     fleet = environment.settings

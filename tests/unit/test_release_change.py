@@ -3,10 +3,14 @@ promoted canary (an aborted canary changed nothing), described by the deploy's r
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from dhash_rollout.canary.verification import describe_change, last_change
-from dhash_rollout.runs.journal import PhaseState, RunState, Status
+from dhash_rollout.environments import Environment
+from dhash_rollout.runs.journal import Journal, PhaseState, RunState, Status
+from dhash_rollout.runs.release_change import describe_change, last_change
+from dhash_service.errors import CheckFailed
 
 PASSED = PhaseState("done", {"verdict": "passed", "reason": "", "polls": 12})
 FAILED = PhaseState("failed", {"verdict": "failed", "reason": "p95HashTime = 900 > 250"})
@@ -75,3 +79,23 @@ def test_a_promoted_canary_is_described_by_the_deploys_rule_under_its_own_name(
     seen = describe_change(run, monitor_alive=False)
     assert seen.state == state
     assert seen.line.startswith(line), seen.line
+
+
+def test_check_daily_fails_on_a_promoted_canary_whose_window_was_cut_short(
+    tmp_path: Path,
+) -> None:
+    from dhash_rollout.checks.daily import check_last_deploy
+
+    env = Environment(name="production", root=tmp_path, port=8080,
+                      url="http://127.0.0.1:8080", database_url="sqlite://")  # fmt: skip
+    journal = Journal.for_root(tmp_path)
+    journal.append("deploy-1", "run", "started", {"version": "1.0.0", "env": "production"})
+    journal.append("deploy-1", "monitor", "done", {"verdict": "passed", "polls": 12})
+    journal.append("deploy-1", "run", "done")
+    assert "verified" in check_last_deploy(env)
+    journal.append("canary-2", "run", "started", {"version": "2.0.0", "env": "production"})
+    journal.append("canary-2", "canary", "done", {"outcome": "promoted"})
+    journal.append("canary-2", "activate", "done", {"previous": "1.0.0"})
+    journal.append("canary-2", "monitor", "started")  # the controller died in its window
+    with pytest.raises(CheckFailed, match=r"canary of 2\.0\.0, promoted .* not verified"):
+        check_last_deploy(env)

@@ -1,7 +1,8 @@
-"""The last release change of an environment, for ``release status``: a deploy, or a canary that
-was promoted (its switch is the deploy's, and the deploy's monitor watches its window), so a
-promotion after the last deploy is what ``last deploy:`` describes, by the same rule
-(:func:`dhash_rollout.runs.verification.describe`). An aborted canary changed nothing.
+"""The last release change of an environment, for ``release status`` and ``check daily``: a
+deploy, or a canary that was promoted (its switch is the deploy's, and the deploy's monitor
+watches its window), so a promotion after the last deploy is what ``last deploy:`` describes,
+by the same rule (:func:`dhash_rollout.runs.verification.describe`). An aborted canary changed
+nothing. Below the canary and the checks, since both read it.
 """
 
 from __future__ import annotations
