@@ -41,6 +41,7 @@ from dhash_rollout.backup.loading import (
 )
 from dhash_rollout.backup.manifest import TableStats
 from dhash_rollout.backup.verify import verify_backup
+from dhash_rollout.targets.local.listeners import process_alive
 from dhash_service.errors import ConfigError, DhashError, IntegrityError, NotFound
 from dhash_service.logs import redact_text
 
@@ -328,16 +329,6 @@ def stale_scratch_databases(
     return [n for n in names if (m := pattern.match(n)) and not alive(int(m.group(1)))]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def _scratch_database(
     server: postgres_db.PgTarget, *, like: str | None = None
@@ -347,7 +338,7 @@ def _scratch_database(
     name = scratch_database_name(os.getpid(), secrets.token_hex(4), tag)
     with postgres_db.admin_connection(server) as admin:
         existing = [str(r[0]) for r in admin.execute("SELECT datname FROM pg_database").fetchall()]
-        for stale in stale_scratch_databases(existing, tag, _alive):
+        for stale in stale_scratch_databases(existing, tag, process_alive):
             postgres_db.drop_database(admin, stale)
         postgres_db.create_database_like(admin, name, like)
         try:

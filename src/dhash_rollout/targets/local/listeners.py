@@ -127,15 +127,16 @@ def stop_orphans(orphans: Iterable[Listener], grace: float) -> list[int]:
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace + 10
     for pid in roots:
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and process_alive(pid):
             time.sleep(0.05)
-        if _alive(pid):
+        if process_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     return roots
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (another user's counts; a zombie does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
