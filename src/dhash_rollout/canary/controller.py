@@ -258,6 +258,7 @@ class CanaryRun:
         rollback: RunsRollback | None = None,
         monitor_time_scale: float = 1.0,
         release_settings: dict[str, str] | None = None,
+        guard_record: dict[str, Any] | None = None,
     ) -> None:
         self.ctx = ctx
         self.env = ctx.env
@@ -272,6 +273,7 @@ class CanaryRun:
         self.rollback = rollback  # what runs, under this lock, when that window fails
         self.monitor_time_scale = monitor_time_scale
         self.release_settings = release_settings  # the candidate's own settings (None: keep)
+        self.guard_record = guard_record  # how the promotion is watched, for a later promote
 
     def for_state(self, state: CanaryState) -> CanaryRun:
         """This run acting on the canary ``state`` describes (its journal run)."""
@@ -310,6 +312,7 @@ class CanaryRun:
                 "from_revision": database_revision(self.env.database_url),
                 "steps": [[s.weight, s.seconds] for s in self.config.steps],
                 "release_settings": self.release_settings,
+                "guard": self.guard_record,
             }
         )
         try:

@@ -21,12 +21,11 @@ from typing import TYPE_CHECKING
 import typer
 
 from dhash_rollout.commands.guard import (
+    Guard,
     MonitorOptions,
     NoMonitorOption,
     ReleaseSettingOption,
-    deploy_monitor,
     gates_config_option,
-    monitor_scale,
     parse_guard,
 )
 from dhash_service.errors import CheckFailed, ConfigError, DhashError, Locked
@@ -215,6 +214,7 @@ def start(
             rollback=rollback_inside,
             monitor_time_scale=guard.time_scale,
             release_settings=guard.release_settings,
+            guard_record=guard.to_record(),
         )
         src = ReleaseSource.parse(source, Path.cwd()) if source else None
         state = run.start(src, version)
@@ -363,14 +363,16 @@ def _act(env_name: str, what: str) -> None:
             hold_lock(lock_path(env), f"canary {what}") as held,
             _context(env, target, held, state.run_id or None) as ctx,
         ):
+            started = ctx.journal.run(ctx.run_id)  # the start said how to watch a promotion
+            guard = Guard.from_record(started.params.get("guard") if started else None)
             run = CanaryRun(
                 ctx,
                 target,
                 JudgeConfig(),
                 notice=_notice_for(env),
-                monitor=deploy_monitor() if what == "promote" else None,
+                monitor=guard.deploy_monitor() if what == "promote" else None,
                 rollback=rollback_inside,
-                monitor_time_scale=monitor_scale(None),
+                monitor_time_scale=guard.time_scale,
             )
             if what == "abort":
                 run.abort(state, "aborted by an operator")

@@ -6,9 +6,10 @@ same way, before anything changes; so the options are declared and parsed here, 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -92,6 +93,38 @@ class Guard:
 
     def deploy_monitor(self) -> DeployMonitor | None:
         return None if self.monitor is None else deploy_monitor(self.monitor)
+
+    def to_record(self) -> dict[str, Any]:
+        """What a later command acting on the same run needs (``dhash canary promote`` without
+        the controller watches the promotion as its start said), for the run's journal."""
+        chosen = self.monitor
+        return {
+            "time_scale": self.time_scale,
+            "monitor": None
+            if chosen is None
+            else {
+                "source": chosen.source,
+                "prometheus_url": chosen.prometheus_url,
+                "gates_config": str(chosen.gates_config.resolve()) if chosen.gates_config else None,
+            },
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any] | None) -> Guard:
+        """The guard :meth:`to_record` wrote; a run journaled without one gets the defaults."""
+        if not record:
+            return cls(MonitorOptions(), monitor_scale(None), None)
+        chosen = record.get("monitor")
+        options = (
+            None
+            if not isinstance(chosen, Mapping)
+            else MonitorOptions(
+                source=str(chosen.get("source") or "scrape"),
+                prometheus_url=chosen.get("prometheus_url"),
+                gates_config=Path(chosen["gates_config"]) if chosen.get("gates_config") else None,
+            )
+        )
+        return cls(options, float(record.get("time_scale") or 1.0), None)
 
 
 def monitor_scale(given: float | None) -> float:
