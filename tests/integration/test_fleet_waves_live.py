@@ -11,20 +11,25 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from sqlalchemy import create_engine, text
 
 from dhash_rollout.deploy.fleet import WaveExecutor, host_states
 from dhash_rollout.deploy.waves import HostState, plan_waves
-from dhash_rollout.runs.journal import Journal, Status
+from dhash_rollout.runs.journal import RUN_PHASE, Journal, JournalRecord, Status
 from dhash_rollout.runs.plan import Phase
-from tests.support.dhash_fleet import ENV, DhashSite, Load, dhash_fleet_site
+from dhash_rollout.runs.schema import database_revision
+from tests.support.dhash_fleet import AUTH, ENV, DhashSite, Load, dhash_fleet_site
 from tests.support.netns_hosts import available, cut_off
 from tests.support.postgres import PostgresServer
-from tests.support.release_builds import CHECKOUT, dhash_bin, wheel_for
+from tests.support.release_builds import CHECKOUT, checkout_head, dhash_bin, wheel_for
+from tests.support.review_seed import review_band_pairs
 
 pytestmark = [
     pytest.mark.slow,
@@ -85,7 +90,7 @@ def _wait_for_record(site: DhashSite, phase: str, timeout: float = 180) -> None:
     raise AssertionError(f"no {phase} record in {timeout} s")
 
 
-@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the two rollouts per run
+@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the three rollouts per run
 def test_a_fleet_deploy_killed_between_waves_resumes_with_its_gates_and_no_failed_request(
     site: DhashSite,
 ) -> None:
@@ -155,7 +160,7 @@ def _rollback_puts_every_host_back(site: DhashSite) -> None:
     assert all(s.up and s.weight == 100 for s in site.runtime.servers("dhash"))
 
 
-@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the two rollouts per run
+@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the three rollouts per run
 def test_a_bad_release_stops_after_the_first_wave_and_undoes_that_host_only(
     site: DhashSite,
 ) -> None:
@@ -180,6 +185,171 @@ def test_a_bad_release_stops_after_the_first_wave_and_undoes_that_host_only(
     assert states == {"web1": HostState.ROLLED_BACK, "web2": HostState.PENDING,
                       "web3": HostState.PENDING}  # fmt: skip
     assert all(s.up for s in site.runtime.servers("dhash"))
+
+
+def _wait_for(
+    site: DhashSite, found: Callable[[JournalRecord], bool], after: int, timeout: float = 180
+) -> JournalRecord:
+    """The first journal record past line ``after`` that ``found`` accepts (polled)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for record in list(_journal(site).records())[after:]:
+            if found(record):
+                return record
+        time.sleep(0.02)
+    raise AssertionError(f"no such journal record in {timeout} s")
+
+
+def _stamp(record: JournalRecord) -> float:
+    return datetime.fromisoformat(record.ts).timestamp()
+
+
+def _decide_reviews(site: DhashSite) -> tuple[set[int], dict[int, tuple[str, str]]]:
+    """Two review items (a library photo and a crop of it in the review band, ingested through
+    the proxy), one confirmed, one rejected by a reviewer: acknowledged decisions made after
+    the deploy's backup, which a restore must carry over. The images, each item's (status,
+    reviewer)."""
+    stored: set[int] = set()
+    decided: dict[int, tuple[str, str]] = {}
+    pairs = zip(review_band_pairs(2, first_seed=5), ("confirm", "reject"), strict=True)
+    with httpx.Client(base_url=site.url, headers=AUTH, timeout=30) as client:
+        for n, ((original, copy, _), action) in enumerate(pairs):
+            made = client.post(
+                "/v1/images",
+                params={"library": "true", "source": "library"},
+                files={"file": (f"fleet-lib-{n}.jpg", original)},
+            )
+            assert made.status_code == 201, made.text
+            copied = client.post("/v1/images", files={"file": (f"fleet-copy-{n}.jpg", copy)})
+            assert copied.status_code == 201, copied.text
+            [item] = copied.json()["items"]
+            assert item["decision"] == "review", item
+            stored |= {int(i["image_id"]) for i in (*made.json()["items"], item)}
+            review = int(item["review_id"])
+            answer = client.post(f"/v1/review/{review}", json={"action": action, "reviewer": "f"})
+            assert answer.status_code == 200, answer.text
+            decided[review] = (str(answer.json()["status"]), "f")
+    return stored, decided
+
+
+def _review_states(site: DhashSite, ids: set[int]) -> dict[int, tuple[str, str]]:
+    engine = create_engine(site.env.database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, status, reviewer FROM review_items"))
+            return {int(r[0]): (str(r[1]), str(r[2])) for r in rows if int(r[0]) in ids}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the three rollouts per run
+def test_a_fleet_rollback_past_an_irreversible_migration_restores_once_and_keeps_every_write(
+    site: DhashSite,
+) -> None:
+    """A deploy whose expand migration cannot be undone, its controller killed after the first
+    wave (web1 on the new release, web2 and web3 never touched); ``dhash rollback`` must
+    restore the shared database: every host stopped, the deploy's backup restored once, the
+    untouched hosts started again, web1 switched back. That rollback is killed too, once web2
+    is back and taking writes: a deploy is refused until the rollback is finished, and the
+    rollback run again resumes without restoring over those writes."""
+    began = time.monotonic()
+    old = set(site.answering().values())
+    assert len(old) == 1
+    (was,) = old
+    head = checkout_head()
+    wheel = wheel_for("1.4.0", "irreversible")
+    guarded = ["deploy", "--env", ENV, "--source", str(wheel), "--gates-config", str(GATES),
+               "--time-scale", "10"]  # fmt: skip
+    lines = len(list(_journal(site).records()))
+    child = _dhash(site, *guarded)
+    try:
+        deployed = _wait_for(
+            site, lambda r: r.phase == "host:web1" and r.status != "started", lines, timeout=240
+        )
+    finally:
+        child.send_signal(signal.SIGKILL)  # the controller dies in wave 1's gate
+        child.communicate(timeout=30)
+    assert deployed.detail["state"] == "ready", deployed  # web1 on 1.4.0, in its gate
+    assert database_revision(site.env.database_url) == "9001_irreversible_probe"
+    assert site.answering() == {"web1": "1.4.0", "web2": was, "web3": was}
+    reviewed, decided = _decide_reviews(site)  # after the deploy's backup
+    lines = len(list(_journal(site).records()))
+    rollback = ["rollback", "--env", ENV, "--reason", "irreversible fleet drill", "--json"]
+    with Load(site.url) as load:
+        child = _dhash(site, *rollback)
+        try:
+            header = _wait_for(
+                site, lambda r: r.phase == RUN_PHASE and r.detail.get("kind") == "rollback", lines
+            )
+            run_id = header.deploy_id
+            _wait_for(
+                site,
+                lambda r: r.deploy_id == run_id and r.phase == "host:web2"
+                and r.detail.get("state") == "ready",
+                lines,
+            )  # fmt: skip
+        finally:
+            child.send_signal(signal.SIGKILL)  # the rollback's controller dies mid-way too
+            child.communicate(timeout=30)
+        code, out, err = _run(site, "deploy", "--env", ENV, "--source", str(wheel), "--no-monitor")
+        assert code == 1 and f"the rollback {run_id} was interrupted" in err, out + err
+        code, out, err = _run(site, *rollback)  # the one command: it resumes
+    assert code == 0, err + out
+    result = json.loads(out)
+    assert result["ok"] and result["run_id"] == run_id and result["plan"]["version"] == was
+    assert site.answering() == dict.fromkeys(HOSTS, was)
+    assert database_revision(site.env.database_url) == head
+    records = [r for r in _journal(site).records() if r.deploy_id == run_id]
+    restored = [r for r in records if r.phase == Phase.RESTORE and r.status == "done"]
+    assert len(restored) == 1, restored  # once, and not again on resume
+    deploy_run = _journal(site).run(deployed.deploy_id)
+    assert deploy_run is not None and deploy_run.outcome == "failed"  # superseded
+    assert restored[0].detail["backup"] == deploy_run.detail_of(Phase.BACKUP)["path"]
+    done = _journal(site).run(run_id)
+    assert done is not None and done.outcome == "done"
+    assert done.params["fleet_touched"] == ["web1"]
+    activated = done.detail_of(Phase.ACTIVATE)  # the resumed run brought back the rest
+    back = activated["already_back"]  # web2, and web3 if its turn came before the kill landed
+    assert "web2" in back and set(back) <= {"web2", "web3"}, activated
+    locks = [i for i, r in enumerate(records) if r.phase == "lock" and r.status == "started"]
+    resumed_at = locks[1]  # the resumed run's first record
+    began_switch = any(r.phase == "host:web1" and r.detail.get("state") == "switching"
+                       for r in records[:resumed_at])  # fmt: skip
+    # web1 switched back, or (when its switch began before the kill landed) started again
+    web1 = {"action": "start" if began_switch else "switch", "version": was}
+    assert activated["hosts"]["web1"] == web1, activated
+    assert set(activated["hosts"]) | set(back) == set(HOSTS), activated
+    if "web3" in activated["hosts"]:  # never touched by the deploy: its release started again
+        assert activated["hosts"]["web3"] == {"action": "start", "version": was}, activated
+    states = [(r.phase, r.detail["state"]) for r in records if r.phase.startswith("host:")]
+    for host in HOSTS:  # every host drained and stopped, then back
+        mine = [s for p, s in states if p == f"host:{host}"]
+        assert mine[:2] == ["draining", "stopped"] and mine[-1] == "ready", (host, mine)
+    # the writes: the acknowledged ingests (web2's too, made after the first run's re-apply),
+    # and the reviewers' decisions made after the backup
+    assert len(load.acknowledged) > 5 and load.lost() == [], load.lost()
+    with httpx.Client(base_url=site.url, headers=AUTH, timeout=10) as client:
+        assert [i for i in reviewed if client.get(f"/v1/images/{i}").status_code != 200] == []
+    assert _review_states(site, set(decided)) == decided
+    # only inside the journaled restore window may a request fail: from the first stop to
+    # the resumed run's last host back
+    start = next(r for r in records if r.phase == Phase.EXPORT_WRITES and r.status == "started")
+    end = [r for r in records if r.phase == Phase.ACTIVATE and r.status == "done"][-1]
+    window = (_stamp(start), _stamp(end))
+    outside = [t for t in load.failed_at if not window[0] <= t <= window[1]]
+    spread = (min(load.failed_at), max(load.failed_at)) if load.failed_at else (0.0, 0.0)
+    print(
+        f"\nfleet restore: {len(load.failed)} failed of {load.ok + len(load.failed)} requests "
+        f"({sorted(set(load.failed))[:3]}), failures over {spread[1] - spread[0]:.1f} s inside "
+        f"a journaled window of {window[1] - window[0]:.1f} s; {len(load.acknowledged)} "
+        f"acknowledged ingests kept; {time.monotonic() - began:.0f} s"
+    )
+    assert outside == [], outside
+    code, out, err = _run(site, "release", "status", "--env", ENV, "--json", timeout=120)
+    assert code == 0, err
+    shown = {h["name"]: (h["release"], h["proxy_status"], h["weight"]) for h in
+             json.loads(out)["hosts"]}  # fmt: skip
+    assert shown == dict.fromkeys(HOSTS, (was, "UP", 100))
 
 
 def test_release_status_shows_every_host_its_release_and_its_proxy_state(

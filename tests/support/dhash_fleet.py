@@ -171,6 +171,7 @@ class Load:
     seed_base: int = field(default_factory=lambda: next(_LOADS) * 1_000_000)  # new images
     ok: int = 0
     failed: list[str] = field(default_factory=list)
+    failed_at: list[float] = field(default_factory=list)  # when each failed request began
     seen: set[str] = field(default_factory=set)
     acknowledged: list[int] = field(default_factory=list)  # image ids of every 201
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -190,10 +191,12 @@ class Load:
             while not self._stop.is_set():
                 n += 1
                 write = self.ingest_every > 0 and n % self.ingest_every == 0
+                began = time.time()
                 try:
                     answer = self._ingest(client, n) if write else client.get("/health")
                 except httpx.HTTPError as exc:
                     self.failed.append(repr(exc))
+                    self.failed_at.append(began)
                     continue
                 if write and answer.status_code == 201:
                     self.ok += 1
@@ -202,6 +205,7 @@ class Load:
                     self.seen.add(json.loads(answer.text)["version"])
                 else:
                     self.failed.append(str(answer.status_code))
+                    self.failed_at.append(began)
                 time.sleep(0.01)
 
     def lost(self) -> list[int]:

@@ -395,6 +395,11 @@ def deploy_fleet(
         if last is not None and not last.finished:
             if last.kind == "deploy" and last.params.get("version") == version:
                 resume = last
+            elif last.kind == "rollback":  # its hosts may be stopped around a restore
+                raise CheckFailed(
+                    f"the rollback {last.deploy_id} was interrupted: run `dhash rollback --env "
+                    f"{env.name} --reason ...` again to finish it"
+                )
             else:
                 progress(f"the interrupted {last.kind} {last.deploy_id} is undone first")
                 names = [h.name for h in target.host_list]

@@ -39,6 +39,16 @@ from dhash_rollout.rollback.decision import (
     restore_reason,
     rollback_headline,
 )
+from dhash_rollout.rollback.fleet import FleetHostSteps
+from dhash_rollout.rollback.fleet_plan import (
+    FleetRestorePlan,
+    host_records,
+    hosts_back,
+    plan_fleet_restore,
+    plan_serve_again,
+    touched_hosts,
+    with_fleet_steps,
+)
 from dhash_rollout.runs.context import RunContext, deploy_run_context, run_steps
 from dhash_rollout.runs.health import health_phase
 from dhash_rollout.runs.interrupt import (
@@ -63,6 +73,7 @@ from dhash_rollout.runs.schema import (
 )
 from dhash_rollout.settings import ToolkitSettings
 from dhash_rollout.targets import DeployTarget, get_target
+from dhash_rollout.targets.fleet.target import FleetTarget
 from dhash_service.errors import CheckFailed, ConfigError, DhashError, IntegrityError, NotFound
 
 Say = Callable[[str], None]
@@ -161,6 +172,43 @@ class _Choice:
     target: Release | None
     backup: Path | None
     facts: RollbackFacts
+    fleet: FleetRestorePlan | None = None  # a restore on a fleet: every host's part
+
+    def plan(self) -> Plan:
+        plan = plan_rollback(self.facts)
+        return plan if self.fleet is None else with_fleet_steps(plan, self.fleet)
+
+
+def _fleet_restore(
+    target: DeployTarget,
+    facts: RollbackFacts,
+    deploy: RunState | None,
+    *,
+    touched: frozenset[str] | None = None,
+    resumed: RunState | None = None,
+) -> FleetRestorePlan | None:
+    """On a fleet whose rollback restores data: which hosts stop, and how each comes back
+    (the pure :func:`plan_fleet_restore` over what the hosts serve and what the deploy being
+    rolled back touched, from its journal; a resumed run keeps its own record of both)."""
+    if not isinstance(target, FleetTarget) or facts.target_version is None:
+        return None
+    if restore_reason(facts) is None:
+        return None
+    read = FleetHostSteps(target, lambda *_a: None, lambda _m: None).facts(None)
+    if touched is None:
+        fleet_deploy = deploy is not None and deploy.params.get("target") == "fleet"
+        states = (
+            host_records((p, s.detail) for p, s in deploy.phases.items())
+            if deploy is not None and fleet_deploy
+            else None
+        )
+        serving = {h.name: h.serving for h in read}
+        touched = touched_hosts(states, serving, facts.target_version)
+    back: frozenset[str] = frozenset()
+    if resumed is not None:
+        back = hosts_back(host_records((p, s.detail) for p, s in resumed.phases.items()))
+    hosts = [replace(h, touched=h.name in touched) for h in read]
+    return plan_fleet_restore(hosts, facts.target_version, back)
 
 
 def _footprint(run: RunState | None) -> DeployFootprint | None:
@@ -252,7 +300,9 @@ def _choose(  # noqa: PLR0917 - private, one call site
     if restore_reason(facts) is not None and wanted is not None:
         facts = _fit_backup(facts, env, backup_dir, wanted, newest)
     backup = Path(facts.backup) if facts.backup else None
-    return _Choice(newest, wanted, backup, facts)
+    deploy = unfinished if unfinished is not None and unfinished.kind == "deploy" else None
+    fleet = _fleet_restore(target, facts, deploy or journal.last_run("deploy"))
+    return _Choice(newest, wanted, backup, facts, fleet)
 
 
 def _candidate(path: str) -> BackupCandidate:
@@ -351,9 +401,10 @@ def rollback(request: RollbackRequest, say: Say | None = None) -> RollbackResult
         last = journal.last_run()
         unfinished = last if last and not last.finished else None
         choice = _choose(request, env, target, journal, dirs[0], unfinished)
-        plan = plan_rollback(choice.facts)
+        plan = choice.plan()
         empty = _nothing_to_do(plan, choice.facts)
         refusal = choice.facts.backup_refusal if plan.step(Phase.RESTORE).run else None
+        refusal = refusal or (choice.fleet.refusal if choice.fleet else None)
         if empty is not None:  # the real run is refused before it starts: nothing would run
             plan = plan.refused("nothing to roll back to")
         elif refusal is not None:
@@ -417,7 +468,7 @@ def _execute(
         choice = _resume_choice(resume, env, target)
     else:
         choice = _choose(request, env, target, journal, ctx.backup_dir, unfinished)
-    plan = plan_rollback(choice.facts)
+    plan = choice.plan()
     if resume is None:  # refused before any journal entry or notice
         empty = _nothing_to_do(plan, choice.facts)
         if empty is not None:
@@ -427,6 +478,8 @@ def _execute(
                 f"{choice.facts.backup_refusal}; nothing was changed "
                 f"(the backups of {env.name}: dhash backup list --env {env.name})"
             )
+        if choice.fleet is not None and choice.fleet.refusal is not None:
+            raise CheckFailed(f"{choice.fleet.refusal}; nothing was changed")
         if plan.step(Phase.RESTORE).run and choice.backup is not None:
             _check_backup(choice.backup, env, progress)
     undone = unfinished is not None and unfinished.kind == "deploy"
@@ -468,6 +521,7 @@ def _params(request: RollbackRequest, choice: _Choice) -> dict[str, Any]:
         "backup_requested": f.backup_requested,
         "others_serving": f.others_serving,
         "newest_version": f.newest_version,
+        **({"fleet_touched": list(choice.fleet.touched)} if choice.fleet else {}),
     }
 
 
@@ -495,10 +549,39 @@ def _resume_choice(run: RunState, env: Environment, target: DeployTarget) -> _Ch
         others_serving=bool(p.get("others_serving")),
         newest_version=p.get("newest_version"),
     )
-    return _Choice(current, wanted, backup, facts)
+    touched = frozenset(p["fleet_touched"]) if "fleet_touched" in p else None
+    fleet = _fleet_restore(target, facts, None, touched=touched, resumed=run)
+    return _Choice(current, wanted, backup, facts, fleet)
 
 
 SERVED_SNAPSHOT = "served_snapshot"  # the restore phase's record of the database that served
+_DATA_PHASES = (Phase.EXPORT_WRITES, Phase.RESTORE, Phase.REAPPLY_WRITES)
+
+
+def _data_final(run: RunState) -> bool:
+    """The run's rows are back on the restored database: its re-apply is done, or its activate
+    began (only after that; a resumed run journals its re-apply as skipped)."""
+    return (
+        run.status_of(Phase.REAPPLY_WRITES) == "done" or run.status_of(Phase.ACTIVATE) is not None
+    )
+
+
+def _resumed_plan(plan: Plan, resumed: RunState) -> Plan:
+    """What a resumed rollback does again: not the start notice it sent; and not the restore
+    once its re-applied rows are in (the database is final, and on a fleet some hosts may
+    already serve on it: restoring again would lose their writes)."""
+    final = _data_final(resumed)
+    steps = tuple(
+        Step(s.phase, s.action, False, "already done by the interrupted run")
+        if s.run
+        and (
+            (s.phase == Phase.NOTIFY_START and resumed.status_of(s.phase) == "done")
+            or (final and s.phase in _DATA_PHASES)
+        )
+        else s
+        for s in plan.steps
+    )
+    return replace(plan, steps=steps)
 
 
 def _served_snapshot(run: RunState) -> str | None:
@@ -526,6 +609,9 @@ class _RollbackRunner:
         self.rows_file = ctx.env.root / "rollback" / ctx.run_id / "live-rows.jsonl"
         self.swapped = False  # this run replaced the live database with the backup
         self.snapshot: str | None = None  # where that swap kept the database it replaced
+        self.hosts: FleetHostSteps | None = None  # a fleet's restore: every host's steps
+        if choice.fleet is not None and isinstance(ctx.target, FleetTarget):
+            self.hosts = FleetHostSteps(ctx.target, ctx.record, ctx.say)
 
     def run(self, plan: Plan, log_path: Path | None) -> RollbackResult:
         handlers = {
@@ -540,14 +626,12 @@ class _RollbackRunner:
             Phase.SMOKE: self._smoke,
             Phase.NOTIFY_RESULT: self._notify_result,
         }
-        if self.resume is not None and self.resume.status_of(Phase.NOTIFY_START) == "done":
-            steps = tuple(
-                Step(s.phase, s.action, False, "already done by the interrupted run")
-                if s.phase == Phase.NOTIFY_START
-                else s
-                for s in plan.steps
-            )
-            plan = Plan(plan.kind, plan.env, plan.version, steps, plan.warnings)
+        if self.resume is not None:
+            plan = _resumed_plan(plan, self.resume)
+            if plan.step(Phase.RESTORE).reason == "already done by the interrupted run":
+                self.ctx.results[Phase.REAPPLY_WRITES] = self.resume.detail_of(
+                    Phase.REAPPLY_WRITES
+                )  # what the notice and --json report as kept
         try:
             with interruptible(self.ctx):
                 run_steps(self.ctx, plan, handlers)
@@ -601,7 +685,10 @@ class _RollbackRunner:
         if not stopped or replaced or (run is not None and run.status_of(Phase.REAPPLY_WRITES)):
             return None
         try:
-            self.ctx.target.start(progress=lambda m: self.ctx.say(f"    {m}"))
+            if self.hosts is not None:
+                self._hosts_again()
+            else:
+                self.ctx.target.start(progress=lambda m: self.ctx.say(f"    {m}"))
         except DhashError as exc:
             self.ctx.say(f"    the service could not be started again: {exc.message}")
             return f"still stopped: {exc.message}"
@@ -645,7 +732,9 @@ class _RollbackRunner:
         was = self.facts.current_version
         say = self.ctx.say
         try:
-            if was is not None and self.ctx.target.release(was) is not None:
+            if self.hosts is not None:
+                self._hosts_again()
+            elif was is not None and self.ctx.target.release(was) is not None:
                 self.ctx.target.activate(was, progress=lambda m: say(f"    {m}"))
             else:
                 self.ctx.target.start(progress=lambda m: say(f"    {m}"))
@@ -654,6 +743,17 @@ class _RollbackRunner:
             return f"database put back, service still stopped: {exc.message}"
         say(f"    {was or 'the current release'} serves again on the database it had")
         return f"the database that served was put back and {was or 'the release'} serves again"
+
+    def _hosts_again(self) -> None:
+        """Every host of the fleet back on the release it serves (its ``current`` did not
+        move: only the stop touched it), each checked and put back; raises naming the ones
+        that could not be."""
+        assert self.hosts is not None
+        serving = self.hosts.serving()
+        failed = self.hosts.bring_back(plan_serve_again(serving))
+        failed.update({n: "its release cannot be read" for n, v in serving.items() if v is None})
+        if failed:
+            raise CheckFailed("; ".join(f"{h}: {why}" for h, why in failed.items()))
 
     def _notice(
         self, kind: str, text: str, severity: str, phase: str, resolves: str | None = None
@@ -686,11 +786,18 @@ class _RollbackRunner:
         exported_before = (
             self.resume is not None and self.resume.status_of(Phase.EXPORT_WRITES) == "done"
         )
+        if self.hosts is not None:  # every time: a resumed run makes sure again (idempotent)
+            assert self.choice.fleet is not None
+            self.ctx.say("    draining and stopping every host: no write may land between "
+                         "export and restore")  # fmt: skip
+            self.hosts.stop_all(self.choice.fleet.stop)
+            detail["hosts"] = list(self.choice.fleet.stop)
         if exported_before and self.rows_file.is_file():
             detail.update(path=str(self.rows_file), reused=True)
             return
-        self.ctx.say("    stopping the service: no write may land between export and restore")
-        self.ctx.target.stop()
+        if self.hosts is None:
+            self.ctx.say("    stopping the service: no write may land between export and restore")
+            self.ctx.target.stop()
         exported = export_rows(self.ctx.env.database_url, self.rows_file)
         detail.update(exported.to_dict())
 
@@ -754,8 +861,27 @@ class _RollbackRunner:
         version = self.facts.target_version
         if version is None:
             raise CheckFailed("no release to activate")
+        if self.hosts is not None:
+            self._activate_hosts(detail)
+            return
         result = self.ctx.target.activate(version, progress=lambda m: self.ctx.say(f"    {m}"))
         detail.update(instance=result.instance, previous=result.previous, steered=result.steered)
+
+    def _activate_hosts(self, detail: dict[str, Any]) -> None:
+        """The fleet's hosts back on the restored database, batch by batch (the plan's)."""
+        assert self.hosts is not None and self.choice.fleet is not None
+        plan = self.choice.fleet
+        failed = self.hosts.bring_back(plan)
+        steps = plan.steps
+        detail.update(
+            instance=",".join(s.host for s in steps if s.host not in failed),
+            previous=self.facts.current_version,
+            hosts={s.host: {"action": s.action, "version": s.version} for s in steps},
+            already_back=list(plan.back),
+        )
+        if failed:
+            named = "; ".join(f"{h}: {why}" for h, why in failed.items())
+            raise CheckFailed(f"not every host is back on the restored database ({named})")
 
     def _downgrade(self, _step: Step, detail: dict[str, Any]) -> None:
         newest = self.choice.current
