@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     # --- extraction limits -----------------------------------------------------------------------
     max_input_bytes: int = 64 * 1024 * 1024
     max_image_pixels: int = 64_000_000
-    max_image_side: int = 65_535
+    max_image_side: int = 2_097_152
     max_pdf_pages: int = 200
     max_video_frames: int = 50
     max_video_seconds: float = 3600.0

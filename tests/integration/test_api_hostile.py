@@ -6,7 +6,10 @@ logs: a canary token sent every which way never appears in them.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -24,6 +27,7 @@ from tests.support.corpus import (
     zip_of,
     zip_with_symlink,
 )
+from tests.support.hostile import png_strip
 from tests.support.live_server import ServeProcess, dhash_serve
 from tests.support.postgres import PostgresServer
 
@@ -132,3 +136,72 @@ def test_logs_are_json_lines_with_request_ids_and_never_show_a_token(server: Ser
     assert all(e["request_id"] and e["route"] and e["status"] for e in requests)
     ingested = [e for e in events if e["event"] == "ingested"]
     assert ingested and all(e.get("request_id") for e in ingested)  # bound in the thread pool
+
+
+def peak_rss_while(pid: int, work: Callable[[], None]) -> int:
+    """The worker's highest resident set (bytes), sampled every 10 ms while ``work`` runs."""
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            with open(f"/proc/{pid}/statm") as statm:
+                peak = max(peak, int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        work()
+    finally:
+        done.set()
+        sampler.join()
+    return peak
+
+
+# docs/api.md, "Bounded requests": the worker's ceiling; 1.5 s the image budget, plus slack.
+WORKER_RSS_CEILING = 768 * 1024 * 1024
+IMAGE_ANSWER_SECONDS = 1.5 + 1.5
+
+
+@pytest.mark.parametrize(
+    ("size", "status"),
+    [((12_000_000, 1), 422), ((64_000_000, 1), 422), ((2_097_152, 1), 200)],
+)
+def test_extreme_strips_are_answered_in_budget_with_the_worker_under_its_ceiling(
+    server: ServeProcess, size: tuple[int, int], status: int
+) -> None:
+    # The 12,000,000 x 1 PNG (47 KB) took 47.6 s and 4.6 GB in the resize; 64,000,000 x 1 would
+    # have been ~22 GB. Both past the side limit: refused from the header. At the limit the strip
+    # is hashed, its weights streamed in blocks.
+    data = png_strip(*size)
+    pid = httpx.get(f"{server.url}/health").json()["pid"]
+    answers: list[tuple[httpx.Response, float]] = []
+
+    def send() -> None:
+        started = time.monotonic()
+        response = httpx.post(
+            f"{server.url}/v1/hash",
+            files={"file": ("strip.png", data)},
+            headers={"Authorization": f"Bearer {CANARY}"},
+            timeout=60,
+        )
+        answers.append((response, time.monotonic() - started))
+
+    peak = peak_rss_while(pid, send)
+    [(response, seconds)] = answers
+    assert response.status_code == status, response.text
+    if status == 422:
+        assert response.json()["error"] == "limit_exceeded"
+        assert (
+            "no side may exceed 2097152 pixels (DHASH_MAX_IMAGE_SIDE" in response.json()["message"]
+        )
+    else:
+        assert response.json()["items"][0]["width"] == size[0]
+    assert seconds < IMAGE_ANSWER_SECONDS, seconds
+    assert peak < WORKER_RSS_CEILING, peak
+    print(
+        f"{size[0]}x{size[1]}: {response.status_code} in {seconds:.2f} s, "
+        f"worker peak {peak >> 20} MiB"
+    )

@@ -22,13 +22,19 @@ if TYPE_CHECKING:
     from dhash_service.config import Settings
 
 
+# The longest side Pillow 13 resizes to the dhash256 grid (17 wide): ``precompute_coeffs`` refuses
+# a weight table of more than INT_MAX bytes, (2 * ceil(3 * side / 17) + 1) * 8 * 17; one more
+# pixel is refused (tests/unit/test_extract_aspect.py). Past it imagehash cannot hash the image.
+PILLOW_MAX_RESIZE_SIDE = 44_739_234
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one input may cost. The defaults equal the ``Settings`` defaults."""
 
     max_input_bytes: int = 64 * 1024 * 1024
     max_image_pixels: int = 64_000_000
-    max_image_side: int = 65_535
+    max_image_side: int = 2_097_152
     max_image_frames: int = 100
     max_items: int = 2000
     animation_frame_step: int = 0
@@ -60,6 +66,13 @@ class Limits:
         if self.thumbnail_side and not 32 <= self.thumbnail_side <= 1024:
             raise ConfigError(
                 f"thumbnail_side must be 0 (off) or 32..1024 pixels, got {self.thumbnail_side}"
+            )
+        if self.max_image_side > PILLOW_MAX_RESIZE_SIDE:
+            # Past this Pillow's own resize to the hash grid fails (its weight table would pass
+            # INT_MAX bytes), so imagehash could not hash the image and no hash would compare.
+            raise ConfigError(
+                f"max_image_side={self.max_image_side} exceeds {PILLOW_MAX_RESIZE_SIDE}, the "
+                "longest side Pillow itself can resize to the hash grid"
             )
         pillow_ceiling = Image.MAX_IMAGE_PIXELS
         if pillow_ceiling is not None and self.max_image_pixels > pillow_ceiling:

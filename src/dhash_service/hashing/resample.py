@@ -8,11 +8,19 @@ arithmetic is exact in any summation order, and rounding and clipping exactly as
 (``src/libImaging/Resample.c``) gives Pillow's pixels. Only a Pillow version whose output was
 verified against this (``tests/unit/test_hash_resample.py``) takes this path; any other falls
 back to ``image.resize``, so an upgrade can cost speed, never a hash.
+
+What it costs is bounded by the output, not by the long side: each output pixel's weights cover
+a window of about 6 x long side / grid input positions, made and used in blocks of ``_TAPS``
+(the running sum that normalises them carries across blocks in Pillow's order). Up to
+``_DENSE_MAX_SIDE`` the blocks fill a dense matrix for BLAS; past it they are used as they are
+made, so a 12,000,000 x 1 strip resizes in ~16 MB where the dense weights took 4.6 GB. The time
+stays linear in the long side (two sines per weight), which ``DHASH_MAX_IMAGE_SIDE`` bounds.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from functools import lru_cache
 
 import numpy as np
@@ -54,13 +62,17 @@ def _pass(rows: np.ndarray, out_size: int) -> np.ndarray:
     in_size = rows.shape[1]
     if in_size == out_size:
         return rows  # Pillow skips a pass that does not change the size
-    weights = (
-        _cached_coefficients(in_size, out_size)
-        if in_size <= _CACHED_MAX_SIDE
-        else _coefficients(in_size, out_size)
-    )
-    out = _products(rows, weights)
+    if in_size > _DENSE_MAX_SIDE:
+        out = _streamed_products(rows, out_size)
+    else:
+        weights = (
+            _cached_coefficients(in_size, out_size)
+            if in_size <= _CACHED_MAX_SIDE
+            else _coefficients(in_size, out_size)
+        )
+        out = _products(rows, weights)
     out += _HALF
+    _wrap_like_int32(out)
     out *= _INVERSE_ONE  # exact: a power of two
     np.floor(out, out=out)
     np.clip(out, 0, 255, out=out)
@@ -99,6 +111,49 @@ def _products(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return out
 
 
+def _streamed_products(rows: np.ndarray, out_size: int) -> np.ndarray:
+    """``rows @ weights`` without the weight matrix: each output's window is made and used in
+    blocks of ``_TAPS`` weights, each block's product in pieces of at most
+    ``_BLAS_SINGLE_THREAD_MNK`` values. Memory stays a few blocks whatever the long side; the
+    work is the window's taps (about 6 x the long side) and the pixels they touch."""
+    transposed = not rows.flags.c_contiguous and rows.T.flags.c_contiguous
+    image = rows.T if transposed else rows  # read as stored: rows of the image either way
+    n_rows = rows.shape[0]
+    piece = max(1, _BLAS_SINGLE_THREAD_MNK // n_rows)
+    out = np.zeros((n_rows, out_size), dtype=np.float64)
+    for column, window in enumerate(_windows(rows.shape[1], out_size)):
+        try:
+            out[:, column] = _window_product(image, window, piece, transposed, exact=False)
+        except _NearTie:
+            out[:, column] = _window_product(image, window, piece, transposed, exact=True)
+    return out
+
+
+def _window_product(
+    image: np.ndarray, window: _Window, piece: int, transposed: bool, exact: bool
+) -> np.ndarray:
+    n_rows = image.shape[1] if transposed else image.shape[0]
+    total = np.zeros(n_rows, dtype=np.float64)
+    for position, fixed in window.iter_fixed(exact):
+        for k in range(0, len(fixed), piece):
+            weights = fixed[k : k + piece]
+            span = slice(position + k, position + k + len(weights))
+            # einsum, not BLAS: OpenBLAS threads a matrix-vector product from ~10,000 values
+            # (measured 5-130 ns per value on a busy machine, against 0.7 here).
+            if transposed:
+                total += np.einsum("k,kr->r", weights, image[span].astype(np.float64))
+            else:
+                total += np.einsum("rk,k->r", image[:, span].astype(np.float64), weights)
+    return total
+
+
+def _wrap_like_int32(sums: np.ndarray) -> None:
+    """Pillow adds the products in a C ``int``; past 2**31 it wraps. Windows of millions of tiny
+    rounded weights can get there; the float64 sums are exact integers, so wrap them the same."""
+    if sums.size and (sums.max() >= 2.0**31 or sums.min() < -(2.0**31)):
+        np.subtract(np.mod(sums + 2.0**31, 2.0**32), 2.0**31, out=sums)
+
+
 def _products_of_transposed(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``image.T @ weights`` for a row-major ``image`` (the vertical pass run first), as
     ``(weights.T @ image).T`` in blocks of whole image rows: read as stored, not gathered column
@@ -121,6 +176,25 @@ def _products_of_transposed(image: np.ndarray, weights: np.ndarray) -> np.ndarra
 # them (5 ms for an 8000-pixel side) is small next to decoding such an image.
 _CACHED_MAX_SIDE = 6000
 
+# Up to this side a pass multiplies by a dense in_size x out_size matrix (8.9 MB at 65,536 x 17);
+# past it the matrix would grow with the long side (864 MB at 12,000,000 x 9), so each output's
+# weights are made and used in blocks of _TAPS and never held whole (``_streamed_products``).
+_DENSE_MAX_SIDE = 65_536
+_TAPS = 1 << 16  # weights per block: ~0.5 MB per float64 temporary
+# A window up to this many taps keeps its raw values between the total and the weights (32 MB at
+# most) instead of computing every sine twice; the 9 windows of a 12,000,000-pixel side are 8M.
+_KEPT_TAPS = 1 << 22
+
+# A weight within this much of a fixed-point rounding tie is recomputed with the C library's sine,
+# in windows short enough that doing so is cheap (10^-6: far wider than any sine's error).
+_TIE_BAND = 1e-6
+_WIDE_TIE_BAND_MAX_TAPS = 1 << 16
+_EPS = 2.0**-53
+
+
+class _NearTie(Exception):
+    """A weight lies within the error bound of a rounding tie: recompute the window exactly."""
+
 
 @lru_cache(maxsize=32)
 def _cached_coefficients(in_size: int, out_size: int) -> np.ndarray:
@@ -130,66 +204,148 @@ def _cached_coefficients(in_size: int, out_size: int) -> np.ndarray:
 def _coefficients(in_size: int, out_size: int) -> np.ndarray:
     """Pillow's fixed-point LANCZOS weights as an ``in_size x out_size`` matrix, zero outside
     each output's window (``precompute_coeffs`` and ``normalize_coeffs_8bpc`` in Resample.c)."""
-    scale = float(in_size) / out_size
-    filterscale = max(scale, 1.0)
-    support = _SUPPORT * filterscale
-    ksize = math.ceil(support) * 2 + 1
-    center = 0.0 + (np.arange(out_size, dtype=np.float64) + 0.5) * scale
-    xmin = np.maximum((center - support + 0.5).astype(np.int64), 0)  # C casts truncate
-    count = np.minimum((center + support + 0.5).astype(np.int64), in_size) - xmin
-    taps = np.arange(ksize)
-    valid = taps[None, :] < count[:, None]
-    arguments = ((xmin[:, None] + taps[None, :]).astype(np.float64) - center[:, None] + 0.5) * (
-        1.0 / filterscale
-    )
-    weights = _normalized(arguments, valid)
-    if _near_rounding_tie(weights):
-        weights = _normalized_with_libm(arguments, valid)
-    scaled = weights * _ONE
-    fixed = np.trunc(np.where(weights < 0, scaled - 0.5, scaled + 0.5))  # C: (int)(±0.5 + w)
     matrix = np.zeros((in_size, out_size), dtype=np.float64)
-    for column in range(out_size):
-        n, start = int(count[column]), int(xmin[column])
-        matrix[start : start + n, column] = fixed[column, :n]
+    for column, window in enumerate(_windows(in_size, out_size)):
+        for offset, fixed in window.fixed_blocks():
+            matrix[offset : offset + len(fixed), column] = fixed
     matrix.flags.writeable = False
     return matrix
 
 
-def _normalized(arguments: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    raw = np.where(valid, _lanczos(arguments), 0.0)
-    # Pillow sums the weights left to right; a cumulative sum adds in the same order.
-    total = np.add.accumulate(raw, axis=1)[:, -1:]
-    return np.where(total != 0.0, raw / np.where(total != 0.0, total, 1.0), raw)
+class _Window:
+    """One output's span of input positions and how its weights are made, block by block.
+
+    Pillow's weights are ``lanczos(x) / total`` with ``total`` summed left to right over the
+    window, then rounded to 22 fractional bits. Made in blocks, the running sum carries across
+    them in the same order, so each block's weights are the ones Pillow holds whole.
+    """
+
+    __slots__ = ("center", "count", "inverse_scale", "start")
+
+    def __init__(self, start: int, count: int, center: float, inverse_scale: float) -> None:
+        self.start, self.count, self.center, self.inverse_scale = (
+            start,
+            count,
+            center,
+            inverse_scale,
+        )
+
+    def fixed_blocks(self) -> list[tuple[int, np.ndarray]]:
+        """Every block of this window's fixed-point weights as ``(input position, weights)``."""
+        try:
+            return list(self.iter_fixed())
+        except _NearTie:
+            return list(self.iter_fixed(exact=True))
+
+    def iter_fixed(self, exact: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+        """Blocks of fixed-point weights; raises ``_NearTie`` (unless ``exact``) when one lies
+        closer to a rounding tie than the difference a sine from ``np.sin`` could make."""
+        kept: list[np.ndarray] = []
+        total, relative_error = self._total(exact, kept if self.count <= _KEPT_TAPS else None)
+        for index, offset in enumerate(range(0, self.count, _TAPS)):
+            n = min(_TAPS, self.count - offset)
+            raw = kept[index] if kept else self._raw(offset, n, libm=False)
+            fixed, scaled = _fixed_point(raw, total)
+            if exact and not kept and _near_tie(scaled, 64 * _EPS, 0.0):
+                # The total is Pillow's; a weight from np.sin is off by a few ulp at most:
+                # where that could cross a tie, the block's sines are the C library's too.
+                fixed, _ = _fixed_point(self._raw(offset, n, libm=True), total)
+            elif not exact and _near_tie(scaled, relative_error, self._floor_band()):
+                raise _NearTie
+            yield self.start + offset, fixed
+
+    def _floor_band(self) -> float:
+        return _TIE_BAND if self.count <= _WIDE_TIE_BAND_MAX_TAPS else 0.0
+
+    def _total(self, exact: bool, kept: list[np.ndarray] | None) -> tuple[float, float]:
+        """The window's total as Pillow sums it, and a bound on the relative error of a weight
+        divided by it when the sines come from ``np.sin`` (a few ulp from the C library's).
+        Keeps each block's raw values in ``kept`` when given, for the weights to reuse."""
+        total = 0.0
+        largest_partial = 0.0
+        absolute = 0.0
+        for offset in range(0, self.count, _TAPS):
+            raw = self._raw(offset, min(_TAPS, self.count - offset), libm=exact)
+            if kept is not None:
+                kept.append(raw.copy())
+            absolute += float(np.sum(np.abs(raw)))
+            raw[0] += total  # the running sum carries on in Pillow's order
+            partial = np.add.accumulate(raw, out=raw)
+            total = float(partial[-1])
+            largest_partial = max(largest_partial, float(partial.max()), -float(partial.min()))
+        if total == 0.0:
+            return total, 1.0
+        # Each raw value may differ by a few ulp, and each of the n additions may round apart
+        # by one ulp of its partial sum; the quotient and scaling add a few ulp more.
+        bound = _EPS * (2 * self.count * largest_partial + 16 * absolute) / abs(total)
+        return total, bound + 32 * _EPS
+
+    def _raw(self, offset: int, n: int, libm: bool) -> np.ndarray:
+        """``lanczos((x + xmin - center + 0.5) / filterscale)`` for n taps, as Pillow's C."""
+        x = np.arange(self.start + offset, self.start + offset + n, dtype=np.float64)
+        x -= self.center
+        x += 0.5
+        x *= self.inverse_scale
+        return _lanczos_libm(x) if libm else _lanczos(x)
+
+
+def _windows(in_size: int, out_size: int) -> list[_Window]:
+    scale = float(in_size) / out_size
+    filterscale = max(scale, 1.0)
+    support = _SUPPORT * filterscale
+    center = 0.0 + (np.arange(out_size, dtype=np.float64) + 0.5) * scale
+    xmin = np.maximum((center - support + 0.5).astype(np.int64), 0)  # C casts truncate
+    count = np.minimum((center + support + 0.5).astype(np.int64), in_size) - xmin
+    inverse = 1.0 / filterscale
+    return [
+        _Window(int(xmin[j]), int(count[j]), float(center[j]), inverse) for j in range(out_size)
+    ]
+
+
+def _fixed_point(raw: np.ndarray, total: float) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised weights as Pillow's ints (``(int)(w * 2**22 +- 0.5)``), and the scaled values."""
+    scaled = raw / total if total != 0.0 else raw.copy()
+    scaled *= _ONE  # exact: a power of two
+    fixed = np.copysign(0.5, scaled)
+    fixed += scaled
+    np.trunc(fixed, out=fixed)
+    return fixed, scaled
+
+
+def _near_tie(scaled: np.ndarray, relative: float, floor: float) -> bool:
+    """Whether a scaled weight lies within its error bound of a half-integer (where the
+    rounding to an int turns), with the bound taken at the block's largest weight."""
+    magnitude = np.abs(scaled)
+    band = max(float(magnitude.max()) * relative, floor)
+    magnitude += 0.5  # a tie is now an integer; the addition's rounding is inside the band
+    distance = magnitude - np.rint(magnitude)
+    np.abs(distance, out=distance)
+    return bool(distance.min() < band)
 
 
 def _lanczos(x: np.ndarray) -> np.ndarray:
-    inside = (x >= -_SUPPORT) & (x < _SUPPORT)
-    return np.where(inside, _sinc(x) * _sinc(x / 3), 0.0)
+    """Pillow's ``lanczos_filter`` over increasing ``x``: ``sinc(x) * sinc(x / 3)`` inside
+    [-3, 3), the same operations in the same order as the C."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a = x * math.pi
+        first = np.sin(a)
+        first /= a
+        np.divide(x, 3, out=a)
+        a *= math.pi
+        second = np.sin(a)
+        second /= a
+    first *= second
+    low, zero, high = np.searchsorted(x, (-_SUPPORT, 0.0, _SUPPORT))
+    first[:low] = 0.0
+    first[high:] = 0.0
+    if zero < len(x) and x[zero] == 0.0:
+        first[zero] = 1.0
+    return first
 
 
-def _sinc(x: np.ndarray) -> np.ndarray:
-    scaled = x * math.pi
-    safe = np.where(x == 0.0, 1.0, scaled)
-    return np.where(x == 0.0, 1.0, np.sin(safe) / safe)
-
-
-def _near_rounding_tie(weights: np.ndarray) -> bool:
-    """Whether a weight lies so close to a fixed-point rounding boundary that a sine one unit in
-    the last place off libm's (a vectorised ``np.sin``) could round it the other way."""
-    fraction = np.abs(weights * _ONE) % 1.0
-    return bool(np.any(np.abs(fraction - 0.5) < 1e-6))
-
-
-def _normalized_with_libm(arguments: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """The slow, certain path: every weight from ``math.sin`` (the C library's, as Pillow)."""
-    out = np.zeros_like(arguments)
-    for row in range(arguments.shape[0]):
-        values = [_lanczos_scalar(float(a)) for a in arguments[row][valid[row]]]
-        total = 0.0
-        for value in values:
-            total += value
-        out[row, : len(values)] = [v / total if total != 0.0 else v for v in values]
-    return out
+def _lanczos_libm(x: np.ndarray) -> np.ndarray:
+    """The slow, certain path: the same with ``math.sin`` (the C library's, as Pillow)."""
+    return np.array([_lanczos_scalar(v) for v in x.tolist()], dtype=np.float64)
 
 
 def _lanczos_scalar(x: float) -> float:
