@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from dhash_rollout.environments import HostSettings, ProxySettings
 
@@ -92,3 +93,17 @@ def render_config(
         lines.append(f"    timeout check {checks.timeout}")
     lines += [f"    server {s.name} {s.address}:{s.port} check weight {s.weight}" for s in servers]
     return "\n".join(lines) + "\n"
+
+
+def client_bind(proxy: ProxySettings, bind: str | None = None) -> str:
+    """Where the clients' frontend binds: ``bind`` if given, else every address on the port of
+    ``proxy.url`` (80 for ``http://lb.example``). ``ValueError`` when neither says."""
+    if bind:
+        return bind
+    if not proxy.url:
+        raise ValueError("the proxy has no url: say where clients connect with --bind ADDR:PORT")
+    try:
+        port = urlsplit(proxy.url).port or 80
+    except ValueError as exc:
+        raise ValueError(f"proxy.url {proxy.url!r}: {exc}") from None
+    return f"*:{port}"
