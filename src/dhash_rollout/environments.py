@@ -13,6 +13,7 @@ guide's commands run verbatim from a checkout::
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import tomllib
@@ -75,6 +76,37 @@ class ProxySettings(BaseModel):
     backend: str = Field(default="dhash", pattern=_NAME)
     url: str | None = None  # where clients (and the smoke test) reach the fleet
     drain_timeout_seconds: float = Field(default=30.0, gt=0)
+    # HAProxy's own Prometheus exporter: ``host:port`` of a stats frontend of its own (the
+    # generated haproxy.cfg binds it), read by the fleet's gate. Loopback only: the exporter
+    # has no authentication and names every server's address (the controller runs beside the
+    # proxy). None: the fleet's gates read the hosts alone.
+    metrics_address: str | None = None
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _loopback(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:8405)")
+        try:
+            loopback = ipaddress.IPv4Address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ValueError(
+                f"{host!r} is not an IPv4 loopback address (127.0.0.0/8): the exporter has no "
+                "authentication and names every server, bind it beside the controller"
+            )
+        return value
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where the exporter answers (``/metrics`` on the stats frontend), or None."""
+        if self.metrics_address is None:
+            return None
+        return f"http://{self.metrics_address}/metrics"
 
 
 # A wave is a host count (``1``) or a share of the fleet (``"25%"``), as Ansible's ``serial``.

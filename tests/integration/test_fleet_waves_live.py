@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, text
 
 from dhash_rollout.deploy.fleet import WaveExecutor, host_states
 from dhash_rollout.deploy.waves import HostState, plan_waves
+from dhash_rollout.monitor.ledger import read_rows
 from dhash_rollout.runs.journal import RUN_PHASE, Journal, JournalRecord, Status
 from dhash_rollout.runs.plan import Phase
 from dhash_rollout.runs.schema import database_revision
@@ -133,8 +134,32 @@ def test_a_fleet_deploy_killed_between_waves_resumes_with_its_gates_and_no_faile
     gates = [r for r in records if r.phase.startswith("gate:")]
     assert len(gates) == 1 and gates[0].status == "done", gates  # the resumed wave's gate
     assert set(gates[0].detail) == {"web2", "web3", "fleet", "errors"}  # each host, the fleet
+    wave = gates[0].phase.removeprefix("gate:")  # the resumed run numbers its waves anew
+    _fleet_gate_read_the_proxy(site, f"{run.deploy_id}-wave{wave}-fleet")
     assert all(s.up and s.weight == 100 for s in site.runtime.servers("dhash"))
     _rollback_puts_every_host_back(site)
+
+
+def _fleet_gate_read_the_proxy(site: DhashSite, run_id: str) -> None:
+    """The fleet's gate also read HAProxy's own exporter (``proxy.metrics_address``): its
+    ``proxyErrorRate`` saw the load's responses through the proxy, none of them a 5xx (the
+    load's own count of failures is 0 too)."""
+    for path in site.base.rglob("fleet-gates/fleet/*.jsonl"):
+        if path.name.endswith(".samples.jsonl"):
+            continue
+        rows = read_rows(path)
+        start = next((r for r in rows if r.get("kind") == "start"), None)
+        if start is None or start.get("run_id") != run_id:
+            continue
+        assert start["source"] == "scrape-fleet+haproxy", start
+        proxy = [e for r in rows if r.get("kind") == "poll" for e in r["evaluations"]
+                 if e["gate"] == "proxyErrorRate"]  # fmt: skip
+        assert proxy and all(e["status"] in ("ok", "no-data") for e in proxy), proxy
+        seen = [e for e in proxy if e["status"] == "ok"]
+        assert seen and all(e["value"] == 0.0 and e["samples"] > 0 for e in seen), proxy
+        assert "servers UP 3/3" in seen[-1]["detail"], seen[-1]
+        return
+    raise AssertionError(f"no fleet gate ledger of {run_id} under {site.base}")
 
 
 def _rollback_puts_every_host_back(site: DhashSite) -> None:

@@ -74,7 +74,9 @@ class DhashSite:
         return out
 
 
-def _environments(base: Path, fleet: Fleet, runtime_api: str, proxy_url: str, db: str) -> None:
+def _environments(
+    base: Path, fleet: Fleet, runtime_api: str, proxy_url: str, db: str, *, metrics: str
+) -> None:
     lines = [
         f"[{ENV}]",
         'target = "fleet"',
@@ -95,7 +97,7 @@ def _environments(base: Path, fleet: Fleet, runtime_api: str, proxy_url: str, db
         ]  # fmt: skip
     lines += [
         f"[{ENV}.proxy]", f'runtime_api = "{runtime_api}"', f'url = "{proxy_url}"',
-        "drain_timeout_seconds = 10",
+        "drain_timeout_seconds = 10", f'metrics_address = "{metrics}"',
         f"[{ENV}.waves]", 'sizes = [1, "100%"]', "max_fail_percentage = 0", "parallel = 3",
         "gate_seconds = 60",  # nominal: run with --time-scale
     ]  # fmt: skip
@@ -135,7 +137,14 @@ def dhash_fleet_site(
         backends = [(h.name, h.address, PORT) for h in fleet.hosts]
         try:
             with running_haproxy(tmp, backends, check_timeout="3s") as proxy:
-                _environments(base, fleet, proxy.runtime_api, proxy.url, database_url)
+                _environments(
+                    base,
+                    fleet,
+                    proxy.runtime_api,
+                    proxy.url,
+                    database_url,
+                    metrics=proxy.metrics_address,
+                )
                 env = load_environment(ENV, base)
                 assert env.settings.hosts is not None and env.settings.proxy is not None
                 payload = DhashReleases(env)

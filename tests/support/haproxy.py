@@ -1,12 +1,14 @@
 """A real HAProxy (Debian's package) on 127.0.0.1 in front of small real HTTP backends.
 
-``running_haproxy`` writes a config with one frontend, one backend whose servers are health
-checked on ``/ready`` every 100 ms, and a runtime API socket at admin level in the test's
-temporary directory; the process is killed and waited for on exit.
+``running_haproxy`` writes the project's generated config (one frontend, one backend whose
+servers are health checked on ``/ready`` every 100 ms, a runtime API socket at admin level in the
+test's temporary directory, the Prometheus exporter on a loopback port of its own); the process
+is killed and waited for on exit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -17,6 +19,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from dhash_rollout.environments import ProxySettings
+from dhash_rollout.targets.fleet.haproxy_config import CheckTiming, Server, render_config
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
@@ -29,11 +34,13 @@ def free_port() -> int:
 
 @dataclass
 class Backend:
-    """A tiny HTTP server: ``/ready`` answers 200 while ``ready`` is set, ``/`` its name."""
+    """A tiny HTTP server: ``/ready`` answers 200 while ``ready`` is set, any other path its
+    name with ``status`` (200, or e.g. 500 for a host that fails every request)."""
 
     name: str
     ready: threading.Event = field(default_factory=threading.Event)
     hits: int = 0
+    status: int = 200
     server: ThreadingHTTPServer | None = None
 
     @property
@@ -50,11 +57,12 @@ def _handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
                 body = b"ready" if status == 200 else b"not ready"
             else:
                 backend.hits += 1
-                status, body = 200, backend.name.encode()
+                status, body = backend.status, backend.name.encode()
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            with contextlib.suppress(ConnectionError):  # HAProxy's check hangs up early
+                self.wfile.write(body)
 
         def log_message(self, format: str, *args: object) -> None:
             pass
@@ -87,6 +95,11 @@ class Proxy:
     url: str
     backend: str
     process: subprocess.Popen[bytes]
+    metrics_address: str  # HAProxy's own Prometheus exporter (its stats frontend)
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.metrics_address}/metrics"
 
 
 def config_text(
@@ -95,30 +108,23 @@ def config_text(
     servers: list[tuple[str, str, int]],
     backend: str = "dhash",
     check_timeout: str | None = None,
+    *,
+    metrics_port: int | None = None,
 ) -> str:
-    lines = [
-        "global",
-        f"    stats socket {socket_path} mode 600 level admin",
-        "    stats timeout 10s",
-        "defaults",
-        "    mode http",
-        "    timeout connect 2s",
-        "    timeout client 10s",
-        "    timeout server 10s",
-        "    retries 2",
-        "    option redispatch",
-        "frontend web",
-        f"    bind 127.0.0.1:{port}",
-        f"    default_backend {backend}",
-        f"backend {backend}",
-        "    balance roundrobin",
-        "    option httpchk GET /ready",
-        "    default-server inter 100ms fall 2 rise 2",
-    ]
-    if check_timeout:  # else a check must answer within `inter` (a real service on a busy box)
-        lines.append(f"    timeout check {check_timeout}")
-    lines += [f"    server {n} {a}:{p} check weight 100" for n, a, p in servers]
-    return "\n".join(lines) + "\n"
+    """The project's generated haproxy.cfg (targets/fleet/haproxy_config.py) with test-speed
+    checks: every 100 ms, and without ``check_timeout`` a check must answer within that (a
+    real service on a busy box needs one)."""
+    proxy = ProxySettings(
+        runtime_api=str(socket_path),
+        backend=backend,
+        metrics_address=f"127.0.0.1:{metrics_port}" if metrics_port else None,
+    )
+    return render_config(
+        proxy,
+        [Server(n, a, p) for n, a, p in servers],
+        bind=f"127.0.0.1:{port}",
+        checks=CheckTiming(inter="100ms", fall=2, rise=2, timeout=check_timeout),
+    )
 
 
 def _accepts(path: Path) -> bool:
@@ -141,9 +147,11 @@ def running_haproxy(
     check_timeout: str | None = None,
 ) -> Iterator[Proxy]:
     sock = tmp / "haproxy.sock"
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     cfg = tmp / "haproxy.cfg"
-    cfg.write_text(config_text(sock, port, servers, backend, check_timeout))
+    cfg.write_text(
+        config_text(sock, port, servers, backend, check_timeout, metrics_port=metrics_port)
+    )
     check = subprocess.run([HAPROXY, "-c", "-q", "-f", str(cfg)], capture_output=True, check=False)
     assert check.returncode == 0, check.stderr.decode()
     log = tmp / "haproxy.log"
@@ -155,7 +163,8 @@ def running_haproxy(
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "haproxy did not open its runtime socket"
             time.sleep(0.02)
-        yield Proxy(str(sock), f"http://127.0.0.1:{port}", backend, process)
+        url = f"http://127.0.0.1:{port}"
+        yield Proxy(str(sock), url, backend, process, f"127.0.0.1:{metrics_port}")
     finally:
         process.kill()
         process.wait(timeout=10)

@@ -16,7 +16,12 @@ import structlog
 from dhash_rollout.deploy.fleet import host_states
 from dhash_rollout.deploy.fleet_run import MonitorGate, as_plan, gate_verdict, undo_interrupted
 from dhash_rollout.deploy.waves import HostState, Migration, plan_waves
-from dhash_rollout.environments import Environment, EnvironmentSettings, HostSettings
+from dhash_rollout.environments import (
+    Environment,
+    EnvironmentSettings,
+    HostSettings,
+    ProxySettings,
+)
 from dhash_rollout.runs.context import RunContext
 from dhash_rollout.runs.journal import Journal, RunState
 from dhash_rollout.runs.monitoring import MonitorRequest, MonitorResult, Verdict
@@ -179,10 +184,12 @@ class _Watches:
     def __init__(self, crash: str) -> None:
         self.crash = crash
         self.dirs: dict[str, Path] = {}
+        self.requests: dict[str, MonitorRequest] = {}
 
     def watch(self, request: MonitorRequest, events: object, clock: object) -> MonitorResult:
         name = request.run_id.rsplit("-", 1)[-1]
         self.dirs[name] = request.log_dir
+        self.requests[name] = request
         if name == self.crash:
             raise RuntimeError("ledger mixed up")
         return _result(Verdict.PASSED)
@@ -193,8 +200,9 @@ def test_the_wave_gate_fails_when_a_watch_crashes_and_keeps_each_watch_apart(
 ) -> None:
     hosts = {n: HostSettings(name=n, address=f"10.0.0.{i + 1}") for i, n in enumerate(["a", "b"])}
     target = SimpleNamespace(
-        hosts=SimpleNamespace(hosts=hosts), proxy=SimpleNamespace(url="http://lb:80"),
-        waves=SimpleNamespace(gate_seconds=1.0),
+        hosts=SimpleNamespace(hosts=hosts), waves=SimpleNamespace(gate_seconds=1.0),
+        proxy=ProxySettings(runtime_api="/run/h.sock", url="http://lb:80",
+                            metrics_address="127.0.0.1:8405"),
     )  # fmt: skip
     env = _env(tmp_path)
     ctx = RunContext(
@@ -206,3 +214,10 @@ def test_the_wave_gate_fails_when_a_watch_crashes_and_keeps_each_watch_apart(
     reason = gate(plan_waves(["a", "b"], ["100%"], 0).waves[0])
     assert reason == "b: the monitor failed: RuntimeError: ledger mixed up"  # not a pass
     assert len(set(monitor.dirs.values())) == 3  # a, b and the fleet: one ledger directory each
+    # the fleet's gate reads the proxy's exporter too; a host's gate reads its host alone
+    fleet, host = monitor.requests["fleet"], monitor.requests["a"]
+    assert (fleet.proxy_metrics_url, fleet.proxy_backend) == (
+        "http://127.0.0.1:8405/metrics",
+        "dhash",
+    )
+    assert host.proxy_metrics_url is None and host.fleet_hosts == ()

@@ -98,3 +98,33 @@ def test_a_fleet_is_reached_through_its_proxy_unless_told_otherwise(
     own = FLEET + 'url = "http://10.0.0.9:8000"\n' + HOSTS + PROXY + extra
     (tmp_path / "dhash-environments.toml").write_text(own)
     assert load_environment("production", tmp_path).url == "http://10.0.0.9:8000"  # given wins
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('"0.0.0.0:8405"', r"proxy\.metrics_address: .*'0\.0\.0\.0' is not an IPv4 loopback"),
+        ('"10.0.0.5:8405"', r"'10\.0\.0\.5' is not an IPv4 loopback"),
+        ('"localhost:8405"', r"'localhost' is not an IPv4 loopback"),
+        ('"127.0.0.1"', r"'127\.0\.0\.1' is not host:port"),
+        ('"127.0.0.1:0"', r"is not host:port"),
+        ('"127.0.0.1:70000"', r"is not host:port"),
+        ("8405", r"proxy\.metrics_address"),  # a number is not an address
+    ],
+)
+def test_the_proxy_exporter_address_must_be_loopback_host_and_port(
+    tmp_path: Path, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _load(tmp_path, FLEET + HOSTS + PROXY + f"metrics_address = {value}\n")
+
+
+def test_the_proxy_exporter_is_read_on_its_metrics_path(tmp_path: Path) -> None:
+    (tmp_path / "dhash-environments.toml").write_text(
+        FLEET + HOSTS + PROXY + 'metrics_address = "127.0.0.2:8405"\n'
+    )
+    proxy = load_environment("production", tmp_path).settings.proxy
+    assert proxy is not None and proxy.metrics_url == "http://127.0.0.2:8405/metrics"
+    (tmp_path / "dhash-environments.toml").write_text(FLEET + HOSTS + PROXY)
+    proxy = load_environment("production", tmp_path).settings.proxy
+    assert proxy is not None and proxy.metrics_url is None  # not read unless named

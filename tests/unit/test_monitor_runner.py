@@ -114,6 +114,10 @@ def test_the_60_minute_schedule_polls_exactly_when_the_guide_says(
         3600.0,
     ]
     assert result.polls == 38 and result.report_path is not None and result.report_path.exists()
+    # the file's proxyErrorRate is a fleet's: a source without a proxy does not evaluate it
+    # (and the verdict is not inconclusive for a gate it cannot read)
+    assert "proxyErrorRate" not in _gates_seen(result.ledger_path)  # type: ignore[arg-type]
+    assert len({e.gate for e in result.evidence}) == 4
     assert LedgerFiles(tmp_path, "monitor_production_20270115_080000").log.exists()
 
 
@@ -214,3 +218,28 @@ def test_a_live_process_whose_store_is_down_is_a_failed_health_check(
     with httpx.Client(timeout=5) as client:
         seen = probe_health(client, httpserver.url_for("/"))
     assert seen.value == 1.0 and "store: unreachable" in (seen.detail or "")
+
+
+class ScriptedFleet(Scripted):
+    """A fleet's source that also reads its proxy: the 5xx share follows ``proxy(poll)``."""
+
+    name = "scripted-fleet"
+
+    def __init__(self, proxy: Callable[[int], float]) -> None:
+        super().__init__(lambda _n: 800.0)
+        self.proxy = proxy
+
+    def proxy_error_rate(self, start: float, end: float) -> Measurement:
+        return Measurement(self.proxy(len(self.collects) - 1), samples=200, window_s=end - start)
+
+
+def _gates_seen(ledger: Path) -> set[object]:
+    return {e["gate"] for p in polls(ledger) for e in p["evaluations"]}  # type: ignore[attr-defined]
+
+
+def test_the_proxy_gate_fails_a_fleet_whose_clients_get_5xx(health: str, tmp_path: Path) -> None:
+    source = ScriptedFleet(lambda n: 9.0 if n >= 4 else 0.0)  # the hosts' own gates stay fine
+    result = monitor_with(source).watch(request(health, tmp_path), Events(), FakeClock(T0))
+    assert result.verdict is Verdict.FAILED and result.failed_gate == "proxyErrorRate"
+    assert result.polls == 5  # breach at poll 4, sustained at poll 5
+    assert "proxyErrorRate" in _gates_seen(result.ledger_path)  # type: ignore[arg-type]

@@ -345,6 +345,28 @@ def release_status(env: str = EnvOption, as_json: bool = JsonOption) -> None:
         typer.echo(canary)
 
 
+@release_app.command("proxy-config")
+def release_proxy_config(
+    env: str = EnvOption,
+    bind: str | None = typer.Option(
+        None, "--bind", help="Where clients connect (default: every address, proxy.url's port)."
+    ),
+) -> None:
+    """Print the fleet's haproxy.cfg: its hosts checked on /ready, the runtime API, and with
+    proxy.metrics_address HAProxy's Prometheus exporter (the fleet gate's proxyErrorRate)."""
+    from dhash_rollout.environments import load_environment
+    from dhash_rollout.targets.fleet.haproxy_config import client_bind, render_config, servers_of
+
+    settings = load_environment(env).settings
+    if settings.hosts is None or settings.proxy is None:
+        raise ConfigError(f"{env} is not a fleet: no [[{env}.hosts]] and [{env}.proxy]")
+    try:
+        where = client_bind(settings.proxy, bind)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    typer.echo(render_config(settings.proxy, servers_of(settings.hosts), bind=where), nl=False)
+
+
 def _status_lines(status: Any) -> list[str]:
     """What an on-call operator needs at a glance, with '-' for what does not exist (never
     Python's None): releases, the process manager, the port, the kernel's hand-over setting."""

@@ -437,7 +437,7 @@ def gates_replay(
     config: Path = typer.Option(..., "--config", help="The thresholds to replay against."),
 ) -> None:
     """Re-evaluate a ledger's recorded samples against other thresholds: when would each fire?"""
-    from dhash_rollout.monitor.gates_config import GateName, load_gates_config
+    from dhash_rollout.monitor.gates_config import load_gates_config
     from dhash_rollout.monitor.replay import ReplayError, replay
 
     loaded = load_gates_config(config)
@@ -451,7 +451,7 @@ def gates_replay(
         f"{ledger}: {result.polls} polls of {result.environment} against {config} "
         "(window values as recorded)"
     )
-    for name in GateName:
+    for name, _gate in loaded.for_environment(result.environment, config).items():
         fired = result.fired.get(name)
         if fired is None:
             typer.echo(f"  {name.value}: would not fire")

@@ -67,7 +67,9 @@ from dhash_rollout.targets.fleet.target import FleetTarget
 from dhash_service.errors import CheckFailed, DhashError
 
 Say = Callable[[str], None]
-FLEET_GATE = "fleet"  # the gate over the whole fleet: health through the proxy, every host's sum
+# The gate over the whole fleet: health through the proxy, every host's sum, and the proxy's
+# own exporter (proxyErrorRate) when its settings name one.
+FLEET_GATE = "fleet"
 
 
 def gate_verdict(results: Mapping[str, MonitorResult], inconclusive: str) -> str | None:
@@ -88,7 +90,10 @@ def gate_verdict(results: Mapping[str, MonitorResult], inconclusive: str) -> str
 class MonitorGate:
     """The monitor between waves: one window per host of the wave (its own ``/metrics``) and
     one for the fleet (health through the proxy, the gates over every host's own metrics:
-    :class:`~dhash_rollout.monitor.sources.FleetScrapeSource`), watched at the same time."""
+    :class:`~dhash_rollout.monitor.sources.FleetScrapeSource`, and with
+    ``proxy.metrics_address`` the proxy's 5xx share from HAProxy's exporter:
+    :class:`~dhash_rollout.monitor.proxy_source.ProxiedFleetSource`), watched at the same
+    time."""
 
     monitor: DeployMonitor
     ctx: RunContext
@@ -104,12 +109,15 @@ class MonitorGate:
             if name == FLEET_GATE
             else ()
         )
+        proxy = self.target.proxy  # its exporter, when it names one: proxyErrorRate
+        metrics = proxy.metrics_url if name == FLEET_GATE else None
         return MonitorRequest(
             environment=env.name, version=self.version, previous_version=self.previous_version,
             base_url=url, window_start=time.time(),
             run_id=f"{self.ctx.run_id}-wave{wave.number}-{name}", log_dir=self.log_dir(name),
             duration_s=self.target.waves.gate_seconds, time_scale=self.time_scale,
-            api_token=api_token(env), fleet_hosts=fleet,
+            api_token=api_token(env), fleet_hosts=fleet, proxy_metrics_url=metrics,
+            proxy_backend=proxy.backend,
         )  # fmt: skip
 
     def log_dir(self, name: str) -> Path:

@@ -34,6 +34,7 @@ _UNITS = {
     GateName.EXTRACTION_FAILURE_RATE.value: "%",
     GateName.P95_HASH_TIME.value: " ms",
     GateName.LOW_CONFIDENCE_QUEUE.value: "",
+    GateName.PROXY_ERROR_RATE.value: "%",
 }
 
 

@@ -246,6 +246,53 @@ def conclude(
     return Conclusion(Verdict.PASSED, "every gate passed over the window")
 
 
+@dataclass(frozen=True)
+class ProxyWindow:
+    """What a fleet's proxy counted over a gate's window: the increases of its exporter's
+    counters for the backend, and the 5xx each server answered. HAProxy counts a 503 it
+    makes itself (no server up, every connection attempt refused) as a backend 5xx *and* a
+    connection error (measured on 2.6: 12 such requests, 12 + 12), and a refused connection
+    it retried or redispatched to another server as neither a 5xx nor a client's error."""
+
+    responses: Mapping[str, float]  # "1xx" .. "5xx", "other"
+    connection_errors: float = 0.0
+    response_errors: float = 0.0
+    retries: float = 0.0
+    redispatches: float = 0.0
+    server_5xx: Mapping[str, float] = field(default_factory=dict)
+
+
+def proxy_error_rate(window: ProxyWindow | None, window_s: float) -> Measurement:
+    """``proxyErrorRate``: 100 * 5xx / responses through the proxy, what the fleet's clients
+    got (the servers' own 500s and the proxy's 503s alike). Connection errors, retries and
+    redispatches are said beside it, not added: an unrecovered one is already a 5xx, a
+    recovered one reached no client."""
+    total = sum(window.responses.values()) if window is not None else 0.0
+    if window is None or total <= 0:
+        return Measurement(
+            None, samples=0, window_s=window_s, detail="no responses through the proxy"
+        )
+    errors = window.responses.get("5xx", 0.0)
+    by_server = ", ".join(
+        f"{name} {_fmt(n)}" for name, n in sorted(window.server_5xx.items()) if n > 0
+    )
+    detail = f"{_fmt(errors)} 5xx of {_fmt(total)} responses" + (
+        f" ({by_server})" if by_server else ""
+    )
+    detail += (
+        f"; connection errors {_fmt(window.connection_errors)}, response errors "
+        f"{_fmt(window.response_errors)}, retries {_fmt(window.retries)}, redispatches "
+        f"{_fmt(window.redispatches)}"
+    )
+    return Measurement(
+        100.0 * errors / total, samples=round(total), window_s=window_s, detail=detail
+    )
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6g}"
+
+
 def recorded(row: Mapping[str, Any]) -> Measurement:
     """The measurement behind a ledger evaluation row (resume and replay fold these again)."""
     status, detail = row.get("status"), str(row.get("detail") or "")

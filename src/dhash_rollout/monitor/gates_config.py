@@ -1,6 +1,8 @@
 """``quality-gates-config.json``: the typed model, validated on load, one clear line per problem.
 
-The four gates are the guide's; each names how its value is measured (see ``gates``). Unknown
+The four gates are the guide's; each names how its value is measured (see ``gates``). A fifth,
+``proxyErrorRate``, is optional: a fleet's gate reads it from its HAProxy's own exporter
+(``monitor/proxy_source.py``), and a run whose source has no proxy does not evaluate it. Unknown
 gates or keys, a zero or negative window, a warn level above its threshold and a missing
 environment are refused, each with one line (``dhash gates check``), never half-applied.
 """
@@ -22,9 +24,15 @@ class GateName(StrEnum):
     EXTRACTION_FAILURE_RATE = "extractionFailureRate"
     P95_HASH_TIME = "p95HashTime"
     LOW_CONFIDENCE_QUEUE = "lowConfidenceQueue"
+    PROXY_ERROR_RATE = "proxyErrorRate"
 
 
-WINDOW_GATES = frozenset({GateName.EXTRACTION_FAILURE_RATE, GateName.P95_HASH_TIME})
+WINDOW_GATES = frozenset(
+    {GateName.EXTRACTION_FAILURE_RATE, GateName.P95_HASH_TIME, GateName.PROXY_ERROR_RATE}
+)
+# Gates only some sources can measure (the proxy's): absent from a file, or from a run whose
+# source cannot read them, they are not evaluated at all (never "no data").
+PROXY_GATES = frozenset({GateName.PROXY_ERROR_RATE})
 DEFAULT_CONSECUTIVE_ERROR_LIMIT = 4  # as Argo Rollouts' consecutiveErrorLimit
 DEFAULT_SUSTAIN_POLLS = 2  # one bad poll is noise; the second in a row is a sustained breach
 
@@ -97,20 +105,34 @@ class EnvironmentGates(_Strict):
     extraction_failure_rate: Annotated[Gate, Field(alias=GateName.EXTRACTION_FAILURE_RATE.value)]
     p95_hash_time: Annotated[Gate, Field(alias=GateName.P95_HASH_TIME.value)]
     low_confidence_queue: Annotated[Gate, Field(alias=GateName.LOW_CONFIDENCE_QUEUE.value)]
+    proxy_error_rate: Annotated[Gate | None, Field(alias=GateName.PROXY_ERROR_RATE.value)] = None
 
     @model_validator(mode="after")
     def _windows(self) -> EnvironmentGates:
-        for name in WINDOW_GATES:
-            if self.gate(name).time_window is None:
+        for name in sorted(WINDOW_GATES):
+            gate = self.get(name)
+            if gate is not None and gate.time_window is None:
                 raise ValueError(f"{name.value}: timeWindow is required (minutes)")
         return self
 
-    def gate(self, name: GateName) -> Gate:
-        gate: Gate = getattr(self, _FIELD[name])
+    def get(self, name: GateName) -> Gate | None:
+        """The gate, or None for an optional one the file does not set."""
+        gate: Gate | None = getattr(self, _FIELD[name])
         return gate
 
-    def items(self) -> list[tuple[GateName, Gate]]:
-        return [(name, self.gate(name)) for name in GateName]
+    def gate(self, name: GateName) -> Gate:
+        gate = self.get(name)
+        if gate is None:
+            raise KeyError(f"{name.value} is not configured")
+        return gate
+
+    def items(self, *, proxy: bool = True) -> list[tuple[GateName, Gate]]:
+        """The configured gates; ``proxy=False`` leaves out those read from a proxy."""
+        return [
+            (name, gate)
+            for name in GateName
+            if (gate := self.get(name)) is not None and (proxy or name not in PROXY_GATES)
+        ]
 
 
 _FIELD = {
@@ -118,6 +140,7 @@ _FIELD = {
     GateName.EXTRACTION_FAILURE_RATE: "extraction_failure_rate",
     GateName.P95_HASH_TIME: "p95_hash_time",
     GateName.LOW_CONFIDENCE_QUEUE: "low_confidence_queue",
+    GateName.PROXY_ERROR_RATE: "proxy_error_rate",
 }
 
 

@@ -57,7 +57,9 @@ def replay(ledger: Path, config: GatesConfig, config_path: Path) -> Replay:
     for number, poll in enumerate(polls, start=1):
         for item in poll["evaluations"]:
             name = GateName(item["gate"])
-            gate = gates.gate(name)
+            gate = gates.get(name)
+            if gate is None:  # e.g. proxyErrorRate, recorded on a fleet, not in this file
+                continue
             measured = recorded(item)
             window = gate.time_window * 60 / scale if gate.time_window else duration
             states[name], ev = step(
@@ -75,7 +77,9 @@ def replay(ledger: Path, config: GatesConfig, config_path: Path) -> Replay:
                 fired[name] = Firing(
                     name, number, float(poll["offset"]), ev.value, ev.threshold, ev.detail
                 )
-    conclusion = conclude(
-        gates.items(), states, inconclusive_fails=config.monitoring.inconclusive_fails
-    )
+    # The gates the run evaluated (its start line names them): a proxy gate in the file
+    # was never measured by a run without a proxy, and is not "no data" for it.
+    evaluated = set(start.get("gates") or [g.value for g in GateName])
+    judged = [(n, g) for n, g in gates.items() if n.value in evaluated]
+    conclusion = conclude(judged, states, inconclusive_fails=config.monitoring.inconclusive_fails)
     return Replay(environment, len(polls), fired, warned, conclusion.verdict, conclusion.reason)

@@ -36,11 +36,13 @@ from dhash_rollout.monitor.gates_config import (
     load_gates_config,
 )
 from dhash_rollout.monitor.ledger import Ledger, LedgerFiles, files_for
+from dhash_rollout.monitor.proxy_source import ProxiedFleetSource
 from dhash_rollout.monitor.report import write_report
 from dhash_rollout.monitor.sources import (
     FleetScrapeSource,
     MetricSource,
     PrometheusSource,
+    ReadsProxy,
     SampleStore,
     ScrapeSource,
     probe_health,
@@ -64,6 +66,11 @@ SourceFactory = Callable[[MonitorRequest, LedgerFiles], MetricSource]
 
 
 def scrape_source(request: MonitorRequest, files: LedgerFiles) -> MetricSource:
+    if request.fleet_hosts and request.proxy_metrics_url:
+        return ProxiedFleetSource(
+            dict(request.fleet_hosts), request.proxy_metrics_url, request.proxy_backend,
+            store=SampleStore(files.samples),
+        )  # fmt: skip
     if request.fleet_hosts:
         return FleetScrapeSource(dict(request.fleet_hosts), store=SampleStore(files.samples))
     return ScrapeSource(
@@ -169,6 +176,8 @@ class _Run:
         self.config, self.gates, self.plan = config, gates, plan
         self.files, self.ledger = files, ledger
         self.source = monitor.source_factory(request, files)
+        # The gates this run evaluates: the proxy's only with a source that reads a proxy.
+        self.active = gates.items(proxy=isinstance(self.source, ReadsProxy))
         self.on_poll = monitor.on_poll
         self.log = LogFile(files.log)
         title = f"dhash monitor {request.environment} {request.version}"
@@ -239,7 +248,7 @@ class _Run:
                 reason = f"{failed.value} = {_show(ev.value)} > {ev.threshold:g}: {ev.detail}"
                 return self._finish(Verdict.FAILED, reason, failed)
         conclusion = conclude(
-            self.gates.items(),
+            self.active,
             self.states,
             inconclusive_fails=self.config.monitoring.inconclusive_fails,
         )
@@ -271,7 +280,7 @@ class _Run:
         error = self.source.collect(at)
         measured = self._measure(at, error)
         evaluations = []
-        for name, gate in self.gates.items():
+        for name, gate in self.active:
             counting = self.plan.gate_window_s[name]
             state, ev = step(
                 name,
@@ -309,6 +318,16 @@ class _Run:
 
     def _measure(self, at: float, error: str | None) -> dict[GateName, Measurement]:
         health = probe_health(self.http, self.request.base_url)
+        start = self.request.window_start
+
+        def window(name: GateName) -> float:
+            return max(start, at - self.plan.gate_window_s[name])
+
+        proxied: dict[GateName, Measurement] = {}
+        proxy = GateName.PROXY_ERROR_RATE
+        if isinstance(self.source, ReadsProxy) and proxy in dict(self.active):
+            # its own scrape: its own error, if any (an exporter down blinds no host gate)
+            proxied[proxy] = self.source.proxy_error_rate(window(proxy), at)
         if error is not None:
             failed = Measurement(None, error=error)
             return {
@@ -316,18 +335,15 @@ class _Run:
                 GateName.EXTRACTION_FAILURE_RATE: failed,
                 GateName.P95_HASH_TIME: failed,
                 GateName.LOW_CONFIDENCE_QUEUE: failed,
+                **proxied,
             }
-        start = self.request.window_start
-
-        def window(name: GateName) -> float:
-            return max(start, at - self.plan.gate_window_s[name])
-
         rate, p95 = GateName.EXTRACTION_FAILURE_RATE, GateName.P95_HASH_TIME
         return {
             GateName.HEALTH_FAILURES: health,
             rate: self.source.failure_rate(window(rate), at),
             p95: self.source.hash_p95_ms(window(p95), at),
             GateName.LOW_CONFIDENCE_QUEUE: self.source.queue_length(at),
+            **proxied,
         }
 
     # --- memory: the ledger --------------------------------------------------------------------
@@ -349,20 +365,23 @@ class _Run:
                 "time_scale": r.time_scale,
                 "source": self.source.name,
                 "offsets": self.plan.offsets,
-                "gates": {n.value: g.model_dump(by_alias=True) for n, g in self.gates.items()},
+                "gates": {n.value: g.model_dump(by_alias=True) for n, g in self.active},
             },
         )
 
     def _resume(self) -> bool:
         """Fold the ledger's polls back into the gates' states; True if there were any."""
         polls = self.ledger.of_kind("poll")
+        active = dict(self.active)
         for row in polls:
             for item in row["evaluations"]:
                 name = GateName(item["gate"])
+                if name not in active:  # a gate this run's configuration no longer evaluates
+                    continue
                 measured = recorded(item)
                 self.states[name], self.last[name] = step(
                     name,
-                    self.gates.gate(name),
+                    active[name],
                     self.states[name],
                     measured,
                     at=float(item["at"]),

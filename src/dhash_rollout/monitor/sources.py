@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -56,6 +56,14 @@ class MetricSource(Protocol):
     def queue_length(self, at: float) -> Measurement: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ReadsProxy(Protocol):
+    """A source that also reads a fleet's proxy (``proxyErrorRate``): only such a source's
+    runs evaluate the proxy gates (``gates_config.PROXY_GATES``)."""
+
+    def proxy_error_rate(self, start: float, end: float) -> Measurement: ...
 
 
 def _fmt(value: float) -> str:
@@ -132,7 +140,7 @@ def _values_from(raw: list[list[object]]) -> dict[tuple[str, Labels], float]:
     return out
 
 
-def _sum_increase(
+def sum_increase(
     store: SampleStore, name: str, start: float, end: float, **match: str
 ) -> float | None:
     parts = [increase(points, start, end) for _, points in store.named(name, **match)]
@@ -208,8 +216,8 @@ class ScrapeSource:
         return None
 
     def failure_rate(self, start: float, end: float) -> Measurement:
-        failed = _sum_increase(self.store, EXTRACTIONS_TOTAL, start, end, result="failed")
-        total = _sum_increase(self.store, EXTRACTIONS_TOTAL, start, end)
+        failed = sum_increase(self.store, EXTRACTIONS_TOTAL, start, end, result="failed")
+        total = sum_increase(self.store, EXTRACTIONS_TOTAL, start, end)
         return failure_rate_from(failed, total, end - start)
 
     def hash_p95_ms(self, start: float, end: float) -> Measurement:
@@ -220,7 +228,7 @@ class ScrapeSource:
             if value is not None:
                 by_le[float(dict(labels)["le"])] += value
                 seen = True
-        count = _sum_increase(self.store, COUNT, start, end)
+        count = sum_increase(self.store, COUNT, start, end)
         quantile = (
             bucket_quantile(QUANTILE, [Bucket(le, c) for le, c in by_le.items()]) if seen else None
         )

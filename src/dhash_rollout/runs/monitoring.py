@@ -67,6 +67,10 @@ class MonitorRequest:
     # A fleet's view: (host, base URL) of every host, whose own /metrics the gates sum (the
     # health gate still probes base_url, the proxy). Empty: base_url's /metrics.
     fleet_hosts: tuple[tuple[str, str], ...] = ()
+    # The fleet's HAProxy exporter (``ProxySettings.metrics_url``) and its backend: with
+    # fleet_hosts, ``proxyErrorRate`` is read there (what the clients got through the proxy).
+    proxy_metrics_url: str | None = None
+    proxy_backend: str = "dhash"
 
 
 @dataclass(frozen=True)
