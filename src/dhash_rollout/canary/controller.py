@@ -97,6 +97,7 @@ class CanaryState:
     reason: str = ""
     config: dict[str, Any] | None = None  # the judge's settings, so status replays the same
     run_id: str = ""  # the canary's run in the environment's journal
+    host: str = ""  # on a fleet: the canary host (slot, pids and members unused there)
 
 
 def config_to_json(config: JudgeConfig) -> dict[str, Any]:
@@ -134,7 +135,7 @@ def _state_path(env: Environment) -> Path:
     return canary_dir(env) / "state.json"
 
 
-def _ledger_path(env: Environment) -> Path:
+def ledger_path(env: Environment) -> Path:
     return canary_dir(env) / "ledger.jsonl"
 
 
@@ -151,7 +152,7 @@ def read_state(env: Environment) -> CanaryState | None:
         raise CheckFailed(f"{_state_path(env)} is not a canary state file: {exc}") from exc
 
 
-def _write_state(env: Environment, state: CanaryState) -> None:
+def write_state(env: Environment, state: CanaryState) -> None:
     path = _state_path(env)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(".state.json.tmp")
@@ -182,7 +183,7 @@ def poll_from_json(d: dict[str, Any]) -> Poll:
 
 def read_ledger(env: Environment) -> list[Poll]:
     try:
-        lines = _ledger_path(env).read_text(encoding="utf-8").splitlines()
+        lines = ledger_path(env).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         return []
     polls = []
@@ -192,7 +193,7 @@ def read_ledger(env: Environment) -> list[Poll]:
         except (ValueError, KeyError, TypeError) as exc:
             if number == len(lines):
                 break  # a last line cut short by a crash: the polls before it stand
-            raise CheckFailed(f"{_ledger_path(env)} line {number}: {exc}") from exc
+            raise CheckFailed(f"{ledger_path(env)} line {number}: {exc}") from exc
     return polls
 
 
@@ -229,8 +230,18 @@ def status_line(env: Environment) -> str | None:
     run = Journal.for_root(env.root).run(state.run_id) if state.run_id else None
     where = f" [{state.run_id}]" if state.run_id else ""
     head = f"canary: {state.version} beside {state.stable}"
-    if state.status in ("running", "interrupted"):
-        if lock_held(env):
+    if state.host:
+        head = f"canary: {state.version} on {state.host} beside {state.stable}"
+    if state.status in ("running", "interrupted", "promoting"):
+        alive = lock_held(env)
+        if state.status == "promoting":  # a fleet's promotion: the waves after the canary
+            if alive:
+                return f"{head}: promoting to every host in waves{where}"
+            return (
+                f"{head}: its promotion was interrupted (dhash canary start --env {env.name} "
+                f"resumes the waves, dhash canary abort undoes every touched host){where}"
+            )
+        if alive:
             return f"{head}: running at {state.weight:g}%{where}"
         return (
             f"{head}: interrupted at {state.weight:g}%, the candidate still serving "
@@ -243,7 +254,132 @@ def status_line(env: Environment) -> str | None:
     return f"{head}: {state.status}{watched} ({state.reason}){where}"
 
 
-class CanaryRun:
+ReadPoll = Callable[[], tuple[ReleasePoll, ReleasePoll]]  # (canary, stable) since the last
+
+
+def release_increments(
+    before: Snapshot | None, now: Snapshot | None, bounds: tuple[float, ...], name: str
+) -> ReleasePoll:
+    """What one release did between two readings; not read at all (no answer): unhealthy."""
+    if now is None:  # did not answer /health 200 on any connection: not healthy
+        return ReleasePoll(0, 0, Histogram.empty(bounds), healthy=False)
+    poll = increments(before, now, healthy=True)
+    if poll.hash_times.bounds != bounds:
+        raise CheckFailed(
+            f"the {name} release's hash-time buckets differ from this toolkit's: "
+            "its histogram cannot be compared"
+        )
+    return poll
+
+
+class JudgedCanary:
+    """The poll-judge-act loop every canary shares (the local target's, a fleet's): what a
+    poll reads, how a weight is set and what an abort or a promotion does are the target's."""
+
+    ctx: RunContext
+    env: Environment
+    config: JudgeConfig
+    interval_s: float
+    say: Say
+    notice: Notice
+
+    def start(self, source: ReleaseSource | None, version: str | None) -> CanaryState:
+        raise NotImplementedError
+
+    def _reader(self, state: CanaryState) -> ReadPoll:
+        raise NotImplementedError
+
+    def _apply_weight(self, state: CanaryState) -> None:
+        raise NotImplementedError
+
+    def abort(self, state: CanaryState, reason: str) -> None:
+        raise NotImplementedError
+
+    def promote(self, state: CanaryState, reason: str) -> None:
+        raise NotImplementedError
+
+    def to_resume(self, existing: CanaryState | None, version: str | None, *,
+                  open_states: tuple[str, ...] = OPEN) -> bool:  # fmt: skip
+        """Whether ``start`` resumes the canary ``existing`` describes (interrupted: we hold
+        the lock now); a held or another version's canary is refused."""
+        if existing is not None and existing.status == "inconclusive":
+            raise CheckFailed(
+                f"a canary of {existing.version} is held inconclusive in {self.env.name}: "
+                "promote or abort it first"
+            )
+        if existing is None or existing.status not in open_states:
+            return False
+        if version is not None and normalize_version(version) != existing.version:
+            raise CheckFailed(
+                f"a canary of {existing.version} was interrupted in {self.env.name}: "
+                f"`dhash canary start --version {existing.version}` resumes it, "
+                "`dhash canary abort` ends it"
+            )
+        return True
+
+    def run(self, state: CanaryState, stop: Callable[[], bool]) -> Judgement | None:
+        """Poll and judge until the canary ends, is held (inconclusive) or ``stop()``."""
+        judge = start(self.config, 0.0)
+        for p in read_ledger(self.env):  # a resumed run continues the same evidence
+            judge, _ = observe(judge, p, self.config)
+        read = self._reader(state)
+        last: Judgement | None = judge.last
+        t0 = state.started_at
+        while not stop():
+            deadline = time.monotonic() + self.interval_s
+            while time.monotonic() < deadline and not stop() and not self._requested():
+                time.sleep(min(0.2, self.interval_s))
+            wanted = self._requested()
+            if stop() and not wanted:
+                break
+            canary, stable = read()
+            poll = Poll(time.time() - t0, canary, stable)
+            with ledger_path(self.env).open("a", encoding="utf-8") as ledger:
+                ledger.write(json.dumps(poll_to_json(poll)) + "\n")
+            step = judge.step
+            judge, last = observe(judge, poll, self.config)
+            self.say(f"[{last.action.value}] {last.reason}")
+            if wanted == "abort":
+                self.abort(state, "aborted by an operator")
+                return last
+            if wanted == "promote" or last.action is Action.PROMOTE:
+                self.promote(state, "promoted by an operator" if wanted else last.reason)
+                return last
+            if last.action is Action.ABORT:
+                self.abort(state, last.reason)
+                return last
+            if last.action is Action.INCONCLUSIVE:
+                state.status, state.reason = "inconclusive", last.reason
+                write_state(self.env, state)
+                self.ctx.record(CANARY_PHASE, "started", {"inconclusive": last.reason})
+                write_report(self.env, state)
+                held = f"canary {state.version} inconclusive, holding at {state.weight:g}%"
+                self.notice("info", "WARN", state.version, f"{held}: {last.reason}")
+                self.say(
+                    f"{held} beside {state.stable} for an operator: `dhash canary promote "
+                    f"--env {self.env.name}` or `dhash canary abort --env {self.env.name}`"
+                )
+                return last
+            if judge.step != step:
+                state.weight = self.config.steps[judge.step].weight
+                self._apply_weight(state)
+                write_state(self.env, state)
+                self.ctx.record(CANARY_PHASE, "started", {"weight": state.weight})
+                self.say(f"{state.version} now takes {state.weight:g}% of new connections")
+        state.status = "interrupted"
+        write_state(self.env, state)
+        self.ctx.record(CANARY_PHASE, "started", {"interrupted": f"at {state.weight:g}%"})
+        write_report(self.env, state)
+        return last
+
+    def _requested(self) -> str | None:
+        try:
+            return request_path(self.env).read_text(encoding="utf-8").strip() or None
+        except FileNotFoundError:
+            return None
+
+
+class CanaryRun(JudgedCanary):
     """One canary, journaled under ``ctx`` (the command opens it with the lock it holds)."""
 
     def __init__(
@@ -286,18 +422,7 @@ class CanaryRun:
         """Start a canary, or resume the interrupted one (its controller died or was stopped:
         we hold the lock now)."""
         existing = read_state(self.env)
-        if existing is not None and existing.status == "inconclusive":
-            raise CheckFailed(
-                f"a canary of {existing.version} is held inconclusive in {self.env.name}: "
-                "promote or abort it first"
-            )
-        if existing is not None and existing.status in OPEN:
-            if version is not None and normalize_version(version) != existing.version:
-                raise CheckFailed(
-                    f"a canary of {existing.version} was interrupted in {self.env.name}: "
-                    f"`dhash canary start --version {existing.version}` resumes it, "
-                    "`dhash canary abort` ends it"
-                )
+        if self.to_resume(existing, version) and existing is not None:
             return self.resume(existing)
         self._close_stale_run(existing)
         stable = self.target.current()
@@ -405,7 +530,7 @@ class CanaryRun:
         weight = self.config.steps[0].weight
         set_weight(self.port, members, weight)
         canary_dir(self.env).mkdir(parents=True, exist_ok=True)
-        _ledger_path(self.env).write_text("", encoding="utf-8")
+        ledger_path(self.env).write_text("", encoding="utf-8")
         request_path(self.env).unlink(missing_ok=True)
         state = CanaryState(
             version=version,
@@ -420,8 +545,8 @@ class CanaryRun:
             config=config_to_json(self.config),
             run_id=self.ctx.run_id,
         )
-        _write_state(self.env, state)
-        ledger = str(_ledger_path(self.env))
+        write_state(self.env, state)
+        ledger = str(ledger_path(self.env))
         self.ctx.record(CANARY_PHASE, "started", {"slot": slot, "weight": weight, "ledger": ledger})
         self.say(f"{version} takes {weight:g}% of new connections beside {stable}")
         self.notice(
@@ -446,7 +571,7 @@ class CanaryRun:
         self.config = config_of(state)  # the judge it ran with, over the same ledger
         set_weight(self.port, self._members(state), state.weight)  # the program it had
         state.status = "running"
-        _write_state(self.env, state)
+        write_state(self.env, state)
         self.ctx.record(CANARY_PHASE, "started", {"resumed": True, "weight": state.weight})
         self.say(f"resumed the canary of {state.version} at {state.weight:g}% [{state.run_id}]")
         return state
@@ -497,85 +622,26 @@ class CanaryRun:
 
         return classify
 
-    def run(self, state: CanaryState, stop: Callable[[], bool]) -> Judgement | None:
-        """Poll and judge until the canary ends, is held (inconclusive) or ``stop()``."""
-        judge = start(self.config, 0.0)
-        for p in read_ledger(self.env):  # a resumed run continues the same evidence
-            judge, _ = observe(judge, p, self.config)
+    def _reader(self, state: CanaryState) -> ReadPoll:
+        """Each release's own metrics on the shared port (:func:`read_releases`)."""
         classify = self._classify(state)
         before: dict[str, Snapshot] = read_releases(self.port, classify)
-        last: Judgement | None = judge.last
-        t0 = state.started_at
-        while not stop():
-            deadline = time.monotonic() + self.interval_s
-            while time.monotonic() < deadline and not stop() and not self._requested():
-                time.sleep(min(0.2, self.interval_s))
-            wanted = self._requested()
-            if stop() and not wanted:
-                break
+        bounds = self.config.bounds
+
+        def read() -> tuple[ReleasePoll, ReleasePoll]:
+            nonlocal before
             now = read_releases(self.port, classify)
-            poll = Poll(
-                time.time() - t0,
-                self._increments(before, now, "canary"),
-                self._increments(before, now, "stable"),
+            polls = tuple(
+                release_increments(before.get(n), now.get(n), bounds, n)
+                for n in ("canary", "stable")
             )
             before = {**before, **now}
-            with _ledger_path(self.env).open("a", encoding="utf-8") as ledger:
-                ledger.write(json.dumps(poll_to_json(poll)) + "\n")
-            step = judge.step
-            judge, last = observe(judge, poll, self.config)
-            self.say(f"[{last.action.value}] {last.reason}")
-            if wanted == "abort":
-                self.abort(state, "aborted by an operator")
-                return last
-            if wanted == "promote" or last.action is Action.PROMOTE:
-                self.promote(state, "promoted by an operator" if wanted else last.reason)
-                return last
-            if last.action is Action.ABORT:
-                self.abort(state, last.reason)
-                return last
-            if last.action is Action.INCONCLUSIVE:
-                state.status, state.reason = "inconclusive", last.reason
-                _write_state(self.env, state)
-                self.ctx.record(CANARY_PHASE, "started", {"inconclusive": last.reason})
-                write_report(self.env, state)
-                held = f"canary {state.version} inconclusive, holding at {state.weight:g}%"
-                self.notice("info", "WARN", state.version, f"{held}: {last.reason}")
-                self.say(
-                    f"{held} beside {state.stable} for an operator: `dhash canary promote "
-                    f"--env {self.env.name}` or `dhash canary abort --env {self.env.name}`"
-                )
-                return last
-            if judge.step != step:
-                state.weight = self.config.steps[judge.step].weight
-                set_weight(self.port, self._members(state), state.weight)
-                _write_state(self.env, state)
-                self.ctx.record(CANARY_PHASE, "started", {"weight": state.weight})
-                self.say(f"{state.version} now takes {state.weight:g}% of new connections")
-        state.status = "interrupted"
-        _write_state(self.env, state)
-        self.ctx.record(CANARY_PHASE, "started", {"interrupted": f"at {state.weight:g}%"})
-        write_report(self.env, state)
-        return last
+            return polls[0], polls[1]
 
-    def _requested(self) -> str | None:
-        try:
-            return request_path(self.env).read_text(encoding="utf-8").strip() or None
-        except FileNotFoundError:
-            return None
+        return read
 
-    def _increments(
-        self, before: dict[str, Snapshot], now: dict[str, Snapshot], name: str
-    ) -> ReleasePoll:
-        if name not in now:  # did not answer /health 200 on any connection: not healthy
-            return ReleasePoll(0, 0, Histogram.empty(self.config.bounds), healthy=False)
-        poll = increments(before.get(name), now[name], healthy=True)
-        if poll.hash_times.bounds != self.config.bounds:
-            raise CheckFailed(
-                f"the {name} release's hash-time buckets differ from this toolkit's: "
-                "its histogram cannot be compared"
-            )
-        return poll
+    def _apply_weight(self, state: CanaryState) -> None:
+        set_weight(self.port, self._members(state), state.weight)
 
     # --- the ends ------------------------------------------------------------------------
     def abort(self, state: CanaryState, reason: str) -> None:
@@ -586,7 +652,7 @@ class CanaryRun:
         self.target.retire_slot(state.slot, progress=self.say)
         clear(self.port)  # stable alone: the kernel's own spreading, as before the canary
         state.status, state.weight, state.reason = "aborted", 0.0, reason
-        _write_state(self.env, state)
+        write_state(self.env, state)
         request_path(self.env).unlink(missing_ok=True)
         report = write_report(self.env, state)
         self.ctx.record(
@@ -610,7 +676,7 @@ class CanaryRun:
             detail.update(previous=result.previous, instance=result.instance)
             detail["switched_at"] = switched_at = time.time()
         state.status, state.weight, state.reason = "promoted", 100.0, reason
-        _write_state(self.env, state)
+        write_state(self.env, state)
         request_path(self.env).unlink(missing_ok=True)
         report = write_report(self.env, state)
         self.say(f"canary {state.version} promoted: {reason}; report: {report}")
@@ -680,7 +746,7 @@ class CanaryRun:
                         raise CheckFailed(f"the automatic rollback failed: {outcome.error}")
             except DhashError as exc:
                 state.reason += f"; {exc.message}"
-        _write_state(self.env, state)
+        write_state(self.env, state)
         put_back = outcome is not None and outcome.ok
         self.ctx.finish(False, {"error": state.reason, "outcome": "rolled_back"})
         self.say(f"canary {state.version} promoted, then {state.reason}")

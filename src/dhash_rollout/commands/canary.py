@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from dhash_rollout.environments import Environment
     from dhash_rollout.runs.context import RunContext
     from dhash_rollout.runs.locking import HeldLock
+    from dhash_rollout.targets import DeployTarget
+    from dhash_rollout.targets.fleet.status import HostStatus
+    from dhash_rollout.targets.fleet.target import FleetTarget
     from dhash_rollout.targets.local import LocalTarget
 
 EXIT_OK, EXIT_ABORTED, EXIT_LOCKED, EXIT_INCONCLUSIVE, EXIT_INTERRUPTED = 0, 1, 3, 5, 130
@@ -43,7 +46,7 @@ EnvOption = typer.Option(..., "--env", help="Environment: staging, production or
 canary_app = typer.Typer(help="A candidate release beside stable, judged against it.")
 
 
-CANARY_KEYS = {"steps", "step_minutes", "interval_seconds", "alpha", "min_samples"}
+CANARY_KEYS = {"steps", "step_minutes", "interval_seconds", "alpha", "min_samples", "host"}
 
 
 def _table(env: Environment) -> dict[str, str | int | float | bool]:
@@ -118,14 +121,35 @@ def canary_gates(gates_file: Path | None) -> dict[str, float]:
     }
 
 
-def _env_target(env_name: str) -> tuple[Environment, LocalTarget]:
+def _env_target(env_name: str) -> tuple[Environment, LocalTarget | FleetTarget]:
+    """The local target (a weighted program on one port) or a fleet (a canary host, its
+    share an HAProxy weight: canary/fleet.py)."""
     from dhash_rollout.environments import load_environment
     from dhash_rollout.targets.local import LocalTarget
 
     env = load_environment(env_name)
+    if env.settings.target == "fleet":
+        from dhash_rollout.targets.fleet.target import FleetTarget
+
+        return env, FleetTarget(env)
     if env.settings.target not in (None, "local"):
-        raise ConfigError(f"dhash canary runs on the local target (environment {env_name})")
+        raise ConfigError(
+            f"dhash canary runs on the local target or a fleet (environment {env_name})"
+        )
     return env, LocalTarget(env)
+
+
+def _is_fleet(target: LocalTarget | FleetTarget) -> bool:
+    from dhash_rollout.targets.fleet.target import FleetTarget
+
+    return isinstance(target, FleetTarget)
+
+
+def _host_setting(table: dict[str, str | int | float | bool], given: str | None) -> str | None:
+    value = given if given is not None else table.get("host")
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"canary setting host must be a host's name, got {value!r}")
+    return value
 
 
 @canary_app.command("start")
@@ -163,15 +187,19 @@ def start(
         help="The monitor's window after a promotion N times faster, as dhash deploy "
         "--time-scale (default: DHASH_MONITOR_TIME_SCALE, else 1).",
     ),
+    host: str | None = typer.Option(
+        None, "--host", help="On a fleet: the canary host (default: the first of the first wave)."
+    ),
 ) -> None:
     """Start the candidate beside stable and judge it, step by step, until it ends; run again
     after an interruption, it resumes the canary (or aborts it to stable if its candidate is
     gone)."""
-    from dhash_rollout.canary.controller import CanaryRun
+    from dhash_rollout.canary.controller import CanaryRun, JudgedCanary
     from dhash_rollout.releases import ReleaseSource
     from dhash_rollout.rollback import execute as rollback_inside
     from dhash_rollout.runs.locking import hold_lock
     from dhash_rollout.runs.paths import lock_path
+    from dhash_rollout.targets.fleet.target import FleetTarget
 
     if source is None and version is None:
         raise ConfigError("say which release: --source or --version")
@@ -203,19 +231,33 @@ def start(
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
+    canary_host = _host_setting(table, host)
+    if canary_host is not None and not isinstance(target, FleetTarget):
+        raise ConfigError(f"--host (a canary host) is for a fleet; {env.name} is not one")
     with hold_lock(lock_path(env), "canary") as held, _context(env, target, held) as ctx:
-        run = CanaryRun(
-            ctx,
-            target,
-            config,
-            interval_s=every / time_scale,
-            notice=_notice_for(env),
-            monitor=guard.deploy_monitor(),
-            rollback=rollback_inside,
-            monitor_time_scale=guard.time_scale,
-            release_settings=guard.release_settings,
-            guard_record=guard.to_record(),
-        )
+        run: JudgedCanary
+        if isinstance(target, FleetTarget):
+            from dhash_rollout.canary.fleet import FleetCanaryRun
+
+            run = FleetCanaryRun(
+                ctx, target, config, interval_s=every / time_scale, notice=_notice_for(env),
+                monitor=guard.deploy_monitor(), monitor_time_scale=guard.time_scale,
+                release_settings=guard.release_settings, host=canary_host,
+                guard_record=guard.to_record(),
+            )  # fmt: skip
+        else:
+            run = CanaryRun(
+                ctx,
+                target,
+                config,
+                interval_s=every / time_scale,
+                notice=_notice_for(env),
+                monitor=guard.deploy_monitor(),
+                rollback=rollback_inside,
+                monitor_time_scale=guard.time_scale,
+                release_settings=guard.release_settings,
+                guard_record=guard.to_record(),
+            )
         src = ReleaseSource.parse(source, Path.cwd()) if source else None
         state = run.start(src, version)
         if state.status == "running":  # (a resumed canary whose candidate was gone: aborted)
@@ -225,7 +267,7 @@ def start(
 
 @contextlib.contextmanager
 def _context(
-    env: Environment, target: LocalTarget, held: HeldLock, run_id: str | None = None
+    env: Environment, target: DeployTarget, held: HeldLock, run_id: str | None = None
 ) -> Iterator[RunContext]:
     """The canary's run in the environment's journal and its run log (``logs/canary_*``)."""
     from dhash_rollout.runs.context import RunContext
@@ -306,16 +348,18 @@ def status(
     run writes its HTML report to <root>/canary/report.html when it ends or is held."""
     from dhash_rollout.canary.controller import config_of, judgements, read_state
 
-    env, _target = _env_target(env_name)
+    env, target = _env_target(env_name)
     state = read_state(env)
     if state is None:
         typer.echo(f"no canary in {env.name}")
         return
     js = judgements(env, config_of(state))
     last = js[-1] if js else None
+    hosts = _fleet_hosts(target)
     if as_json:
         out = {
             "canary": asdict(state),
+            "hosts": None if hosts is None else [h.to_dict() for h in hosts],
             "polls": len(js),
             "judgement": None
             if last is None
@@ -329,10 +373,16 @@ def status(
         }
         typer.echo(json.dumps(out, indent=2))
         return
+    where = f"on host {state.host}" if state.host else f"({state.slot})"
     typer.echo(
-        f"canary {state.version} ({state.slot}) beside stable {state.stable}: {state.status}, "
-        f"{state.weight:g}% of new connections"
+        f"canary {state.version} {where} beside stable {state.stable}: {state.status}, "
+        f"{state.weight:g}% of new {'requests' if state.host else 'connections'}"
     )
+    if hosts is not None:
+        from dhash_rollout.targets.fleet.status import status_lines
+
+        for line in status_lines(hosts):
+            typer.echo(f"  {line}")
     if state.run_id:
         typer.echo(f"run {state.run_id} in {env.root / 'journal.jsonl'}")
     if last is None:
@@ -347,16 +397,27 @@ def status(
         typer.echo(f"report: {write_report(env, state, html_out)}")
 
 
+def _fleet_hosts(target: LocalTarget | FleetTarget) -> list[HostStatus] | None:
+    """On a fleet: every host, its release, HAProxy's state and weight of it."""
+    from dhash_rollout.targets.fleet.target import FleetTarget
+
+    return target.host_statuses() if isinstance(target, FleetTarget) else None
+
+
 def _act(env_name: str, what: str) -> None:
-    from dhash_rollout.canary.controller import CanaryRun, read_state, request_path
+    from dhash_rollout.canary.controller import CanaryRun, JudgedCanary, read_state, request_path
     from dhash_rollout.canary.judge import JudgeConfig
     from dhash_rollout.rollback import execute as rollback_inside
     from dhash_rollout.runs.locking import hold_lock
     from dhash_rollout.runs.paths import lock_path
+    from dhash_rollout.targets.fleet.target import FleetTarget
 
     env, target = _env_target(env_name)
     state = read_state(env)
-    if state is None or state.status not in ("running", "inconclusive", "interrupted"):
+    ends: tuple[str, ...] = ("running", "inconclusive", "interrupted")
+    if isinstance(target, FleetTarget) and what == "abort":
+        ends += ("promoting",)  # a promotion stopped midway: its touched hosts undone
+    if state is None or state.status not in ends:
         raise CheckFailed(f"no canary to {what} in {env.name}")
     try:
         with (
@@ -365,15 +426,25 @@ def _act(env_name: str, what: str) -> None:
         ):
             started = ctx.journal.run(ctx.run_id)  # the start said how to watch a promotion
             guard = Guard.from_record(started.params.get("guard") if started else None)
-            run = CanaryRun(
-                ctx,
-                target,
-                JudgeConfig(),
-                notice=_notice_for(env),
-                monitor=guard.deploy_monitor() if what == "promote" else None,
-                rollback=rollback_inside,
-                monitor_time_scale=guard.time_scale,
-            )
+            watch = guard.deploy_monitor() if what == "promote" else None
+            run: JudgedCanary
+            if isinstance(target, FleetTarget):
+                from dhash_rollout.canary.fleet import FleetCanaryRun
+
+                run = FleetCanaryRun(
+                    ctx, target, JudgeConfig(), notice=_notice_for(env), monitor=watch,
+                    monitor_time_scale=guard.time_scale,
+                )  # fmt: skip
+            else:
+                run = CanaryRun(
+                    ctx,
+                    target,
+                    JudgeConfig(),
+                    notice=_notice_for(env),
+                    monitor=watch,
+                    rollback=rollback_inside,
+                    monitor_time_scale=guard.time_scale,
+                )
             if what == "abort":
                 run.abort(state, "aborted by an operator")
             else:
@@ -387,7 +458,7 @@ def _act(env_name: str, what: str) -> None:
     deadline = time.monotonic() + 120.0
     while time.monotonic() < deadline:
         now = read_state(env)
-        if now is not None and now.status in ("aborted", "promoted"):
+        if now is not None and now.status in ("aborted", "promoted", "rolled_back"):
             _say(f"canary {now.version}: {now.status}")
             return
         time.sleep(0.2)

@@ -315,16 +315,21 @@ def release_status(env: str = EnvOption, as_json: bool = JsonOption) -> None:
     environment = load_environment(env)
     fleet = environment.settings
     if fleet.hosts is not None and fleet.proxy is not None:
+        from dhash_rollout.canary.controller import status_line
         from dhash_rollout.targets.fleet.status import fleet_status, status_lines
 
         statuses = fleet_status(
             fleet.hosts, fleet.proxy, known_hosts=environment.root / "fleet" / "known_hosts"
         )
+        on_fleet = status_line(environment)  # the canary host's line, if a canary ran
         if as_json:
-            typer.echo(json.dumps({"hosts": [s.to_dict() for s in statuses]}, indent=2))
+            hosts = [s.to_dict() for s in statuses]
+            typer.echo(json.dumps({"hosts": hosts, "canary": on_fleet}, indent=2))
             return
         for line in status_lines(statuses):
             typer.echo(line)
+        if on_fleet is not None:
+            typer.echo(on_fleet)
         return
     target = _target(env)
     status = target.status()

@@ -219,6 +219,21 @@ def as_plan(env: Environment, version: str, waves: WavePlan, *, installed: bool)
     return Plan("deploy", env.name, version, tuple(steps), warnings)
 
 
+def run_migrations(
+    release: Release, env: Environment, base: Path, detail: dict[str, Any], to: str | None,
+    *, contract: bool,
+) -> None:  # fmt: skip
+    """The shared database's migrations from ``release``: up to ``to`` only (the expand
+    revisions, before the first wave) when contract revisions follow, else all of them (the
+    fleet deploy's and the fleet canary's, before and after their waves)."""
+    detail["from_revision"] = database_revision(env.database_url)
+    if to is not None and contract:  # expand only: stop below the contract revisions
+        release_cli(release, env, base, "migrate", "--env", env.name, "--to", to)
+    else:
+        migrate_with(release, env, base, None)
+    detail["to_revision"] = database_revision(env.database_url)
+
+
 def _ready_hosts(run: RunState, hosts: list[str]) -> list[str]:
     return [h for h, s in host_states(run, hosts).items() if s == HostState.READY]
 
@@ -347,14 +362,7 @@ class FleetDeploy:
 
     def _migrate(self, detail: dict[str, Any], to: str | None, *, contract: bool) -> None:
         assert self.release is not None
-        env = self.ctx.env
-        detail["from_revision"] = database_revision(env.database_url)
-        if to is not None and contract:  # expand only: stop below the contract revisions
-            release_cli(self.release, env, self.request.base, "migrate", "--env", env.name,
-                        "--to", to)  # fmt: skip
-        else:
-            migrate_with(self.release, env, self.request.base, None)
-        detail["to_revision"] = database_revision(env.database_url)
+        run_migrations(self.release, self.ctx.env, self.request.base, detail, to, contract=contract)
 
     def _waves(self, detail: dict[str, Any], waves: WavePlan) -> None:
         previous = dict(self.params["from_versions"])

@@ -58,16 +58,19 @@ class FleetTarget:
         version: str | None = None,
         progress: Progress | None = None,
         settings: Mapping[str, str] | None = None,
+        only: Sequence[str] | None = None,
     ) -> Release:
         """The controller's copy first (it builds the wheel once), then that same wheel on
-        every host, in parallel; refused naming each host that could not install it."""
+        every host (or the ``only`` ones: a canary's host), in parallel; refused naming each
+        host that could not install it."""
         say = progress or _silent
+        chosen = [h for h in self.host_list if only is None or h.name in only]
 
         def on_hosts(wheel: Path) -> dict[str, str | None]:
-            say(f"installing {wheel.name} on {len(self.host_list)} hosts")
+            say(f"installing {wheel.name} on {len(chosen)} hosts")
             return self.payload.install(
-                self.host_list, wheel, known_hosts=self.known_hosts, settings=settings,
-                parallel=len(self.host_list),
+                chosen, wheel, known_hosts=self.known_hosts, settings=settings,
+                parallel=len(chosen),
             )  # fmt: skip
 
         if source.kind == "wheel":  # the hosts need not wait for the controller's copy
