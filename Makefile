@@ -121,6 +121,11 @@ bench-canary: $(STAMP)
 bench-monitor-recovery: $(STAMP)
 	$(BIN)/python bench/bench_monitor.py --recovery
 
+# The fleet gate's proxyErrorRate through HAProxy's exporter beside Debian's Prometheus.
+.PHONY: bench-proxy-metrics
+bench-proxy-metrics: $(STAMP) system-deps
+	nice -n 10 $(BIN)/python bench/bench_proxy_metrics.py
+
 # Needs root (network namespaces); 1, 3 and 6 namespace hosts behind a real HAProxy.
 .PHONY: bench-fleet
 bench-fleet: $(STAMP) system-deps
