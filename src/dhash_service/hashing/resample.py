@@ -148,8 +148,9 @@ def _window_product(
 
 
 def _wrap_like_int32(sums: np.ndarray) -> None:
-    """Pillow adds the products in a C ``int``; past 2**31 it wraps. Windows of millions of tiny
-    rounded weights can get there; the float64 sums are exact integers, so wrap them the same."""
+    """Pillow adds the products in a C ``int``, which wraps past 2**31, and float64 does not. No
+    shape is known to get there: the positive weights sum to ~1.1 x 2**22, times 255 is ~1.2e9.
+    But rounding millions of tiny weights has no tight bound, so the exact sums wrap the same."""
     if sums.size and (sums.max() >= 2.0**31 or sums.min() < -(2.0**31)):
         np.subtract(np.mod(sums + 2.0**31, 2.0**32), 2.0**31, out=sums)
 
