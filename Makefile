@@ -100,6 +100,14 @@ bench-service: $(STAMP)
 bench-bounded: $(STAMP)
 	$(BIN)/python bench/bench_bounded.py
 
+.PHONY: bench-resize
+bench-resize: $(STAMP)
+	nice -n 10 $(BIN)/python bench/bench_resize.py
+
+.PHONY: bench-memory
+bench-memory: $(STAMP)
+	nice -n 10 $(BIN)/python bench/bench_memory.py
+
 .PHONY: bench-review
 bench-review: $(STAMP) system-deps
 	$(BIN)/python bench/bench_review.py

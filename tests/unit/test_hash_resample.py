@@ -94,7 +94,7 @@ def test_other_modes_take_pillows_own_resize() -> None:
     "size", [(65_535, 1), (1, 65_535), (65_535, 2), (3, 65_535), (65_535, 40), (40, 65_535)]
 )
 def test_strips_at_the_side_limit_match_pillow(size: tuple[int, int]) -> None:
-    # The longest side extraction lets through (DHASH_MAX_IMAGE_SIDE): still exactly Pillow,
+    # The longest side of the dense-matrix path (DHASH_MAX_IMAGE_SIDE until session 5): Pillow,
     # with the products cut along the long side (and read row-wise when it is the height).
     assert_same_as_pillow(noise(*size, seed=size[0] + size[1]))
 
