@@ -164,6 +164,32 @@ def test_resolving_an_unknown_review_item_is_404(client: httpx.Client) -> None:
     assert_error_body(response, 404, "not_found")
 
 
+def _requests_counted(client: httpx.Client, route: str, status: int) -> float:
+    label = f'dhash_requests_total{{route="{route}",status="{status}"}} '
+    lines = [line for line in client.get("/metrics").text.splitlines() if line.startswith(label)]
+    return float(lines[0].split()[-1]) if lines else 0.0
+
+
+def test_an_upload_without_a_query_is_answered_as_one_through_fastapi(
+    client: httpx.Client,
+) -> None:
+    """Without a query string the uploads take ``upload_lane``; an empty ``filename`` (which
+    changes nothing) sends the same request through FastAPI: the answers must be the same, and
+    counted under the same route."""
+    data = photo(161)
+    lane, routed = (client.post(f"/v1/hash{query}", content=data) for query in ("", "?filename="))
+    assert lane.status_code == routed.status_code == 200
+    assert lane.content == routed.content
+    assert lane.headers["content-type"] == routed.headers["content-type"] == "application/json"
+    bad = [client.post(f"/v1/images{q}", content=truncated(photo(162))) for q in ("", "?source=")]
+    assert bad[0].status_code == bad[1].status_code == 422
+    assert {**bad[0].json(), "request_id": None} == {**bad[1].json(), "request_id": None}
+    before = _requests_counted(client, "/v1/images", 201)
+    stored = client.post("/v1/images", content=photo(163))
+    assert stored.status_code == 201 and stored.json()["items"][0]["decision"] == "new"
+    assert _requests_counted(client, "/v1/images", 201) == before + 1
+
+
 # --- auth -----------------------------------------------------------------------------------------
 
 PROTECTED = [

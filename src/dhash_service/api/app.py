@@ -25,6 +25,7 @@ from dhash_service.api.errors import install_error_handlers
 from dhash_service.api.lifecycle import Lifecycle
 from dhash_service.api.middleware import RequestContextMiddleware
 from dhash_service.api.reviewers import ReviewerAccounts
+from dhash_service.api.upload_lane import UploadLaneMiddleware
 from dhash_service.config import Settings
 from dhash_service.errors import ConfigError
 from dhash_service.logs import get_logger, redactor
@@ -115,6 +116,8 @@ def create_app(
     app.include_router(probes.router)
     app.include_router(v1.router)
     console.install(app)  # the review console: /login, /review (docs/review.md)
+    # Innermost: inside the body limits and the request context, before FastAPI's routing.
+    app.add_middleware(UploadLaneMiddleware)
     app.add_middleware(
         BodyLimitsMiddleware,
         max_json_bytes=settings.max_json_bytes,

@@ -54,14 +54,20 @@ def _request_id(request: Request) -> str | None:
     return value if isinstance(value, str) else None
 
 
-async def _dhash_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, DhashError)
+def dhash_error_response(exc: DhashError, request_id: str | None) -> JSONResponse:
+    """The answer to a ``DhashError`` a route raised, logged when it is a 5xx (the FastAPI
+    handler and ``dhash_service.api.upload_lane`` both answer through here)."""
     if exc.http_status >= 500:
         # "Not ready" and "store down" are states the message names (with Retry-After), not bugs:
         # a stack trace would only bury them.
         trace = None if isinstance(exc, Unavailable) else exc
         log.error("request.error", error=exc.code, message=exc.message, exc_info=trace)
-    return error_response(exc, _request_id(request))
+    return error_response(exc, request_id)
+
+
+async def _dhash_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DhashError)
+    return dhash_error_response(exc, _request_id(request))
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

@@ -159,6 +159,18 @@ async def ingest_images(
         str | None, Query(max_length=255, description="Overrides the part's.")
     ] = None,
 ) -> IngestReport:
+    return await ingest_upload(request, principal, library, source, filename)
+
+
+async def ingest_upload(
+    request: Request,
+    principal: Principal,
+    library: bool = False,
+    source: str | None = None,
+    filename: str | None = None,
+) -> IngestReport:
+    """``POST /v1/images`` once the token and the query are checked (by FastAPI, or by
+    ``dhash_service.api.upload_lane`` for a request without a query)."""
     ctx = app_context(request)
     upload = await read_upload(request, ctx.settings.max_upload_bytes)
     name = filename or upload.filename
@@ -190,6 +202,13 @@ async def hash_upload(
         str | None, Query(max_length=255, description="Overrides the part's.")
     ] = None,
 ) -> HashReport:
+    return await hash_only_upload(request, principal, filename)
+
+
+async def hash_only_upload(
+    request: Request, principal: Principal, filename: str | None = None
+) -> HashReport:
+    """``POST /v1/hash`` once the token and the query are checked (as ``ingest_upload``)."""
     ctx = app_context(request)
     upload = await read_upload(request, ctx.settings.max_upload_bytes)
     name = filename or upload.filename
