@@ -111,6 +111,7 @@ def test_a_slow_canary_is_aborted_by_the_judge_with_only_the_canary_host_touched
                 pytest.fail(f"the judge did not abort the slow canary: {child.communicate()[1]}")
         print(f"judged and aborted in {time.monotonic() - judged:.1f} s")
     assert child.returncode == 1, err[-3000:]  # aborted by the judgement
+    print("\n".join(line for line in err.splitlines() if "✓" in line or "abort" in line))
     ended = read_state(site.env)
     assert ended is not None and ended.status == "aborted", ended
     assert "hash time" in ended.reason or "P95" in ended.reason, ended.reason
@@ -133,17 +134,28 @@ def test_a_slow_canary_is_aborted_by_the_judge_with_only_the_canary_host_touched
 
 
 @pytest.mark.matrix(keep=1, group="fleetcanary")  # make test: one of the two canaries per run
-def test_a_good_canary_is_promoted_to_every_host_in_waves_with_no_failed_request(
+def test_a_good_canary_killed_once_is_resumed_and_promoted_to_every_host_in_waves(
     site: DhashSite,
 ) -> None:
     stable = site.answering()["web2"]
+    good = [
+        str(wheel_for("1.2.0")), "--step-minutes", "0.1", "--gates-config", str(GATES),
+        "--monitor-time-scale", "10", "--release-setting", "DHASH_FAULT_HASH_LATENCY_SECONDS=0",
+    ]  # fmt: skip
     with Load(site.url) as load, Load(site.url, ingest_every=1) as uploads:
-        child = _start(
-            site, str(wheel_for("1.2.0")), "--step-minutes", "0.1",
-            "--gates-config", str(GATES), "--monitor-time-scale", "10",
-            "--release-setting", "DHASH_FAULT_HASH_LATENCY_SECONDS=0",
-        )  # fmt: skip
-        state = _running(site, "1.2.0", child)
+        killed = _start(site, *good)
+        state = _running(site, "1.2.0", killed)
+        killed.kill()  # the controller dies; the canary host keeps its release and weight
+        killed.communicate(timeout=30)
+        code, out, err = _run(site, "release", "status", "--env", ENV)
+        assert code == 0, err
+        assert f"canary: 1.2.0 on {state.host} beside {stable}: interrupted at 50%" in out, out
+        child = _start(site, *good)  # the same command again: resumed from the state
+        deadline = time.monotonic() + 60
+        while not any(r.deploy_id == state.run_id and r.detail.get("resumed")
+                      for r in Journal.for_root(site.env.root).records()):  # fmt: skip
+            assert time.monotonic() < deadline and child.poll() is None, child.communicate()
+            time.sleep(0.1)
         code, out, err = _run(site, "canary", "status", "--env", ENV)
         assert code == 0, err
         assert f"canary 1.2.0 on host {state.host} beside stable {stable}" in out, out
@@ -154,6 +166,7 @@ def test_a_good_canary_is_promoted_to_every_host_in_waves_with_no_failed_request
             child.kill()
             pytest.fail(f"the canary was not promoted: {child.communicate()[1][-3000:]}")
     assert child.returncode == 0, err[-3000:]
+    print("\n".join(line for line in err.splitlines() if "✓" in line))
     assert site.answering() == dict.fromkeys(HOSTS, "1.2.0")
     assert _weights(site) == dict.fromkeys(HOSTS, ("UP", 100))
     assert load.failed == uploads.failed == [], (load.failed, uploads.failed)
