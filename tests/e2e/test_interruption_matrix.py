@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
 from dhash_rollout.monitor.ledger import read_rows
@@ -34,7 +33,7 @@ from dhash_rollout.runs.journal import RUN_PHASE, JournalRecord
 from tests.integration.monitor_support import gates_file
 from tests.support.load import LoadGenerator
 from tests.support.release_builds import dhash_bin, dhash_env, wheel_for
-from tests.support.review_seed import review_band_pairs
+from tests.support.review_seed import decide_reviews, review_states
 from tests.support.rollout_site import TOKEN, Site
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # a case is two deploys and a rollback
@@ -370,47 +369,6 @@ time.sleep(600)
 """
 
 
-def _decide_reviews(site: Site) -> tuple[set[int], dict[int, tuple[str, str]]]:
-    """Two review items (a library photo and a crop of it in the review band, ingested through
-    the API), one confirmed and one rejected by a reviewer (a 2xx acknowledges the decision,
-    after the setup's backup: a restore must carry it over). The images stored, and each
-    decided item's (status, reviewer)."""
-    stored: set[int] = set()
-    decided: dict[int, tuple[str, str]] = {}
-    auth = {"Authorization": f"Bearer {TOKEN}"}
-    pairs = zip(review_band_pairs(2, first_seed=3), ("confirm", "reject"), strict=True)
-    with httpx.Client(base_url=site.env.url, headers=auth, timeout=30) as client:
-        for n, ((original, copy, _), action) in enumerate(pairs):
-            made = client.post(
-                "/v1/images",
-                params={"library": "true", "source": "library"},
-                files={"file": (f"lib-{n}.jpg", original)},
-            )
-            assert made.status_code == 201, made.text
-            copied = client.post("/v1/images", files={"file": (f"copy-{n}.jpg", copy)})
-            assert copied.status_code == 201, copied.text
-            [item] = copied.json()["items"]
-            assert item["decision"] == "review", item
-            stored |= {int(i["image_id"]) for i in (*made.json()["items"], item)}
-            review = int(item["review_id"])
-            answer = client.post(f"/v1/review/{review}", json={"action": action, "reviewer": "m"})
-            assert answer.status_code == 200, answer.text
-            decided[review] = (str(answer.json()["status"]), "m")
-    return stored, decided
-
-
-def _review_states(site: Site, ids: set[int]) -> dict[int, tuple[str, str]]:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(site.env.database_url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(text("SELECT id, status, reviewer FROM review_items"))
-            return {int(r[0]): (str(r[1]), str(r[2])) for r in rows if int(r[0]) in ids}
-    finally:
-        engine.dispose()
-
-
 def _outage(played: Played, spans: list[tuple[float, float]]) -> str:
     """The failed requests' span inside the documented window, for the matrix row."""
     if played.window is None or not spans:
@@ -435,7 +393,8 @@ def test_every_interruption_ends_with_one_release_serving_and_no_write_lost(
         assert first.returncode == 0, first.stdout + first.stderr
         _setup(site, case)
         before = {i for seed in range(3) for i in site.ingest(seed)}
-        reviewed, decided = _decide_reviews(site)
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        reviewed, decided = decide_reviews(site.env.url, auth, "m", 3, "")
         ready = time.monotonic()
         # The load covers the interruption and the next command (capped at LOAD_SECONDS).
         with LoadGenerator(
@@ -447,7 +406,8 @@ def test_every_interruption_ends_with_one_release_serving_and_no_write_lost(
         acknowledged = {i for ids in load.result.ingested.values() for i in ids}
         _one_release_serves(site, played.expected)
         assert before | reviewed | acknowledged <= site.image_ids()
-        assert _review_states(site, set(decided)) == decided  # the reviewers' decisions kept
+        kept = review_states(site.env.database_url, set(decided))
+        assert kept == decided  # the reviewers' decisions kept
         failed = list(zip(load.result.failures, load.result.failure_spans, strict=True))
         start, end = played.window or (0.0, -1.0)
         outside = [f"{what} at {b:.3f}" for what, (b, _e) in failed if not start <= b <= end]

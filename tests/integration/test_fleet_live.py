@@ -22,7 +22,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
 
 from dhash_rollout.canary.controller import CanaryState, read_ledger, read_state
 from dhash_rollout.deploy.fleet import WaveExecutor, host_states
@@ -35,7 +34,7 @@ from tests.support.dhash_fleet import AUTH, ENV, DhashSite, Load, dhash_fleet_si
 from tests.support.netns_hosts import available, cut_off
 from tests.support.postgres import PostgresServer
 from tests.support.release_builds import CHECKOUT, checkout_head, dhash_bin, wheel_for
-from tests.support.review_seed import review_band_pairs
+from tests.support.review_seed import decide_reviews, review_states
 
 pytestmark = [
     pytest.mark.slow,
@@ -234,44 +233,6 @@ def _stamp(record: JournalRecord) -> float:
     return datetime.fromisoformat(record.ts).timestamp()
 
 
-def _decide_reviews(site: DhashSite) -> tuple[set[int], dict[int, tuple[str, str]]]:
-    """Two review items (a library photo and a crop of it in the review band, ingested through
-    the proxy), one confirmed, one rejected by a reviewer: acknowledged decisions made after
-    the deploy's backup, which a restore must carry over. The images, each item's (status,
-    reviewer)."""
-    stored: set[int] = set()
-    decided: dict[int, tuple[str, str]] = {}
-    pairs = zip(review_band_pairs(2, first_seed=5), ("confirm", "reject"), strict=True)
-    with httpx.Client(base_url=site.url, headers=AUTH, timeout=30) as client:
-        for n, ((original, copy, _), action) in enumerate(pairs):
-            made = client.post(
-                "/v1/images",
-                params={"library": "true", "source": "library"},
-                files={"file": (f"fleet-lib-{n}.jpg", original)},
-            )
-            assert made.status_code == 201, made.text
-            copied = client.post("/v1/images", files={"file": (f"fleet-copy-{n}.jpg", copy)})
-            assert copied.status_code == 201, copied.text
-            [item] = copied.json()["items"]
-            assert item["decision"] == "review", item
-            stored |= {int(i["image_id"]) for i in (*made.json()["items"], item)}
-            review = int(item["review_id"])
-            answer = client.post(f"/v1/review/{review}", json={"action": action, "reviewer": "f"})
-            assert answer.status_code == 200, answer.text
-            decided[review] = (str(answer.json()["status"]), "f")
-    return stored, decided
-
-
-def _review_states(site: DhashSite, ids: set[int]) -> dict[int, tuple[str, str]]:
-    engine = create_engine(site.env.database_url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(text("SELECT id, status, reviewer FROM review_items"))
-            return {int(r[0]): (str(r[1]), str(r[2])) for r in rows if int(r[0]) in ids}
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the five per run
 def test_a_fleet_rollback_past_an_irreversible_migration_restores_once_and_keeps_every_write(
     site: DhashSite,
@@ -302,7 +263,8 @@ def test_a_fleet_rollback_past_an_irreversible_migration_restores_once_and_keeps
     assert deployed.detail["state"] == "ready", deployed  # web1 on 1.4.0, in its gate
     assert database_revision(site.env.database_url) == "9001_irreversible_probe"
     assert site.answering() == {"web1": "1.4.0", "web2": was, "web3": was}
-    reviewed, decided = _decide_reviews(site)  # after the deploy's backup
+    # after the deploy's backup
+    reviewed, decided = decide_reviews(site.url, AUTH, "f", 5, "fleet-")
     lines = len(list(_journal(site).records()))
     rollback = ["rollback", "--env", ENV, "--reason", "irreversible fleet drill", "--json"]
     with Load(site.url) as load:
@@ -363,7 +325,7 @@ def test_a_fleet_rollback_past_an_irreversible_migration_restores_once_and_keeps
     assert len(load.acknowledged) > 5 and load.lost() == [], load.lost()
     with httpx.Client(base_url=site.url, headers=AUTH, timeout=10) as client:
         assert [i for i in reviewed if client.get(f"/v1/images/{i}").status_code != 200] == []
-    assert _review_states(site, set(decided)) == decided
+    assert review_states(site.env.database_url, set(decided)) == decided
     # only inside the journaled restore window may a request fail: from the first stop to
     # the resumed run's last host back
     start = next(r for r in records if r.phase == Phase.EXPORT_WRITES and r.status == "started")

@@ -2,7 +2,9 @@
 
 ``review_band_pair`` gives a library photo and a cropped copy whose dhash is 5..10 bits away
 (the review band), found in-process; ``seed_via_api`` ingests such pairs through the real API
-(so the thumbnails are the ones ingest makes). ``seed_store`` writes a large queue straight into
+(so the thumbnails are the ones ingest makes); ``decide_reviews`` has a reviewer confirm one and
+reject another (the decisions a restore must carry over) and ``review_states`` reads them back
+from the database. ``seed_store`` writes a large queue straight into
 the store through the repository (the benchmark's 5,000 items with 10 candidates each): the
 same rows ingest writes, thumbnails made by ``thumbnail_of`` from photos, cycled from a pool.
 """
@@ -15,6 +17,7 @@ from collections.abc import Iterable, Iterator
 
 import httpx
 from PIL import Image
+from sqlalchemy import create_engine, text
 
 from dhash_service.hashing import hash_image
 from dhash_service.store import schema
@@ -87,6 +90,48 @@ def seed_via_api(
             assert item["decision"] == "review", item
             ids.append(int(item["review_id"]))
     return ids
+
+
+def decide_reviews(
+    base_url: str, headers: dict[str, str], reviewer: str, first_seed: int, prefix: str
+) -> tuple[set[int], dict[int, tuple[str, str]]]:
+    """Two review items (a library photo and a crop of it in the review band, ingested through
+    the API at ``base_url``), one confirmed and one rejected by ``reviewer``: decisions a 2xx
+    acknowledged, which a later restore must carry over. The images stored, and each decided
+    item's (status, reviewer)."""
+    stored: set[int] = set()
+    decided: dict[int, tuple[str, str]] = {}
+    pairs = zip(review_band_pairs(2, first_seed), ("confirm", "reject"), strict=True)
+    with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
+        for n, ((original, copy, _), action) in enumerate(pairs):
+            made = client.post(
+                "/v1/images",
+                params={"library": "true", "source": "library"},
+                files={"file": (f"{prefix}lib-{n}.jpg", original)},
+            )
+            assert made.status_code == 201, made.text
+            copied = client.post("/v1/images", files={"file": (f"{prefix}copy-{n}.jpg", copy)})
+            assert copied.status_code == 201, copied.text
+            [item] = copied.json()["items"]
+            assert item["decision"] == "review", item
+            stored |= {int(i["image_id"]) for i in (*made.json()["items"], item)}
+            review = int(item["review_id"])
+            body = {"action": action, "reviewer": reviewer}
+            answer = client.post(f"/v1/review/{review}", json=body)
+            assert answer.status_code == 200, answer.text
+            decided[review] = (str(answer.json()["status"]), reviewer)
+    return stored, decided
+
+
+def review_states(database_url: str, ids: set[int]) -> dict[int, tuple[str, str]]:
+    """The (status, reviewer) of the review items ``ids``, read from the database itself."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, status, reviewer FROM review_items"))
+            return {int(r[0]): (str(r[1]), str(r[2])) for r in rows if int(r[0]) in ids}
+    finally:
+        engine.dispose()
 
 
 def _preview(data: bytes) -> NewThumbnail:

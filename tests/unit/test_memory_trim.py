@@ -22,7 +22,8 @@ MIB = 1024 * 1024
 
 @pytest.mark.skipif(memory.resident_bytes() == 0, reason="needs /proc")
 def test_trim_returns_the_heap_a_64_megapixel_decode_left_behind() -> None:
-    pixels = (np.arange(8000 * 8000 * 3, dtype=np.uint32) % 97).astype(np.uint8)
+    period = (np.arange(8000 * 3 * 97, dtype=np.uint32) % 97).astype(np.uint8)  # 97 rows
+    pixels = np.resize(period, 8000 * 8000 * 3)  # repeated: no 768 MB uint32 array to build
     encoded = io.BytesIO()
     Image.fromarray(pixels.reshape(8000, 8000, 3)).save(encoded, format="PNG", compress_level=1)
     del pixels
