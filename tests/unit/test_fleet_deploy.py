@@ -91,8 +91,8 @@ def test_a_resumed_plan_skips_the_hosts_already_on_the_release(tmp_path: Path) -
     waves = plan_waves(["web1", "web2", "web3"], [1, "100%"], 0, done=["web1"])
     plan = as_plan(_env(tmp_path), "1.2.0", waves, installed=True)
     assert [s.action.split(" (")[0] for s in plan.steps if s.phase == Phase.WAVES] == [
-        "wave 1: web2, web3"
-    ]
+        "wave 2: web2, web3"
+    ]  # numbered as in the whole plan
     assert "already on 1.2.0: web1" in plan.warnings
 
 

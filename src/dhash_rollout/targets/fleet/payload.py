@@ -5,13 +5,15 @@ are on the host, as the engine's shell commands (:mod:`.agent` runs on the host)
   ``files.put`` to ``<root>/incoming/`` and installed there by the agent into
   ``<root>/releases/<v>``, with the release's own settings;
 - switch (in its wave, drained): the agent's blue/green activation under the host's root
-  (supervisord slots, the new process's own ``/ready`` before ``current`` moves);
+  (supervisord slots, the new process's own ``/ready`` before ``current`` moves), fenced: a
+  switch sent before one that already ran on the host is refused (a killed controller's);
 - check: the host's real ``/health`` and ``/ready`` on its own address, from the host.
 """
 
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from dhash_rollout.environments import Environment, HostSettings
 from dhash_rollout.targets.fleet.agent import (
     HostSpec,
     activate_command,
+    fenced,
     incoming,
     install_command,
     shutdown_command,
@@ -38,7 +41,9 @@ class DhashReleases:
         return HostSpec.for_host(host, self.env)
 
     def switch(self, host: HostSettings, version: str) -> list[str]:
-        return [activate_command(host, self.spec(host), version)]
+        """The blue/green switch, fenced by when it was sent (:func:`.agent.fenced`): a step
+        of a killed controller that lands after a newer one is refused."""
+        return [fenced(host.root, time.time_ns(), activate_command(host, self.spec(host), version))]
 
     def check(self, host: HostSettings) -> list[str]:
         curl = f"curl -fsS -o /dev/null --max-time {self.check_timeout:g}"
