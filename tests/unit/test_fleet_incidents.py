@@ -5,7 +5,9 @@ memory, the journal and the state files real), and the canary state a fleet depl
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import signal
 import subprocess
 from collections.abc import Sequence
@@ -21,10 +23,11 @@ from dhash_rollout.canary.fleet import FLEET_OPEN, FleetCanaryRun
 from dhash_rollout.canary.judge import JudgeConfig
 from dhash_rollout.deploy.fleet import host_states
 from dhash_rollout.deploy.waves import HostState, plan_waves
-from dhash_rollout.environments import Environment, HostSettings
+from dhash_rollout.environments import Environment, EnvironmentSettings, HostSettings
 from dhash_rollout.runs.context import RunContext
 from dhash_rollout.runs.journal import Journal, RunState, Status
 from dhash_rollout.targets.fleet.agent import fenced
+from dhash_rollout.targets.fleet.payload import BACK_READY_SECONDS, DhashReleases
 
 HOSTS = ["web1", "web2", "web3"]
 
@@ -129,7 +132,10 @@ class _Fleet:
     def drain(self, _host: str) -> str | None:
         return None
 
-    def switch(self, hosts: Sequence[str], version: str) -> dict[str, str | None]:
+    def switch(
+        self, hosts: Sequence[str], version: str, *, back: bool = False
+    ) -> dict[str, str | None]:
+        assert back  # an abort only ever switches back
         self.switched += [(h, version) for h in hosts]
         answer = self.answers.pop(0) if self.answers else None
         return dict.fromkeys(hosts, answer)
@@ -223,10 +229,12 @@ def test_an_abort_says_aborting_before_its_undo_begins(tmp_path: Path) -> None:
     seen: list[str] = []
 
     class _Watched(_Fleet):
-        def switch(self, hosts: Sequence[str], version: str) -> dict[str, str | None]:
+        def switch(
+            self, hosts: Sequence[str], version: str, *, back: bool = False
+        ) -> dict[str, str | None]:
             state = read_state(canary.env)
             seen.append(state.status if state else "none")
-            return super().switch(hosts, version)
+            return super().switch(hosts, version, back=back)
 
     canary, _ = _canary(tmp_path, _Watched([None]))
     canary.abort(_state(), "aborted by an operator")
@@ -248,3 +256,22 @@ def test_a_resumed_plan_keeps_its_wave_numbers(
 ) -> None:
     plan = plan_waves(HOSTS, sizes, 0, done=done)
     assert [w.number for w in plan.waves] == numbers
+
+
+@pytest.mark.parametrize(
+    ("configured", "back", "waited"),
+    [
+        (15.0, False, 15.0),  # a new release: given up at the environment's timeout
+        (15.0, True, BACK_READY_SECONDS),  # the old one, in an undo: given longer
+        (120.0, True, 120.0),  # never shorter than the environment asks
+    ],
+)
+def test_a_switch_back_waits_longer_for_the_old_release(
+    tmp_path: Path, configured: float, back: bool, waited: float
+) -> None:
+    env = Environment("staging", tmp_path, 18080, "http://lb", "sqlite:////x/db.sqlite3",
+                      settings=EnvironmentSettings(ready_timeout_seconds=configured))  # fmt: skip
+    host = HostSettings(name="web1", address="10.0.0.1")
+    [command] = DhashReleases(env).switch(host, "1.1.0", back=back)
+    argv = shlex.split(command.rsplit("$PATH ", 1)[1].removesuffix("; } 9>&-"))
+    assert json.loads(argv[argv.index("--spec") + 1])["ready_timeout"] == waited

@@ -15,7 +15,7 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dhash_rollout.environments import Environment, HostSettings
@@ -29,6 +29,8 @@ from dhash_rollout.targets.fleet.agent import (
 )
 from dhash_rollout.targets.fleet.engine import run_step
 
+BACK_READY_SECONDS = 60.0  # the least a switch back waits for the old release to be ready
+
 
 @dataclass(frozen=True)
 class DhashReleases:
@@ -40,10 +42,17 @@ class DhashReleases:
     def spec(self, host: HostSettings) -> HostSpec:
         return HostSpec.for_host(host, self.env)
 
-    def switch(self, host: HostSettings, version: str) -> list[str]:
+    def switch(self, host: HostSettings, version: str, *, back: bool = False) -> list[str]:
         """The blue/green switch, fenced by when it was sent (:func:`.agent.fenced`): a step
-        of a killed controller that lands after a newer one is refused."""
-        return [fenced(host.root, time.time_ns(), activate_command(host, self.spec(host), version))]
+        of a killed controller that lands after a newer one is refused. A switch ``back`` (an
+        undo, to the release the host served) waits at least :data:`BACK_READY_SECONDS` for
+        that release to be ready: the environment's ready timeout gives a *new* release up
+        soon, but giving up on the old one leaves the host off the fleet (at load ~9 a
+        release's start took longer than the tests' 15 s)."""
+        spec = self.spec(host)
+        if back:
+            spec = replace(spec, ready_timeout=max(spec.ready_timeout, BACK_READY_SECONDS))
+        return [fenced(host.root, time.time_ns(), activate_command(host, spec, version))]
 
     def check(self, host: HostSettings) -> list[str]:
         curl = f"curl -fsS -o /dev/null --max-time {self.check_timeout:g}"
