@@ -95,7 +95,7 @@ def _wait_for_record(site: DhashSite, phase: str, timeout: float = 180) -> None:
     raise AssertionError(f"no {phase} record in {timeout} s")
 
 
-@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the five per run
+@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the seven per run
 def test_a_fleet_deploy_killed_between_waves_resumes_with_its_gates_and_no_failed_request(
     site: DhashSite,
 ) -> None:
@@ -138,8 +138,8 @@ def test_a_fleet_deploy_killed_between_waves_resumes_with_its_gates_and_no_faile
     gates = [r for r in records if r.phase.startswith("gate:")]
     assert len(gates) == 1 and gates[0].status == "done", gates  # the resumed wave's gate
     assert set(gates[0].detail) == {"web2", "web3", "fleet", "errors"}  # each host, the fleet
-    wave = gates[0].phase.removeprefix("gate:")  # the resumed run numbers its waves anew
-    _fleet_gate_read_the_proxy(site, f"{run.deploy_id}-wave{wave}-fleet")
+    assert gates[0].phase == "gate:2"  # the resumed run keeps the plan's wave numbers
+    _fleet_gate_read_the_proxy(site, f"{run.deploy_id}-wave2-fleet")
     assert all(s.up and s.weight == 100 for s in site.runtime.servers("dhash"))
     _rollback_puts_every_host_back(site)
 
@@ -189,7 +189,7 @@ def _rollback_puts_every_host_back(site: DhashSite) -> None:
     assert all(s.up and s.weight == 100 for s in site.runtime.servers("dhash"))
 
 
-@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the five per run
+@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the seven per run
 def test_a_bad_release_stops_after_the_first_wave_and_undoes_that_host_only(
     site: DhashSite,
 ) -> None:
@@ -217,14 +217,18 @@ def test_a_bad_release_stops_after_the_first_wave_and_undoes_that_host_only(
 
 
 def _wait_for(
-    site: DhashSite, found: Callable[[JournalRecord], bool], after: int, timeout: float = 180
-) -> JournalRecord:
-    """The first journal record past line ``after`` that ``found`` accepts (polled)."""
+    site: DhashSite, found: Callable[[JournalRecord], bool], after: int, timeout: float = 180,
+    child: subprocess.Popen[str] | None = None,
+) -> JournalRecord:  # fmt: skip
+    """The first journal record past line ``after`` that ``found`` accepts (polled); the
+    command ``child`` ending first fails at once, with what it said."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for record in list(_journal(site).records())[after:]:
             if found(record):
                 return record
+        if child is not None and child.poll() is not None:
+            pytest.fail(f"the command ended ({child.returncode}): {child.communicate()[1][-3000:]}")
         time.sleep(0.02)
     raise AssertionError(f"no such journal record in {timeout} s")
 
@@ -233,7 +237,7 @@ def _stamp(record: JournalRecord) -> float:
     return datetime.fromisoformat(record.ts).timestamp()
 
 
-@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the five per run
+@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the seven per run
 def test_a_fleet_rollback_past_an_irreversible_migration_restores_once_and_keeps_every_write(
     site: DhashSite,
 ) -> None:
@@ -422,7 +426,7 @@ def _start(site: DhashSite, wheel: str, *args: str) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the five per run
+@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the seven per run
 def test_a_slow_canary_is_aborted_by_the_judge_with_only_the_canary_host_touched(
     site: DhashSite,
 ) -> None:
@@ -467,7 +471,7 @@ def test_a_slow_canary_is_aborted_by_the_judge_with_only_the_canary_host_touched
     assert run.detail_of(Phase.INSTALL)["hosts"] == ["web1"]  # the others never touched
 
 
-@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the five per run
+@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the seven per run
 def test_a_good_canary_killed_once_is_resumed_and_promoted_to_every_host_in_waves(
     site: DhashSite,
 ) -> None:
@@ -514,6 +518,8 @@ def test_a_good_canary_killed_once_is_resumed_and_promoted_to_every_host_in_wave
                if r.deploy_id == state.run_id]  # fmt: skip
     web1 = [r.detail["state"] for r in records if r.phase == "host:web1"]
     assert web1 == ["draining", "switching", "checking", "ready"]  # switched once, as canary
+    waves = [r.phase for r in records if r.phase.startswith("wave:")]
+    assert waves == ["wave:0", "wave:2"]  # the canary's own, then the plan's second
     gates = [r for r in records if r.phase.startswith("gate:")]
     assert len(gates) == 1 and gates[0].status == "done", gates  # between the waves
     assert set(gates[0].detail) == {"web2", "web3", "fleet", "errors"}
@@ -522,3 +528,133 @@ def test_a_good_canary_killed_once_is_resumed_and_promoted_to_every_host_in_wave
     shown = json.loads(out)
     assert f"canary: 1.2.0 on {state.host} beside {stable}: promoted" in shown["canary"]
     assert {h["name"]: h["release"] for h in shown["hosts"]} == dict.fromkeys(HOSTS, "1.2.0")
+
+
+def _other_release(site: DhashSite) -> tuple[str, str]:
+    """The release every host serves (each scenario leaves one) and a candidate beside it."""
+    served = set(site.answering().values())
+    assert len(served) == 1, served
+    (stable,) = served
+    return stable, "1.3.0" if stable != "1.3.0" else "1.2.0"
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (its engine steps), read from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        children = [c for c, p in parents.items() if p == parent]
+        found += children
+        todo += children
+    return found
+
+
+def _wait_gone(pids: list[int], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not [p for p in pids if Path(f"/proc/{p}").exists()]:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the killed controller's steps {pids} still run after {timeout} s")
+
+
+@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the seven per run
+def test_a_canary_start_killed_while_its_host_switches_is_undone_by_canary_abort(
+    site: DhashSite,
+) -> None:
+    """The controller dies with the canary host mid-switch (its engine step still in flight,
+    no canary state written yet): ``dhash canary abort`` finds the open run, puts the canary
+    host back, restores its weight, and the killed controller's late step cannot switch the
+    host again after that (the switch's fence)."""
+    began = time.monotonic()
+    stable, candidate = _other_release(site)
+    lines = len(list(_journal(site).records()))
+    with Load(site.url) as load:
+        child = _start(site, str(wheel_for(candidate)), "--step-minutes", "10", "--no-monitor",
+                       "--release-setting", "DHASH_FAULT_HASH_LATENCY_SECONDS=0")  # fmt: skip
+        try:
+            switching = _wait_for(
+                site, lambda r: r.phase == "host:web1" and r.detail.get("state") == "switching",
+                lines, timeout=240, child=child,
+            )  # fmt: skip
+            time.sleep(0.3)  # its engine step on its way to the host
+            steps = _descendants(child.pid)
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.communicate(timeout=30)
+        code, out, err = _run(site, "canary", "abort", "--env", ENV)
+        assert code == 0, err + out
+        assert "interrupted canary start" in err and "is undone" in err, err
+        _wait_gone(steps)  # whatever the killed controller had sent has ended
+        after = site.answering()
+    assert after == dict.fromkeys(HOSTS, stable), after  # web1 back, and stays back
+    assert _weights(site) == dict.fromkeys(HOSTS, ("UP", 100))
+    assert load.failed == [], load.failed  # web1 was drained before its switch
+    assert len(load.acknowledged) > 5 and load.lost() == []
+    run = _journal(site).run(switching.deploy_id)
+    assert run is not None and run.kind == "canary" and run.outcome == "failed"
+    assert host_states(run, HOSTS) == {"web1": HostState.ROLLED_BACK, "web2": HostState.PENDING,
+                                       "web3": HostState.PENDING}  # fmt: skip
+    assert run.detail_of(Phase.INSTALL)["hosts"] == ["web1"]  # the others never touched
+    fence = site.fleet.hosts[0].root / "agent.fence"
+    print(f"\nkilled mid-switch, undone by canary abort: {len(steps)} steps in flight, "
+          f"{load.ok} requests, 0 failed, fence {fence.read_text().strip()}; "
+          f"{time.monotonic() - began:.0f} s")  # fmt: skip
+
+
+@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the seven per run
+def test_a_canary_promotion_killed_in_its_wave_is_resumed_by_the_same_command(
+    site: DhashSite,
+) -> None:
+    """A good canary promoted; its controller dies while the promotion's wave switches web2
+    and web3. ``dhash canary start`` again resumes the promotion where it stopped: every host
+    on the candidate, the weights back, no failed request and no lost write."""
+    began = time.monotonic()
+    stable, candidate = _other_release(site)
+    good = [str(wheel_for(candidate)), "--step-minutes", "0.1", "--no-monitor",
+            "--release-setting", "DHASH_FAULT_HASH_LATENCY_SECONDS=0"]  # fmt: skip
+    lines = len(list(_journal(site).records()))
+    with Load(site.url) as load:  # reads, and every third request an acknowledged write
+        killed = _start(site, *good)
+        try:
+            switching = _wait_for(
+                site, lambda r: r.phase == "host:web2" and r.detail.get("state") == "switching",
+                lines, timeout=240, child=killed,
+            )  # fmt: skip
+        finally:
+            killed.send_signal(signal.SIGKILL)
+            killed.communicate(timeout=30)
+        state = read_state(site.env)
+        assert state is not None and state.status == "promoting", state
+        code, out, err = _run(site, "release", "status", "--env", ENV)
+        assert code == 0 and "its promotion was interrupted" in out, err + out
+        code, out, err = _run(site, "canary", "start", "--env", ENV, "--source", good[0],
+                              "--steps", "50", "--interval", "1", *good[1:])  # fmt: skip
+    assert code == 0, err[-3000:]
+    assert f"resuming the promotion of {candidate}" in err, err
+    assert site.answering() == dict.fromkeys(HOSTS, candidate)
+    assert _weights(site) == dict.fromkeys(HOSTS, ("UP", 100))
+    assert load.failed == [], load.failed
+    assert load.seen == {stable, candidate}  # side by side, then the candidate alone
+    assert len(load.acknowledged) > 10 and load.lost() == []
+    run = _journal(site).run(switching.deploy_id)
+    assert run is not None and run.outcome == "done", run
+    assert host_states(run, HOSTS) == dict.fromkeys(HOSTS, HostState.READY)
+    records = [r for r in _journal(site).records() if r.deploy_id == switching.deploy_id]
+    web1 = [r.detail["state"] for r in records if r.phase == "host:web1"]
+    assert web1 == ["draining", "switching", "checking", "ready"]  # never switched again
+    web2 = [r.detail["state"] for r in records if r.phase == "host:web2"]
+    assert web2[:2] == ["draining", "switching"] and web2[-1] == "ready", web2
+    waves = [r.phase for r in records if r.phase.startswith("wave:")]
+    assert waves == ["wave:0", "wave:2"], waves  # the canary's, then the resumed wave's
+    ended = read_state(site.env)
+    assert ended is not None and ended.status == "promoted", ended
+    print(f"\npromotion killed mid-wave, resumed: {load.ok} requests, 0 failed, "
+          f"{len(load.acknowledged)} writes kept; {time.monotonic() - began:.0f} s")  # fmt: skip

@@ -35,7 +35,7 @@ class SymlinkReleases:
     """The switch: point ``current`` at ``releases/<v>`` (atomic rename); the check: the
     host's own HTTP server answers ``/ready`` through its address."""
 
-    def switch(self, host: HostSettings, version: str) -> list[str]:
+    def switch(self, host: HostSettings, version: str, *, back: bool = False) -> list[str]:
         root = host.root
         return [
             f"test -d {root}/releases/{version} || {{ echo 'no release {version}' >&2; exit 1; }}",

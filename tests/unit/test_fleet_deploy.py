@@ -91,8 +91,8 @@ def test_a_resumed_plan_skips_the_hosts_already_on_the_release(tmp_path: Path) -
     waves = plan_waves(["web1", "web2", "web3"], [1, "100%"], 0, done=["web1"])
     plan = as_plan(_env(tmp_path), "1.2.0", waves, installed=True)
     assert [s.action.split(" (")[0] for s in plan.steps if s.phase == Phase.WAVES] == [
-        "wave 1: web2, web3"
-    ]
+        "wave 2: web2, web3"
+    ]  # numbered as in the whole plan
     assert "already on 1.2.0: web1" in plan.warnings
 
 
@@ -128,8 +128,10 @@ class _Hosts:
         self.calls.append(("drain", host, ""))
         return None
 
-    def switch(self, hosts: Sequence[str], version: str) -> dict[str, str | None]:
-        self.calls += [("switch", h, version) for h in hosts]
+    def switch(
+        self, hosts: Sequence[str], version: str, *, back: bool = False
+    ) -> dict[str, str | None]:
+        self.calls += [("switch back" if back else "switch", h, version) for h in hosts]
         return {h: ("could not connect over SSH" if h in self.unreachable else None) for h in hosts}
 
     def check(self, hosts: Sequence[str]) -> dict[str, str | None]:
@@ -157,11 +159,11 @@ def test_undoing_a_killed_run_puts_back_the_touched_hosts_only(tmp_path: Path) -
     hosts = _Hosts()
     outcome = undo_interrupted(run, hosts, ["web1", "web2", "web3"], journal, lambda _m: None)
     assert outcome.ok and set(outcome.undone) == {"web1", "web3"}
-    switched = {(h, v) for kind, h, v in hosts.calls if kind == "switch"}
+    switched = {(h, v) for kind, h, v in hosts.calls if kind == "switch back"}  # patient
     assert switched == {("web1", "1.1.0"), ("web3", "1.0.9")}  # each to what it served
     assert not any(h == "web2" for _, h, _ in hosts.calls)  # never touched: left alone
     # web3 (out of rotation mid-switch) goes back first, web1 (serving) after it
-    assert [h for kind, h, _ in hosts.calls if kind == "switch"] == ["web3", "web1"]
+    assert [h for kind, h, _ in hosts.calls if kind == "switch back"] == ["web3", "web1"]
     closed = journal.run("deploy-1")
     assert closed is not None and closed.outcome == "failed"
     assert host_states(closed, ["web1", "web2", "web3"]) == {

@@ -88,6 +88,7 @@ def test_a_resumed_plan_keeps_its_waves_less_the_finished_hosts() -> None:
     resumed = plan_waves(HOSTS10, [1, "20%", "100%"], 0, done=["host0", "host1"])
     assert [w.hosts for w in fresh.waves][1:] == [("host1", "host2"), tuple(HOSTS10[3:])]
     assert [w.hosts for w in resumed.waves] == [("host2",), tuple(HOSTS10[3:])]
+    assert [w.number for w in resumed.waves] == [2, 3]  # the numbers they had: one per wave
     assert resumed.skipped == ("host0", "host1")
 
 

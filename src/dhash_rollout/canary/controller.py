@@ -25,7 +25,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ from dhash_rollout.deploy.run import GatesFailed, watch_phase
 from dhash_rollout.environments import Environment, api_token
 from dhash_rollout.releases import ReleaseSource, normalize_version, write_release_settings
 from dhash_rollout.runs.context import RunContext
-from dhash_rollout.runs.journal import RUN_PHASE, Journal
+from dhash_rollout.runs.journal import RUN_PHASE, Journal, RunState
 from dhash_rollout.runs.monitoring import DeployMonitor, MonitorRequest, Verdict
 from dhash_rollout.runs.plan import Phase
 from dhash_rollout.runs.plan import Step as RunStep
@@ -93,6 +93,7 @@ class CanaryState:
     members: dict[str, list[int]]
     weight: float
     status: str  # running, aborted, promoted, rolled_back, inconclusive, interrupted
+    # (a fleet's also: promoting, aborting)
     started_at: float
     reason: str = ""
     config: dict[str, Any] | None = None  # the judge's settings, so status replays the same
@@ -158,6 +159,29 @@ def write_state(env: Environment, state: CanaryState) -> None:
     tmp = path.with_name(".state.json.tmp")
     tmp.write_text(json.dumps(asdict(state), indent=2), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def closed_state(
+    state: CanaryState | None, run: RunState | None, open_states: tuple[str, ...], by: str
+) -> CanaryState | None:
+    """What an open canary's state becomes once its journal run was closed by another command
+    (a fleet ``dhash deploy`` undoes an open canary run first): aborted, naming why. None: no
+    change (no open state, or its run still open)."""
+    if state is None or state.status not in open_states or run is None or not run.finished:
+        return None
+    if run.deploy_id != state.run_id:
+        return None
+    return replace(
+        state, status="aborted", weight=0.0,
+        reason=f"its run was closed meanwhile ({run.outcome}, {by})",
+    )  # fmt: skip
+
+
+def mark_closed(env: Environment, run: RunState, open_states: tuple[str, ...], by: str) -> None:
+    """The canary state of ``run``, closed by another command, marked aborted at once."""
+    closed = closed_state(read_state(env), run, open_states, by)
+    if closed is not None:
+        write_state(env, closed)
 
 
 def poll_to_json(p: Poll) -> dict[str, Any]:
@@ -247,6 +271,12 @@ def status_line(env: Environment) -> str | None:
             f"{head}: interrupted at {state.weight:g}%, the candidate still serving "
             f"(dhash canary start --env {env.name} --version {state.version} resumes it){where}"
         )
+    if state.status == "aborting":  # a fleet's abort that left a host off stable
+        how = "its abort goes on" if lock_held(env) else "its abort did not finish"
+        return (
+            f"{head}: {how} ({state.reason}; dhash canary abort --env {env.name} tries "
+            f"again){where}"
+        )
     if state.status == "inconclusive":
         return f"{head}: held inconclusive at {state.weight:g}% ({state.reason}){where}"
     verdict = run.detail_of("monitor").get("verdict") if run else None
@@ -297,6 +327,39 @@ class JudgedCanary:
 
     def promote(self, state: CanaryState, reason: str) -> None:
         raise NotImplementedError
+
+    # what else an operator may do with another open run than finish it (the local target:
+    # roll back)
+    other_run_hint = ""
+
+    def _undo_stale_start(self, last: RunState) -> None:
+        """The target's side of :meth:`close_stale_run`: what a start killed before its state
+        was written left behind, put back; the run closed."""
+        raise NotImplementedError
+
+    def close_stale_run(self, existing: CanaryState | None) -> bool:
+        """The journal's last run left open: a canary run whose state has ended (killed after
+        its end, before the run was closed) is closed; one that no state names (a start killed
+        before its candidate served) is undone by the target; another run (a deploy, a
+        rollback) is refused. Whether there was a run to close."""
+        last = self.ctx.journal.last_run()
+        if last is None or last.finished:
+            return False
+        if last.kind != "canary":
+            raise CheckFailed(
+                f"the {last.kind} {last.deploy_id} is unfinished in {self.env.name}: "
+                f"finish it (run it again){self.other_run_hint} before a canary"
+            )
+        if existing is not None and existing.run_id == last.deploy_id:
+            # its state has ended (aborted, promoted) but the process died before the run was
+            # closed (e.g. killed in the monitor's window after the switch): close it now
+            self.ctx.journal.append(
+                last.deploy_id, RUN_PHASE, "done" if existing.status == "promoted" else "failed",
+                {"outcome": existing.status, "closed": "by the next canary start"},
+            )  # fmt: skip
+            return True
+        self._undo_stale_start(last)
+        return True
 
     def to_resume(self, existing: CanaryState | None, version: str | None, *,
                   open_states: tuple[str, ...] = OPEN) -> bool:  # fmt: skip
@@ -424,7 +487,7 @@ class CanaryRun(JudgedCanary):
         existing = read_state(self.env)
         if self.to_resume(existing, version) and existing is not None:
             return self.resume(existing)
-        self._close_stale_run(existing)
+        self.close_stale_run(existing)
         stable = self.target.current()
         if stable is None:
             raise NotFound(f"no stable release in {self.env.name}: deploy one first")
@@ -446,26 +509,10 @@ class CanaryRun(JudgedCanary):
             self.ctx.finish(False, {"error": exc.message})
             raise
 
-    def _close_stale_run(self, existing: CanaryState | None) -> None:
-        """A canary run left open in the journal by a start killed before its candidate
-        served (no state names it): its half-started candidate is stopped, the run closed.
-        Any other open run (a deploy, a rollback) is refused: finish or undo it first."""
-        last = self.ctx.journal.last_run()
-        if last is None or last.finished:
-            return
-        if last.kind != "canary":
-            raise CheckFailed(
-                f"the {last.kind} {last.deploy_id} is unfinished in {self.env.name}: "
-                f"finish it (run it again) or `dhash rollback` before a canary"
-            )
-        if existing is not None and existing.run_id == last.deploy_id:
-            # its state has ended (aborted, promoted) but the process died before the run was
-            # closed (e.g. killed in the monitor's window after the switch): close it now
-            self.ctx.journal.append(
-                last.deploy_id, RUN_PHASE, "done" if existing.status == "promoted" else "failed",
-                {"outcome": existing.status, "closed": "by the next canary start"},
-            )  # fmt: skip
-            return
+    other_run_hint = " or `dhash rollback`"
+
+    def _undo_stale_start(self, last: RunState) -> None:
+        """A start killed before its candidate served: its half-started candidate stopped."""
         stable = self.target.current()
         for slot in self.target.supervisor.slots():
             beside = stable is not None and slot.release != stable.version

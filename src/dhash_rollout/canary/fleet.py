@@ -42,9 +42,11 @@ from dhash_rollout.canary.controller import (
     ReadPoll,
     _no_notice,
     canary_dir,
+    closed_state,
     config_of,
     config_to_json,
     ledger_path,
+    mark_closed,
     read_state,
     release_increments,
     report_path,
@@ -71,9 +73,10 @@ from dhash_rollout.deploy.waves import (
     plan_waves,
     split_migrations,
 )
+from dhash_rollout.environments import Environment
 from dhash_rollout.releases import Release, ReleaseSource, normalize_version
 from dhash_rollout.runs.context import RunContext
-from dhash_rollout.runs.journal import RUN_PHASE, RunState
+from dhash_rollout.runs.journal import RunState
 from dhash_rollout.runs.monitoring import DeployMonitor
 from dhash_rollout.runs.plan import Phase
 from dhash_rollout.runs.plan import Step as RunStep
@@ -83,7 +86,17 @@ from dhash_rollout.targets.fleet.hosts import ProxiedHosts
 from dhash_rollout.targets.fleet.target import FleetTarget
 from dhash_service.errors import CheckFailed, DhashError, NotFound
 
-FLEET_OPEN = (*OPEN, "promoting")  # a promotion's waves stopped midway resume too
+# A promotion's waves stopped midway resume too; so does an abort that did not put every
+# touched host back (killed in its undo, or a host that could not be switched back).
+FLEET_OPEN = (*OPEN, "promoting", "aborting")
+NOT_PUT_BACK = "; NOT put back: "
+CANARY_WAVE = 0  # the canary host's own wave, before the promotion's 1, 2, ...
+
+
+def mark_undone(env: Environment, run: RunState) -> None:
+    """A fleet ``dhash deploy`` undid the open canary ``run`` (as an interrupted run): its
+    state says so at once, not only at the next ``canary start``."""
+    mark_closed(env, run, FLEET_OPEN, "undone by a fleet deploy")
 
 
 def read_host(client: httpx.Client, url: str) -> Snapshot | None:
@@ -176,15 +189,14 @@ class FleetCanaryRun(JudgedCanary):
     def start(self, source: ReleaseSource | None, version: str | None) -> CanaryState:
         """Start a canary on the canary host, or resume the interrupted one."""
         existing = read_state(self.env)
-        if existing is not None and existing.status in FLEET_OPEN and existing.run_id:
-            run = self.ctx.journal.run(existing.run_id)
-            if run is not None and run.finished:  # closed meanwhile (e.g. a deploy undid it)
-                existing.status = "aborted"
-                existing.reason = f"its run was closed meanwhile ({run.outcome})"
-                write_state(self.env, existing)
+        run = self.ctx.journal.run(existing.run_id) if existing and existing.run_id else None
+        closed = closed_state(existing, run, FLEET_OPEN, "found by the next canary start")
+        if closed is not None:  # closed meanwhile (a state written before a deploy marked it)
+            write_state(self.env, closed)
+            existing = closed
         if self.to_resume(existing, version, open_states=FLEET_OPEN) and existing is not None:
             return self.resume(existing)
-        self._close_stale_run(existing)
+        self.close_stale_run(existing)
         served = self.target.served()
         releases = set(served.values())
         stable = releases.pop() if len(releases) == 1 else None
@@ -211,24 +223,10 @@ class FleetCanaryRun(JudgedCanary):
             self.ctx.finish(False, {"error": exc.message})
             raise
 
-    def _close_stale_run(self, existing: CanaryState | None) -> None:
-        """A canary run left open without a state naming it (a start killed while its host
-        switched): every host it touched back on what it served (from the journal), the
-        weights restored, the run closed. Another open run (a deploy) is refused."""
-        last = self.ctx.journal.last_run()
-        if last is None or last.finished:
-            return
-        if last.kind != "canary":
-            raise CheckFailed(
-                f"the {last.kind} {last.deploy_id} is unfinished in {self.env.name}: "
-                f"finish it (run it again) before a canary"
-            )
-        if existing is not None and existing.run_id == last.deploy_id:
-            self.ctx.journal.append(
-                last.deploy_id, RUN_PHASE, "done" if existing.status == "promoted" else "failed",
-                {"outcome": existing.status, "closed": "by the next canary start"},
-            )  # fmt: skip
-            return
+    def _undo_stale_start(self, last: RunState) -> None:
+        """A start killed while its host switched (no state names the run): every host it
+        touched back on what it served (from the journal), the weights restored, the run
+        closed."""
         self.say(f"undoing the canary {last.deploy_id}, interrupted in its start")
         undo_interrupted(last, self.target.hosts, self.names, self.ctx.journal, self.say)
         self._restore_weights()
@@ -288,7 +286,9 @@ class FleetCanaryRun(JudgedCanary):
         }
         hosts: ProxiedHosts = replace(self.target.hosts, hosts=at_share)
         executor = WaveExecutor(hosts, self.ctx.record, version, served)
-        outcome = executor.run(WavePlan(False, (), (Wave(1, (host,), 0),), (), ()))
+        # wave 0: the promotion's waves keep the fleet plan's numbers (1, 2, ...), so the
+        # canary's own wave is not a second ``wave:1`` record of the run
+        outcome = executor.run(WavePlan(False, (), (Wave(CANARY_WAVE, (host,), 0),), (), ()))
         if not outcome.ok:  # the executor put the host back on stable
             self._restore_weights()
             raise CheckFailed(f"the canary host could not take {version}: {outcome.summary()}")
@@ -319,6 +319,10 @@ class FleetCanaryRun(JudgedCanary):
         goes on at its weight over the same ledger; a promotion stopped midway goes on with its
         waves; anything else is aborted to stable."""
         self.for_state(state)
+        if state.status == "aborting":
+            self.say(f"resuming the abort of {state.version} [{state.run_id}]")
+            self.abort(state, state.reason)
+            return state
         if state.status == "promoting":
             self.say(f"resuming the promotion of {state.version} [{state.run_id}]")
             self._promote_waves(state, state.reason or "promoted")
@@ -367,20 +371,34 @@ class FleetCanaryRun(JudgedCanary):
     # --- the ends -------------------------------------------------------------------------
     def abort(self, state: CanaryState, reason: str) -> None:
         """Every touched host (the canary host; a stopped promotion's hosts too) back on
-        stable through the executor's undo, the weights restored; untouched hosts alone."""
+        stable through the executor's undo, the weights restored; untouched hosts alone.
+
+        The state says ``aborting`` before the undo begins, and keeps saying it while a host
+        is not back (its run left open): a controller killed in the undo, or a host that could
+        not be switched back (a switch back timed out under load), is finished by ``dhash
+        canary abort`` or ``start`` again, never left looking aborted on the candidate. A host
+        whose switch back failed is tried once more before that."""
         self.for_state(state)
+        reason = reason.split(NOT_PUT_BACK, maxsplit=1)[0]
+        state.status, state.reason = "aborting", reason
+        write_state(self.env, state)
         run = self._run()
-        states = host_states(run, self.names)
         previous = dict(run.params.get("from_versions") or {})
         executor = WaveExecutor(self.target.hosts, self.ctx.record, state.version, previous,
-                                states=states)  # fmt: skip
+                                states=host_states(run, self.names))  # fmt: skip
         undone, problems = executor.undo(0)
+        if problems:  # once more, those hosts only (the undone ones are rolled_back now)
+            self.say(f"not put back: {problems}; trying once more")
+            again, problems = executor.undo(0)
+            undone += again
         weights = self._restore_weights()
         if weights:
             problems["weights"] = weights
-        state.status, state.weight, state.reason = "aborted", 0.0, reason
+        state.weight = 0.0
         if problems:
-            state.reason += "; NOT put back: " + "; ".join(f"{h}: {w}" for h, w in problems.items())
+            self._not_put_back(state, reason, undone, problems)
+            return
+        state.status, state.reason = "aborted", reason
         write_state(self.env, state)
         request_path(self.env).unlink(missing_ok=True)
         report = write_report(self.env, state)
@@ -391,9 +409,29 @@ class FleetCanaryRun(JudgedCanary):
         )  # fmt: skip
         self.ctx.finish(False, {"error": f"canary aborted: {reason}", "outcome": "aborted"})
         self.say(f"canary {state.version} aborted: {state.reason}; report: {report}")
-        self.notice("failure", "CRITICAL" if problems else "ERROR", state.version,
+        self.notice("failure", "ERROR", state.version,
                     f"canary {state.version} on {state.host} aborted (the other hosts untouched"
                     f" on {state.stable}): {state.reason}. Report: {report}")  # fmt: skip
+
+    def _not_put_back(
+        self, state: CanaryState, reason: str, undone: tuple[str, ...], problems: dict[str, str]
+    ) -> None:
+        """An abort that left a touched host off stable: still ``aborting``, its run open."""
+        named = "; ".join(f"{h}: {w}" for h, w in problems.items())
+        state.reason = f"{reason}{NOT_PUT_BACK}{named}"
+        write_state(self.env, state)
+        request_path(self.env).unlink(missing_ok=True)
+        report = write_report(self.env, state)
+        self.ctx.record(
+            CANARY_PHASE, "failed",
+            {"outcome": "aborting", "reason": reason, "report": str(report),
+             "undone": list(undone), "not_undone": problems},
+        )  # fmt: skip
+        again = f"`dhash canary abort --env {self.env.name}` tries again"
+        self.say(f"canary {state.version} NOT aborted on every host: {named}; {again}")
+        self.notice("failure", "CRITICAL", state.version,
+                    f"canary {state.version} on {state.host}: the abort did not put every "
+                    f"touched host back ({named}); {again}. Report: {report}")  # fmt: skip
 
     def promote(self, state: CanaryState, reason: str) -> None:
         """Every weight back to normal, the remaining hosts in the environment's waves with

@@ -31,6 +31,7 @@ from dhash_rollout.commands.guard import (
 from dhash_service.errors import CheckFailed, ConfigError, DhashError, Locked
 
 if TYPE_CHECKING:
+    from dhash_rollout.canary.controller import CanaryState
     from dhash_rollout.canary.judge import JudgeConfig
     from dhash_rollout.environments import Environment
     from dhash_rollout.runs.context import RunContext
@@ -329,6 +330,7 @@ def _exit_for(env: Environment) -> int:
     return {
         "promoted": EXIT_OK,
         "aborted": EXIT_ABORTED,
+        "aborting": EXIT_ABORTED,  # a host not put back: `dhash canary abort` again
         "inconclusive": EXIT_INCONCLUSIVE,
         "interrupted": EXIT_INTERRUPTED,
         "rolled_back": EXIT_ABORTED,
@@ -415,15 +417,24 @@ def _act(env_name: str, what: str) -> None:
     env, target = _env_target(env_name)
     state = read_state(env)
     ends: tuple[str, ...] = ("running", "inconclusive", "interrupted")
-    if isinstance(target, FleetTarget) and what == "abort":
-        ends += ("promoting",)  # a promotion stopped midway: its touched hosts undone
-    if state is None or state.status not in ends:
+    fleet_abort = isinstance(target, FleetTarget) and what == "abort"
+    if fleet_abort:  # a promotion stopped midway, an abort not finished: touched hosts undone
+        ends += ("promoting", "aborting")
+    stale = fleet_abort and (state is None or state.status not in ends) and _stale_start(env)
+    if not stale and (state is None or state.status not in ends):
         raise CheckFailed(f"no canary to {what} in {env.name}")
     try:
         with (
             hold_lock(lock_path(env), f"canary {what}") as held,
-            _context(env, target, held, state.run_id or None) as ctx,
+            _context(env, target, held, state.run_id if state and not stale else None) as ctx,
         ):
+            state = read_state(env)  # again, under the lock: a controller may have ended it
+            if stale:
+                assert isinstance(target, FleetTarget)
+                _undo_stale_start(ctx, target, state)
+                return
+            if state is None or state.status not in ends:
+                raise CheckFailed(f"no canary to {what} in {env.name}")
             started = ctx.journal.run(ctx.run_id)  # the start said how to watch a promotion
             guard = Guard.from_record(started.params.get("guard") if started else None)
             watch = guard.deploy_monitor() if what == "promote" else None
@@ -449,18 +460,57 @@ def _act(env_name: str, what: str) -> None:
                 run.abort(state, "aborted by an operator")
             else:
                 run.promote(state, "promoted by an operator")
+            _refuse_unfinished(env)
             return
     except Locked:
         pass
     # The running controller holds the lock: it acts on the request at its next poll.
     request_path(env).write_text(what, encoding="utf-8")
     _say(f"asked the running canary to {what}")
+    _wait_for_the_controller(env, what)
+
+
+def _stale_start(env: Environment) -> bool:
+    """The journal's last run is a canary run left open by a start that wrote no state."""
+    from dhash_rollout.runs.journal import Journal
+
+    last = Journal.for_root(env.root).last_run()
+    return last is not None and last.kind == "canary" and not last.finished
+
+
+def _undo_stale_start(ctx: RunContext, target: FleetTarget, state: CanaryState | None) -> None:
+    """``canary abort`` of a fleet canary whose start was killed while its host switched (no
+    state names its run): the hosts it touched back, as the next ``start`` would."""
+    from dhash_rollout.canary.fleet import FleetCanaryRun
+    from dhash_rollout.canary.judge import JudgeConfig
+
+    undo = FleetCanaryRun(ctx, target, JudgeConfig(), notice=_notice_for(ctx.env))
+    if not undo.close_stale_run(state):
+        raise CheckFailed(f"no canary to abort in {ctx.env.name}")
+    _say(f"the interrupted canary start in {ctx.env.name} is undone")
+
+
+def _refuse_unfinished(env: Environment) -> None:
+    """An abort that did not put every touched host back fails the command, saying which."""
+    from dhash_rollout.canary.controller import read_state
+
+    now = read_state(env)
+    if now is not None and now.status == "aborting":
+        raise CheckFailed(f"canary {now.version}: {now.reason}")
+
+
+def _wait_for_the_controller(env: Environment, what: str) -> None:
+    from dhash_rollout.canary.controller import read_state
+    from dhash_rollout.runs.verification import lock_held
+
     deadline = time.monotonic() + 120.0
     while time.monotonic() < deadline:
         now = read_state(env)
         if now is not None and now.status in ("aborted", "promoted", "rolled_back"):
             _say(f"canary {now.version}: {now.status}")
             return
+        if now is not None and now.status == "aborting" and not lock_held(env):
+            raise CheckFailed(f"canary {now.version}: {now.reason}")
         time.sleep(0.2)
     raise CheckFailed(f"the running canary did not {what} within 120 s; see dhash canary status")
 

@@ -157,9 +157,12 @@ def deploy(
         monitor = guard.deploy_monitor()
         with json_refusal(as_json):
             if load_environment(env).target == "fleet":  # hosts behind HAProxy, in waves
+                from dhash_rollout.canary.fleet import mark_undone
                 from dhash_rollout.deploy.fleet_run import deploy_fleet
 
-                result = deploy_fleet(request, say=_printer(as_json), monitor=monitor)
+                result = deploy_fleet(
+                    request, say=_printer(as_json), monitor=monitor, on_undone=mark_undone
+                )
             else:
                 result = run_deploy(
                     request, say=_printer(as_json), monitor=monitor, rollback=rollback_inside

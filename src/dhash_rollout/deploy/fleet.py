@@ -141,7 +141,7 @@ class WaveExecutor:
                     continue
                 by_version.setdefault(old, []).append(host)
             for old, hosts in by_version.items():
-                switched = self.fleet.switch(hosts, old)
+                switched = self.fleet.switch(hosts, old, back=True)
                 back = [h for h in hosts if not switched.get(h, "no result")]
                 for h in hosts:
                     if h not in back:

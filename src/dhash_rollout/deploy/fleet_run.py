@@ -390,8 +390,14 @@ class FleetDeploy:
 
 
 def deploy_fleet(
-    request: DeployRequest, say: Say | None = None, *, monitor: DeployMonitor | None = None
+    request: DeployRequest,
+    say: Say | None = None,
+    *,
+    monitor: DeployMonitor | None = None,
+    on_undone: Callable[[Environment, RunState], None] | None = None,
 ) -> DeployResult:
+    """``on_undone``: told of an interrupted run of another kind (an open canary) once this
+    deploy has undone and closed it, so its own state can say so at once."""
     progress = say or (lambda _m: None)
     env = load_environment(request.env, request.base)
     target = FleetTarget(env)
@@ -420,6 +426,9 @@ def deploy_fleet(
                 progress(f"the interrupted {last.kind} {last.deploy_id} is undone first")
                 names = [h.name for h in target.host_list]
                 undo_interrupted(last, target.hosts, names, journal, progress)
+                closed = journal.run(last.deploy_id)
+                if on_undone is not None and closed is not None:
+                    on_undone(env, closed)
         run_id = resume.deploy_id if resume else new_run_id("deploy")
         with deploy_run_context(
             env, target, journal, run_id, base=request.base, dirs=dirs, say=progress, lock=held,

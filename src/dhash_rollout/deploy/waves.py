@@ -60,7 +60,7 @@ class Migration:
 
 @dataclass(frozen=True)
 class Wave:
-    number: int  # 1-based, as the operator reads it
+    number: int  # 1-based, as the operator reads it (0: a fleet canary's own host)
     hosts: tuple[str, ...]
     tolerated_failures: int  # failures this wave absorbs before the rollout stops
 
@@ -156,8 +156,10 @@ def plan_waves(
 ) -> WavePlan:
     """The plan for deploying to ``hosts`` (in inventory order). The sizes are counted on the
     whole fleet, so a resumed deploy (``done``: hosts already on the release) keeps the waves
-    it had, less the finished hosts; ``first`` puts a chosen host (the canary host) alone at
-    the head of the order."""
+    it had, less the finished hosts, and their numbers (a wave left empty is skipped, not
+    renumbered: the journal's ``wave:<n>`` and the gates' ``gate:<n>`` records and ledgers of
+    a run stay one per wave across resumes); ``first`` puts a chosen host (the canary host)
+    alone at the head of the order."""
     if not hosts:
         raise ConfigError("a fleet deploy needs at least one host")
     names = list(hosts)
@@ -174,12 +176,12 @@ def plan_waves(
         raise ConfigError(f"the journal names hosts the fleet no longer has: {sorted(unknown)}")
     waves: list[Wave] = []
     start = 0
-    for count in batch_sizes(sizes, len(names)):
+    for number, count in enumerate(batch_sizes(sizes, len(names)), 1):
         members = tuple(h for h in names[start : start + count] if h not in finished)
         start += count
-        if members:
+        if members:  # numbered as in the whole plan: a resumed run's "wave 2" is the same
             tolerated = tolerated_failures(count, max_fail_percentage)
-            waves.append(Wave(len(waves) + 1, members, min(tolerated, len(members))))
+            waves.append(Wave(number, members, min(tolerated, len(members))))
     expand, contract = split_migrations(pending)
     skipped = tuple(h for h in names if h in finished)
     return WavePlan(backup, expand, tuple(waves), contract, skipped)

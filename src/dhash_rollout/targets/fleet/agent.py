@@ -134,6 +134,31 @@ def activate_command(host: HostSettings, spec: HostSpec, version: str) -> str:
     )
 
 
+def fenced(root: str, fence: int, command: str) -> str:
+    """``command`` run only if no step sent *after* it has already run on the host.
+
+    A controller killed mid-switch leaves its engine step in flight: it may reach the host
+    after the next controller's undo has put the host back, and switch it again (the release
+    the undo took away). Each switch carries a fence (when the controller sent it); under the
+    host's fence lock the step records its fence, and a step older than the recorded one is
+    refused (a fencing token). In the shell, not in the agent: the agent that runs is the
+    release's own, and an older release's agent would know no fence. The lock's descriptor
+    is closed for the command, so a supervisord it starts does not keep the lock."""
+    lock = shlex.quote(f"{root}/agent.fence.lock")
+    mark = shlex.quote(f"{root}/agent.fence")
+    busy = shlex.quote(f"another switch held {root}/agent.fence.lock for 600 s")
+    superseded = shlex.quote(
+        "superseded: a step sent later has already run on this host (this one, "
+        "from a controller that stopped, is refused)"
+    )
+    return (
+        f"exec 9>>{lock} && flock -w 600 9 || {{ echo {busy} >&2; exit 1; }}; "
+        f"last=$(cat {mark} 2>/dev/null); "
+        f'if [ "${{last:-0}}" -gt {int(fence)} ]; then echo {superseded} >&2; exit 1; fi; '
+        f"echo {int(fence)} > {mark}; {{ {command}; }} 9>&-"
+    )
+
+
 def shutdown_command(host: HostSettings, spec: HostSpec) -> str:
     """Stop the host's slots and supervisord with the release it serves (nothing: a no-op)."""
     current = f"{host.root}/current/venv/bin/python"

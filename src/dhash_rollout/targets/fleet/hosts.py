@@ -26,7 +26,9 @@ class FleetHosts(Protocol):
 
     def drain(self, host: str) -> str | None: ...
 
-    def switch(self, hosts: Sequence[str], version: str) -> Mapping[str, str | None]: ...
+    def switch(
+        self, hosts: Sequence[str], version: str, *, back: bool = False
+    ) -> Mapping[str, str | None]: ...
 
     def check(self, hosts: Sequence[str]) -> Mapping[str, str | None]: ...
 
@@ -34,7 +36,8 @@ class FleetHosts(Protocol):
 
 
 class HostCommands(Protocol):
-    def switch(self, host: HostSettings, version: str) -> list[str]: ...
+    # back: a switch back to the release the host served (an undo), known to have served
+    def switch(self, host: HostSettings, version: str, *, back: bool = False) -> list[str]: ...
 
     def check(self, host: HostSettings) -> list[str]: ...
 
@@ -78,8 +81,10 @@ class ProxiedHosts:
         )  # fmt: skip
         return {n: (None if results[n].ok else results[n].error or "failed") for n in names}
 
-    def switch(self, hosts: Sequence[str], version: str) -> dict[str, str | None]:
-        build = {n: self.commands.switch(self.hosts[n], version) for n in hosts}
+    def switch(
+        self, hosts: Sequence[str], version: str, *, back: bool = False
+    ) -> dict[str, str | None]:
+        build = {n: self.commands.switch(self.hosts[n], version, back=back) for n in hosts}
         return self._on_hosts(f"switch to {version}", hosts, build)
 
     def check(self, hosts: Sequence[str]) -> dict[str, str | None]:

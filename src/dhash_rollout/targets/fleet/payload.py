@@ -5,26 +5,31 @@ are on the host, as the engine's shell commands (:mod:`.agent` runs on the host)
   ``files.put`` to ``<root>/incoming/`` and installed there by the agent into
   ``<root>/releases/<v>``, with the release's own settings;
 - switch (in its wave, drained): the agent's blue/green activation under the host's root
-  (supervisord slots, the new process's own ``/ready`` before ``current`` moves);
+  (supervisord slots, the new process's own ``/ready`` before ``current`` moves), fenced: a
+  switch sent before one that already ran on the host is refused (a killed controller's);
 - check: the host's real ``/health`` and ``/ready`` on its own address, from the host.
 """
 
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dhash_rollout.environments import Environment, HostSettings
 from dhash_rollout.targets.fleet.agent import (
     HostSpec,
     activate_command,
+    fenced,
     incoming,
     install_command,
     shutdown_command,
 )
 from dhash_rollout.targets.fleet.engine import run_step
+
+BACK_READY_SECONDS = 60.0  # the least a switch back waits for the old release to be ready
 
 
 @dataclass(frozen=True)
@@ -37,8 +42,17 @@ class DhashReleases:
     def spec(self, host: HostSettings) -> HostSpec:
         return HostSpec.for_host(host, self.env)
 
-    def switch(self, host: HostSettings, version: str) -> list[str]:
-        return [activate_command(host, self.spec(host), version)]
+    def switch(self, host: HostSettings, version: str, *, back: bool = False) -> list[str]:
+        """The blue/green switch, fenced by when it was sent (:func:`.agent.fenced`): a step
+        of a killed controller that lands after a newer one is refused. A switch ``back`` (an
+        undo, to the release the host served) waits at least :data:`BACK_READY_SECONDS` for
+        that release to be ready: the environment's ready timeout gives a *new* release up
+        soon, but giving up on the old one leaves the host off the fleet (at load ~9 a
+        release's start took longer than the tests' 15 s)."""
+        spec = self.spec(host)
+        if back:
+            spec = replace(spec, ready_timeout=max(spec.ready_timeout, BACK_READY_SECONDS))
+        return [fenced(host.root, time.time_ns(), activate_command(host, spec, version))]
 
     def check(self, host: HostSettings) -> list[str]:
         curl = f"curl -fsS -o /dev/null --max-time {self.check_timeout:g}"
