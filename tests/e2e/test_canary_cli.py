@@ -91,6 +91,7 @@ def _start(site: Site, version: str, *args: str) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
+@pytest.mark.matrix(keep=2, group="heavy")  # make test: two of the five heavy scenarios a run
 def test_a_really_slower_canary_is_aborted_by_the_judge_after_its_expand_migration(
     site: Site,
 ) -> None:
@@ -137,6 +138,7 @@ def test_a_really_slower_canary_is_aborted_by_the_judge_after_its_expand_migrati
     assert "ABORTED" in report and 'data-series="canary"' in report
 
 
+@pytest.mark.matrix(keep=2, group="heavy")  # make test: two of the five heavy scenarios a run
 def test_a_killed_canary_is_resumed_then_aborted_by_an_operator_and_stable_is_untouched(
     site: Site,
 ) -> None:
@@ -212,7 +214,7 @@ def test_a_canary_whose_candidate_stopped_meanwhile_is_aborted_to_stable_by_the_
 
 # make test runs one of the next two per run (the group's other one is in make test-full): each
 # starts from 1.0.0 serving alone and ends there.
-@pytest.mark.matrix(keep=1, group="more")
+@pytest.mark.matrix(keep=2, group="heavy")  # make test: two of the five heavy scenarios a run
 def test_a_start_killed_before_its_candidate_serves_is_cleaned_up_then_low_traffic_holds(
     site: Site,
 ) -> None:
@@ -257,7 +259,7 @@ def test_a_start_killed_before_its_candidate_serves_is_cleaned_up_then_low_traff
     assert _joiner_reached(site.env.port)
 
 
-@pytest.mark.matrix(keep=1, group="more")
+@pytest.mark.matrix(keep=2, group="heavy")  # make test: two of the five heavy scenarios a run
 def test_a_canary_promoted_from_another_terminal_then_failed_by_the_monitor_is_rolled_back(
     site: Site,
 ) -> None:
@@ -312,6 +314,7 @@ def test_a_canary_promoted_from_another_terminal_then_failed_by_the_monitor_is_r
     assert line in shown.stdout, shown.stdout
 
 
+@pytest.mark.matrix(keep=2, group="heavy")  # make test: two of the five heavy scenarios a run
 def test_a_good_canary_steps_is_promoted_and_then_watched_by_the_monitor(site: Site) -> None:
     # Two load runs back to back (the generator runs at most 60 s): the candidate's start,
     # then its steps, the promotion and the monitor's window (60 minutes / 1440 = 2.5 s).

@@ -87,6 +87,7 @@ def test_the_expected_version_must_match_the_build(tmp_path: Path) -> None:
         install_release(tmp_path, ReleaseSource("wheel", str(wheel_for("1.0.0"))), version="v2.0.0")
 
 
+@pytest.mark.matrix(keep=1, group="built")  # make test: one of the two builds from source
 def test_a_source_directory_is_built_into_a_release(tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     shutil.copytree(tree_for("3.0.0"), tree)
@@ -96,6 +97,7 @@ def test_a_source_directory_is_built_into_a_release(tmp_path: Path) -> None:
     assert release.source == f"dir:{tree}"
 
 
+@pytest.mark.matrix(keep=1, group="built")  # make test: one of the two builds from source
 def test_a_git_ref_of_the_checkout_is_exported_and_built(tmp_path: Path) -> None:
     if not (CHECKOUT / ".git").exists():
         pytest.skip("not a git checkout")
