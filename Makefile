@@ -104,6 +104,10 @@ bench-bounded: $(STAMP)
 bench-resize: $(STAMP)
 	nice -n 10 $(BIN)/python bench/bench_resize.py
 
+.PHONY: bench-hash-budget
+bench-hash-budget: $(STAMP)
+	nice -n 10 $(BIN)/python bench/bench_hash_budget.py
+
 .PHONY: bench-memory
 bench-memory: $(STAMP)
 	nice -n 10 $(BIN)/python bench/bench_memory.py

@@ -92,7 +92,9 @@ def _hash_item(item: ExtractedImage, algorithm: str, thumbnail_side: int = 0) ->
     try:
         with item.budget.running():
             faults.while_hashing(what)
-            image_hash = hash_image(item.image, algorithm)
+            # The item's budget (and the request's) is checked between the resize's blocks too,
+            # so a long strip stops when its time is spent, not after the whole resize.
+            image_hash = hash_image(item.image, algorithm, item.budget.check)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise LimitExceeded(f"{what}: {exc}") from None
     except DECODE_ERRORS as exc:

@@ -366,3 +366,35 @@ def test_the_one_statement_write_stores_what_the_transaction_stores(
             repo.store_content(upload("one statement"))
     finally:
         repo.engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_lost_connection_on_the_direct_path_is_sqlalchemys_error_and_is_replaced(
+    postgres_url: str,
+) -> None:
+    # The lookup and the one-statement write go straight to psycopg (store/direct.py): a
+    # connection the server killed must fail as SQLAlchemy's OperationalError (what the service
+    # turns into a 503) and leave the pool, so the next ingest gets a fresh connection.
+    schema.upgrade(postgres_url)
+    repo = Repository(schema.create_engine_for(postgres_url, pool_size=1, max_overflow=0))
+    try:
+        assert repo.ingest_lookup("0" * 64).content_id is None
+        killer = schema.create_engine_for(postgres_url)
+        with killer.connect() as other:
+            other.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            other.commit()
+        killer.dispose()
+        with pytest.raises(sa.exc.OperationalError):
+            repo.ingest_lookup("0" * 64)
+        assert repo.ingest_lookup("0" * 64).content_id is None  # a new connection
+        saved = repo.store_content(content("after the loss"))
+        assert repo.ingest_lookup(content("after the loss").sha256).content_id == saved.id
+        with pytest.raises(DuplicateContent):  # IntegrityError, wrapped as SQLAlchemy's
+            repo.store_content(content("after the loss"))
+    finally:
+        repo.engine.dispose()

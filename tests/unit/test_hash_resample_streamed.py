@@ -167,9 +167,9 @@ def test_the_c_library_path_for_weights_near_a_tie_matches_pillow(
     taken: list[bool] = []
     real = resample._Window.iter_fixed
 
-    def spy(window: resample._Window, exact: bool = False):  # type: ignore[no-untyped-def]
+    def spy(window: resample._Window, exact: bool = False, pace=None):  # type: ignore[no-untyped-def]
         taken.append(exact)
-        return real(window, exact)
+        return real(window, exact, pace)
 
     monkeypatch.setattr(resample._Window, "iter_fixed", spy)
     for size in [(640, 480), (5, 3), (1, 400), (3000, 2)]:

@@ -47,8 +47,8 @@ class Context:
             # The resize to the hash grid costs time in proportion to the long side (its LANCZOS
             # windows span long side / grid pixels each; its memory no longer grows with it): a
             # 12,000,000 x 1 strip passes the pixel limit but takes ~2 s of CPU, past the image
-            # request budget. At the default 2,097,152 the worst shape (x 30) takes ~0.7 s, what
-            # 65,535 x 976 took at the old limit.
+            # request budget, which stops it between blocks. Refused here it costs nothing. At
+            # the default 2,097,152 the worst shape (x 30) takes ~0.7 s.
             raise LimitExceeded(
                 f"{what} is {width}x{height}; no side may exceed {self.limits.max_image_side} "
                 "pixels (DHASH_MAX_IMAGE_SIDE: resizing to the hash grid takes time in "

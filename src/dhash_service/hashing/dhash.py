@@ -11,11 +11,14 @@ loop is most of the cost of a hash after the decode.
 and the colour conversion are skipped. Inputs that are not unloaded JPEGs take the exact path.
 
 Hashing is pure (no global state) and thread-safe for distinct image objects; Pillow releases
-the GIL while decoding and resizing, so a thread pool scales across cores.
+the GIL while decoding and resizing, so a thread pool scales across cores. A caller's time budget
+comes in as ``check``, a callable that raises when the budget is spent: the resize calls it between
+its blocks, so a hash past its budget stops there instead of running to its end.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -81,17 +84,20 @@ def hamming(a: int, b: int) -> int:
     return (a ^ b).bit_count()
 
 
-def hash_image(image: Image.Image, algorithm: str = DHASH64) -> ImageHash:
+def hash_image(
+    image: Image.Image, algorithm: str = DHASH64, check: Callable[[], None] | None = None
+) -> ImageHash:
     """Hash one image.
 
     In a fast mode an unloaded JPEG is reduced on load, which changes that image object's size and
     mode (``Image.draft``); read ``image.size`` first if you need the original dimensions.
+    ``check`` is called between the resize's blocks and may raise to stop the hash (a budget).
     """
     spec = algorithm_spec(algorithm)
     width, height = image.size
     if spec.fast:
         _reduce_jpeg_on_load(image, spec)
-    rows = resize_lanczos(to_grayscale(image), spec.size + 1, spec.size).tolist()
+    rows = resize_lanczos(to_grayscale(image), spec.size + 1, spec.size, check).tolist()
     # 72 (or 272) small ints: plain Python beats a dozen numpy calls on arrays this small, and the
     # bits and the low-information test share one walk over the neighbour pairs.
     value = 0

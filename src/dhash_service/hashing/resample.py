@@ -14,7 +14,9 @@ a window of about 6 x long side / grid input positions, made and used in blocks 
 (the running sum that normalises them carries across blocks in Pillow's order). Up to
 ``_DENSE_MAX_SIDE`` the blocks fill a dense matrix for BLAS; past it they are used as they are
 made, so a 12,000,000 x 1 strip resizes in ~16 MB where the dense weights took 4.6 GB. The time
-stays linear in the long side (two sines per weight), which ``DHASH_MAX_IMAGE_SIDE`` bounds.
+stays linear in the long side (two sines per weight). A caller's ``check`` (the request's time
+budget) is called between blocks, about every millisecond of work, so a resize past its budget
+stops there rather than when it is done; the check raises, this module never reads a clock.
 """
 
 from __future__ import annotations
@@ -44,33 +46,73 @@ _SUPPORT = 3.0  # LANCZOS (a = 3)
 _BLAS_SINGLE_THREAD_MNK = 65536 * 4
 
 
-def resize_lanczos(image: Image.Image, width: int, height: int) -> np.ndarray:
-    """``np.asarray(image.resize((width, height), LANCZOS))`` for a mode ``L`` image."""
+# Work between two calls of the caller's check, in multiply-adds: about a millisecond here. A
+# weight made costs about _TAP_WORK of them (two sines, ~17 ns), one made with ``math.sin``
+# _LIBM_TAP_WORK, so a block of _TAPS weights is one check. An ordinary 1920x1080 hash (~19M
+# multiply-adds) makes ~20 checks: nothing next to its ~3 ms (bench/RESULTS.md, session 6).
+_CHECK_WORK = 1 << 20
+_TAP_WORK = 16
+_LIBM_TAP_WORK = 256
+
+
+class _Pacer:
+    """Calls the caller's ``check`` before the first block of work and then before each block
+    that follows at least ``_CHECK_WORK`` of work done, so it runs often enough to stop a long
+    resize within about a block, and rarely enough to cost nothing on an ordinary one."""
+
+    __slots__ = ("_check", "_owed")
+
+    def __init__(self, check: Callable[[], None] | None) -> None:
+        self._check = check
+        self._owed = _CHECK_WORK  # the first block is checked: an expired budget does no work
+
+    def before(self, work: int) -> None:
+        """Account for a block of ``work`` about to run; may raise whatever ``check`` raises."""
+        if self._check is None:
+            return
+        if self._owed >= _CHECK_WORK:
+            self._owed = 0
+            self._check()
+        self._owed += work
+
+
+def resize_lanczos(
+    image: Image.Image, width: int, height: int, check: Callable[[], None] | None = None
+) -> np.ndarray:
+    """``np.asarray(image.resize((width, height), LANCZOS))`` for a mode ``L`` image.
+
+    ``check`` is called between blocks of work and stops the resize by raising (the caller's
+    time budget); it does not change the result.
+    """
+    pace = _Pacer(check)
     if not ACTIVE or image.mode != "L":
+        pace.before(0)  # Pillow's own loop cannot be stopped midway: checked before it only
         return np.asarray(image.resize((width, height), Image.Resampling.LANCZOS))
+    pace.before(image.width * image.height)  # the copy below: ~0.1 s at 64 MP, not stoppable
     pixels = np.asarray(image)
     in_height, in_width = pixels.shape
     if height < in_height and in_height - height > 2 * (in_width - width):
         # Pillow 13 runs the vertical pass first when the height shrinks much more than the width
         # (python-pillow/Pillow#9549); the rounding between the passes makes the order visible.
-        return np.ascontiguousarray(_pass(_pass(pixels.T, height).T, width))
-    return np.ascontiguousarray(_pass(_pass(pixels, width).T, height).T)
+        return np.ascontiguousarray(_pass(_pass(pixels.T, height, pace).T, width, pace))
+    return np.ascontiguousarray(_pass(_pass(pixels, width, pace).T, height, pace).T)
 
 
-def _pass(rows: np.ndarray, out_size: int) -> np.ndarray:
+def _pass(rows: np.ndarray, out_size: int, pace: _Pacer | None = None) -> np.ndarray:
     """Resample each row of ``rows`` (2-D, uint8) to ``out_size`` values, rounding as Pillow."""
+    pace = pace or _Pacer(None)
     in_size = rows.shape[1]
     if in_size == out_size:
         return rows  # Pillow skips a pass that does not change the size
     if in_size > _DENSE_MAX_SIDE:
-        out = _streamed_products(rows, out_size)
+        out = _streamed_products(rows, out_size, pace)
     else:
         weights = (
             _cached_coefficients(in_size, out_size)
             if in_size <= _CACHED_MAX_SIDE
-            else _coefficients(in_size, out_size)
+            else _coefficients(in_size, out_size, pace)
         )
-        out = _products(rows, weights)
+        out = _products(rows, weights, pace)
     out += _HALF
     _wrap_like_int32(out)
     out *= _INVERSE_ONE  # exact: a power of two
@@ -79,7 +121,7 @@ def _pass(rows: np.ndarray, out_size: int) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def _products(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _products(rows: np.ndarray, weights: np.ndarray, pace: _Pacer) -> np.ndarray:
     """``rows @ weights`` in float64, in blocks of at most ``_BLAS_SINGLE_THREAD_MNK``
     multiply-adds, so OpenBLAS stays on one thread whatever the shape.
 
@@ -89,13 +131,14 @@ def _products(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
     exact in float64, so the blocks add up to exactly the unblocked sums.
     """
     if not rows.flags.c_contiguous and rows.T.flags.c_contiguous:
-        return _products_of_transposed(rows.T, weights)
+        return _products_of_transposed(rows.T, weights, pace)
     n_rows, in_size = rows.shape
     out_size = weights.shape[1]
     k_step = max(1, min(in_size, _BLAS_SINGLE_THREAD_MNK // out_size))
     row_step = max(1, _BLAS_SINGLE_THREAD_MNK // (k_step * out_size))
     out: np.ndarray
     if n_rows <= row_step and in_size <= k_step:
+        pace.before(n_rows * in_size * out_size)
         out = np.matmul(rows.astype(np.float64), weights)
         return out
     out = np.zeros((n_rows, out_size), dtype=np.float64)
@@ -103,15 +146,17 @@ def _products(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
         block = rows[start : start + row_step]
         target = out[start : start + row_step]
         if in_size <= k_step:
+            pace.before(len(block) * in_size * out_size)
             np.matmul(block.astype(np.float64), weights, out=target)
             continue
         for k in range(0, in_size, k_step):
+            pace.before(len(block) * k_step * out_size)
             part = block[:, k : k + k_step].astype(np.float64)
             target += np.matmul(part, weights[k : k + k_step])
     return out
 
 
-def _streamed_products(rows: np.ndarray, out_size: int) -> np.ndarray:
+def _streamed_products(rows: np.ndarray, out_size: int, pace: _Pacer) -> np.ndarray:
     """``rows @ weights`` without the weight matrix: each output's window is made and used in
     blocks of ``_TAPS`` weights, each block's product in pieces of at most
     ``_BLAS_SINGLE_THREAD_MNK`` values. Memory stays a few blocks whatever the long side; the
@@ -123,20 +168,25 @@ def _streamed_products(rows: np.ndarray, out_size: int) -> np.ndarray:
     out = np.zeros((n_rows, out_size), dtype=np.float64)
     for column, window in enumerate(_windows(rows.shape[1], out_size)):
         try:
-            out[:, column] = _window_product(image, window, piece, transposed, exact=False)
+            out[:, column] = _window_product(
+                image, window, piece, transposed, exact=False, pace=pace
+            )
         except _NearTie:
-            out[:, column] = _window_product(image, window, piece, transposed, exact=True)
+            out[:, column] = _window_product(
+                image, window, piece, transposed, exact=True, pace=pace
+            )
     return out
 
 
 def _window_product(
-    image: np.ndarray, window: _Window, piece: int, transposed: bool, exact: bool
+    image: np.ndarray, window: _Window, piece: int, transposed: bool, *, exact: bool, pace: _Pacer
 ) -> np.ndarray:
     n_rows = image.shape[1] if transposed else image.shape[0]
     total = np.zeros(n_rows, dtype=np.float64)
-    for position, fixed in window.iter_fixed(exact):
+    for position, fixed in window.iter_fixed(exact, pace):
         for k in range(0, len(fixed), piece):
             weights = fixed[k : k + piece]
+            pace.before(len(weights) * n_rows)
             span = slice(position + k, position + k + len(weights))
             # einsum, not BLAS: OpenBLAS threads a matrix-vector product from ~10,000 values
             # (measured 5-130 ns per value on a busy machine, against 0.7 here).
@@ -155,7 +205,7 @@ def _wrap_like_int32(sums: np.ndarray) -> None:
         np.subtract(np.mod(sums + 2.0**31, 2.0**32), 2.0**31, out=sums)
 
 
-def _products_of_transposed(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _products_of_transposed(image: np.ndarray, weights: np.ndarray, pace: _Pacer) -> np.ndarray:
     """``image.T @ weights`` for a row-major ``image`` (the vertical pass run first), as
     ``(weights.T @ image).T`` in blocks of whole image rows: read as stored, not gathered column
     by column (a 976 x 65,535 strip: 2.7 s gathered, see bench/RESULTS.md for this way)."""
@@ -167,6 +217,7 @@ def _products_of_transposed(image: np.ndarray, weights: np.ndarray) -> np.ndarra
     for start in range(0, n_columns, column_step):
         target = out[:, start : start + column_step]
         for k in range(0, in_size, k_step):
+            pace.before(min(k_step, in_size - k) * target.shape[1] * out_size)
             block = image[k : k + k_step, start : start + column_step].astype(np.float64)
             target += np.matmul(weights[k : k + k_step].T, block)
     return out.T
@@ -199,15 +250,16 @@ class _NearTie(Exception):
 
 @lru_cache(maxsize=32)
 def _cached_coefficients(in_size: int, out_size: int) -> np.ndarray:
-    return _coefficients(in_size, out_size)
+    # Not paced: a side this short makes its weights in a few milliseconds at most.
+    return _coefficients(in_size, out_size, _Pacer(None))
 
 
-def _coefficients(in_size: int, out_size: int) -> np.ndarray:
+def _coefficients(in_size: int, out_size: int, pace: _Pacer) -> np.ndarray:
     """Pillow's fixed-point LANCZOS weights as an ``in_size x out_size`` matrix, zero outside
     each output's window (``precompute_coeffs`` and ``normalize_coeffs_8bpc`` in Resample.c)."""
     matrix = np.zeros((in_size, out_size), dtype=np.float64)
     for column, window in enumerate(_windows(in_size, out_size)):
-        for offset, fixed in window.fixed_blocks():
+        for offset, fixed in window.fixed_blocks(pace):
             matrix[offset : offset + len(fixed), column] = fixed
     matrix.flags.writeable = False
     return matrix
@@ -231,25 +283,32 @@ class _Window:
             inverse_scale,
         )
 
-    def fixed_blocks(self) -> list[tuple[int, np.ndarray]]:
+    def fixed_blocks(self, pace: _Pacer | None = None) -> list[tuple[int, np.ndarray]]:
         """Every block of this window's fixed-point weights as ``(input position, weights)``."""
+        pace = pace or _Pacer(None)
         try:
-            return list(self.iter_fixed())
+            return list(self.iter_fixed(False, pace))
         except _NearTie:
-            return list(self.iter_fixed(exact=True))
+            return list(self.iter_fixed(True, pace))
 
-    def iter_fixed(self, exact: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+    def iter_fixed(
+        self, exact: bool = False, pace: _Pacer | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
         """Blocks of fixed-point weights; raises ``_NearTie`` (unless ``exact``) when one lies
         closer to a rounding tie than the difference a sine from ``np.sin`` could make."""
+        pace = pace or _Pacer(None)
         kept: list[np.ndarray] = []
-        total, relative_error = self._total(exact, kept if self.count <= _KEPT_TAPS else None)
+        total, relative_error = self._total(exact, kept if self.count <= _KEPT_TAPS else None, pace)
         for index, offset in enumerate(range(0, self.count, _TAPS)):
             n = min(_TAPS, self.count - offset)
+            if not kept:
+                pace.before(n * _TAP_WORK)
             raw = kept[index] if kept else self._raw(offset, n, libm=False)
             fixed, scaled = _fixed_point(raw, total)
             if exact and not kept and _near_tie(scaled, 64 * _EPS, 0.0):
                 # The total is Pillow's; a weight from np.sin is off by a few ulp at most:
                 # where that could cross a tie, the block's sines are the C library's too.
+                pace.before(n * _LIBM_TAP_WORK)
                 fixed, _ = _fixed_point(self._raw(offset, n, libm=True), total)
             elif not exact and _near_tie(scaled, relative_error, self._floor_band()):
                 raise _NearTie
@@ -258,7 +317,9 @@ class _Window:
     def _floor_band(self) -> float:
         return _TIE_BAND if self.count <= _WIDE_TIE_BAND_MAX_TAPS else 0.0
 
-    def _total(self, exact: bool, kept: list[np.ndarray] | None) -> tuple[float, float]:
+    def _total(
+        self, exact: bool, kept: list[np.ndarray] | None, pace: _Pacer
+    ) -> tuple[float, float]:
         """The window's total as Pillow sums it, and a bound on the relative error of a weight
         divided by it when the sines come from ``np.sin`` (a few ulp from the C library's).
         Keeps each block's raw values in ``kept`` when given, for the weights to reuse."""
@@ -266,7 +327,9 @@ class _Window:
         largest_partial = 0.0
         absolute = 0.0
         for offset in range(0, self.count, _TAPS):
-            raw = self._raw(offset, min(_TAPS, self.count - offset), libm=exact)
+            n = min(_TAPS, self.count - offset)
+            pace.before(n * (_LIBM_TAP_WORK if exact else _TAP_WORK))
+            raw = self._raw(offset, n, libm=exact)
             if kept is not None:
                 kept.append(raw.copy())
             absolute += float(np.sum(np.abs(raw)))

@@ -9,7 +9,7 @@ every writer); on SQLite writers are serialised by the database lock anyway (``B
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +22,7 @@ from sqlalchemy import exc as sa_exc
 from dhash_service.errors import Conflict, NotFound
 from dhash_service.index.protocol import word_count
 from dhash_service.index.sync import LibraryBatch
+from dhash_service.store.direct import DirectStatement
 from dhash_service.store.models import (
     AuditEvent,
     Content,
@@ -36,7 +37,13 @@ from dhash_service.store.models import (
     to_signed64,
     utcnow,
 )
-from dhash_service.store.one_statement import MAX_IMAGES, ImageShape, Shape, statement_for
+from dhash_service.store.one_statement import (
+    MAX_IMAGES,
+    SHAPES_KEPT,
+    ImageShape,
+    Shape,
+    statement_for,
+)
 from dhash_service.store.schema import LIBRARY_LOCK_KEY
 
 contents = cast(sa.Table, Content.__table__)
@@ -383,6 +390,10 @@ class Repository:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self._sqlite = engine.dialect.name == "sqlite"
+        # PostgreSQL's two statements of every ingest go straight to the driver (store/direct.py).
+        self._direct = engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
+        self._direct_lookup = DirectStatement(_LOOKUP, engine.dialect) if self._direct else None
+        self._direct_writes: dict[Shape, DirectStatement] = {}
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -498,8 +509,7 @@ class Repository:
             if image.review is not None:
                 params.update(_prefixed(f"r{i}", _review_row(image.review, None, now)))
         params.update({f"ref_{j}": image_id for j, image_id in enumerate(matched)})
-        with self._read_once() as connection:
-            row = connection.execute(statement_for(shape), params).one()._mapping
+        row = self._one_row(shape, params)
         saved = [
             SavedImage(
                 int(row[f"image_{i}"]),
@@ -513,6 +523,20 @@ class Repository:
             if row[f"ref_locator_{j}"] is not None
         }
         return SavedContent(int(row["content_id"]), saved, refs)
+
+    def _one_row(self, shape: Shape, params: dict[str, Any]) -> Mapping[Any, Any]:
+        """The one statement's row: straight through the driver where it can (psycopg), else
+        through SQLAlchemy in autocommit; the same SQL, parameters and errors either way."""
+        if not self._direct:
+            with self._read_once() as connection:
+                return connection.execute(statement_for(shape), params).one()._mapping
+        direct = self._direct_writes.get(shape)
+        if direct is None:
+            if len(self._direct_writes) >= SHAPES_KEPT:
+                self._direct_writes.clear()  # rare shapes: compile again rather than grow
+            direct = DirectStatement(statement_for(shape), self.engine.dialect)
+            self._direct_writes[shape] = direct
+        return direct.first_row(self.engine, params)
 
     def _insert_image(
         self, connection: sa.Connection, content_id: int, image: NewImage, now: datetime
@@ -574,10 +598,13 @@ class Repository:
     def ingest_lookup(self, sha256: str) -> IngestLookup:
         """One statement, in autocommit on PostgreSQL (no BEGIN/COMMIT round trips for a single
         read): whether these bytes are stored, and the newest library membership id."""
-        with self._read_once() as connection:
-            row = connection.execute(_LOOKUP, {"sha256": sha256}).one()
-        found = None if row.content_id is None else int(row.content_id)
-        return IngestLookup(found, int(row.newest or 0))
+        if self._direct_lookup is not None:
+            row: Mapping[Any, Any] = self._direct_lookup.first_row(self.engine, {"sha256": sha256})
+        else:
+            with self._read_once() as connection:
+                row = connection.execute(_LOOKUP, {"sha256": sha256}).one()._mapping
+        found = None if row["content_id"] is None else int(row["content_id"])
+        return IngestLookup(found, int(row["newest"] or 0))
 
     def content_id_by_sha256(self, sha256: str) -> int | None:
         with self._read() as connection:
