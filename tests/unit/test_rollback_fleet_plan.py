@@ -11,8 +11,10 @@ from dhash_rollout.rollback.decision import RollbackFacts, plan_rollback
 from dhash_rollout.rollback.fleet_plan import (
     FleetRestorePlan,
     HostFacts,
+    goes_back,
     host_records,
     hosts_back,
+    hosts_going_back,
     plan_fleet_restore,
     plan_serve_again,
     touched_hosts,
@@ -199,3 +201,34 @@ def test_a_resumed_rollback_never_restores_again_once_its_rows_are_back(
     plan = _resumed_plan(plan_rollback(_facts()), run)
     was = {s.phase for s in plan_rollback(_facts()).steps if s.run}
     assert {s.phase for s in plan.steps if not s.run} & was == skipped
+
+
+@pytest.mark.parametrize(
+    ("host", "served", "back"),
+    [
+        (HostFacts("web1", NEW, True, previous=OLD), (), True),  # the one it served before
+        (HostFacts("web1", OLD, False), (), True),  # its own release, started again
+        (HostFacts("web1", NEW, True, previous="1.0.0"), (OLD,), True),  # the deploy replaced it
+        (HostFacts("web1", NEW, True, previous="1.0.0"), (), False),  # named, never served here
+        (HostFacts("web1", None, True, error="unreachable"), (), False),  # nothing known
+        (HostFacts("web1", None, True, error="unreachable"), (OLD,), True),
+    ],
+)
+def test_a_rollback_step_to_a_release_that_served_is_a_switch_back(
+    host: HostFacts, served: tuple[str, ...], back: bool
+) -> None:
+    assert goes_back(OLD, host, served) is back
+    assert hosts_going_back([host], OLD, served) == ({"web1"} if back else set())
+
+
+def test_a_restores_steps_say_which_are_switches_back() -> None:
+    plan = plan_fleet_restore(
+        [HostFacts("web1", NEW, True, previous=OLD), HostFacts("web2", "1.0.0", False),
+         HostFacts("web3", NEW, True, previous="1.0.0")],
+        OLD,
+    )  # fmt: skip
+    assert [(s.host, s.back) for s in plan.steps] == [
+        ("web2", True), ("web1", True), ("web3", False),
+    ]  # fmt: skip
+    assert plan_fleet_restore([HostFacts("web3", NEW, True)], OLD, served=(OLD,)).steps[0].back
+    assert all(s.back for s in plan_serve_again({"web1": NEW, "web2": OLD}).steps)

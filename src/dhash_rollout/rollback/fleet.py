@@ -9,7 +9,12 @@ host, through the fleet target's proxy client and engine, as :mod:`.fleet_plan` 
   write), and the hosts stopped are started again on the unchanged database;
 - ``activate`` brings the hosts back batch by batch on the restored database: each one
   switched (or started), its own ``/health`` and ``/ready`` checked from the host, put back in
-  HAProxy with its weight; a host that fails stays drained and is named.
+  HAProxy with its weight; a host that fails stays drained and is named. A step to a release
+  the host served (the plan's ``back``) waits the longer readiness of a switch back.
+
+Every step on a host (the stop, the switch, the start) is fenced on the host
+(:func:`~dhash_rollout.targets.fleet.agent.fenced`): a killed controller's step still in flight
+(a deploy's, or this rollback's own) is refused if it lands after the resumed run's.
 
 Every host's state is journaled (``host:<name>`` records of the rollback run, before the step
 they name), so a killed controller's next ``dhash rollback`` knows which hosts are back.
@@ -51,7 +56,7 @@ class FleetHostSteps:
         """Each host's release as the host reads it (``touched=None``: every host counts as
         touched)."""
         return [
-            HostFacts(s.name, s.release, touched is None or s.name in touched, s.error)
+            HostFacts(s.name, s.release, touched is None or s.name in touched, s.error, s.previous)
             for s in self.target.host_statuses()
         ]
 
@@ -98,15 +103,15 @@ class FleetHostSteps:
         hosts = self.target.hosts
         failed: dict[str, str] = {}
         for batch in plan.batches:
-            by_version: dict[str, list[HostStep]] = {}
+            by_version: dict[tuple[str, bool], list[HostStep]] = {}
             for step in batch:
-                by_version.setdefault(step.version, []).append(step)
-            for version, steps in by_version.items():
+                by_version.setdefault((step.version, step.back), []).append(step)
+            for (version, back), steps in by_version.items():
                 names = [s.host for s in steps]
                 for s in steps:
                     self._set(s.host, SWITCHING if s.action == "switch" else STARTING,
                               version=version)  # fmt: skip
-                switched = hosts.switch(names, version)
+                switched = hosts.switch(names, version, back=back)
                 checking = []
                 for name in names:
                     why = switched.get(name, "no result from the engine")

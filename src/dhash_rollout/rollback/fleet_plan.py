@@ -10,7 +10,8 @@ deploy touched it, started again on its own release if not, checked, put back.
 restore; :func:`plan_serve_again` is the way back when the rollback fails before the database
 was replaced (every host on what it served); :func:`touched_hosts` and :func:`hosts_back` read
 the journal's ``host:<name>`` records (a deploy's, and the interrupted rollback's own, so a
-resumed run skips the hosts already back).
+resumed run skips the hosts already back). :func:`goes_back` decides which host steps wait the
+longer readiness of a switch back (a rollback goes back to a release that served).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class HostFacts:
     serving: str | None  # the release its ``current`` names; None: unreadable (unreachable)
     touched: bool  # the deploy being rolled back switched it (or nothing says it did not)
     error: str | None = None  # why its release could not be read
+    previous: str | None = None  # the release it served before ``serving``
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class HostStep:
     action: Action  # switch: to the target release; start: its own release again
     version: str
     touched: bool
+    back: bool = False  # to a release the host served: the longer readiness wait (goes_back)
 
     def describe(self) -> str:
         if self.action == "switch":
@@ -91,8 +94,28 @@ class FleetRestorePlan:
         }
 
 
+def goes_back(version: str, host: HostFacts, served: Iterable[str] = ()) -> bool:
+    """Whether a rollback's step to ``version`` on ``host`` is a switch back, waiting at least
+    the back readiness (``FleetHosts.switch(back=True)``): the host served that release (its
+    own, started again; the one before it), or the rollback knows it served (``served``: the
+    release the undone deploy replaced). A release named with ``--to-release`` that never
+    served here keeps the environment's shorter timeout, as a new release does."""
+    return version in {host.serving, host.previous, *served}
+
+
+def hosts_going_back(
+    hosts: Sequence[HostFacts], version: str, served: Iterable[str] = ()
+) -> frozenset[str]:
+    """The hosts whose switch to ``version`` (a plain rollback's) is a switch back."""
+    known = tuple(served)
+    return frozenset(h.name for h in hosts if goes_back(version, h, known))
+
+
 def plan_fleet_restore(
-    hosts: Sequence[HostFacts], target: str, back: Iterable[str] = ()
+    hosts: Sequence[HostFacts],
+    target: str,
+    back: Iterable[str] = (),
+    served: Iterable[str] = (),
 ) -> FleetRestorePlan:
     """Every host stops; after the restore, batch 1 starts the hosts already on their release
     (the target, or one the deploy never touched: it served this schema before), batch 2
@@ -101,6 +124,7 @@ def plan_fleet_restore(
     whose release cannot be read refuses the plan (it may still be writing): a first run stops
     there, before any outage; a resumed one, its hosts already stopped, tries to switch it."""
     already = frozenset(back)
+    known = tuple(served)
     names = tuple(h.name for h in hosts)
     touched = tuple(h.name for h in hosts if h.touched)
     unread = [h for h in hosts if h.serving is None and h.name not in already]
@@ -117,9 +141,11 @@ def plan_fleet_restore(
         if h.name in already:
             continue
         if h.serving is not None and (h.serving == target or not h.touched):
-            starts.append(HostStep(h.name, "start", h.serving, h.touched))
+            starts.append(HostStep(h.name, "start", h.serving, h.touched, back=True))
         else:  # unreadable: only a resumed run gets here (a first one is refused), try it
-            switches.append(HostStep(h.name, "switch", target, h.touched))
+            switches.append(
+                HostStep(h.name, "switch", target, h.touched, goes_back(target, h, known))
+            )
     batches = tuple(tuple(b) for b in (starts, switches) if b)
     back_now = tuple(n for n in names if n in already)
     return FleetRestorePlan(names, batches, back_now, touched, refusal)
@@ -145,9 +171,10 @@ def with_fleet_steps(plan: Plan, fleet: FleetRestorePlan) -> Plan:
 def plan_serve_again(serving: Mapping[str, str | None]) -> FleetRestorePlan:
     """The way back when the rollback fails before the database was replaced (or after the
     database that served was put back): every host starts again on the release it serves,
-    all in one batch; a host with no readable release is left out (and named by the caller)."""
+    all in one batch (each a switch back: it served that release until the rollback stopped
+    it); a host with no readable release is left out (and named by the caller)."""
     steps = tuple(
-        HostStep(name, "start", version, False)
+        HostStep(name, "start", version, False, back=True)
         for name, version in serving.items()
         if version is not None
     )

@@ -44,6 +44,7 @@ from dhash_rollout.rollback.fleet_plan import (
     FleetRestorePlan,
     host_records,
     hosts_back,
+    hosts_going_back,
     plan_fleet_restore,
     plan_serve_again,
     touched_hosts,
@@ -72,7 +73,7 @@ from dhash_rollout.runs.schema import (
     release_revisions,
 )
 from dhash_rollout.settings import ToolkitSettings
-from dhash_rollout.targets import DeployTarget, get_target
+from dhash_rollout.targets import Activation, DeployTarget, get_target
 from dhash_rollout.targets.fleet.target import FleetTarget
 from dhash_service.errors import CheckFailed, ConfigError, DhashError, IntegrityError, NotFound
 
@@ -173,6 +174,7 @@ class _Choice:
     backup: Path | None
     facts: RollbackFacts
     fleet: FleetRestorePlan | None = None  # a restore on a fleet: every host's part
+    served: tuple[str, ...] = ()  # releases known to have served (a fleet's switches back)
 
     def plan(self) -> Plan:
         plan = plan_rollback(self.facts)
@@ -186,6 +188,7 @@ def _fleet_restore(
     *,
     touched: frozenset[str] | None = None,
     resumed: RunState | None = None,
+    served: tuple[str, ...] = (),
 ) -> FleetRestorePlan | None:
     """On a fleet whose rollback restores data: which hosts stop, and how each comes back
     (the pure :func:`plan_fleet_restore` over what the hosts serve and what the deploy being
@@ -208,7 +211,7 @@ def _fleet_restore(
     if resumed is not None:
         back = hosts_back(host_records((p, s.detail) for p, s in resumed.phases.items()))
     hosts = [replace(h, touched=h.name in touched) for h in read]
-    return plan_fleet_restore(hosts, facts.target_version, back)
+    return plan_fleet_restore(hosts, facts.target_version, back, served)
 
 
 def _footprint(run: RunState | None) -> DeployFootprint | None:
@@ -301,8 +304,16 @@ def _choose(  # noqa: PLR0917 - private, one call site
         facts = _fit_backup(facts, env, backup_dir, wanted, newest)
     backup = Path(facts.backup) if facts.backup else None
     deploy = unfinished if unfinished is not None and unfinished.kind == "deploy" else None
-    fleet = _fleet_restore(target, facts, deploy or journal.last_run("deploy"))
-    return _Choice(newest, wanted, backup, facts, fleet)
+    served = _known_served(facts, named=request.to_release is not None)
+    fleet = _fleet_restore(target, facts, deploy or journal.last_run("deploy"), served=served)
+    return _Choice(newest, wanted, backup, facts, fleet, served)
+
+
+def _known_served(facts: RollbackFacts, *, named: bool) -> tuple[str, ...]:
+    """The releases this rollback knows served: the current one, and the target unless it
+    was named (the undone deploy's previous release, or the current one again)."""
+    known = [facts.current_version] + ([] if named else [facts.target_version])
+    return tuple(v for v in known if v is not None)
 
 
 def _candidate(path: str) -> BackupCandidate:
@@ -522,6 +533,7 @@ def _params(request: RollbackRequest, choice: _Choice) -> dict[str, Any]:
         "others_serving": f.others_serving,
         "newest_version": f.newest_version,
         **({"fleet_touched": list(choice.fleet.touched)} if choice.fleet else {}),
+        **({"fleet_served": list(choice.served)} if choice.served else {}),
     }
 
 
@@ -550,8 +562,9 @@ def _resume_choice(run: RunState, env: Environment, target: DeployTarget) -> _Ch
         newest_version=p.get("newest_version"),
     )
     touched = frozenset(p["fleet_touched"]) if "fleet_touched" in p else None
-    fleet = _fleet_restore(target, facts, None, touched=touched, resumed=run)
-    return _Choice(current, wanted, backup, facts, fleet)
+    served = tuple(str(v) for v in p.get("fleet_served", ()))
+    fleet = _fleet_restore(target, facts, None, touched=touched, resumed=run, served=served)
+    return _Choice(current, wanted, backup, facts, fleet, served)
 
 
 SERVED_SNAPSHOT = "served_snapshot"  # the restore phase's record of the database that served
@@ -735,7 +748,7 @@ class _RollbackRunner:
             if self.hosts is not None:
                 self._hosts_again()
             elif was is not None and self.ctx.target.release(was) is not None:
-                self.ctx.target.activate(was, progress=lambda m: say(f"    {m}"))
+                self._switch(was)
             else:
                 self.ctx.target.start(progress=lambda m: say(f"    {m}"))
         except DhashError as exc:
@@ -864,8 +877,19 @@ class _RollbackRunner:
         if self.hosts is not None:
             self._activate_hosts(detail)
             return
-        result = self.ctx.target.activate(version, progress=lambda m: self.ctx.say(f"    {m}"))
+        result = self._switch(version)
         detail.update(instance=result.instance, previous=result.previous, steered=result.steered)
+
+    def _switch(self, version: str) -> Activation:
+        """The target on ``version``; on a fleet, the hosts going back to a release they
+        served wait the longer readiness of a switch back (``hosts_going_back``)."""
+        say = self.ctx.say
+        target = self.ctx.target
+        if isinstance(target, FleetTarget):
+            read = FleetHostSteps(target, lambda *_a: None, lambda _m: None).facts(None)
+            back = hosts_going_back(read, version, self.choice.served)
+            return target.activate(version, progress=lambda m: say(f"    {m}"), back=back)
+        return target.activate(version, progress=lambda m: say(f"    {m}"))
 
     def _activate_hosts(self, detail: dict[str, Any]) -> None:
         """The fleet's hosts back on the restored database, batch by batch (the plan's)."""

@@ -7,6 +7,9 @@ are on the host, as the engine's shell commands (:mod:`.agent` runs on the host)
 - switch (in its wave, drained): the agent's blue/green activation under the host's root
   (supervisord slots, the new process's own ``/ready`` before ``current`` moves), fenced: a
   switch sent before one that already ran on the host is refused (a killed controller's);
+- shutdown (a rollback's stop around a restore, ``dhash release stop``): the slots and
+  supervisord stopped, fenced as a switch is, so a killed controller's late switch cannot start
+  a host again after a later stop, nor its late stop take down a host a later step started;
 - check: the host's real ``/health`` and ``/ready`` on its own address, from the host.
 """
 
@@ -85,8 +88,11 @@ class DhashReleases:
     def shutdown(
         self, hosts: Sequence[HostSettings], *, known_hosts: Path, parallel: int = 1
     ) -> dict[str, str | None]:
+        """Stop every host's service, each fenced (:func:`.agent.fenced`) like a switch."""
         results = run_step(
-            hosts, {h.name: [shutdown_command(h, self.spec(h))] for h in hosts},
+            hosts,
+            {h.name: [fenced(h.root, time.time_ns(), shutdown_command(h, self.spec(h)))]
+             for h in hosts},
             step="shutdown", known_hosts=known_hosts, parallel=parallel,
         )  # fmt: skip
         return {n: (None if r.ok else r.error or "failed") for n, r in results.items()}

@@ -15,7 +15,7 @@ what a rollback or an undo asks of a target.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -116,14 +116,17 @@ class FleetTarget:
         return self._common("previous")
 
     # --- what serves --------------------------------------------------------------------------
-    def roll(self, names: Sequence[str], version: str, say: Progress) -> dict[str, str]:
+    def roll(
+        self, names: Sequence[str], version: str, say: Progress, back: Collection[str] = ()
+    ) -> dict[str, str]:
         """Switch ``names`` to ``version`` one at a time, each drained first and put back
-        after its check; a host that fails stays drained. Each failed host and why."""
+        after its check; a host that fails stays drained. Each failed host and why. The
+        hosts in ``back`` are switched back (to a release they served: the longer wait)."""
         failed: dict[str, str] = {}
         for name in names:
             why = self.hosts.drain(name)
             if not why:
-                why = self.hosts.switch([name], version)[name]
+                why = self.hosts.switch([name], version, back=name in back)[name]
             if not why:
                 why = self.hosts.check([name])[name] or self.hosts.ready(name)
             say(f"{name}: {'on ' + version if not why else 'FAILED: ' + why}")
@@ -131,13 +134,17 @@ class FleetTarget:
                 failed[name] = why
         return failed
 
-    def activate(self, version: str, *, progress: Progress | None = None) -> Activation:
+    def activate(
+        self, version: str, *, progress: Progress | None = None, back: Collection[str] = ()
+    ) -> Activation:
+        """Every host on ``version``; ``back``: the hosts going back to a release they served
+        (a rollback's, decided by ``rollback.fleet_plan.hosts_going_back``)."""
         version = normalize_version(version)
         if self.release(version) is None:
             raise NotFound(f"release {version} is not installed for {self.env.name}")
         before = self.served()
         todo = [n for n, v in before.items() if v != version]
-        failed = self.roll(todo, version, progress or _silent)
+        failed = self.roll(todo, version, progress or _silent, back)
         if failed:
             named = "; ".join(f"{h}: {why}" for h, why in failed.items())
             raise CheckFailed(f"{version} could not be activated on {named}")
