@@ -95,7 +95,7 @@ def _wait_for_record(site: DhashSite, phase: str, timeout: float = 180) -> None:
     raise AssertionError(f"no {phase} record in {timeout} s")
 
 
-@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the seven per run
+@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the eight per run
 def test_a_fleet_deploy_killed_between_waves_resumes_with_its_gates_and_no_failed_request(
     site: DhashSite,
 ) -> None:
@@ -189,7 +189,7 @@ def _rollback_puts_every_host_back(site: DhashSite) -> None:
     assert all(s.up and s.weight == 100 for s in site.runtime.servers("dhash"))
 
 
-@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the seven per run
+@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the eight per run
 def test_a_bad_release_stops_after_the_first_wave_and_undoes_that_host_only(
     site: DhashSite,
 ) -> None:
@@ -237,7 +237,7 @@ def _stamp(record: JournalRecord) -> float:
     return datetime.fromisoformat(record.ts).timestamp()
 
 
-@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the seven per run
+@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the eight per run
 def test_a_fleet_rollback_past_an_irreversible_migration_restores_once_and_keeps_every_write(
     site: DhashSite,
 ) -> None:
@@ -351,6 +351,22 @@ def test_a_fleet_rollback_past_an_irreversible_migration_restores_once_and_keeps
     assert shown == dict.fromkeys(HOSTS, (was, "UP", 100))
 
 
+@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the eight per run
+def test_release_stop_then_start_brings_every_host_back_on_its_release(site: DhashSite) -> None:
+    """``dhash release stop`` takes every host out of rotation and stops it; ``release start``
+    must start each again on the release it names (its ``current`` did not move) and put it
+    back, not find every host already on that release and do nothing."""
+    before = site.answering()
+    assert len(set(before.values())) == 1
+    code, out, err = _run(site, "release", "stop", "--env", ENV)
+    assert code == 0, out + err
+    assert {s.status for s in site.runtime.servers("dhash")} != {"UP"}
+    code, out, err = _run(site, "release", "start", "--env", ENV)
+    assert code == 0, out + err
+    assert site.answering() == before
+    assert {s.name: s.status for s in site.runtime.servers("dhash")} == dict.fromkeys(HOSTS, "UP")
+
+
 def test_release_status_shows_every_host_its_release_and_its_proxy_state(
     site: DhashSite,
 ) -> None:
@@ -426,7 +442,7 @@ def _start(site: DhashSite, wheel: str, *args: str) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the seven per run
+@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the eight per run
 def test_a_slow_canary_is_aborted_by_the_judge_with_only_the_canary_host_touched(
     site: DhashSite,
 ) -> None:
@@ -471,7 +487,7 @@ def test_a_slow_canary_is_aborted_by_the_judge_with_only_the_canary_host_touched
     assert run.detail_of(Phase.INSTALL)["hosts"] == ["web1"]  # the others never touched
 
 
-@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the seven per run
+@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the eight per run
 def test_a_good_canary_killed_once_is_resumed_and_promoted_to_every_host_in_waves(
     site: DhashSite,
 ) -> None:
@@ -565,7 +581,7 @@ def _wait_gone(pids: list[int], timeout: float = 120) -> None:
     raise AssertionError(f"the killed controller's steps {pids} still run after {timeout} s")
 
 
-@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the seven per run
+@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the eight per run
 def test_a_canary_start_killed_while_its_host_switches_is_undone_by_canary_abort(
     site: DhashSite,
 ) -> None:
@@ -609,7 +625,7 @@ def test_a_canary_start_killed_while_its_host_switches_is_undone_by_canary_abort
           f"{time.monotonic() - began:.0f} s")  # fmt: skip
 
 
-@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the seven per run
+@pytest.mark.matrix(keep=1, group="rollout")  # make test: one of the eight per run
 def test_a_canary_promotion_killed_in_its_wave_is_resumed_by_the_same_command(
     site: DhashSite,
 ) -> None:

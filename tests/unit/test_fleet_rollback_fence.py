@@ -22,6 +22,7 @@ from dhash_rollout.targets.fleet import payload
 from dhash_rollout.targets.fleet.engine import HostResult
 from dhash_rollout.targets.fleet.payload import DhashReleases
 from dhash_rollout.targets.fleet.target import FleetTarget
+from dhash_service.errors import NotFound
 
 OLD, NEW = "1.1.0", "2.0.0"
 
@@ -150,3 +151,27 @@ def test_a_plain_fleet_rollback_switches_back_only_the_hosts_it_names(tmp_path: 
     target.hosts = cast(Any, hosts)
     assert target.roll(["web1", "web2"], OLD, lambda _m: None, back={"web2"}) == {}
     assert hosts.switched == [("web1", OLD, False), ("web2", OLD, True)]
+
+
+def test_release_start_brings_back_only_the_hosts_out_of_rotation_on_their_release(
+    tmp_path: Path,
+) -> None:
+    """After ``dhash release stop`` every host still names its release: start must switch
+    the stopped ones to it (as a switch back), not find nothing to do."""
+    web = tuple(HostSettings(name=f"web{i}", address=f"10.0.0.{i}") for i in (1, 2, 3))
+    env = Environment("staging", tmp_path, 18080, "http://lb", "sqlite:////x/db.sqlite3",
+                      settings=EnvironmentSettings(target="fleet", hosts=web, proxy=ProxySettings(
+                          runtime_api=str(tmp_path / "sock"))))  # fmt: skip
+    target = FleetTarget(env)
+    hosts = _Hosts()
+    target.hosts = cast(Any, hosts)
+    proxy = {"web1": "MAINT", "web2": "UP", "web3": "DOWN"}
+    statuses = [SimpleNamespace(name=n, release=OLD, proxy_status=p) for n, p in proxy.items()]
+    target.host_statuses = lambda: cast(Any, statuses)  # type: ignore[method-assign]
+    target.release = lambda version: cast(Any, SimpleNamespace(version=version))  # type: ignore[method-assign]
+    started = target.start()
+    assert hosts.switched == [("web1", OLD, True), ("web3", OLD, True)]
+    assert started.changed and started.instance == "web1,web3" and started.version == OLD
+    statuses[0].release = NEW  # the hosts differ: nothing to start them on
+    with pytest.raises(NotFound):
+        target.start()

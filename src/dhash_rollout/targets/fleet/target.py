@@ -173,10 +173,21 @@ class FleetTarget:
         )
 
     def start(self, *, progress: Progress | None = None) -> Activation:
-        current = self.current()
-        if current is None:
+        """Bring back the hosts out of rotation (after :meth:`stop` or a reboot) on the release
+        every host names, each checked and put back; hosts in rotation are left alone. Their
+        ``current`` did not move when they stopped, so :meth:`activate` would find nothing to do."""
+        statuses = self.host_statuses()
+        versions = {s.release for s in statuses}
+        version = versions.pop() if len(versions) == 1 else None
+        if version is None or self.release(version) is None:
             raise NotFound(f"the hosts of {self.env.name} do not serve one release")
-        return self.activate(current.version, progress=progress)
+        down = [s.name for s in statuses if s.proxy_status != "UP"]
+        failed = self.roll(down, version, progress or _silent, back=down)  # a release they served
+        if failed:
+            named = "; ".join(f"{h}: {why}" for h, why in failed.items())
+            raise CheckFailed(f"{version} could not be started again on {named}")
+        return Activation(version=version, previous=None, instance=",".join(down),
+                          changed=bool(down))  # fmt: skip
 
     def stop(self) -> None:
         """Stop serving on every host (each out of the proxy, its slots and supervisord)."""
