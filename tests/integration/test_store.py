@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -396,5 +397,20 @@ def test_a_lost_connection_on_the_direct_path_is_sqlalchemys_error_and_is_replac
         assert repo.ingest_lookup(content("after the loss").sha256).content_id == saved.id
         with pytest.raises(DuplicateContent):  # IntegrityError, wrapped as SQLAlchemy's
             repo.store_content(content("after the loss"))
+    finally:
+        repo.engine.dispose()
+
+
+def test_a_server_that_refuses_connections_on_the_direct_path_is_sqlalchemys_error() -> None:
+    # raw_connection() lets a failed connect out as psycopg's own error (the CI run of session 6
+    # answered 500 while PostgreSQL shut down): the direct path must wrap it like the others.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens on it once closed
+    url = f"postgresql+psycopg://dhash@127.0.0.1:{port}/dhash?connect_timeout=2"
+    repo = Repository(schema.create_engine_for(url, pool_size=1, max_overflow=0))
+    try:
+        with pytest.raises(sa.exc.OperationalError):
+            repo.ingest_lookup("0" * 64)
     finally:
         repo.engine.dispose()

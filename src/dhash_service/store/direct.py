@@ -54,7 +54,15 @@ class DirectStatement:
     def first_row(self, engine: sa.Engine, params: Mapping[str, Any]) -> dict[str, Any]:
         """Run in autocommit (one statement is atomic) and return its one row by column name."""
         values = self.parameters(params)
-        connection = engine.raw_connection()
+        dbapi_error = engine.dialect.loaded_dbapi.Error
+        try:
+            # Unlike ``engine.connect()``, ``raw_connection()`` lets a failed connect (a server
+            # down or shutting down) out as the driver's own error: wrap it the same way.
+            connection = engine.raw_connection()
+        except dbapi_error as error:
+            raise sa_exc.DBAPIError.instance(
+                None, None, error, dbapi_error, connection_invalidated=False, dialect=engine.dialect
+            ) from error
         try:
             driver: Any = connection.driver_connection
             try:
@@ -67,7 +75,7 @@ class DirectStatement:
                 finally:
                     if not driver.closed:  # back to the pool as it came: not in autocommit
                         driver.autocommit = False
-            except engine.dialect.loaded_dbapi.Error as error:
+            except dbapi_error as error:
                 lost = engine.dialect.is_disconnect(error, connection.dbapi_connection, None)
                 if lost:
                     connection.invalidate(error)
@@ -75,7 +83,7 @@ class DirectStatement:
                     self.sql,
                     values,
                     error,
-                    engine.dialect.loaded_dbapi.Error,
+                    dbapi_error,
                     connection_invalidated=lost,
                     dialect=engine.dialect,
                 ) from error
