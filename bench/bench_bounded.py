@@ -37,7 +37,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_service import TOKEN, free_port, server_env, unique  # noqa: E402
+from bench.bench_service import TOKEN, serve_one_worker, server_env, unique  # noqa: E402
 from tests.support.api import photo  # noqa: E402
 from tests.support.corpus import pdf_with_images, photo_jpeg, video  # noqa: E402
 from tests.support.postgres import running_postgres  # noqa: E402
@@ -47,7 +47,6 @@ from dhash_service.extraction import Limits  # noqa: E402
 from dhash_service.extraction.limits import RequestBudget  # noqa: E402
 from dhash_service.sandbox.pool import ChildLimits, DecoderPool  # noqa: E402
 
-DHASH = str(Path(sys.executable).parent / "dhash")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 PER_ROUND = 24
 ISOLATION_CALLS = 15
@@ -87,29 +86,12 @@ def start_server(
     database_url: str, scratch: Path, source: Path | None
 ) -> tuple[subprocess.Popen[bytes], str]:
     """``dhash serve --workers 1``; from ``source`` (another checkout's ``src``) when given."""
-    port = free_port()
     env = server_env(database_url, scratch)
     env["DHASH_INDEX_SYNC_SECONDS"] = "5"
     if source is not None:
         env["PYTHONPATH"] = str(source)  # ahead of the editable install's path entry
-    process = subprocess.Popen(
-        [DHASH, "serve", "--port", str(port), "--workers", "1"],
-        env=env,
-        stdout=(scratch / f"serve-{port}.log").open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("the bench server did not get ready")
+    log = scratch / f"serve-{'before' if source is not None else 'after'}-{time.monotonic_ns()}.log"
+    return serve_one_worker(env, log)
 
 
 # What each round sends, per server: the ingest, the same payloads hashed only (no store), and

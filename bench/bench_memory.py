@@ -33,9 +33,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_service import TOKEN, free_port, server_env  # noqa: E402
+from bench.bench_service import TOKEN, serve_one_worker, server_env  # noqa: E402
 
-DHASH = str(Path(sys.executable).parent / "dhash")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SIDE = 8000
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -67,7 +66,6 @@ def rss(pid: int) -> int:
 
 
 def start(scratch: Path, trim: bool) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
     env = server_env(f"sqlite:///{scratch / 'dhash.db'}", scratch)
     env["DHASH_REQUEST_TIME_BUDGET_SECONDS"] = "60"
     if not trim:
@@ -75,24 +73,7 @@ def start(scratch: Path, trim: bool) -> tuple[subprocess.Popen[bytes], str]:
         site.mkdir()
         (site / "sitecustomize.py").write_text(TRIM_OFF)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
-    process = subprocess.Popen(
-        [DHASH, "serve", "--port", str(port), "--workers", "1"],
-        env=env,
-        stdout=(scratch / "serve.log").open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("the bench server did not get ready")
+    return serve_one_worker(env, scratch / "serve.log")
 
 
 def one_request(url: str, pid: int, data: bytes) -> tuple[int, int, int]:

@@ -121,6 +121,29 @@ def start(workers: int, database_url: str, scratch: Path) -> Instance:
     return Instance(workers, port, process)
 
 
+def serve_one_worker(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``dhash serve --workers 1`` with ``env``, once ``/ready`` answers 200: (process, url)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [DHASH, "serve", "--port", str(port), "--workers", "1"],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit("the bench server did not get ready")
+
+
 def _workers_listening(instance: Instance, tries: int = 20) -> int:
     """Distinct worker pids on fresh connections: a worker listens only once it is ready."""
     pids = {
