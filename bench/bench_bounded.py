@@ -83,15 +83,14 @@ def loop_seconds_ns(pid: int) -> float:
 
 
 def start_server(
-    database_url: str, scratch: Path, source: Path | None
+    name: str, database_url: str, scratch: Path, source: Path | None
 ) -> tuple[subprocess.Popen[bytes], str]:
     """``dhash serve --workers 1``; from ``source`` (another checkout's ``src``) when given."""
     env = server_env(database_url, scratch)
     env["DHASH_INDEX_SYNC_SECONDS"] = "5"
     if source is not None:
         env["PYTHONPATH"] = str(source)  # ahead of the editable install's path entry
-    log = scratch / f"serve-{'before' if source is not None else 'after'}-{time.monotonic_ns()}.log"
-    return serve_one_worker(env, log)
+    return serve_one_worker(env, scratch / f"serve-{name}.log")
 
 
 # What each round sends, per server: the ingest, the same payloads hashed only (no store), and
@@ -146,7 +145,7 @@ def ingest_cpu(
         try:
             for name, source in sources.items():
                 database = postgres.url(postgres.create_database(f"bench_{name}"))
-                servers[name] = start_server(database, Path(scratch), source)
+                servers[name] = start_server(name, database, Path(scratch), source)
             for _, url in servers.values():
                 with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
                     for n in range(4):  # warm: lazy imports, first connection, caches

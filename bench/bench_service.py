@@ -107,41 +107,33 @@ def server_env(database_url: str, scratch: Path) -> dict[str, str]:
     return env
 
 
-def start(workers: int, database_url: str, scratch: Path) -> Instance:
+def launch(workers: int, env: dict[str, str], log: Path) -> Instance:
+    """``dhash serve`` with ``env`` on a free port, its output in ``log``; not yet ready."""
     port = free_port()
-    env = server_env(database_url, scratch)
-    log = (scratch / f"serve-{workers}w.log").open("wb")
     process = subprocess.Popen(
         [DHASH, "serve", "--port", str(port), "--workers", str(workers)],
         env=env,
-        stdout=log,
+        stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     return Instance(workers, port, process)
 
 
+def start(workers: int, database_url: str, scratch: Path) -> Instance:
+    return launch(workers, server_env(database_url, scratch), scratch / f"serve-{workers}w.log")
+
+
 def serve_one_worker(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``dhash serve --workers 1`` with ``env``, once ``/ready`` answers 200: (process, url)."""
-    port = free_port()
-    process = subprocess.Popen(
-        [DHASH, "serve", "--port", str(port), "--workers", "1"],
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("the bench server did not get ready")
+    """``dhash serve --workers 1`` with ``env``, once ready (:func:`wait_ready`): (process, url);
+    stopped again if it never gets ready."""
+    instance = launch(1, env, log)
+    try:
+        wait_ready(instance)
+    except SystemExit:
+        stop(instance)
+        raise
+    return instance.process, instance.url
 
 
 def _workers_listening(instance: Instance, tries: int = 20) -> int:
